@@ -1,0 +1,443 @@
+//! A connection's outbound queue: two lanes, bounded in bytes, awaited by the
+//! transport through a plain [`Waker`] so any executor can drive it.
+
+use std::collections::VecDeque;
+use std::future::poll_fn;
+use std::task::{Context, Poll, Waker};
+
+use bytes::Bytes;
+use parking_lot::Mutex;
+use wshub_protocol::CloseReason;
+
+use crate::ConnectionId;
+use crate::config::{HubConfig, SlowConsumerPolicy};
+
+/// Which lane a frame goes to. Control frames overtake data frames.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Lane {
+    /// Acks, errors, welcome and system events: never dropped, drained first.
+    Control,
+    /// Room messages and broadcasts: subject to the slow-consumer policy.
+    Data,
+}
+
+/// What became of a pushed frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum PushOutcome {
+    /// Queued; `dropped` older data frames were discarded to make room
+    /// (only under [`SlowConsumerPolicy::DropOldest`]).
+    Queued {
+        /// How many older data frames were dropped.
+        dropped: usize,
+    },
+    /// The queue was full and the connection is now being closed as a slow
+    /// consumer; the frame was not queued.
+    Overflowed,
+    /// The connection is already closing; the frame was not queued.
+    Closed,
+}
+
+/// What [`Outbox::drain`] produced.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Drained {
+    /// Frames were appended to the caller's buffer: write them, then drain again.
+    Frames,
+    /// Write whatever was appended, then close the connection with this reason.
+    Close(CloseReason),
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Closing {
+    /// Discard what is queued and close at once (slow consumer).
+    Now(CloseReason),
+    /// Deliver everything queued, then close (graceful shutdown).
+    AfterFlush(CloseReason),
+}
+
+#[derive(Debug, Default)]
+struct Lanes {
+    control: VecDeque<Bytes>,
+    control_bytes: usize,
+    data: VecDeque<Bytes>,
+    data_bytes: usize,
+    closing: Option<Closing>,
+    waker: Option<Waker>,
+}
+
+impl Lanes {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty()
+    }
+
+    fn discard_all(&mut self) {
+        // Fresh deques give the memory back; `clear` would keep the capacity.
+        self.control = VecDeque::new();
+        self.data = VecDeque::new();
+        self.control_bytes = 0;
+        self.data_bytes = 0;
+    }
+}
+
+/// One connection's outbound queue.
+///
+/// Producers (any thread: the hub's fan-out, the connection's own acks) call
+/// [`push`](Self::push), which never blocks on the consumer. The connection's
+/// driver awaits [`drain`](Self::drain) and writes what it gets in one batch.
+#[derive(Debug)]
+pub struct Outbox {
+    id: ConnectionId,
+    data_limit: usize,
+    control_limit: usize,
+    policy: SlowConsumerPolicy,
+    lanes: Mutex<Lanes>,
+}
+
+impl Outbox {
+    pub(crate) fn new(id: ConnectionId, config: &HubConfig) -> Self {
+        Self {
+            id,
+            data_limit: config.data_queue_bytes,
+            control_limit: config.control_queue_bytes,
+            policy: config.slow_consumer,
+            lanes: Mutex::new(Lanes::default()),
+        }
+    }
+
+    /// The connection this outbox belongs to.
+    pub fn id(&self) -> ConnectionId {
+        self.id
+    }
+
+    /// Queues `frame` (UTF-8 JSON text) on `lane` and wakes the driver.
+    pub fn push(&self, lane: Lane, frame: Bytes) -> PushOutcome {
+        let mut lanes = self.lanes.lock();
+        if lanes.closing.is_some() {
+            return PushOutcome::Closed;
+        }
+        let len = frame.len();
+        let mut dropped = 0;
+        match lane {
+            Lane::Control => {
+                if lanes.control_bytes + len > self.control_limit && !lanes.control.is_empty() {
+                    return self.overflow(lanes);
+                }
+                lanes.control_bytes += len;
+                lanes.control.push_back(frame);
+            }
+            Lane::Data => {
+                // One frame always fits into an empty lane, so a message up to
+                // the size limit is delivered even with a tiny queue.
+                if lanes.data_bytes + len > self.data_limit && !lanes.data.is_empty() {
+                    match self.policy {
+                        SlowConsumerPolicy::Disconnect => return self.overflow(lanes),
+                        SlowConsumerPolicy::DropOldest => {
+                            while lanes.data_bytes + len > self.data_limit {
+                                let Some(old) = lanes.data.pop_front() else {
+                                    break;
+                                };
+                                lanes.data_bytes -= old.len();
+                                dropped += 1;
+                            }
+                        }
+                    }
+                }
+                lanes.data_bytes += len;
+                lanes.data.push_back(frame);
+            }
+        }
+        let waker = lanes.waker.take();
+        drop(lanes);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        PushOutcome::Queued { dropped }
+    }
+
+    fn overflow(&self, mut lanes: parking_lot::MutexGuard<'_, Lanes>) -> PushOutcome {
+        lanes.discard_all();
+        lanes.closing = Some(Closing::Now(CloseReason::SLOW_CONSUMER));
+        let waker = lanes.waker.take();
+        drop(lanes);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        PushOutcome::Overflowed
+    }
+
+    /// Asks the driver to deliver what is queued, then `final_frame` (control
+    /// lane), then close with `reason`. Later pushes are refused. Used for
+    /// graceful shutdown; returns false if the connection was already closing.
+    pub fn close_after_flush(&self, final_frame: Option<Bytes>, reason: CloseReason) -> bool {
+        let mut lanes = self.lanes.lock();
+        if lanes.closing.is_some() {
+            return false;
+        }
+        if let Some(frame) = final_frame {
+            lanes.control_bytes += frame.len();
+            lanes.control.push_back(frame);
+        }
+        lanes.closing = Some(Closing::AfterFlush(reason));
+        let waker = lanes.waker.take();
+        drop(lanes);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+        true
+    }
+
+    /// Discards what is queued and asks the driver to close with `reason` now.
+    pub fn close_now(&self, reason: CloseReason) {
+        let mut lanes = self.lanes.lock();
+        lanes.discard_all();
+        lanes.closing = Some(Closing::Now(reason));
+        let waker = lanes.waker.take();
+        drop(lanes);
+        if let Some(waker) = waker {
+            waker.wake();
+        }
+    }
+
+    /// Whether a close has been requested.
+    pub fn is_closing(&self) -> bool {
+        self.lanes.lock().closing.is_some()
+    }
+
+    /// Bytes queued on both lanes.
+    pub fn queued_bytes(&self) -> usize {
+        let lanes = self.lanes.lock();
+        lanes.control_bytes + lanes.data_bytes
+    }
+
+    /// Moves queued frames into `out` without waiting: all control frames, then
+    /// data frames until about `max_bytes` (at least one). `None` when nothing
+    /// is queued and no close is pending.
+    pub fn try_drain(&self, out: &mut Vec<Bytes>, max_bytes: usize) -> Option<Drained> {
+        let mut lanes = self.lanes.lock();
+        Self::take_batch(&mut lanes, out, max_bytes)
+    }
+
+    fn take_batch(lanes: &mut Lanes, out: &mut Vec<Bytes>, max_bytes: usize) -> Option<Drained> {
+        if let Some(Closing::Now(reason)) = lanes.closing {
+            return Some(Drained::Close(reason));
+        }
+        let before = out.len();
+        let mut taken = 0;
+        while let Some(frame) = lanes.control.pop_front() {
+            lanes.control_bytes -= frame.len();
+            taken += frame.len();
+            out.push(frame);
+        }
+        while taken < max_bytes {
+            let Some(frame) = lanes.data.pop_front() else {
+                break;
+            };
+            lanes.data_bytes -= frame.len();
+            taken += frame.len();
+            out.push(frame);
+        }
+        if lanes.is_empty() {
+            // An idle connection should not keep the capacity of its last burst.
+            if lanes.data.capacity() > 64 {
+                lanes.data = VecDeque::new();
+            }
+            if let Some(Closing::AfterFlush(reason)) = lanes.closing {
+                return Some(Drained::Close(reason));
+            }
+        }
+        (out.len() > before).then_some(Drained::Frames)
+    }
+
+    /// Polls for the next batch: ready when frames were appended to `out` or a
+    /// close is due; otherwise registers `cx`'s waker and returns pending.
+    pub fn poll_drain(
+        &self,
+        cx: &mut Context<'_>,
+        out: &mut Vec<Bytes>,
+        max_bytes: usize,
+    ) -> Poll<Drained> {
+        let mut lanes = self.lanes.lock();
+        match Self::take_batch(&mut lanes, out, max_bytes) {
+            Some(drained) => Poll::Ready(drained),
+            None => {
+                let replace = lanes
+                    .waker
+                    .as_ref()
+                    .is_none_or(|old| !old.will_wake(cx.waker()));
+                if replace {
+                    lanes.waker = Some(cx.waker().clone());
+                }
+                Poll::Pending
+            }
+        }
+    }
+
+    /// Waits for the next batch; see [`poll_drain`](Self::poll_drain).
+    pub async fn drain(&self, out: &mut Vec<Bytes>, max_bytes: usize) -> Drained {
+        poll_fn(|cx| self.poll_drain(cx, out, max_bytes)).await
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    use std::task::Wake;
+
+    fn outbox(data: usize, control: usize, policy: SlowConsumerPolicy) -> Outbox {
+        Outbox::new(
+            ConnectionId(1),
+            &HubConfig {
+                data_queue_bytes: data,
+                control_queue_bytes: control,
+                slow_consumer: policy,
+            },
+        )
+    }
+
+    fn frame(text: &'static str) -> Bytes {
+        Bytes::from_static(text.as_bytes())
+    }
+
+    fn drain_all(outbox: &Outbox) -> (Vec<Bytes>, Option<Drained>) {
+        let mut out = Vec::new();
+        let drained = outbox.try_drain(&mut out, usize::MAX);
+        (out, drained)
+    }
+
+    #[test]
+    fn control_frames_overtake_data_frames() {
+        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
+        outbox.push(Lane::Data, frame("d1"));
+        outbox.push(Lane::Data, frame("d2"));
+        outbox.push(Lane::Control, frame("c1"));
+        outbox.push(Lane::Data, frame("d3"));
+        outbox.push(Lane::Control, frame("c2"));
+        let (frames, drained) = drain_all(&outbox);
+        assert_eq!(frames, ["c1", "c2", "d1", "d2", "d3"].map(frame));
+        assert_eq!(drained, Some(Drained::Frames));
+        assert_eq!(outbox.try_drain(&mut Vec::new(), usize::MAX), None);
+    }
+
+    #[test]
+    fn a_batch_is_bounded_in_bytes_but_takes_at_least_one_frame() {
+        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
+        for _ in 0..4 {
+            outbox.push(Lane::Data, frame("0123456789"));
+        }
+        let mut out = Vec::new();
+        outbox.try_drain(&mut out, 15);
+        assert_eq!(out.len(), 2);
+        out.clear();
+        outbox.try_drain(&mut out, 1);
+        assert_eq!(out.len(), 1);
+        assert_eq!(outbox.queued_bytes(), 10);
+    }
+
+    #[test]
+    fn disconnect_policy_discards_the_queue_and_closes_with_1008() {
+        let outbox = outbox(25, 1024, SlowConsumerPolicy::Disconnect);
+        assert_eq!(
+            outbox.push(Lane::Data, frame("0123456789")),
+            PushOutcome::Queued { dropped: 0 }
+        );
+        outbox.push(Lane::Data, frame("0123456789"));
+        assert_eq!(
+            outbox.push(Lane::Data, frame("0123456789")),
+            PushOutcome::Overflowed
+        );
+        assert_eq!(outbox.queued_bytes(), 0);
+        assert_eq!(
+            outbox.push(Lane::Control, frame("late")),
+            PushOutcome::Closed
+        );
+        let (frames, drained) = drain_all(&outbox);
+        assert!(frames.is_empty());
+        assert_eq!(drained, Some(Drained::Close(CloseReason::SLOW_CONSUMER)));
+    }
+
+    #[test]
+    fn drop_oldest_policy_keeps_the_newest_frames() {
+        let outbox = outbox(25, 1024, SlowConsumerPolicy::DropOldest);
+        for text in ["aaaaaaaaa1", "aaaaaaaaa2", "aaaaaaaaa3", "aaaaaaaaa4"] {
+            outbox.push(Lane::Data, frame(text));
+        }
+        assert_eq!(
+            outbox.push(Lane::Data, frame("aaaaaaaaa5")),
+            PushOutcome::Queued { dropped: 1 }
+        );
+        let (frames, _) = drain_all(&outbox);
+        assert_eq!(frames, ["aaaaaaaaa4", "aaaaaaaaa5"].map(frame));
+    }
+
+    #[test]
+    fn a_single_oversized_frame_still_fits_an_empty_lane() {
+        let outbox = outbox(4, 4, SlowConsumerPolicy::Disconnect);
+        assert_eq!(
+            outbox.push(Lane::Data, frame("0123456789")),
+            PushOutcome::Queued { dropped: 0 }
+        );
+        assert_eq!(
+            outbox.push(Lane::Control, frame("0123456789")),
+            PushOutcome::Queued { dropped: 0 }
+        );
+        assert_eq!(
+            outbox.push(Lane::Control, frame("x")),
+            PushOutcome::Overflowed
+        );
+    }
+
+    #[test]
+    fn close_after_flush_delivers_everything_then_the_final_frame() {
+        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
+        outbox.push(Lane::Data, frame("d1"));
+        assert!(outbox.close_after_flush(Some(frame("bye")), CloseReason::SHUTDOWN));
+        assert_eq!(outbox.push(Lane::Data, frame("d2")), PushOutcome::Closed);
+        let (frames, drained) = drain_all(&outbox);
+        assert_eq!(frames, ["bye", "d1"].map(frame));
+        assert_eq!(drained, Some(Drained::Close(CloseReason::SHUTDOWN)));
+    }
+
+    #[test]
+    fn close_after_flush_waits_for_a_partially_drained_queue() {
+        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
+        outbox.push(Lane::Data, frame("d1"));
+        outbox.push(Lane::Data, frame("d2"));
+        outbox.close_after_flush(None, CloseReason::SHUTDOWN);
+        let mut out = Vec::new();
+        assert_eq!(outbox.try_drain(&mut out, 1), Some(Drained::Frames));
+        assert_eq!(
+            outbox.try_drain(&mut out, 1),
+            Some(Drained::Close(CloseReason::SHUTDOWN))
+        );
+        assert_eq!(out, ["d1", "d2"].map(frame));
+    }
+
+    struct CountingWaker(AtomicUsize);
+    impl Wake for CountingWaker {
+        fn wake(self: Arc<Self>) {
+            self.0.fetch_add(1, Ordering::SeqCst);
+        }
+    }
+
+    #[test]
+    fn a_waiting_driver_is_woken_once_per_idle_period() {
+        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
+        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
+        let waker = Waker::from(counter.clone());
+        let mut cx = Context::from_waker(&waker);
+        let mut out = Vec::new();
+        assert!(outbox.poll_drain(&mut cx, &mut out, 1024).is_pending());
+        outbox.push(Lane::Data, frame("a"));
+        outbox.push(Lane::Data, frame("b"));
+        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake per batch");
+        assert_eq!(
+            outbox.poll_drain(&mut cx, &mut out, 1024),
+            Poll::Ready(Drained::Frames)
+        );
+        assert_eq!(out.len(), 2);
+        assert!(outbox.poll_drain(&mut cx, &mut out, 1024).is_pending());
+        outbox.close_now(CloseReason::SLOW_CONSUMER);
+        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
+    }
+}

@@ -1,0 +1,392 @@
+//! Hub semantics through its public API, without sockets or a runtime.
+
+use bytes::Bytes;
+use serde_json::Value;
+use wshub_protocol::{CloseReason, ErrorCode};
+
+use crate::{
+    Connection, Drained, FrameOutcome, Hub, HubConfig, HubStats, Lane, SlowConsumerPolicy,
+};
+
+const NOW: u64 = 1_700_000_000_000;
+
+fn hub() -> Hub {
+    Hub::new(HubConfig::default())
+}
+
+/// Everything queued for `conn`, parsed, and whether a close is due.
+fn take(conn: &Connection) -> (Vec<Value>, Option<CloseReason>) {
+    let mut frames = Vec::new();
+    let mut close = None;
+    while let Some(drained) = conn.outbox().try_drain(&mut frames, usize::MAX) {
+        if let Drained::Close(reason) = drained {
+            close = Some(reason);
+            break;
+        }
+    }
+    let values = frames
+        .iter()
+        .map(|frame| serde_json::from_slice(frame).expect("server frames are JSON"))
+        .collect();
+    (values, close)
+}
+
+fn frames(conn: &Connection) -> Vec<Value> {
+    take(conn).0
+}
+
+fn types(values: &[Value]) -> Vec<&str> {
+    values.iter().map(|v| v["type"].as_str().unwrap()).collect()
+}
+
+fn send(conn: &mut Connection, text: &str) -> FrameOutcome {
+    conn.handle_text(text, NOW)
+}
+
+fn join(conn: &mut Connection, room: &str) {
+    let outcome = send(conn, &format!(r#"{{"type":"join","room":"{room}"}}"#));
+    assert_eq!(outcome, FrameOutcome::Accepted);
+}
+
+fn publish(conn: &mut Connection, room: &str, content: &str) -> FrameOutcome {
+    send(
+        conn,
+        &format!(r#"{{"type":"publish","room":"{room}","content":{content}}}"#),
+    )
+}
+
+#[test]
+fn types_that_cross_threads_are_send_and_sync() {
+    fn assert_send_sync<T: Send + Sync>() {}
+    assert_send_sync::<Hub>();
+    assert_send_sync::<Connection>();
+    assert_send_sync::<crate::Outbox>();
+}
+
+#[test]
+fn publish_reaches_every_other_member_and_nobody_else() {
+    let hub = hub();
+    let mut alice = hub.connect().unwrap();
+    let mut bob = hub.connect().unwrap();
+    let mut carol = hub.connect().unwrap();
+    let outsider = hub.connect().unwrap();
+    for conn in [&mut alice, &mut bob, &mut carol] {
+        join(conn, "lobby");
+    }
+
+    assert_eq!(
+        publish(&mut alice, "lobby", r#"{"text":"hi",  "n":1}"#),
+        FrameOutcome::Accepted
+    );
+
+    assert!(frames(&alice).is_empty(), "the publisher gets no echo");
+    assert!(frames(&outsider).is_empty());
+    for member in [&bob, &carol] {
+        let got = frames(member);
+        assert_eq!(types(&got), ["message"]);
+        assert_eq!(got[0]["room"], "lobby");
+        assert_eq!(got[0]["from"], alice.wire_id());
+        assert_eq!(got[0]["time"], NOW);
+        assert_eq!(got[0]["content"], serde_json::json!({"text":"hi","n":1}));
+    }
+    assert_eq!(hub.stats().published, 1);
+    assert_eq!(hub.stats().delivered, 2);
+}
+
+#[test]
+fn every_recipient_shares_one_encoding() {
+    let hub = hub();
+    let mut alice = hub.connect().unwrap();
+    let mut bob = hub.connect().unwrap();
+    let mut carol = hub.connect().unwrap();
+    for conn in [&mut alice, &mut bob, &mut carol] {
+        join(conn, "r");
+    }
+    publish(&mut alice, "r", "1");
+    let (mut at_bob, mut at_carol) = (Vec::new(), Vec::new());
+    bob.outbox().try_drain(&mut at_bob, usize::MAX);
+    carol.outbox().try_drain(&mut at_carol, usize::MAX);
+    assert_eq!(
+        at_bob[0].as_ptr(),
+        at_carol[0].as_ptr(),
+        "same bytes, not a copy"
+    );
+}
+
+#[test]
+fn acks_echo_the_ref_and_a_join_is_effective_by_its_ack() {
+    let hub = hub();
+    let mut alice = hub.connect().unwrap();
+    let mut bob = hub.connect().unwrap();
+    send(&mut bob, r#"{"type":"join","room":"r","ref":"j1"}"#);
+    let got = frames(&bob);
+    assert_eq!(got, [serde_json::json!({"type":"ack","ref":"j1"})]);
+    join(&mut alice, "r");
+    send(
+        &mut alice,
+        r#"{"type":"publish","room":"r","content":null,"ref":7}"#,
+    );
+    assert_eq!(frames(&alice), [serde_json::json!({"type":"ack","ref":7})]);
+    assert_eq!(frames(&bob)[0]["content"], Value::Null);
+}
+
+#[test]
+fn a_connection_can_be_in_many_rooms() {
+    let hub = hub();
+    let mut hubby = hub.connect().unwrap();
+    let mut a = hub.connect().unwrap();
+    let mut b = hub.connect().unwrap();
+    join(&mut hubby, "one");
+    join(&mut hubby, "two");
+    join(&mut a, "one");
+    join(&mut b, "two");
+    publish(&mut a, "one", r#""to one""#);
+    publish(&mut b, "two", r#""to two""#);
+    let got = frames(&hubby);
+    let rooms: Vec<_> = got.iter().map(|m| m["room"].as_str().unwrap()).collect();
+    assert_eq!(rooms, ["one", "two"]);
+    assert!(frames(&a).is_empty() && frames(&b).is_empty());
+    assert_eq!(hubby.rooms().count(), 2);
+}
+
+#[test]
+fn leave_stops_delivery_and_frees_an_empty_room() {
+    let hub = hub();
+    let mut alice = hub.connect().unwrap();
+    let mut bob = hub.connect().unwrap();
+    join(&mut alice, "r");
+    join(&mut bob, "r");
+    assert_eq!(hub.room_size("r"), 2);
+    assert_eq!(
+        send(&mut bob, r#"{"type":"leave","room":"r","ref":"l"}"#),
+        FrameOutcome::Accepted
+    );
+    assert_eq!(types(&frames(&bob)), ["ack"]);
+    publish(&mut alice, "r", "1");
+    assert!(frames(&bob).is_empty());
+    assert_eq!(hub.stats().rooms, 1);
+    send(&mut alice, r#"{"type":"leave","room":"r"}"#);
+    assert_eq!(hub.stats().rooms, 0);
+    assert_eq!(hub.room_size("r"), 0);
+}
+
+#[test]
+fn dropping_a_connection_leaves_its_rooms_and_unregisters_it() {
+    let hub = hub();
+    let mut alice = hub.connect().unwrap();
+    join(&mut alice, "a");
+    join(&mut alice, "b");
+    assert_eq!((hub.stats().connections, hub.stats().rooms), (1, 2));
+    drop(alice);
+    let HubStats {
+        connections,
+        rooms,
+        connections_total,
+        ..
+    } = hub.stats();
+    assert_eq!((connections, rooms, connections_total), (0, 0, 1));
+}
+
+#[test]
+fn refusals_get_error_frames_and_the_connection_stays_usable() {
+    let hub = hub();
+    let mut alice = hub.connect().unwrap();
+    let cases = [
+        (
+            r#"{"type":"publish","room":"r","content":1,"ref":"p"}"#,
+            ErrorCode::NotJoined,
+        ),
+        (
+            r#"{"type":"leave","room":"r","ref":"l"}"#,
+            ErrorCode::NotJoined,
+        ),
+        (
+            r#"{"type":"join","room":"bad room","ref":"j"}"#,
+            ErrorCode::RoomInvalid,
+        ),
+        (r#"{"type":"nope","ref":"n"}"#, ErrorCode::UnknownType),
+        (r#"{"type":"join","ref":"m"}"#, ErrorCode::MissingField),
+        ("{oops", ErrorCode::BadJson),
+    ];
+    for (text, code) in cases {
+        assert_eq!(
+            send(&mut alice, text),
+            FrameOutcome::Rejected(code),
+            "{text}"
+        );
+        let got = frames(&alice);
+        assert_eq!(got.len(), 1, "{text}");
+        assert_eq!(got[0]["type"], "error");
+        assert_eq!(got[0]["code"], code.as_str());
+        assert!(!got[0]["message"].as_str().unwrap().is_empty());
+    }
+    assert_eq!(
+        alice.handle_binary(),
+        FrameOutcome::Rejected(ErrorCode::BinaryUnsupported)
+    );
+    assert_eq!(frames(&alice)[0]["code"], "binary_unsupported");
+    join(&mut alice, "r");
+    assert_eq!(publish(&mut alice, "r", "1"), FrameOutcome::Accepted);
+}
+
+#[test]
+fn control_frames_overtake_queued_messages() {
+    let hub = hub();
+    let mut alice = hub.connect().unwrap();
+    let mut bob = hub.connect().unwrap();
+    join(&mut alice, "r");
+    join(&mut bob, "r");
+    for n in 0..3 {
+        publish(&mut alice, "r", &n.to_string());
+    }
+    send(&mut bob, r#"{"type":"join","room":"s","ref":"late"}"#);
+    assert_eq!(
+        types(&frames(&bob)),
+        ["ack", "message", "message", "message"]
+    );
+}
+
+fn tiny_hub(policy: SlowConsumerPolicy) -> Hub {
+    Hub::new(HubConfig {
+        // Room for about three ~100-byte messages.
+        data_queue_bytes: 300,
+        control_queue_bytes: 1024,
+        slow_consumer: policy,
+    })
+}
+
+#[test]
+fn disconnect_policy_cuts_off_only_the_slow_member() {
+    let hub = tiny_hub(SlowConsumerPolicy::Disconnect);
+    let mut publisher = hub.connect().unwrap();
+    let mut slow = hub.connect().unwrap();
+    let mut fast = hub.connect().unwrap();
+    for conn in [&mut publisher, &mut slow, &mut fast] {
+        join(conn, "r");
+    }
+    let mut fast_got = 0;
+    for n in 0..10 {
+        assert_eq!(
+            publish(&mut publisher, "r", &n.to_string()),
+            FrameOutcome::Accepted
+        );
+        fast_got += frames(&fast).len();
+    }
+    assert_eq!(fast_got, 10, "the fast member lost nothing");
+    let (got, close) = take(&slow);
+    assert!(got.is_empty(), "a cut-off queue is discarded");
+    assert_eq!(close, Some(CloseReason::SLOW_CONSUMER));
+    assert_eq!(hub.stats().slow_consumer_disconnects, 1);
+}
+
+#[test]
+fn drop_oldest_policy_keeps_the_newest_messages() {
+    let hub = tiny_hub(SlowConsumerPolicy::DropOldest);
+    let mut publisher = hub.connect().unwrap();
+    let mut slow = hub.connect().unwrap();
+    join(&mut publisher, "r");
+    join(&mut slow, "r");
+    for n in 0..10 {
+        publish(&mut publisher, "r", &n.to_string());
+    }
+    let (got, close) = take(&slow);
+    assert_eq!(close, None);
+    let contents: Vec<_> = got.iter().map(|m| m["content"].as_u64().unwrap()).collect();
+    assert!(!contents.is_empty() && contents.len() < 10);
+    assert_eq!(*contents.last().unwrap(), 9, "the newest survives");
+    assert!(
+        contents.windows(2).all(|w| w[0] + 1 == w[1]),
+        "in order: {contents:?}"
+    );
+    assert_eq!(hub.stats().dropped_frames, 10 - contents.len() as u64);
+}
+
+#[test]
+fn broadcast_reaches_every_connection() {
+    let hub = hub();
+    let conns: Vec<_> = (0..5).map(|_| hub.connect().unwrap()).collect();
+    let fanout = hub.broadcast(Bytes::from_static(br#"{"type":"system","event":"x"}"#));
+    assert_eq!(fanout.delivered, 5);
+    for conn in &conns {
+        assert_eq!(types(&frames(conn)), ["system"]);
+    }
+}
+
+#[test]
+fn shutdown_flushes_queues_then_closes_with_1001_and_refuses_newcomers() {
+    let hub = hub();
+    let mut alice = hub.connect().unwrap();
+    let mut bob = hub.connect().unwrap();
+    join(&mut alice, "r");
+    join(&mut bob, "r");
+    publish(&mut alice, "r", r#""before""#);
+    assert_eq!(hub.shutdown(), 2);
+    let (got, close) = take(&bob);
+    assert_eq!(types(&got), ["system", "message"]);
+    assert_eq!(got[0]["event"], "shutdown");
+    assert_eq!(got[1]["content"], "before");
+    assert_eq!(close, Some(CloseReason::SHUTDOWN));
+    assert!(hub.connect().is_err());
+    assert_eq!(hub.shutdown(), 0, "a second shutdown tells nobody twice");
+}
+
+#[test]
+fn publishes_to_different_rooms_run_in_parallel_threads_without_loss() {
+    const ROOMS: usize = 4;
+    const MEMBERS: usize = 50;
+    const MESSAGES: usize = 200;
+    let hub = hub();
+    let mut members: Vec<Vec<Connection>> = (0..ROOMS)
+        .map(|room| {
+            (0..MEMBERS)
+                .map(|_| {
+                    let mut conn = hub.connect().unwrap();
+                    join(&mut conn, &format!("room{room}"));
+                    conn
+                })
+                .collect()
+        })
+        .collect();
+    std::thread::scope(|scope| {
+        for (room, conns) in members.iter_mut().enumerate() {
+            let publisher = &mut conns[0];
+            scope.spawn(move || {
+                for n in 0..MESSAGES {
+                    publish(publisher, &format!("room{room}"), &n.to_string());
+                }
+            });
+        }
+    });
+    for (room, conns) in members.iter().enumerate() {
+        for conn in &conns[1..] {
+            let got = frames(conn);
+            assert_eq!(got.len(), MESSAGES);
+            for (n, message) in got.iter().enumerate() {
+                assert_eq!(message["room"], format!("room{room}"));
+                assert_eq!(message["content"], n);
+            }
+        }
+    }
+    assert_eq!(
+        hub.stats().delivered,
+        (ROOMS * (MEMBERS - 1) * MESSAGES) as u64
+    );
+}
+
+#[test]
+fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
+    let hub = Hub::new(HubConfig {
+        control_queue_bytes: 100,
+        ..HubConfig::default()
+    });
+    let mut conn = hub.connect().unwrap();
+    for n in 0..20 {
+        send(
+            &mut conn,
+            &format!(r#"{{"type":"join","room":"r","ref":{n}}}"#),
+        );
+    }
+    assert!(conn.outbox().is_closing());
+    assert_eq!(take(&conn).1, Some(CloseReason::SLOW_CONSUMER));
+    let _ = Lane::Control;
+}

@@ -1,0 +1,34 @@
+//! wshub wire protocol v1: the JSON frames clients and servers exchange.
+//!
+//! This is the only crate that knows the wire format. It parses client frames
+//! ([`parse_client_frame`]) into borrowed, typed commands and encodes server
+//! frames into [`bytes::Bytes`] exactly once, so the hub can share one encoding
+//! among every recipient without knowing JSON.
+//!
+//! It does no I/O and holds no state. The format is documented with examples in
+//! `docs/protocol.md`.
+//!
+//! ```
+//! use wshub_protocol::{parse_client_frame, ClientFrame};
+//!
+//! let frame = parse_client_frame(r#"{"type":"publish","room":"lobby","content":{"n":1},"ref":"7"}"#).unwrap();
+//! match frame {
+//!     ClientFrame::Publish { room, content, reference } => {
+//!         assert_eq!(room.as_str(), "lobby");
+//!         assert_eq!(content.get(), r#"{"n":1}"#);
+//!         assert_eq!(reference.unwrap().as_json(), r#""7""#);
+//!     }
+//!     other => panic!("unexpected {other:?}"),
+//! }
+//! ```
+
+mod client;
+mod room;
+mod server;
+
+pub use client::{ClientFrame, ErrorCode, ParseError, Ref, parse_client_frame};
+pub use room::{MAX_ROOM_NAME_LEN, RoomName, RoomNameError};
+pub use server::{
+    CloseReason, SystemEvent, encode_ack, encode_error, encode_message, encode_system,
+    encode_welcome,
+};

@@ -1,0 +1,260 @@
+//! Server → client frames. Each encoder returns the finished bytes once; callers
+//! share them among recipients with cheap `Bytes` clones.
+
+use bytes::Bytes;
+use serde::Serialize;
+use serde_json::value::RawValue;
+
+use crate::client::{ErrorCode, Ref};
+use crate::room::RoomName;
+
+/// Events of a `{"type":"system"}` frame.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum SystemEvent {
+    /// The server is shutting down: pending frames follow, then close 1001.
+    Shutdown,
+    /// The connection's token expires soon; send a `refresh` frame to stay.
+    TokenExpiring,
+}
+
+impl SystemEvent {
+    /// The event name on the wire.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Shutdown => "shutdown",
+            Self::TokenExpiring => "token_expiring",
+        }
+    }
+}
+
+/// An RFC 6455 close code with its reason text, as the server sends it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct CloseReason {
+    /// The close code (RFC 6455 §7.4, or 4000–4999 for application codes).
+    pub code: u16,
+    /// A short reason, at most 123 bytes.
+    pub reason: &'static str,
+}
+
+impl CloseReason {
+    /// 1008: the connection could not keep up with its outbound queue.
+    pub const SLOW_CONSUMER: Self = Self {
+        code: 1008,
+        reason: "slow consumer",
+    };
+    /// 1001: the server is shutting down.
+    pub const SHUTDOWN: Self = Self {
+        code: 1001,
+        reason: "server shutdown",
+    };
+    /// 1001: no pong or other traffic within the heartbeat timeout.
+    pub const HEARTBEAT_TIMEOUT: Self = Self {
+        code: 1001,
+        reason: "heartbeat timeout",
+    };
+    /// 1009: a message exceeded the size limit.
+    pub const MESSAGE_TOO_BIG: Self = Self {
+        code: 1009,
+        reason: "message too big",
+    };
+    /// 1007: a text message was not valid UTF-8.
+    pub const INVALID_UTF8: Self = Self {
+        code: 1007,
+        reason: "invalid utf-8",
+    };
+    /// 1002: the peer broke RFC 6455.
+    pub const PROTOCOL_ERROR: Self = Self {
+        code: 1002,
+        reason: "protocol error",
+    };
+    /// 1000: normal closure, answering the client's close.
+    pub const NORMAL: Self = Self {
+        code: 1000,
+        reason: "",
+    };
+}
+
+#[derive(Serialize)]
+struct Welcome<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    id: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    heartbeat_ms: u64,
+}
+
+#[derive(Serialize)]
+struct Ack<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref")]
+    reference: &'a RawValue,
+}
+
+#[derive(Serialize)]
+struct Error<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a RawValue>,
+    code: &'static str,
+    message: &'a str,
+}
+
+#[derive(Serialize)]
+struct Message<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    room: &'a str,
+    from: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    user: Option<&'a str>,
+    content: &'a RawValue,
+    time: u64,
+}
+
+#[derive(Serialize)]
+struct System {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'static str,
+}
+
+fn encode(value: &impl Serialize, capacity: usize) -> Bytes {
+    let mut out = Vec::with_capacity(capacity);
+    // Serializing these plain structs into a Vec cannot fail: every field is a
+    // string, number or already-valid raw JSON.
+    if serde_json::to_writer(&mut out, value).is_err() {
+        debug_assert!(false, "serializing a server frame failed");
+        out.clear();
+    }
+    Bytes::from(out)
+}
+
+/// `{"type":"welcome","id":..,"user":..,"heartbeat_ms":..}`, the first frame.
+pub fn encode_welcome(id: &str, user: Option<&str>, heartbeat_ms: u64) -> Bytes {
+    encode(
+        &Welcome {
+            kind: "welcome",
+            id,
+            user,
+            heartbeat_ms,
+        },
+        64 + id.len(),
+    )
+}
+
+/// `{"type":"ack","ref":..}`: the frame carrying `reference` took effect.
+pub fn encode_ack(reference: &Ref) -> Bytes {
+    encode(
+        &Ack {
+            kind: "ack",
+            reference: reference.raw(),
+        },
+        24 + reference.as_json().len(),
+    )
+}
+
+/// `{"type":"error","ref":..,"code":..,"message":..}`.
+pub fn encode_error(reference: Option<&Ref>, code: ErrorCode, message: &str) -> Bytes {
+    encode(
+        &Error {
+            kind: "error",
+            reference: reference.map(Ref::raw),
+            code: code.as_str(),
+            message,
+        },
+        64 + message.len(),
+    )
+}
+
+/// `{"type":"message","room":..,"from":..,"content":..,"time":..}`: one
+/// publication, encoded once for every recipient. `content` is copied verbatim.
+pub fn encode_message(
+    room: &RoomName,
+    from: &str,
+    user: Option<&str>,
+    content: &RawValue,
+    time_ms: u64,
+) -> Bytes {
+    encode(
+        &Message {
+            kind: "message",
+            room: room.as_str(),
+            from,
+            user,
+            content,
+            time: time_ms,
+        },
+        80 + room.as_str().len() + from.len() + content.get().len(),
+    )
+}
+
+/// `{"type":"system","event":..}`.
+pub fn encode_system(event: SystemEvent) -> Bytes {
+    encode(
+        &System {
+            kind: "system",
+            event: event.as_str(),
+        },
+        48,
+    )
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::client::{ClientFrame, parse_client_frame};
+
+    #[test]
+    fn message_carries_content_byte_for_byte() {
+        let frame =
+            parse_client_frame(r#"{"type":"publish","room":"r","content":{"b" : 1.50,"a":[]}}"#)
+                .unwrap();
+        let ClientFrame::Publish { room, content, .. } = frame else {
+            panic!("not a publish")
+        };
+        let bytes = encode_message(&room, "c7", None, content, 1_700_000_000_123);
+        assert_eq!(
+            std::str::from_utf8(&bytes).unwrap(),
+            r#"{"type":"message","room":"r","from":"c7","content":{"b" : 1.50,"a":[]},"time":1700000000123}"#
+        );
+        let with_user = encode_message(&room, "c7", Some("alice"), content, 1);
+        assert!(
+            std::str::from_utf8(&with_user)
+                .unwrap()
+                .contains(r#""user":"alice""#)
+        );
+    }
+
+    #[test]
+    fn control_frames_have_the_documented_shape() {
+        let reference = parse_client_frame(r#"{"type":"join","room":"r","ref":"x\"y"}"#)
+            .unwrap()
+            .reference()
+            .cloned()
+            .unwrap();
+        assert_eq!(
+            &encode_ack(&reference)[..],
+            br#"{"type":"ack","ref":"x\"y"}"#
+        );
+        assert_eq!(
+            &encode_error(Some(&reference), ErrorCode::NotJoined, "not a \"member\"")[..],
+            br#"{"type":"error","ref":"x\"y","code":"not_joined","message":"not a \"member\""}"#
+        );
+        assert_eq!(
+            &encode_error(None, ErrorCode::BadJson, "m")[..],
+            br#"{"type":"error","code":"bad_json","message":"m"}"#
+        );
+        assert_eq!(
+            &encode_welcome("c1", None, 25_000)[..],
+            br#"{"type":"welcome","id":"c1","heartbeat_ms":25000}"#
+        );
+        assert_eq!(
+            &encode_system(SystemEvent::Shutdown)[..],
+            br#"{"type":"system","event":"shutdown"}"#
+        );
+    }
+}
