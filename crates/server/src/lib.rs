@@ -1,1 +1,14 @@
-//! placeholder
+//! The `wshub` server: configuration (figment), HTTP routes (`/ws`,
+//! `/healthz`, `/readyz`, `/metrics`), logging, and the accept loop with its
+//! graceful shutdown. It wires `wshub-transport` and `wshub-hub` together and
+//! holds no routing logic of its own.
+
+pub mod cli;
+pub mod config;
+pub mod logging;
+pub mod metrics;
+pub mod routes;
+pub mod serve;
+
+pub use config::{Config, ConfigError};
+pub use serve::{Server, ShutdownReport};

@@ -1,0 +1,103 @@
+//! The `wshub` binary.
+
+use anyhow::Context as _;
+use clap::Parser;
+use wshub_server::cli::{Cli, Command};
+use wshub_server::{Server, logging};
+
+fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let (args, print_only) = match cli.command {
+        None => (cli.serve, false),
+        Some(Command::Serve(args)) => (args, false),
+        Some(Command::PrintConfig(args)) => (args, true),
+    };
+    // A bad config prints one line naming the key and exits before binding.
+    let config = match args.load() {
+        Ok(config) => config,
+        Err(err) => {
+            eprintln!("wshub: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    if print_only {
+        return match toml_string(&config) {
+            Ok(text) => {
+                print!("{text}");
+                std::process::ExitCode::SUCCESS
+            }
+            Err(err) => {
+                eprintln!("wshub: {err:#}");
+                std::process::ExitCode::FAILURE
+            }
+        };
+    }
+    match serve(config) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(err) => {
+            eprintln!("wshub: {err:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+fn toml_string(config: &wshub_server::Config) -> anyhow::Result<String> {
+    Ok(toml::to_string_pretty(config)?)
+}
+
+fn serve(config: wshub_server::Config) -> anyhow::Result<()> {
+    logging::init(&config.log)?;
+    raise_open_file_limit();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("cannot start the tokio runtime")?;
+    runtime.block_on(async {
+        let server =
+            Server::bind(&config).with_context(|| format!("cannot listen on {}", config.listen))?;
+        let addr = server.local_addr()?;
+        tracing::info!(%addr, ws_path = %config.ws_path, "listening");
+        let report = server.run(shutdown_signal()).await;
+        tracing::info!(
+            told = report.connections_told,
+            drained = report.drained,
+            "stopped"
+        );
+        Ok(())
+    })
+}
+
+/// Each connection is a file descriptor; the soft limit is often 1024.
+fn raise_open_file_limit() {
+    match rlimit::increase_nofile_limit(u64::MAX) {
+        Ok(limit) => tracing::info!(limit, "open-file limit"),
+        Err(err) => tracing::warn!(%err, "cannot raise the open-file limit"),
+    }
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(err) = tokio::signal::ctrl_c().await {
+            tracing::error!(%err, "cannot listen for SIGINT");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let terminate = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut signal) => {
+                signal.recv().await;
+            }
+            Err(err) => {
+                tracing::error!(%err, "cannot listen for SIGTERM");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let terminate = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => tracing::info!(signal = "SIGINT", "signal received"),
+        () = terminate => tracing::info!(signal = "SIGTERM", "signal received"),
+    }
+}

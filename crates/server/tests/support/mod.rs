@@ -1,0 +1,213 @@
+//! Helpers shared by the end-to-end tests: an in-process server on
+//! 127.0.0.1:0 and a protocol-aware client, every wait bounded in time.
+#![allow(dead_code, clippy::unwrap_used)]
+
+use std::net::SocketAddr;
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{Value, json};
+use tokio::net::TcpStream;
+use tokio::sync::oneshot;
+use tokio::task::JoinHandle;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+use wshub_hub::Hub;
+use wshub_server::{Config, Server, ShutdownReport};
+
+/// Generous bound for any single wait; a hang fails the test instead of CI.
+pub const WAIT: Duration = Duration::from_secs(10);
+
+pub fn test_config() -> Config {
+    Config {
+        listen: SocketAddr::from(([127, 0, 0, 1], 0)),
+        ..Config::default()
+    }
+}
+
+pub struct TestServer {
+    pub addr: SocketAddr,
+    pub hub: Hub,
+    stop: Option<oneshot::Sender<()>>,
+    task: Option<JoinHandle<ShutdownReport>>,
+}
+
+impl TestServer {
+    pub async fn start() -> Self {
+        Self::start_with(test_config()).await
+    }
+
+    pub async fn start_with(config: Config) -> Self {
+        config.validate().unwrap();
+        let server = Server::bind(&config).unwrap();
+        let addr = server.local_addr().unwrap();
+        let hub = server.hub().clone();
+        let (stop, stopped) = oneshot::channel::<()>();
+        let task = tokio::spawn(server.run(async move {
+            let _ = stopped.await;
+        }));
+        Self {
+            addr,
+            hub,
+            stop: Some(stop),
+            task: Some(task),
+        }
+    }
+
+    pub fn ws_url(&self) -> String {
+        format!("ws://{}/ws", self.addr)
+    }
+
+    pub fn http_url(&self, path: &str) -> String {
+        format!("http://{}{path}", self.addr)
+    }
+
+    pub async fn client(&self) -> Client {
+        Client::connect(&self.ws_url()).await
+    }
+
+    /// Triggers a graceful shutdown and waits for it.
+    pub async fn shutdown(mut self) -> ShutdownReport {
+        let _ = self.stop.take().unwrap().send(());
+        tokio::time::timeout(WAIT * 3, self.task.take().unwrap())
+            .await
+            .expect("shutdown finished in time")
+            .unwrap()
+    }
+
+    /// Waits until the hub's stats satisfy `check` (state settles
+    /// asynchronously after a socket closes).
+    pub async fn wait_for(&self, what: &str, check: impl Fn(&Hub) -> bool) {
+        let deadline = tokio::time::Instant::now() + WAIT;
+        while !check(&self.hub) {
+            assert!(
+                tokio::time::Instant::now() < deadline,
+                "timed out waiting for {what}: {:?}",
+                self.hub.stats()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+pub struct Client {
+    pub ws: Ws,
+    pub id: String,
+    next_ref: u64,
+}
+
+impl Client {
+    /// Connects and reads the welcome frame.
+    pub async fn connect(url: &str) -> Self {
+        let (ws, response) = tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(url))
+            .await
+            .expect("connect in time")
+            .expect("upgrade accepted");
+        assert_eq!(response.status(), 101);
+        let mut client = Self {
+            ws,
+            id: String::new(),
+            next_ref: 0,
+        };
+        let welcome = client.recv().await;
+        assert_eq!(welcome["type"], "welcome", "{welcome}");
+        assert!(welcome["heartbeat_ms"].as_u64().unwrap() > 0);
+        client.id = welcome["id"].as_str().unwrap().to_owned();
+        client
+    }
+
+    pub async fn send_text(&mut self, text: &str) {
+        self.ws.send(Message::text(text)).await.unwrap();
+    }
+
+    pub async fn send_json(&mut self, value: Value) {
+        self.send_text(&value.to_string()).await;
+    }
+
+    fn fresh_ref(&mut self) -> String {
+        self.next_ref += 1;
+        format!("r{}", self.next_ref)
+    }
+
+    /// The next protocol frame (pings and pongs skipped).
+    pub async fn recv(&mut self) -> Value {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("a frame in time")
+                .expect("stream open")
+                .expect("no socket error");
+            match message {
+                Message::Text(text) => return serde_json::from_str(&text).unwrap(),
+                Message::Ping(_) | Message::Pong(_) => {}
+                other => panic!("expected a text frame, got {other:?}"),
+            }
+        }
+    }
+
+    /// Sends `frame` with a fresh ref and expects its ack.
+    pub async fn request(&mut self, mut frame: Value) {
+        let reference = self.fresh_ref();
+        frame["ref"] = json!(reference);
+        self.send_json(frame).await;
+        let answer = self.recv().await;
+        assert_eq!(answer, json!({"type":"ack","ref":reference}));
+    }
+
+    pub async fn join(&mut self, room: &str) {
+        self.request(json!({"type":"join","room":room})).await;
+    }
+
+    pub async fn leave(&mut self, room: &str) {
+        self.request(json!({"type":"leave","room":room})).await;
+    }
+
+    pub async fn publish(&mut self, room: &str, content: Value) {
+        self.request(json!({"type":"publish","room":room,"content":content}))
+            .await;
+    }
+
+    /// Reads until the server's close frame; returns its code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            let message = tokio::time::timeout(WAIT, self.ws.next())
+                .await
+                .expect("close in time");
+            match message {
+                Some(Ok(Message::Close(Some(frame)))) => {
+                    return (u16::from(frame.code), frame.reason.to_string());
+                }
+                Some(Ok(Message::Close(None))) => {
+                    return (u16::from(CloseCode::Status), String::new());
+                }
+                Some(Ok(Message::Ping(_) | Message::Pong(_))) => {}
+                Some(Ok(other)) => panic!("expected close, got {other:?}"),
+                Some(Err(err)) => panic!("socket error before close: {err}"),
+                None => panic!("stream ended without a close frame"),
+            }
+        }
+    }
+}
+
+/// Plain HTTP/1.1 GET over a raw socket: status code and body.
+pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("response in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text
+        .split_once("\r\n\r\n")
+        .map(|(_, b)| b.to_owned())
+        .unwrap_or_default();
+    (status, body)
+}

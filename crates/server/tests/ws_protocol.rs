@@ -1,0 +1,239 @@
+//! Protocol v1 end to end over real loopback sockets.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::time::Duration;
+
+use futures_util::{SinkExt, StreamExt};
+use serde_json::json;
+use support::{Client, TestServer, WAIT, http_get, test_config};
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+
+#[tokio::test]
+async fn publish_reaches_every_other_member_and_nobody_else() {
+    let server = TestServer::start().await;
+    let mut alice = server.client().await;
+    let mut bob = server.client().await;
+    let mut carol = server.client().await;
+    let mut dave = server.client().await;
+    for member in [&mut alice, &mut bob, &mut carol] {
+        member.join("lobby").await;
+    }
+    alice.join("side").await;
+    dave.join("side").await;
+    assert_ne!(alice.id, bob.id);
+
+    // Odd spacing and number formatting must survive byte for byte.
+    let content = r#"{"b" : 1.50,"a":[ ],"s":"é\n"}"#;
+    alice
+        .send_text(&format!(
+            r#"{{"type":"publish","room":"lobby","ref":"p1","content":{content}}}"#
+        ))
+        .await;
+    assert_eq!(alice.recv().await, json!({"type":"ack","ref":"p1"}));
+
+    for member in [&mut bob, &mut carol] {
+        let Message::Text(raw) = tokio::time::timeout(WAIT, member.ws.next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap()
+        else {
+            panic!("expected text");
+        };
+        assert!(raw.contains(&format!(r#""content":{content}"#)), "{raw}");
+        let message: serde_json::Value = serde_json::from_str(&raw).unwrap();
+        assert_eq!(message["type"], "message");
+        assert_eq!(message["room"], "lobby");
+        assert_eq!(message["from"], alice.id);
+        assert!(message["time"].as_u64().unwrap() > 1_600_000_000_000);
+    }
+
+    // Markers published after the message prove the absence of deliveries:
+    // per-connection order is FIFO, so a stray frame would arrive first.
+    alice.publish("side", json!("marker-for-dave")).await;
+    assert_eq!(
+        dave.recv().await["content"],
+        "marker-for-dave",
+        "dave is not in lobby"
+    );
+    bob.publish("lobby", json!("marker-for-alice")).await;
+    let next = alice.recv().await;
+    assert_eq!(
+        next["content"], "marker-for-alice",
+        "the publisher got no echo"
+    );
+    assert_eq!(carol.recv().await["content"], "marker-for-alice");
+}
+
+#[tokio::test]
+async fn leave_stops_delivery() {
+    let server = TestServer::start().await;
+    let mut alice = server.client().await;
+    let mut bob = server.client().await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    alice.join("side").await;
+    bob.join("side").await;
+    bob.leave("lobby").await;
+    alice.publish("lobby", json!("after leave")).await;
+    alice.publish("side", json!("marker")).await;
+    assert_eq!(bob.recv().await["content"], "marker");
+    assert_eq!(server.hub.room_size("lobby"), 1);
+}
+
+#[tokio::test]
+async fn every_error_code_leaves_the_connection_open() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let cases = [
+        ("{not json", "bad_json", None),
+        (r#"{"type":"dance","ref":"a"}"#, "unknown_type", Some("a")),
+        (r#"{"type":"join","ref":"b"}"#, "missing_field", Some("b")),
+        (
+            r#"{"type":"join","room":"no spaces!","ref":"c"}"#,
+            "room_invalid",
+            Some("c"),
+        ),
+        (
+            r#"{"type":"join","room":"x","ref":[1]}"#,
+            "invalid_field",
+            None,
+        ),
+        (
+            r#"{"type":"publish","room":"lobby","content":1,"ref":"d"}"#,
+            "not_joined",
+            Some("d"),
+        ),
+        (
+            r#"{"type":"leave","room":"lobby","ref":"e"}"#,
+            "not_joined",
+            Some("e"),
+        ),
+    ];
+    for (text, code, reference) in cases {
+        client.send_text(text).await;
+        let error = client.recv().await;
+        assert_eq!(error["type"], "error", "{text}");
+        assert_eq!(error["code"], code, "{text}: {error}");
+        assert_eq!(error["ref"].as_str(), reference, "{text}");
+        assert!(error["message"].as_str().unwrap().len() > 5, "{error}");
+    }
+    client
+        .ws
+        .send(Message::binary(vec![1, 2, 3]))
+        .await
+        .unwrap();
+    assert_eq!(client.recv().await["code"], "binary_unsupported");
+    client.join("lobby").await;
+    assert_eq!(server.hub.stats().connections, 1);
+}
+
+#[tokio::test]
+async fn an_oversized_message_closes_with_1009() {
+    let mut config = test_config();
+    config.transport.max_message_bytes = 1024;
+    let server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    let big = format!(
+        r#"{{"type":"publish","room":"r","content":"{}"}}"#,
+        "x".repeat(2000)
+    );
+    client.send_text(&big).await;
+    assert_eq!(
+        client.expect_close().await,
+        (1009, "message too big".into())
+    );
+    server
+        .wait_for("the connection to go", |hub| hub.stats().connections == 0)
+        .await;
+}
+
+#[tokio::test]
+async fn invalid_utf8_text_closes_with_1007() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let frame = Frame::message(vec![b'{', 0xff, 0xfe, b'}'], OpCode::Data(Data::Text), true);
+    client.ws.send(Message::Frame(frame)).await.unwrap();
+    assert_eq!(client.expect_close().await.0, 1007);
+}
+
+#[tokio::test]
+async fn the_clients_close_is_answered_and_the_connection_released() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.join("lobby").await;
+    client.ws.close(None).await.unwrap();
+    let rest: Vec<_> = tokio::time::timeout(WAIT, client.ws.by_ref().collect::<Vec<_>>())
+        .await
+        .unwrap();
+    assert!(
+        rest.iter().any(|m| matches!(m, Ok(Message::Close(_)))),
+        "the server answered the close: {rest:?}"
+    );
+    server
+        .wait_for("rooms and connections to be freed", |hub| {
+            let stats = hub.stats();
+            stats.connections == 0 && stats.rooms == 0
+        })
+        .await;
+}
+
+#[tokio::test]
+async fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
+    let mut config = test_config();
+    config.transport.heartbeat_interval = Duration::from_millis(100);
+    config.transport.heartbeat_timeout = Duration::from_millis(400);
+    let server = TestServer::start_with(config).await;
+
+    let mut responsive = server.client().await;
+    let mut silent = server.client().await;
+    // The responsive client reads (and so answers pings) for three timeouts.
+    let quiet = tokio::time::timeout(Duration::from_millis(1200), responsive.recv()).await;
+    assert!(quiet.is_err(), "no protocol frame expected, got {quiet:?}");
+    // The silent one never read, so never answered a ping.
+    assert_eq!(
+        silent.expect_close().await,
+        (1001, "heartbeat timeout".into())
+    );
+    responsive.join("still-here").await;
+}
+
+#[tokio::test]
+async fn plain_http_gets_426_and_the_health_routes_answer() {
+    let server = TestServer::start().await;
+    let (status, body) = http_get(server.addr, "/ws").await;
+    assert_eq!(status, 426);
+    assert!(body.contains("WebSocket"), "{body}");
+    assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
+    assert_eq!(http_get(server.addr, "/readyz").await.0, 200);
+    assert_eq!(http_get(server.addr, "/nope").await.0, 404);
+
+    let mut client = server.client().await;
+    client.join("lobby").await;
+    let (status, metrics) = http_get(server.addr, "/metrics").await;
+    assert_eq!(status, 200);
+    assert!(metrics.contains("wshub_connections 1"), "{metrics}");
+    assert!(metrics.contains("wshub_rooms 1"), "{metrics}");
+}
+
+#[tokio::test]
+async fn a_handshake_without_a_key_gets_400() {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let server = TestServer::start().await;
+    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
+    stream
+        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n")
+        .await
+        .unwrap();
+    let mut head = [0u8; 12];
+    tokio::time::timeout(WAIT, stream.read_exact(&mut head))
+        .await
+        .unwrap()
+        .unwrap();
+    assert_eq!(&head, b"HTTP/1.1 400");
+    let _ = Client::connect(&server.ws_url()).await;
+}

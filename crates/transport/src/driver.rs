@@ -1,0 +1,195 @@
+//! One task per connection: reads frames into the hub, drains the outbox to
+//! the socket in batches, pings, and closes with the right code.
+
+use std::pin::pin;
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{SinkExt, StreamExt};
+use hyper_tungstenite::HyperWebsocketStream;
+use hyper_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
+use hyper_tungstenite::tungstenite::protocol::CloseFrame;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
+use tokio::time::{Instant, timeout};
+use wshub_hub::{Connection, Drained};
+use wshub_protocol::CloseReason;
+
+use crate::config::TransportConfig;
+use crate::unix_ms;
+
+/// Why the loop ended.
+enum Exit {
+    /// Close the socket with this reason (our close frame, then the handshake).
+    Close(CloseReason),
+    /// The peer closed or the socket broke: nothing more to send.
+    Gone,
+}
+
+pub(crate) async fn run(
+    mut ws: HyperWebsocketStream,
+    mut conn: Connection,
+    config: &TransportConfig,
+) {
+    tracing::debug!("connected");
+    let exit = serve(&mut ws, &mut conn, config).await;
+    match exit {
+        Exit::Close(reason) => {
+            tracing::debug!(code = reason.code, reason = reason.reason, "closing");
+            close(&mut ws, reason, config).await;
+        }
+        Exit::Gone => tracing::debug!("disconnected"),
+    }
+    // Dropping the connection leaves its rooms and unregisters it.
+    drop(conn);
+}
+
+async fn serve(
+    ws: &mut HyperWebsocketStream,
+    conn: &mut Connection,
+    config: &TransportConfig,
+) -> Exit {
+    let mut batch: Vec<Bytes> = Vec::new();
+    let mut last_seen = Instant::now();
+    let mut heartbeat = pin!(tokio::time::sleep(config.heartbeat_interval));
+    loop {
+        tokio::select! {
+            // Writes first: what is queued was accepted earlier than what the
+            // client is sending now.
+            biased;
+            drained = conn.outbox().drain(&mut batch, config.max_batch_bytes) => {
+                let written = write_batch(ws, &mut batch, config.write_timeout).await;
+                match (drained, written) {
+                    (_, Err(exit)) => return exit,
+                    (Drained::Close(reason), Ok(())) => return Exit::Close(reason),
+                    (Drained::Frames, Ok(())) => {}
+                }
+            }
+            incoming = ws.next() => {
+                last_seen = Instant::now();
+                match incoming {
+                    Some(Ok(Message::Text(text))) => {
+                        conn.handle_text(text.as_str(), unix_ms());
+                    }
+                    Some(Ok(Message::Binary(_))) => {
+                        conn.handle_binary();
+                    }
+                    // tungstenite answers pings itself; a pong only proves life.
+                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
+                    Some(Ok(Message::Close(_))) => {
+                        // Keep reading: tungstenite queues the close reply and
+                        // ends the stream once it is written.
+                    }
+                    Some(Err(err)) => return read_error(err),
+                    None => return Exit::Gone,
+                }
+            }
+            () = heartbeat.as_mut() => {
+                let now = Instant::now();
+                if now.duration_since(last_seen) >= config.heartbeat_timeout {
+                    return Exit::Close(CloseReason::HEARTBEAT_TIMEOUT);
+                }
+                heartbeat.as_mut().reset(now + config.heartbeat_interval);
+                if let Err(exit) = send_with_timeout(ws, Message::Ping(Bytes::new()), config.write_timeout).await {
+                    return exit;
+                }
+            }
+        }
+    }
+}
+
+/// Feeds every frame of the batch, then flushes once.
+async fn write_batch(
+    ws: &mut HyperWebsocketStream,
+    batch: &mut Vec<Bytes>,
+    limit: Duration,
+) -> Result<(), Exit> {
+    if batch.is_empty() {
+        return Ok(());
+    }
+    let write = async {
+        for frame in batch.drain(..) {
+            // Server frames come from serde_json, so they are UTF-8; a frame
+            // that is not is a bug, skipped rather than sent as garbage.
+            let Ok(text) = Utf8Bytes::try_from(frame) else {
+                debug_assert!(false, "outbox frame is not UTF-8");
+                continue;
+            };
+            ws.feed(Message::Text(text)).await?;
+        }
+        ws.flush().await
+    };
+    let result = timeout(limit, write).await;
+    batch.clear();
+    match result {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(write_error(err)),
+        Err(_elapsed) => {
+            tracing::debug!("write stalled; closing");
+            Err(Exit::Gone)
+        }
+    }
+}
+
+async fn send_with_timeout(
+    ws: &mut HyperWebsocketStream,
+    message: Message,
+    limit: Duration,
+) -> Result<(), Exit> {
+    match timeout(limit, ws.send(message)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(write_error(err)),
+        Err(_elapsed) => Err(Exit::Gone),
+    }
+}
+
+fn write_error(err: WsError) -> Exit {
+    if !matches!(
+        err,
+        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_)
+    ) {
+        tracing::debug!(%err, "write failed");
+    }
+    Exit::Gone
+}
+
+/// Maps a read error to the RFC 6455 close code the client should get.
+fn read_error(err: WsError) -> Exit {
+    match err {
+        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
+            tracing::debug!(size, max_size, "message too big");
+            Exit::Close(CloseReason::MESSAGE_TOO_BIG)
+        }
+        WsError::Capacity(err) => {
+            tracing::debug!(%err, "capacity exceeded");
+            Exit::Close(CloseReason::MESSAGE_TOO_BIG)
+        }
+        WsError::Utf8(_) => Exit::Close(CloseReason::INVALID_UTF8),
+        WsError::Protocol(err) => {
+            tracing::debug!(%err, "protocol violation");
+            Exit::Close(CloseReason::PROTOCOL_ERROR)
+        }
+        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => Exit::Gone,
+        err => {
+            tracing::debug!(%err, "read failed");
+            Exit::Gone
+        }
+    }
+}
+
+/// Sends our close frame and waits (bounded) for the client's reply, so the
+/// client sees a clean close handshake and the server side holds TIME_WAIT.
+async fn close(ws: &mut HyperWebsocketStream, reason: CloseReason, config: &TransportConfig) {
+    let frame = CloseFrame {
+        code: CloseCode::from(reason.code),
+        reason: Utf8Bytes::from_static(reason.reason),
+    };
+    let handshake = async {
+        ws.close(Some(frame)).await?;
+        while let Some(message) = ws.next().await {
+            message?;
+        }
+        Ok::<(), WsError>(())
+    };
+    let _ = timeout(config.close_timeout, handshake).await;
+}

@@ -1,0 +1,140 @@
+//! The HTTP side of a WebSocket: checking and answering the upgrade request.
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+
+use bytes::Bytes;
+use http_body_util::Full;
+use hyper::{Request, Response, StatusCode, header};
+use tokio_util::task::TaskTracker;
+use tracing::Instrument;
+use wshub_hub::{Connection, Hub};
+use wshub_protocol::encode_welcome;
+
+use crate::config::TransportConfig;
+use crate::driver;
+
+pub use hyper_tungstenite::is_upgrade_request;
+
+/// `426 Upgrade Required`, for a plain HTTP request on the WebSocket path.
+pub fn upgrade_required() -> Response<Full<Bytes>> {
+    let mut response = text_response(
+        StatusCode::UPGRADE_REQUIRED,
+        "426 Upgrade Required: this endpoint speaks WebSocket only; connect with a WebSocket client\n",
+    );
+    response.headers_mut().insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    response
+}
+
+fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(body.into()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("text/plain; charset=utf-8"),
+    );
+    response
+}
+
+/// Accepts WebSocket upgrades: registers each connection with the hub and
+/// spawns its driver on the current tokio runtime, tracked by `tasks` so a
+/// graceful shutdown can wait for every connection to finish.
+#[derive(Debug, Clone)]
+pub struct WsUpgrade {
+    hub: Hub,
+    config: Arc<TransportConfig>,
+    tasks: TaskTracker,
+}
+
+impl WsUpgrade {
+    /// Creates the upgrader for `hub`.
+    pub fn new(hub: Hub, config: TransportConfig, tasks: TaskTracker) -> Self {
+        Self {
+            hub,
+            config: Arc::new(config),
+            tasks,
+        }
+    }
+
+    /// The hub connections are registered with.
+    pub fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// The tasks of live connections.
+    pub fn tasks(&self) -> &TaskTracker {
+        &self.tasks
+    }
+
+    /// Answers `request`: `101 Switching Protocols` and a driver for the new
+    /// connection, `426` for a plain HTTP request, `400` for a broken
+    /// handshake, `503` while the hub shuts down. `user` is the authenticated
+    /// user, if the caller checked one.
+    pub fn accept<B>(
+        &self,
+        request: &mut Request<B>,
+        peer: SocketAddr,
+        user: Option<Arc<str>>,
+    ) -> Response<Full<Bytes>> {
+        if !is_upgrade_request(request) {
+            return upgrade_required();
+        }
+        let (response, websocket) =
+            match hyper_tungstenite::upgrade(&mut *request, Some(self.config.websocket_config())) {
+                Ok(upgrade) => upgrade,
+                Err(err) => {
+                    return text_response(
+                        StatusCode::BAD_REQUEST,
+                        format!("400 Bad Request: invalid WebSocket handshake: {err}\n"),
+                    );
+                }
+            };
+        let registered = match user {
+            Some(user) => self.hub.connect_as(user),
+            None => self.hub.connect(),
+        };
+        let connection = match registered {
+            Ok(connection) => connection,
+            Err(err) => {
+                let mut response = text_response(
+                    StatusCode::SERVICE_UNAVAILABLE,
+                    format!("503 Service Unavailable: {err}\n"),
+                );
+                response
+                    .headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+                return response;
+            }
+        };
+        self.start(connection, websocket, peer);
+        response
+    }
+
+    fn start(
+        &self,
+        connection: Connection,
+        websocket: hyper_tungstenite::HyperWebsocket,
+        peer: SocketAddr,
+    ) {
+        let heartbeat_ms = self.config.heartbeat_interval.as_millis() as u64;
+        connection.send_control(encode_welcome(
+            connection.wire_id(),
+            connection.user(),
+            heartbeat_ms,
+        ));
+        let span = tracing::info_span!("conn", id = %connection.wire_id(), %peer);
+        let config = Arc::clone(&self.config);
+        self.tasks.spawn(
+            async move {
+                match websocket.await {
+                    Ok(stream) => driver::run(stream, connection, &config).await,
+                    Err(err) => tracing::debug!(%err, "upgrade did not complete"),
+                }
+            }
+            .instrument(span),
+        );
+    }
+}
