@@ -1,0 +1,162 @@
+//! Interop with WebSocket stacks we did not write: Python `websockets` and
+//! Node `ws` (versions pinned in tests/interop/). Each peer joins a room,
+//! receives a message from our Rust client, publishes one back, and checks
+//! an error frame. The pinned peers are installed under target/interop on
+//! first use.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::Stdio;
+use std::sync::Mutex;
+
+use serde_json::json;
+use support::{TestServer, WAIT};
+use tokio::io::{AsyncBufReadExt, BufReader};
+use tokio::process::Command;
+
+fn pins_dir() -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
+}
+
+fn install_root() -> PathBuf {
+    // CARGO_TARGET_TMPDIR is <target>/tmp.
+    Path::new(env!("CARGO_TARGET_TMPDIR"))
+        .parent()
+        .unwrap()
+        .join("interop")
+}
+
+/// Installs with `install` into a scratch folder, then moves it into place,
+/// so an interrupted install is never mistaken for a finished one. A stamp
+/// holding the pin file's text triggers a reinstall when the pin changes.
+fn ensure_installed(
+    name: &str,
+    pin_file: &str,
+    install: impl FnOnce(&Path) -> std::process::Command,
+) -> PathBuf {
+    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
+    let _guard = ONE_AT_A_TIME.lock().unwrap();
+    let pins = std::fs::read_to_string(pins_dir().join(pin_file)).unwrap();
+    let dir = install_root().join(name);
+    let stamp = dir.join(".wshub-pins");
+    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
+        return dir;
+    }
+    let scratch = install_root().join(format!("{name}.partial"));
+    let _ = std::fs::remove_dir_all(&scratch);
+    std::fs::create_dir_all(&scratch).unwrap();
+    let status = install(&scratch)
+        .status()
+        .unwrap_or_else(|err| panic!("cannot run the {name} installer: {err}"));
+    assert!(
+        status.success(),
+        "installing the pinned {name} peer failed: {status}"
+    );
+    std::fs::write(scratch.join(".wshub-pins"), &pins).unwrap();
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::rename(&scratch, &dir).unwrap();
+    dir
+}
+
+fn python_site() -> PathBuf {
+    ensure_installed("python", "requirements.txt", |dir| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--root-user-action=ignore",
+            "--target",
+        ])
+        .arg(dir)
+        .arg("-r")
+        .arg(pins_dir().join("requirements.txt"));
+        cmd
+    })
+}
+
+fn node_prefix() -> PathBuf {
+    ensure_installed("node", "package.json", |dir| {
+        std::fs::copy(pins_dir().join("package.json"), dir.join("package.json")).unwrap();
+        let mut cmd = std::process::Command::new("npm");
+        cmd.args([
+            "install",
+            "--no-audit",
+            "--no-fund",
+            "--loglevel=error",
+            "--prefix",
+        ])
+        .arg(dir);
+        cmd
+    })
+}
+
+async fn exchange_with(peer: &str, mut command: Command) {
+    let server = TestServer::start().await;
+    let room = format!("interop-{peer}");
+    let mut rust = server.client().await;
+    rust.join(&room).await;
+
+    let mut child = command
+        .arg(server.ws_url())
+        .arg(&room)
+        .stdout(Stdio::piped())
+        .kill_on_drop(true)
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut next_line = async || {
+        tokio::time::timeout(WAIT * 3, lines.next_line())
+            .await
+            .expect("the peer answers in time")
+            .unwrap()
+            .expect("the peer printed a line")
+    };
+
+    assert_eq!(next_line().await, "READY");
+    rust.publish(&room, json!({"hello": "from rust"})).await;
+    let from_peer = rust.recv().await;
+    assert_eq!(from_peer["type"], "message");
+    assert_eq!(
+        from_peer["content"],
+        json!({ "hello": format!("from {peer}") })
+    );
+
+    let done = next_line().await;
+    let report: serde_json::Value =
+        serde_json::from_str(done.strip_prefix("DONE ").expect("DONE line")).unwrap();
+    assert_eq!(
+        from_peer["from"], report["id"],
+        "the message names the peer's connection"
+    );
+    let status = tokio::time::timeout(WAIT * 3, child.wait())
+        .await
+        .unwrap()
+        .unwrap();
+    assert!(status.success(), "{peer} peer failed: {status}");
+}
+
+#[tokio::test]
+async fn python_websockets_peer_exchanges_messages() {
+    let site = python_site();
+    let mut command = Command::new("python3");
+    command
+        .arg(pins_dir().join("python_peer.py"))
+        .env("PYTHONPATH", site);
+    exchange_with("python", command).await;
+}
+
+#[tokio::test]
+async fn node_ws_peer_exchanges_messages() {
+    let prefix = node_prefix();
+    let mut command = Command::new("node");
+    command
+        .arg(pins_dir().join("node_peer.js"))
+        .env("NODE_PATH", prefix.join("node_modules"));
+    exchange_with("node", command).await;
+}

@@ -1,0 +1,214 @@
+//! SIGTERM to the real binary with clients connected: every client gets the
+//! shutdown frame, everything accepted before the signal, and close 1001;
+//! the process exits well before its shutdown timeout.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{BufRead, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
+
+use serde_json::json;
+use support::Client;
+
+/// The binary, started on a free loopback port with JSON logs; returns the
+/// child and the address it logged.
+fn spawn_server(extra_args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args([
+            "--listen",
+            "127.0.0.1:0",
+            "--log-format",
+            "json",
+            "--shutdown-timeout",
+            "20s",
+        ])
+        .args(extra_args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = child.stderr.take().unwrap();
+    let (lines_tx, lines) = mpsc::channel();
+    std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if lines_tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("the server logs that it listens");
+        let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
+        if entry["fields"]["message"] == "listening" {
+            let addr = entry["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            return (child, addr, lines);
+        }
+    }
+}
+
+fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(status) = child.try_wait().unwrap() {
+            return status;
+        }
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the server did not exit within {limit:?}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigterm_drains_every_client_and_exits_promptly() {
+    const MESSAGES: u64 = 500;
+    let (mut child, addr, lines) = spawn_server(&[]);
+    let url = format!("ws://{addr}/ws");
+
+    let mut publisher = Client::connect(&url).await;
+    publisher.join("news").await;
+    let mut readers = Vec::new();
+    for _ in 0..3 {
+        let mut reader = Client::connect(&url).await;
+        reader.join("news").await;
+        readers.push(reader);
+    }
+    // Every publish is acked, so each was accepted before the signal; the
+    // readers have not read any of them yet, so they sit in the queues.
+    for seq in 0..MESSAGES {
+        publisher.publish("news", json!({ "seq": seq })).await;
+    }
+
+    let signalled = Instant::now();
+    let kill = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(kill.success());
+
+    // Frames already written to the socket come before the shutdown frame,
+    // the rest of the queue after it; nothing is lost either way.
+    for reader in &mut readers {
+        let mut seqs = Vec::new();
+        let mut shutdown_frames = 0;
+        while seqs.len() < MESSAGES as usize || shutdown_frames == 0 {
+            let frame = reader.recv().await;
+            match frame["type"].as_str() {
+                Some("message") => seqs.push(frame["content"]["seq"].as_u64().unwrap()),
+                Some("system") => {
+                    assert_eq!(frame["event"], "shutdown");
+                    shutdown_frames += 1;
+                }
+                _ => panic!("unexpected {frame}"),
+            }
+        }
+        assert_eq!(shutdown_frames, 1);
+        assert_eq!(
+            seqs,
+            (0..MESSAGES).collect::<Vec<_>>(),
+            "nothing accepted before the signal is lost"
+        );
+        assert_eq!(
+            reader.expect_close().await,
+            (1001, "server shutdown".into())
+        );
+    }
+    assert_eq!(publisher.recv().await["event"], "shutdown");
+    assert_eq!(publisher.expect_close().await.0, 1001);
+
+    let status = wait_for_exit(&mut child, Duration::from_secs(10));
+    assert!(status.success(), "clean exit: {status}");
+    assert!(
+        signalled.elapsed() < Duration::from_secs(10),
+        "well before the 20 s timeout"
+    );
+    let log: Vec<String> = lines.try_iter().collect();
+    assert!(
+        log.iter().any(|l| l.contains("shutdown complete")),
+        "{log:#?}"
+    );
+    // The listener is gone: new connections are refused.
+    assert!(tokio::net::TcpStream::connect(addr).await.is_err());
+}
+
+#[test]
+fn a_bad_config_value_stops_startup_naming_the_key() {
+    let output = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--listen", "127.0.0.1:0"])
+        .env("WSHUB_TRANSPORT__HEARTBEAT_TIMEOUT", "1s")
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("transport.heartbeat_timeout"), "{stderr}");
+    assert!(stderr.contains("heartbeat_interval"), "{stderr}");
+}
+
+#[test]
+fn config_layers_apply_in_order_defaults_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wshub.toml");
+    std::fs::write(
+        &file,
+        "ws_path = \"/from-file\"\nlisten = \"127.0.0.1:7001\"\n[hub]\nslow_consumer = \"drop_oldest\"\ndata_queue_bytes = 70000\n",
+    )
+    .unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["print-config", "--config"])
+        .arg(&file)
+        .args(["--listen", "127.0.0.1:7003"])
+        .env("WSHUB_LISTEN", "127.0.0.1:7002")
+        .env("WSHUB_HUB__DATA_QUEUE_BYTES", "80000")
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let printed: toml::Value = toml::from_str(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    assert_eq!(
+        printed["ws_path"].as_str(),
+        Some("/from-file"),
+        "file over defaults"
+    );
+    assert_eq!(
+        printed["hub"]["slow_consumer"].as_str(),
+        Some("drop_oldest")
+    );
+    assert_eq!(
+        printed["hub"]["data_queue_bytes"].as_integer(),
+        Some(80000),
+        "env over file"
+    );
+    assert_eq!(
+        printed["listen"].as_str(),
+        Some("127.0.0.1:7003"),
+        "flags over env"
+    );
+    assert_eq!(
+        printed["transport"]["heartbeat_interval"].as_str(),
+        Some("25s"),
+        "defaults"
+    );
+}
+
+#[test]
+fn an_unknown_config_key_is_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("wshub.toml");
+    std::fs::write(&file, "[hub]\nslow_consumers = \"disconnect\"\n").unwrap();
+    let output = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .arg("--config")
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert_eq!(output.status.code(), Some(2));
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(stderr.contains("slow_consumers"), "{stderr}");
+}
