@@ -42,9 +42,12 @@ fn spawn_server(extra_args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<Strin
     });
     let deadline = Instant::now() + Duration::from_secs(20);
     loop {
-        let line = lines
-            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
-            .expect("the server logs that it listens");
+        let Ok(line) = lines.recv_timeout(deadline.saturating_duration_since(Instant::now()))
+        else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not log that it listens");
+        };
         let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         if entry["fields"]["message"] == "listening" {
             let addr = entry["fields"]["addr"].as_str().unwrap().parse().unwrap();
