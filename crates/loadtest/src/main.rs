@@ -1,1 +1,103 @@
-fn main() {}
+//! `wshub-loadtest`: a load generator that speaks wshub protocol v1.
+//!
+//! Prints a human table on stderr and one JSON object on stdout.
+
+mod client;
+mod latency;
+mod procfs;
+mod scenario;
+
+use std::net::IpAddr;
+use std::sync::Arc;
+
+use clap::{Parser, Subcommand};
+
+/// Load scenarios against any wshub URL.
+#[derive(Debug, Parser)]
+#[command(name = "wshub-loadtest", version, about)]
+struct Cli {
+    #[command(subcommand)]
+    scenario: Scenario,
+    /// The server's WebSocket URL.
+    #[arg(long, global = true, default_value = "ws://127.0.0.1:8080/ws")]
+    url: String,
+    /// Local source addresses to spread connections over (each gives ~28k ports).
+    #[arg(
+        long,
+        global = true,
+        value_delimiter = ',',
+        default_value = "127.0.0.1"
+    )]
+    bind_ips: Vec<IpAddr>,
+    /// The server's PID, to report its memory and CPU from /proc.
+    #[arg(long, global = true)]
+    server_pid: Option<u32>,
+}
+
+#[derive(Debug, Subcommand)]
+enum Scenario {
+    /// Open N connections with a ramp, hold them, report rate and memory.
+    Connect(scenario::connect::Args),
+    /// N subscribers, one publisher at a fixed rate: end-to-end latency.
+    Fanout(scenario::fanout::Args),
+    /// Rooms × subscribers × publishers as fast as the server acks.
+    Throughput(scenario::throughput::Args),
+    /// Connect/join/publish/leave/disconnect in a loop; check nothing leaks.
+    Churn(scenario::churn::Args),
+}
+
+fn main() -> anyhow::Result<()> {
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    let report = runtime.block_on(async {
+        let target = Arc::new(client::Target::new(&cli.url, cli.bind_ips.clone()).await?);
+        match &cli.scenario {
+            Scenario::Connect(args) => scenario::connect::run(target, args, cli.server_pid).await,
+            Scenario::Fanout(args) => scenario::fanout::run(target, args, cli.server_pid).await,
+            Scenario::Throughput(args) => {
+                scenario::throughput::run(target, args, cli.server_pid).await
+            }
+            Scenario::Churn(args) => scenario::churn::run(target, args, cli.server_pid).await,
+        }
+    })?;
+    print_table(&report);
+    println!("{report}");
+    // Don't wait for lingering connection tasks.
+    runtime.shutdown_background();
+    Ok(())
+}
+
+/// The report as aligned `key  value` lines, nested keys dotted.
+fn print_table(report: &serde_json::Value) {
+    let mut rows = Vec::new();
+    flatten("", report, &mut rows);
+    let width = rows.iter().map(|(key, _)| key.len()).max().unwrap_or(0);
+    for (key, value) in rows {
+        eprintln!("{key:width$}  {value}");
+    }
+}
+
+fn flatten(prefix: &str, value: &serde_json::Value, rows: &mut Vec<(String, String)>) {
+    match value {
+        serde_json::Value::Object(map) if !map.is_empty() => {
+            for (key, value) in map {
+                let key = if prefix.is_empty() {
+                    key.clone()
+                } else {
+                    format!("{prefix}.{key}")
+                };
+                flatten(&key, value, rows);
+            }
+        }
+        serde_json::Value::Number(number) => {
+            let text = match number.as_f64() {
+                Some(float) if number.is_f64() => format!("{float:.3}"),
+                _ => number.to_string(),
+            };
+            rows.push((prefix.to_owned(), text));
+        }
+        other => rows.push((prefix.to_owned(), other.to_string())),
+    }
+}

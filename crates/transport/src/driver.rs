@@ -6,11 +6,13 @@ use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use hyper_tungstenite::HyperWebsocketStream;
+use std::sync::Arc;
+
 use hyper_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
 use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
 use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
+use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::time::{Instant, timeout};
 use wshub_hub::{Connection, Drained};
 use wshub_protocol::CloseReason;
@@ -26,17 +28,33 @@ enum Exit {
     Gone,
 }
 
+/// The whole life of one connection: finish the upgrade, serve, close.
+///
+/// This future *is* the spawned task, with no wrapper around it: a wrapper
+/// would keep its own copies of the stream and connection alive beside the
+/// ones in here, and every idle connection pays for the task's full size.
 pub(crate) async fn run(
-    mut ws: HyperWebsocketStream,
+    upgrade: HyperWebsocket,
     mut conn: Connection,
-    config: &TransportConfig,
+    config: Arc<TransportConfig>,
 ) {
+    let mut ws = match upgrade.await {
+        Ok(ws) => ws,
+        Err(err) => {
+            tracing::debug!(%err, "upgrade did not complete");
+            return;
+        }
+    };
     tracing::debug!("connected");
+    let config = &*config;
     let exit = serve(&mut ws, &mut conn, config).await;
     match exit {
         Exit::Close(reason) => {
             tracing::debug!(code = reason.code, reason = reason.reason, "closing");
-            close(&mut ws, reason, config).await;
+            // Boxed, like every await below that is not the idle wait: a task
+            // is as large as its largest state, and an idle connection should
+            // not pay for the states it is not in.
+            Box::pin(close(&mut ws, reason, config)).await;
         }
         Exit::Gone => tracing::debug!("disconnected"),
     }
@@ -58,7 +76,7 @@ async fn serve(
             // client is sending now.
             biased;
             drained = conn.outbox().drain(&mut batch, config.max_batch_bytes) => {
-                let written = write_batch(ws, &mut batch, config.write_timeout).await;
+                let written = Box::pin(write_batch(ws, &mut batch, config.write_timeout)).await;
                 match (drained, written) {
                     (_, Err(exit)) => return exit,
                     (Drained::Close(reason), Ok(())) => return Exit::Close(reason),
@@ -90,7 +108,8 @@ async fn serve(
                     return Exit::Close(CloseReason::HEARTBEAT_TIMEOUT);
                 }
                 heartbeat.as_mut().reset(now + config.heartbeat_interval);
-                if let Err(exit) = send_with_timeout(ws, Message::Ping(Bytes::new()), config.write_timeout).await {
+                let ping = send_with_timeout(ws, Message::Ping(Bytes::new()), config.write_timeout);
+                if let Err(exit) = Box::pin(ping).await {
                     return exit;
                 }
             }

@@ -126,15 +126,7 @@ impl WsUpgrade {
             heartbeat_ms,
         ));
         let span = tracing::info_span!("conn", id = %connection.wire_id(), %peer);
-        let config = Arc::clone(&self.config);
-        self.tasks.spawn(
-            async move {
-                match websocket.await {
-                    Ok(stream) => driver::run(stream, connection, &config).await,
-                    Err(err) => tracing::debug!(%err, "upgrade did not complete"),
-                }
-            }
-            .instrument(span),
-        );
+        let task = driver::run(websocket, connection, Arc::clone(&self.config));
+        self.tasks.spawn(task.instrument(span));
     }
 }
