@@ -1,9 +1,17 @@
 //! Project automation: `cargo xtask <command>`.
 //!
 //! - `test`: everything CI runs — format check, clippy with warnings denied,
-//!   the hub purity check, rustdoc with warnings denied, and the whole test
-//!   suite (which installs its pinned Python/Node peers under target/).
+//!   the hub purity check, rustdoc with warnings denied, the whole test suite
+//!   (which installs its pinned Python/Node peers under target/), and the
+//!   quick benchmark as a smoke test that fails on any lost message.
+//! - `bench [--quick] [--compare OLD.json]`: the benchmark matrix.
+//! - `doctor [--connections N] [--write-sysctl]`: kernel and ulimit check.
 
+mod bench;
+mod doctor;
+mod report;
+
+use std::path::PathBuf;
 use std::process::Command;
 
 use anyhow::{Context, bail};
@@ -14,6 +22,8 @@ fn main() -> anyhow::Result<()> {
     let rest: Vec<String> = args.collect();
     match command.as_str() {
         "test" | "ci" => test(&rest),
+        "bench" => bench::run(&rest, &workspace_root()),
+        "doctor" => doctor::run(&rest, &workspace_root().join("deploy/sysctl/99-wshub.conf")),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -29,8 +39,17 @@ fn print_help() {
     eprintln!(
         "cargo xtask <command>\n\n\
          commands:\n  \
-         test    format check, clippy -D warnings, hub purity, rustdoc, all tests (what CI runs)\n"
+         test    format check, clippy -D warnings, hub purity, rustdoc, all tests, bench --quick (what CI runs)\n  \
+         bench   [--quick] [--compare OLD.json]: benchmark matrix, reports in target/bench/\n  \
+         doctor  [--connections N] [--write-sysctl]: kernel and ulimit readiness for N connections\n"
     );
+}
+
+fn workspace_root() -> PathBuf {
+    // xtask's manifest lives one level below the workspace root.
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+        .parent()
+        .map_or_else(|| PathBuf::from("."), PathBuf::from)
 }
 
 fn cargo() -> Command {
@@ -74,7 +93,9 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     run(
         "cargo test",
         cargo().args(["test", "--workspace"]).args(extra),
-    )
+    )?;
+    eprintln!("==> cargo xtask bench --quick (smoke test: fails on any lost message)");
+    bench::run(&["--quick".to_owned()], &workspace_root())
 }
 
 /// The hub must stay runtime-agnostic: no tokio, hyper or mio below it.

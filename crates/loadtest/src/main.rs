@@ -2,15 +2,11 @@
 //!
 //! Prints a human table on stderr and one JSON object on stdout.
 
-mod client;
-mod latency;
-mod procfs;
-mod scenario;
-
 use std::net::IpAddr;
 use std::sync::Arc;
 
 use clap::{Parser, Subcommand};
+use wshub_loadtest::{client, own_cpu_seconds, scenario};
 
 /// Load scenarios against any wshub URL.
 #[derive(Debug, Parser)]
@@ -51,7 +47,9 @@ fn main() -> anyhow::Result<()> {
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()?;
-    let report = runtime.block_on(async {
+    let cpu_before = own_cpu_seconds();
+    let started = std::time::Instant::now();
+    let mut report = runtime.block_on(async {
         let target = Arc::new(client::Target::new(&cli.url, cli.bind_ips.clone()).await?);
         match &cli.scenario {
             Scenario::Connect(args) => scenario::connect::run(target, args, cli.server_pid).await,
@@ -62,6 +60,9 @@ fn main() -> anyhow::Result<()> {
             Scenario::Churn(args) => scenario::churn::run(target, args, cli.server_pid).await,
         }
     })?;
+    // The generator shares the machine with the server: say what it used.
+    report["loadgen_cpu_seconds"] = serde_json::json!(own_cpu_seconds() - cpu_before);
+    report["loadgen_wall_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
     print_table(&report);
     println!("{report}");
     // Don't wait for lingering connection tasks.

@@ -94,6 +94,7 @@ pub async fn run(
                     count_per_seq: vec![0; messages],
                     other_frames: 0,
                 };
+                // Count distinct messages, so duplicates cannot end the wait early.
                 let mut received = 0;
                 // Wait generously for the first message, then at most `drain`
                 // between messages: a longer gap means the rest is lost.
@@ -109,8 +110,10 @@ pub async fn run(
                             seen.latencies_micros
                                 .push(now.saturating_sub(delivery.content.t).max(1));
                             let slot = &mut seen.count_per_seq[delivery.content.seq as usize];
+                            if *slot == 0 {
+                                received += 1;
+                            }
                             *slot = slot.saturating_add(1);
-                            received += 1;
                             wait = drain;
                             bar.inc(1);
                         }

@@ -27,6 +27,7 @@ pub fn progress(len: u64, what: &str) -> ProgressBar {
 }
 
 /// The outcome of opening many connections.
+#[derive(Debug)]
 pub struct Ramp {
     /// (index, socket, connection id), in completion order.
     pub connections: Vec<(usize, Ws, String)>,
@@ -93,6 +94,7 @@ fn failure_cause(err: &anyhow::Error) -> String {
 }
 
 /// Server figures sampled around a run.
+#[derive(Debug)]
 pub struct ServerSample {
     pub rss_bytes: Option<u64>,
     pub cpu_seconds: Option<f64>,

@@ -1,0 +1,328 @@
+//! `cargo xtask bench`: the release server against a fixed scenario matrix,
+//! each scenario on a fresh server, reported to target/bench/.
+
+use std::io::{Read as _, Write as _};
+use std::net::{SocketAddr, TcpListener, TcpStream};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use serde_json::{Value, json};
+
+use crate::report;
+
+/// One run of the load generator.
+pub struct Scenario {
+    pub name: &'static str,
+    pub args: &'static [&'static str],
+}
+
+const FULL: &[Scenario] = &[
+    Scenario {
+        name: "connect-19k",
+        args: &["connect", "--connections", "19000", "--hold", "5"],
+    },
+    Scenario {
+        name: "fanout-1k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "1000",
+            "--messages",
+            "500",
+            "--rate",
+            "100",
+        ],
+    },
+    Scenario {
+        name: "fanout-10k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "10000",
+            "--messages",
+            "50",
+            "--rate",
+            "10",
+        ],
+    },
+    Scenario {
+        name: "burst-1k-x-2000",
+        args: &[
+            "throughput",
+            "--rooms",
+            "1",
+            "--subscribers",
+            "1000",
+            "--publishers",
+            "1",
+            "--messages",
+            "2000",
+            "--window",
+            "256",
+        ],
+    },
+    Scenario {
+        name: "throughput-10-rooms",
+        args: &[
+            "throughput",
+            "--rooms",
+            "10",
+            "--subscribers",
+            "100",
+            "--publishers",
+            "2",
+            "--messages",
+            "2000",
+        ],
+    },
+    Scenario {
+        name: "churn",
+        args: &[
+            "churn",
+            "--workers",
+            "100",
+            "--duration",
+            "10",
+            "--rooms",
+            "20",
+        ],
+    },
+];
+
+const QUICK: &[Scenario] = &[
+    Scenario {
+        name: "connect-2k",
+        args: &["connect", "--connections", "2000", "--hold", "1"],
+    },
+    Scenario {
+        name: "fanout-200",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "200",
+            "--messages",
+            "100",
+            "--rate",
+            "200",
+        ],
+    },
+    Scenario {
+        name: "throughput-small",
+        args: &[
+            "throughput",
+            "--rooms",
+            "2",
+            "--subscribers",
+            "100",
+            "--publishers",
+            "1",
+            "--messages",
+            "500",
+            "--deadline",
+            "20",
+        ],
+    },
+    Scenario {
+        name: "churn-small",
+        args: &[
+            "churn",
+            "--workers",
+            "20",
+            "--duration",
+            "3",
+            "--rooms",
+            "5",
+        ],
+    },
+];
+
+/// The server's configuration for every scenario, stated in the report.
+const SERVER_ARGS: &[&str] = &["--log-level", "warn"];
+
+struct Options {
+    quick: bool,
+    compare: Option<PathBuf>,
+}
+
+fn parse(args: &[String]) -> anyhow::Result<Options> {
+    let mut options = Options {
+        quick: false,
+        compare: None,
+    };
+    let mut iter = args.iter();
+    while let Some(arg) = iter.next() {
+        match arg.as_str() {
+            "--quick" => options.quick = true,
+            "--compare" => {
+                options.compare = Some(
+                    iter.next()
+                        .context("--compare needs a report.json path")?
+                        .into(),
+                );
+            }
+            other => bail!("bench: unknown argument {other:?} (use --quick, --compare PATH)"),
+        }
+    }
+    Ok(options)
+}
+
+pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
+    let options = parse(args)?;
+    let target = root.join("target");
+    eprintln!("==> building the release server and load generator");
+    let status = crate::cargo()
+        .args([
+            "build",
+            "--release",
+            "-p",
+            "wshub-server",
+            "-p",
+            "wshub-loadtest",
+        ])
+        .status()?;
+    if !status.success() {
+        bail!("release build failed");
+    }
+    let server_bin = target.join("release/wshub");
+    let loadgen_bin = target.join("release/wshub-loadtest");
+    let matrix = if options.quick { QUICK } else { FULL };
+    // Fresh source addresses per run and scenario: client ports left in
+    // TIME_WAIT by an earlier run would slow connects down (measured: 12x).
+    let run_octet = 10 + std::process::id() % 200;
+
+    let mut results = Vec::new();
+    let mut problems = Vec::new();
+    for (index, scenario) in matrix.iter().enumerate() {
+        let bind_ips: Vec<String> = (1..=4)
+            .map(|host| format!("127.{run_octet}.{}.{host}", index + 1))
+            .collect();
+        eprintln!("==> {} ({})", scenario.name, scenario.args.join(" "));
+        let outcome = run_scenario(&server_bin, &loadgen_bin, scenario, &bind_ips.join(","));
+        match outcome {
+            Ok(report) => {
+                problems.extend(report::problems(scenario.name, &report));
+                results.push(json!({"name": scenario.name, "command": scenario.args.join(" "), "report": report}));
+            }
+            Err(err) => {
+                problems.push(format!("{}: {err:#}", scenario.name));
+                results.push(json!({"name": scenario.name, "command": scenario.args.join(" "), "error": format!("{err:#}")}));
+            }
+        }
+    }
+
+    let document = json!({
+        "generated_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
+        "quick": options.quick,
+        "machine": report::machine(),
+        "server_args": SERVER_ARGS.join(" "),
+        "scenarios": results,
+    });
+    let out_dir = target.join("bench");
+    std::fs::create_dir_all(&out_dir)?;
+    std::fs::write(
+        out_dir.join("report.json"),
+        serde_json::to_string_pretty(&document)?,
+    )?;
+    let markdown = report::markdown(&document);
+    std::fs::write(out_dir.join("report.md"), &markdown)?;
+    report::latency_svg(&document, &out_dir.join("latency.svg"))?;
+    println!("{markdown}");
+    eprintln!(
+        "wrote {}/report.{{md,json}} and latency.svg",
+        out_dir.display()
+    );
+
+    if let Some(old) = options.compare {
+        let old: Value = serde_json::from_str(
+            &std::fs::read_to_string(&old)
+                .with_context(|| format!("cannot read {}", old.display()))?,
+        )?;
+        println!("{}", report::compare(&old, &document));
+    }
+    if !problems.is_empty() {
+        bail!("benchmark found problems:\n  {}", problems.join("\n  "));
+    }
+    Ok(())
+}
+
+fn free_port() -> anyhow::Result<u16> {
+    Ok(TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
+}
+
+/// The server, stopped with SIGTERM when dropped.
+struct ServerProcess(Child);
+
+impl Drop for ServerProcess {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.0.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(40);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.0.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_server(server_bin: &Path) -> anyhow::Result<(ServerProcess, SocketAddr)> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let child = Command::new(server_bin)
+        .args(["--listen", &addr.to_string()])
+        .args(SERVER_ARGS)
+        .stdout(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", server_bin.display()))?;
+    let server = ServerProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !healthy(addr) {
+        if Instant::now() > deadline {
+            bail!("the server did not become healthy on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((server, addr))
+}
+
+fn healthy(addr: SocketAddr) -> bool {
+    let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
+        return false;
+    };
+    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let mut response = String::new();
+    stream.write_all(request.as_bytes()).is_ok()
+        && stream.read_to_string(&mut response).is_ok()
+        && response.starts_with("HTTP/1.1 200")
+}
+
+fn run_scenario(
+    server_bin: &Path,
+    loadgen_bin: &Path,
+    scenario: &Scenario,
+    bind_ips: &str,
+) -> anyhow::Result<Value> {
+    let (server, addr) = start_server(server_bin)?;
+    let output = Command::new(loadgen_bin)
+        .args(scenario.args)
+        .args(["--url", &format!("ws://{addr}/ws"), "--bind-ips", bind_ips])
+        .args(["--server-pid", &server.0.id().to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run the load generator")?;
+    drop(server);
+    if !output.status.success() {
+        bail!("load generator failed ({})", output.status);
+    }
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .last()
+        .context("the load generator printed no report")?;
+    serde_json::from_str(line).context("the load generator's report is not JSON")
+}
