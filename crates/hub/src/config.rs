@@ -1,5 +1,7 @@
 //! The hub's configuration.
 
+use crate::access::AccessPolicy;
+
 /// What happens when a connection's data lane is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
 pub enum SlowConsumerPolicy {
@@ -22,6 +24,11 @@ pub enum SlowConsumerPolicy {
 /// reader that has stopped, as Centrifugo does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubConfig {
+    /// Who may join and publish where; open by default.
+    pub access: AccessPolicy,
+    /// Rooms one connection may be in at once; joining one more gets
+    /// `too_many_rooms`.
+    pub max_rooms_per_connection: usize,
     /// Bytes of data frames (room messages, broadcasts) a connection may have
     /// queued before the slow-consumer policy applies.
     pub data_queue_bytes: usize,
@@ -36,6 +43,8 @@ pub struct HubConfig {
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
+            access: AccessPolicy::default(),
+            max_rooms_per_connection: 512,
             data_queue_bytes: 1 << 20,
             control_queue_bytes: 64 << 10,
             slow_consumer: SlowConsumerPolicy::Disconnect,

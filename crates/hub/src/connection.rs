@@ -10,6 +10,7 @@ use wshub_protocol::{
     parse_client_frame,
 };
 
+use crate::access::{Action, Identity};
 use crate::hub::{ConnectionId, Hub, HubError, Publication};
 use crate::outbox::{Lane, Outbox, PushOutcome};
 use crate::stats::Fanout;
@@ -36,18 +37,18 @@ pub struct Connection {
     hub: Hub,
     outbox: Arc<Outbox>,
     wire_id: Box<str>,
-    user: Option<Arc<str>>,
+    identity: Identity,
     // Room names are client-chosen: std's DoS-resistant hasher.
     rooms: HashSet<RoomName>,
 }
 
 impl Connection {
-    pub(crate) fn new(hub: Hub, outbox: Arc<Outbox>, user: Option<Arc<str>>) -> Self {
+    pub(crate) fn new(hub: Hub, outbox: Arc<Outbox>, identity: Identity) -> Self {
         Self {
             hub,
             wire_id: outbox.id().to_string().into_boxed_str(),
             outbox,
-            user,
+            identity,
             rooms: HashSet::new(),
         }
     }
@@ -64,7 +65,12 @@ impl Connection {
 
     /// The authenticated user, if any.
     pub fn user(&self) -> Option<&str> {
-        self.user.as_deref()
+        self.identity.user_id()
+    }
+
+    /// What the connection proved about itself.
+    pub fn identity(&self) -> &Identity {
+        &self.identity
     }
 
     /// The outbound queue the driver drains to the socket.
@@ -97,11 +103,9 @@ impl Connection {
         };
         let reference = frame.reference().cloned();
         let result = match frame {
-            ClientFrame::Join { room, .. } => {
-                self.join(room);
-                Ok(())
-            }
+            ClientFrame::Join { room, .. } => self.join(room),
             ClientFrame::Leave { room, .. } => self.leave(&room),
+            ClientFrame::Refresh { token, .. } => self.refresh(&token),
             ClientFrame::Publish { room, content, .. } => {
                 self.publish(&room, content, now_ms).map(|_| ())
             }
@@ -136,12 +140,60 @@ impl Connection {
         FrameOutcome::Rejected(code)
     }
 
-    /// Joins `room`. Joining a room twice is harmless. Once this returns, a
-    /// publish to the room from any connection reaches this one.
-    pub fn join(&mut self, room: RoomName) {
+    /// Answers a frame that is refused before it is acted on (say, over a
+    /// rate limit): an `error` frame with the frame's `ref` when one can be
+    /// read.
+    pub fn refuse_text(&self, text: &str, code: ErrorCode, message: &str) -> FrameOutcome {
+        let reference = match parse_client_frame(text) {
+            Ok(frame) => frame.reference().cloned(),
+            Err(err) => err.reference,
+        };
+        self.reject(reference.as_ref(), code, message)
+    }
+
+    /// Joins `room`, if the access policy and the room limit allow it.
+    /// Joining a room twice is harmless. Once this returns `Ok`, a publish to
+    /// the room from any connection reaches this one.
+    pub fn join(&mut self, room: RoomName) -> Result<(), HubError> {
+        if self.rooms.contains(&room) {
+            return Ok(());
+        }
+        let config = self.hub.config();
+        config
+            .access
+            .check(&self.identity, &room, Action::Join)
+            .map_err(HubError::Forbidden)?;
+        if self.rooms.len() >= config.max_rooms_per_connection {
+            return Err(HubError::TooManyRooms {
+                limit: config.max_rooms_per_connection,
+            });
+        }
         if self.hub.add_member(&room, &self.outbox) {
             self.rooms.insert(room);
         }
+        Ok(())
+    }
+
+    /// Replaces the connection's credentials with those `token` proves,
+    /// which must be for the same user. Used before the old ones expire.
+    pub fn refresh(&mut self, token: &str) -> Result<(), HubError> {
+        let Some(authenticator) = self.hub.authenticator() else {
+            return Err(HubError::Unauthorized(
+                "authentication is off; there is nothing to refresh".into(),
+            ));
+        };
+        let identity = authenticator
+            .authenticate(token)
+            .map_err(HubError::Unauthorized)?;
+        if identity.user_id() != self.identity.user_id() {
+            return Err(HubError::Forbidden(format!(
+                "the new token is for user {:?}, this connection is {:?}",
+                identity.user_id().unwrap_or(""),
+                self.identity.user_id().unwrap_or("")
+            )));
+        }
+        self.identity = identity;
+        Ok(())
     }
 
     /// Leaves `room`.
@@ -164,7 +216,18 @@ impl Connection {
         if !self.rooms.contains(room) {
             return Err(HubError::NotJoined(room.clone()));
         }
-        let frame = encode_message(room, &self.wire_id, self.user.as_deref(), content, now_ms);
+        self.hub
+            .config()
+            .access
+            .check(&self.identity, room, Action::Publish)
+            .map_err(HubError::Forbidden)?;
+        let frame = encode_message(
+            room,
+            &self.wire_id,
+            self.identity.user_id(),
+            content,
+            now_ms,
+        );
         Ok(self.hub.publish(&Publication {
             room: room.clone(),
             origin: Some(self.id()),

@@ -40,6 +40,18 @@ pub enum HubError {
     /// The hub is shutting down and takes no new connections.
     #[error("the hub is shutting down")]
     ShuttingDown,
+    /// The access policy refuses the action; the text says why.
+    #[error("{0}")]
+    Forbidden(String),
+    /// Joining would exceed the per-connection room limit.
+    #[error("already in {limit} rooms, the most one connection may join")]
+    TooManyRooms {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A credential was refused; the text says why.
+    #[error("{0}")]
+    Unauthorized(String),
 }
 
 impl HubError {
@@ -48,8 +60,20 @@ impl HubError {
         match self {
             Self::NotJoined(_) => ErrorCode::NotJoined,
             Self::ShuttingDown => ErrorCode::Unavailable,
+            Self::Forbidden(_) => ErrorCode::Forbidden,
+            Self::TooManyRooms { .. } => ErrorCode::TooManyRooms,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
         }
     }
+}
+
+/// Verifies credentials for the hub, e.g. a JWT for a `refresh` frame. The
+/// hub knows no token format; the embedding service plugs its checker in
+/// with [`Hub::with_authenticator`].
+pub trait Authenticator: Send + Sync + std::fmt::Debug {
+    /// Checks `token` and returns the identity it proves, or a sentence
+    /// saying why it is refused.
+    fn authenticate(&self, token: &str) -> Result<crate::Identity, String>;
 }
 
 /// A message on its way to a room's members: encoded once, shared by all.
@@ -79,6 +103,7 @@ pub struct Hub {
 #[derive(Debug)]
 struct Inner {
     config: HubConfig,
+    authenticator: Option<Arc<dyn Authenticator>>,
     next_id: AtomicU64,
     connections: DashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
     // Keys are client-chosen strings: keep std's DoS-resistant hasher.
@@ -96,9 +121,19 @@ impl Default for Hub {
 impl Hub {
     /// Creates an empty hub.
     pub fn new(config: HubConfig) -> Self {
+        Self::build(config, None)
+    }
+
+    /// Creates an empty hub that checks `refresh` tokens with `authenticator`.
+    pub fn with_authenticator(config: HubConfig, authenticator: Arc<dyn Authenticator>) -> Self {
+        Self::build(config, Some(authenticator))
+    }
+
+    fn build(config: HubConfig, authenticator: Option<Arc<dyn Authenticator>>) -> Self {
         Self {
             inner: Arc::new(Inner {
                 config,
+                authenticator,
                 next_id: AtomicU64::new(1),
                 connections: DashMap::with_hasher(FxBuildHasher),
                 rooms: DashMap::new(),
@@ -108,6 +143,10 @@ impl Hub {
         }
     }
 
+    pub(crate) fn authenticator(&self) -> Option<&Arc<dyn Authenticator>> {
+        self.inner.authenticator.as_ref()
+    }
+
     /// The configuration the hub was built with.
     pub fn config(&self) -> &HubConfig {
         &self.inner.config
@@ -115,16 +154,17 @@ impl Hub {
 
     /// Registers a new anonymous connection.
     pub fn connect(&self) -> Result<Connection, HubError> {
-        self.register(None)
+        self.connect_with(crate::Identity::anonymous())
     }
 
     /// Registers a new connection on behalf of an authenticated user; `user`
     /// appears in its welcome and beside `from` in its messages.
     pub fn connect_as(&self, user: impl Into<Arc<str>>) -> Result<Connection, HubError> {
-        self.register(Some(user.into()))
+        self.connect_with(crate::Identity::user(user))
     }
 
-    fn register(&self, user: Option<Arc<str>>) -> Result<Connection, HubError> {
+    /// Registers a new connection with what it proved about itself.
+    pub fn connect_with(&self, identity: crate::Identity) -> Result<Connection, HubError> {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
@@ -140,7 +180,7 @@ impl Hub {
                 CloseReason::SHUTDOWN,
             );
         }
-        Ok(Connection::new(self.clone(), outbox, user))
+        Ok(Connection::new(self.clone(), outbox, identity))
     }
 
     pub(crate) fn unregister(&self, id: ConnectionId, rooms: impl IntoIterator<Item = RoomName>) {

@@ -47,6 +47,7 @@
 //! assert_eq!(hub.room_size("lobby"), 1);
 //! ```
 
+mod access;
 mod config;
 mod connection;
 mod hub;
@@ -54,9 +55,10 @@ mod outbox;
 mod room;
 mod stats;
 
+pub use access::{AccessPolicy, Action, GrantError, Identity, NamespaceRules, Rule};
 pub use config::{HubConfig, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome};
-pub use hub::{ConnectionId, Hub, HubError, Publication};
+pub use hub::{Authenticator, ConnectionId, Hub, HubError, Publication};
 pub use outbox::{Drained, Lane, Outbox, PushOutcome};
 pub use stats::{Fanout, HubStats};
 pub use wshub_protocol as protocol;

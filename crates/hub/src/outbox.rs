@@ -291,6 +291,7 @@ mod tests {
                 data_queue_bytes: data,
                 control_queue_bytes: control,
                 slow_consumer: policy,
+                ..HubConfig::default()
             },
         )
     }

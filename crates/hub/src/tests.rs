@@ -252,6 +252,7 @@ fn tiny_hub(policy: SlowConsumerPolicy) -> Hub {
         data_queue_bytes: 300,
         control_queue_bytes: 1024,
         slow_consumer: policy,
+        ..HubConfig::default()
     })
 }
 
@@ -389,4 +390,182 @@ fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
     assert!(conn.outbox().is_closing());
     assert_eq!(take(&conn).1, Some(CloseReason::SLOW_CONSUMER));
     let _ = Lane::Control;
+}
+
+mod access {
+    use std::collections::BTreeMap;
+    use std::sync::Arc;
+
+    use super::*;
+    use crate::{AccessPolicy, Authenticator, Identity, NamespaceRules, Rule};
+
+    /// Accepts tokens of the form `user|pattern,pattern|expiry`.
+    #[derive(Debug)]
+    struct FakeAuthenticator;
+
+    impl Authenticator for FakeAuthenticator {
+        fn authenticate(&self, token: &str) -> Result<Identity, String> {
+            let mut parts = token.split('|');
+            let user = parts
+                .next()
+                .filter(|u| !u.is_empty())
+                .ok_or("empty token")?;
+            let patterns: Vec<&str> = parts
+                .next()
+                .unwrap_or("")
+                .split(',')
+                .filter(|p| !p.is_empty())
+                .collect();
+            let expiry: u64 = parts
+                .next()
+                .unwrap_or("0")
+                .parse()
+                .map_err(|_| "bad expiry")?;
+            Ok(Identity::user(user)
+                .with_grants(&patterns)
+                .map_err(|e| e.to_string())?
+                .with_expiry(expiry))
+        }
+    }
+
+    fn guarded_hub() -> Hub {
+        let mut namespaces = BTreeMap::new();
+        namespaces.insert(
+            "chat".to_owned(),
+            NamespaceRules {
+                join: Rule::Claim,
+                publish: Rule::Claim,
+            },
+        );
+        namespaces.insert(
+            "news".to_owned(),
+            NamespaceRules {
+                join: Rule::Anyone,
+                publish: Rule::Authenticated,
+            },
+        );
+        Hub::with_authenticator(
+            HubConfig {
+                access: AccessPolicy {
+                    namespaces,
+                    fallback: NamespaceRules::CLOSED,
+                },
+                max_rooms_per_connection: 2,
+                ..HubConfig::default()
+            },
+            Arc::new(FakeAuthenticator),
+        )
+    }
+
+    fn codes(conn: &Connection) -> Vec<String> {
+        frames(conn)
+            .iter()
+            .map(|f| {
+                f["code"]
+                    .as_str()
+                    .unwrap_or(f["type"].as_str().unwrap())
+                    .to_owned()
+            })
+            .collect()
+    }
+
+    #[test]
+    fn permissions_follow_the_namespace_rules() {
+        let hub = guarded_hub();
+        let identity = FakeAuthenticator.authenticate("alice|chat:1|0").unwrap();
+        let mut alice = hub.connect_with(identity).unwrap();
+        let mut guest = hub.connect().unwrap();
+        for room in ["chat:1", "chat:2", "admin:x"] {
+            send(
+                &mut alice,
+                &format!(r#"{{"type":"join","room":"{room}","ref":"x"}}"#),
+            );
+        }
+        assert_eq!(codes(&alice), ["ack", "forbidden", "forbidden"]);
+        send(
+            &mut guest,
+            r#"{"type":"join","room":"news:today","ref":"j"}"#,
+        );
+        send(
+            &mut guest,
+            r#"{"type":"publish","room":"news:today","content":1,"ref":"p"}"#,
+        );
+        assert_eq!(codes(&guest), ["ack", "forbidden"]);
+        send(&mut alice, r#"{"type":"join","room":"news:today"}"#);
+        assert_eq!(
+            publish(&mut alice, "news:today", r#""hello""#),
+            FrameOutcome::Accepted
+        );
+        let message = &frames(&guest)[0];
+        assert_eq!(
+            message["user"], "alice",
+            "recipients see the authenticated user"
+        );
+        assert_eq!(message["from"], alice.wire_id());
+    }
+
+    #[test]
+    fn the_room_limit_is_enforced() {
+        let hub = guarded_hub();
+        let mut guest = hub.connect().unwrap();
+        for day in ["a", "b", "c"] {
+            send(
+                &mut guest,
+                &format!(r#"{{"type":"join","room":"news:{day}","ref":"{day}"}}"#),
+            );
+        }
+        assert_eq!(codes(&guest), ["ack", "ack", "too_many_rooms"]);
+        send(&mut guest, r#"{"type":"leave","room":"news:a"}"#);
+        send(&mut guest, r#"{"type":"join","room":"news:c","ref":"c"}"#);
+        assert_eq!(codes(&guest), ["ack"]);
+    }
+
+    #[test]
+    fn refresh_replaces_credentials_for_the_same_user_only() {
+        let hub = guarded_hub();
+        let mut alice = hub
+            .connect_with(FakeAuthenticator.authenticate("alice||1000").unwrap())
+            .unwrap();
+        send(
+            &mut alice,
+            r#"{"type":"refresh","token":"alice|chat:9|5000","ref":"r1"}"#,
+        );
+        assert_eq!(codes(&alice), ["ack"]);
+        assert_eq!(alice.identity().expires_at_ms(), Some(5000));
+        send(&mut alice, r#"{"type":"join","room":"chat:9","ref":"j"}"#);
+        assert_eq!(codes(&alice), ["ack"], "the new token's grants apply");
+        send(
+            &mut alice,
+            r#"{"type":"refresh","token":"mallory||9000","ref":"r2"}"#,
+        );
+        send(&mut alice, r#"{"type":"refresh","token":"","ref":"r3"}"#);
+        assert_eq!(codes(&alice), ["forbidden", "unauthorized"]);
+        assert_eq!(
+            alice.identity().expires_at_ms(),
+            Some(5000),
+            "unchanged after refusals"
+        );
+    }
+
+    #[test]
+    fn refresh_without_an_authenticator_is_refused() {
+        let hub = super::hub();
+        let mut conn = hub.connect().unwrap();
+        send(&mut conn, r#"{"type":"refresh","token":"t","ref":"r"}"#);
+        assert_eq!(codes(&conn), ["unauthorized"]);
+    }
+
+    #[test]
+    fn a_refused_frame_echoes_its_ref() {
+        let hub = super::hub();
+        let conn = hub.connect().unwrap();
+        conn.refuse_text(
+            r#"{"type":"publish","ref":"q1"}"#,
+            ErrorCode::RateLimited,
+            "slow down",
+        );
+        let got = frames(&conn);
+        assert_eq!(got[0]["code"], "rate_limited");
+        assert_eq!(got[0]["ref"], "q1");
+    }
 }

@@ -26,6 +26,14 @@ pub enum ClientFrame<'a> {
         /// The client's correlation id, echoed in the ack or error.
         reference: Option<Ref>,
     },
+    /// `{"type":"refresh","token":..}`: replace the connection's credentials
+    /// before they expire.
+    Refresh {
+        /// The new token, as sent.
+        token: Cow<'a, str>,
+        /// The client's correlation id, echoed in the ack or error.
+        reference: Option<Ref>,
+    },
     /// `{"type":"publish","room":..,"content":..}`: send to the other members.
     Publish {
         /// The room to publish to.
@@ -43,6 +51,7 @@ impl ClientFrame<'_> {
         match self {
             Self::Join { reference, .. }
             | Self::Leave { reference, .. }
+            | Self::Refresh { reference, .. }
             | Self::Publish { reference, .. } => reference.as_ref(),
         }
     }
@@ -112,6 +121,8 @@ pub enum ErrorCode {
     TooManyRooms,
     /// The server cannot take the request right now (e.g. it is shutting down).
     Unavailable,
+    /// A credential (a refresh token) was refused.
+    Unauthorized,
 }
 
 impl ErrorCode {
@@ -129,6 +140,7 @@ impl ErrorCode {
             Self::RateLimited => "rate_limited",
             Self::TooManyRooms => "too_many_rooms",
             Self::Unavailable => "unavailable",
+            Self::Unauthorized => "unauthorized",
         }
     }
 }
@@ -174,6 +186,8 @@ struct Envelope<'a> {
     content: Option<&'a RawValue>,
     #[serde(rename = "ref", default, borrow)]
     reference: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    token: Option<&'a RawValue>,
 }
 
 /// `content: null` is a valid (null) payload, not an absent field.
@@ -218,11 +232,25 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, ParseError> {
             "field \"type\" must be a string".into(),
         );
     };
-    if !matches!(&*kind, "join" | "leave" | "publish") {
+    if !matches!(&*kind, "join" | "leave" | "publish" | "refresh") {
         return fail(
             ErrorCode::UnknownType,
-            format!("unknown type {kind:?}; expected \"join\", \"leave\" or \"publish\""),
+            format!(
+                "unknown type {kind:?}; expected \"join\", \"leave\", \"publish\" or \"refresh\""
+            ),
         );
+    }
+    if kind == "refresh" {
+        let Some(token_raw) = envelope.token else {
+            return fail(ErrorCode::MissingField, "missing field \"token\"".into());
+        };
+        let Some(token) = json_string(token_raw) else {
+            return fail(
+                ErrorCode::InvalidField,
+                "field \"token\" must be a string".into(),
+            );
+        };
+        return Ok(ClientFrame::Refresh { token, reference });
     }
 
     let Some(room_raw) = envelope.room else {
@@ -316,6 +344,17 @@ mod tests {
     }
 
     #[test]
+    fn refresh_carries_its_token() {
+        match parse_client_frame(r#"{"type":"refresh","token":"abc.def","ref":1}"#).unwrap() {
+            ClientFrame::Refresh { token, reference } => {
+                assert_eq!(token, "abc.def");
+                assert_eq!(reference.unwrap().as_json(), "1");
+            }
+            other => panic!("{other:?}"),
+        }
+    }
+
+    #[test]
     fn null_content_is_a_payload_and_escaped_strings_decode() {
         match parse_client_frame(r#"{"type":"publ\u0069sh","room":"a\u003ab","content":null}"#)
             .unwrap()
@@ -379,6 +418,18 @@ mod tests {
             ErrorCode::MissingField,
             "\"content\"",
             Some(r#""5""#),
+        );
+        check_error(
+            r#"{"type":"refresh","ref":"6"}"#,
+            ErrorCode::MissingField,
+            "\"token\"",
+            Some(r#""6""#),
+        );
+        check_error(
+            r#"{"type":"refresh","token":1}"#,
+            ErrorCode::InvalidField,
+            "\"token\"",
+            None,
         );
         check_error(
             r#"{"type":"join","room":"a","ref":{"x":1}}"#,

@@ -68,6 +68,16 @@ impl CloseReason {
         code: 1002,
         reason: "protocol error",
     };
+    /// 1008: the client kept sending over its rate limit.
+    pub const RATE_LIMITED: Self = Self {
+        code: 1008,
+        reason: "rate limit exceeded",
+    };
+    /// 4001: the connection's token expired without a refresh.
+    pub const TOKEN_EXPIRED: Self = Self {
+        code: 4001,
+        reason: "token expired",
+    };
     /// 1000: normal closure, answering the client's close.
     pub const NORMAL: Self = Self {
         code: 1000,

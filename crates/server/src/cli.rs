@@ -28,6 +28,34 @@ pub enum Command {
     Serve(ServeArgs),
     /// Print the effective configuration as TOML and exit.
     PrintConfig(ServeArgs),
+    /// Print a JWT signed with the configured key, for tests and users.
+    Token(TokenArgs),
+}
+
+/// `wshub token --sub alice --rooms 'chat:*' --ttl 1h`.
+#[derive(Debug, Clone, Args)]
+pub struct TokenArgs {
+    /// The user id (`sub` claim).
+    #[arg(long)]
+    pub sub: String,
+    /// Room patterns for the `claim` permission rule; repeat or separate with commas.
+    #[arg(long, value_delimiter = ',')]
+    pub rooms: Vec<String>,
+    /// Lifetime, e.g. `15m`, `1h`.
+    #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
+    pub ttl: std::time::Duration,
+    /// Where the key comes from: the same config layers as the server.
+    #[command(flatten)]
+    pub config: ServeArgs,
+}
+
+impl TokenArgs {
+    /// Signs the token with the configured `[auth]` key.
+    pub fn sign(&self) -> anyhow::Result<String> {
+        let config = self.config.load()?;
+        let auth = crate::auth::JwtAuth::from_config(&config.auth)?;
+        auth.sign(&self.sub, self.rooms.clone(), self.ttl)
+    }
 }
 
 /// Flags that override the config file and environment.

@@ -3,10 +3,13 @@
 //! graceful shutdown. It wires `wshub-transport` and `wshub-hub` together and
 //! holds no routing logic of its own.
 
+pub mod admission;
+pub mod auth;
 pub mod cli;
 pub mod config;
 pub mod logging;
 pub mod metrics;
+pub mod origin;
 pub mod routes;
 pub mod serve;
 

@@ -11,6 +11,18 @@ fn main() -> std::process::ExitCode {
         None => (cli.serve, false),
         Some(Command::Serve(args)) => (args, false),
         Some(Command::PrintConfig(args)) => (args, true),
+        Some(Command::Token(args)) => {
+            return match args.sign() {
+                Ok(token) => {
+                    println!("{token}");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("wshub: {err:#}");
+                    std::process::ExitCode::from(2)
+                }
+            };
+        }
     };
     // A bad config prints one line naming the key and exits before binding.
     let config = match args.load() {

@@ -4,25 +4,70 @@
 //! several servers (as in tests) can live in one process. Figures are read
 //! from [`Hub::stats`] at scrape time, so the hot path records nothing.
 
+use std::sync::atomic::{AtomicU64, Ordering};
+
 use metrics::{counter, gauge};
 use metrics_exporter_prometheus::{PrometheusBuilder, PrometheusRecorder};
 use wshub_hub::Hub;
+
+/// Why an upgrade was refused, as the `reason` label of
+/// `wshub_rejected_upgrades_total`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rejection {
+    /// Origin not allowed (403).
+    Origin,
+    /// No or bad token (401).
+    Unauthorized,
+    /// `limits.max_connections` reached (503).
+    ServerFull,
+    /// `limits.connections_per_ip` reached (429).
+    PerIpConnections,
+    /// `limits.new_connections_per_ip_per_second` exceeded (429).
+    PerIpRate,
+}
+
+impl Rejection {
+    const ALL: [Self; 5] = [
+        Self::Origin,
+        Self::Unauthorized,
+        Self::ServerFull,
+        Self::PerIpConnections,
+        Self::PerIpRate,
+    ];
+
+    fn label(self) -> &'static str {
+        match self {
+            Self::Origin => "origin",
+            Self::Unauthorized => "unauthorized",
+            Self::ServerFull => "server_full",
+            Self::PerIpConnections => "per_ip_connections",
+            Self::PerIpRate => "per_ip_rate",
+        }
+    }
+}
 
 /// Renders the hub's figures in the Prometheus text format.
 #[derive(Debug)]
 pub struct Metrics {
     recorder: PrometheusRecorder,
+    rejections: [AtomicU64; Rejection::ALL.len()],
 }
 
 impl Default for Metrics {
     fn default() -> Self {
         Self {
             recorder: PrometheusBuilder::new().build_recorder(),
+            rejections: Default::default(),
         }
     }
 }
 
 impl Metrics {
+    /// Counts a refused upgrade.
+    pub fn reject(&self, why: Rejection) {
+        self.rejections[why as usize].fetch_add(1, Ordering::Relaxed);
+    }
+
     /// Samples `hub` and renders every metric.
     pub fn render(&self, hub: &Hub, draining: bool) -> String {
         let stats = hub.stats();
@@ -37,6 +82,10 @@ impl Metrics {
             counter!("wshub_slow_consumer_disconnects_total")
                 .absolute(stats.slow_consumer_disconnects);
             counter!("wshub_dropped_frames_total").absolute(stats.dropped_frames);
+            for why in Rejection::ALL {
+                let count = self.rejections[why as usize].load(Ordering::Relaxed);
+                counter!("wshub_rejected_upgrades_total", "reason" => why.label()).absolute(count);
+            }
         });
         self.recorder.handle().render()
     }

@@ -20,8 +20,11 @@ use tower_http::trace::TraceLayer;
 use wshub_hub::Hub;
 use wshub_transport::WsUpgrade;
 
-use crate::config::Config;
+use crate::admission::{AdmissionLimits, Gate};
+use crate::auth::JwtAuth;
+use crate::config::{AuthMode, Config, ConfigError};
 use crate::metrics::Metrics;
+use crate::origin::OriginPolicy;
 use crate::routes::{AppState, route};
 
 /// A bound, not yet running server.
@@ -31,6 +34,17 @@ pub struct Server {
     state: AppState,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
+}
+
+/// Why the server could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BindError {
+    /// A configuration value cannot work.
+    #[error(transparent)]
+    Config(#[from] ConfigError),
+    /// The listener could not be bound.
+    #[error("cannot listen: {0}")]
+    Io(#[from] io::Error),
 }
 
 /// How a shutdown went.
@@ -45,9 +59,27 @@ pub struct ShutdownReport {
 impl Server {
     /// Binds the listener with the configured backlog. Must run inside a
     /// tokio runtime.
-    pub fn bind(config: &Config) -> io::Result<Self> {
+    pub fn bind(config: &Config) -> Result<Self, BindError> {
+        let auth = match config.auth.mode {
+            AuthMode::None => None,
+            AuthMode::Jwt => Some(Arc::new(JwtAuth::from_config(&config.auth)?)),
+        };
+        let origins =
+            OriginPolicy::new(&config.allowed_origins).map_err(|err| ConfigError::Invalid {
+                key: "allowed_origins",
+                reason: err.to_string(),
+            })?;
+        let gate = Gate::new(AdmissionLimits {
+            max_connections: config.limits.max_connections,
+            connections_per_ip: config.limits.connections_per_ip,
+            new_connections_per_ip_per_second: config.limits.new_connections_per_ip_per_second,
+            trusted_proxies: config.trusted_proxy_nets()?,
+        });
         let listener = listen(config.listen, config.listen_backlog)?;
-        let hub = Hub::new(config.hub_config());
+        let hub = match &auth {
+            Some(auth) => Hub::with_authenticator(config.hub_config(), Arc::clone(auth) as _),
+            None => Hub::new(config.hub_config()),
+        };
         let tasks = TaskTracker::new();
         let upgrade = WsUpgrade::new(hub, config.transport_config(), tasks.clone());
         Ok(Self {
@@ -57,6 +89,9 @@ impl Server {
                 ws_path: Arc::from(config.ws_path.as_str()),
                 ready: Arc::new(AtomicBool::new(true)),
                 metrics: Arc::new(Metrics::default()),
+                auth,
+                origins: Arc::new(origins),
+                gate: Arc::new(gate),
             },
             tasks,
             shutdown_timeout: config.shutdown_timeout,
@@ -83,9 +118,11 @@ impl Server {
         } = self;
         let http_shutdown = CancellationToken::new();
         let mut shutdown = std::pin::pin!(shutdown);
+        let mut prune = tokio::time::interval(Duration::from_secs(60));
         loop {
             tokio::select! {
                 () = &mut shutdown => break,
+                _ = prune.tick() => state.gate.prune(),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         serve_connection(stream, peer, &state, &tasks, http_shutdown.clone());

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use crate::flood::MessageRateLimit;
+
 /// Per-connection socket limits and timers.
 ///
 /// The defaults are tuned for many mostly idle connections carrying
@@ -28,6 +30,11 @@ pub struct TransportConfig {
     pub write_timeout: Duration,
     /// How long to wait for the client's answer to our close frame.
     pub close_timeout: Duration,
+    /// Frames per second a client may send; `None` for no limit.
+    pub message_rate: Option<MessageRateLimit>,
+    /// How long before its credentials expire a connection is sent
+    /// `{"type":"system","event":"token_expiring"}`.
+    pub token_expiry_warning: Duration,
 }
 
 impl Default for TransportConfig {
@@ -41,6 +48,8 @@ impl Default for TransportConfig {
             max_batch_bytes: 64 << 10,
             write_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
+            message_rate: None,
+            token_expiry_warning: Duration::from_secs(30),
         }
     }
 }

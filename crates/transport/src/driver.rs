@@ -1,12 +1,13 @@
 //! One task per connection: reads frames into the hub, drains the outbox to
 //! the socket in batches, pings, and closes with the right code.
 
+use std::any::Any;
 use std::pin::pin;
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
-use std::sync::Arc;
 
 use hyper_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
@@ -15,9 +16,11 @@ use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::time::{Instant, timeout};
 use wshub_hub::{Connection, Drained};
-use wshub_protocol::CloseReason;
+use wshub_protocol::{CloseReason, ErrorCode, SystemEvent, encode_system};
 
 use crate::config::TransportConfig;
+use crate::flood::{FloodGuard, FloodVerdict};
+use crate::timers::{TimerEvent, Timers};
 use crate::unix_ms;
 
 /// Why the loop ended.
@@ -33,10 +36,14 @@ enum Exit {
 /// This future *is* the spawned task, with no wrapper around it: a wrapper
 /// would keep its own copies of the stream and connection alive beside the
 /// ones in here, and every idle connection pays for the task's full size.
+///
+/// `_guard` is whatever the caller needs held while the connection lives
+/// (e.g. its slot in a per-IP connection count); it is dropped at the end.
 pub(crate) async fn run(
     upgrade: HyperWebsocket,
     mut conn: Connection,
     config: Arc<TransportConfig>,
+    _guard: Option<Box<dyn Any + Send + Sync>>,
 ) {
     let mut ws = match upgrade.await {
         Ok(ws) => ws,
@@ -68,8 +75,19 @@ async fn serve(
     config: &TransportConfig,
 ) -> Exit {
     let mut batch: Vec<Bytes> = Vec::new();
-    let mut last_seen = Instant::now();
-    let mut heartbeat = pin!(tokio::time::sleep(config.heartbeat_interval));
+    let now = Instant::now();
+    let mut timers = Timers::new(
+        now,
+        config.heartbeat_interval,
+        config.heartbeat_timeout,
+        config.token_expiry_warning,
+    );
+    timers.set_expiry(conn.identity().expires_at_ms(), now, unix_ms());
+    // Boxed: most deployments run without a message limit.
+    let mut flood = config
+        .message_rate
+        .map(|limit| Box::new(FloodGuard::new(limit)));
+    let mut timer = pin!(tokio::time::sleep_until(timers.deadline()));
     loop {
         tokio::select! {
             // Writes first: what is queued was accepted earlier than what the
@@ -84,34 +102,63 @@ async fn serve(
                 }
             }
             incoming = ws.next() => {
-                last_seen = Instant::now();
-                match incoming {
-                    Some(Ok(Message::Text(text))) => {
-                        conn.handle_text(text.as_str(), unix_ms());
-                    }
-                    Some(Ok(Message::Binary(_))) => {
-                        conn.handle_binary();
-                    }
-                    // tungstenite answers pings itself; a pong only proves life.
-                    Some(Ok(Message::Ping(_) | Message::Pong(_) | Message::Frame(_))) => {}
-                    Some(Ok(Message::Close(_))) => {
-                        // Keep reading: tungstenite queues the close reply and
-                        // ends the stream once it is written.
-                    }
+                let now = Instant::now();
+                timers.on_traffic(now);
+                let message = match incoming {
+                    Some(Ok(message)) => message,
                     Some(Err(err)) => return read_error(err),
                     None => return Exit::Gone,
+                };
+                if let Message::Text(_) | Message::Binary(_) = message
+                    && let Some(flood) = flood.as_mut()
+                {
+                    match flood.check(now) {
+                        FloodVerdict::Pass => {}
+                        FloodVerdict::Refuse => {
+                            let text = match &message {
+                                Message::Text(text) => text.as_str(),
+                                _ => "",
+                            };
+                            conn.refuse_text(text, ErrorCode::RateLimited, "rate limit exceeded; slow down");
+                            continue;
+                        }
+                        FloodVerdict::Close => return Exit::Close(CloseReason::RATE_LIMITED),
+                    }
+                }
+                match message {
+                    Message::Text(text) => {
+                        conn.handle_text(text.as_str(), unix_ms());
+                        // A refresh may have moved the expiry.
+                        timers.set_expiry(conn.identity().expires_at_ms(), now, unix_ms());
+                        timer.as_mut().reset(timers.deadline());
+                    }
+                    Message::Binary(_) => {
+                        conn.handle_binary();
+                    }
+                    // tungstenite answers pings itself; a pong only proves
+                    // life. After a close, tungstenite queues the reply and
+                    // ends the stream once it is written.
+                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
                 }
             }
-            () = heartbeat.as_mut() => {
+            () = timer.as_mut() => {
                 let now = Instant::now();
-                if now.duration_since(last_seen) >= config.heartbeat_timeout {
-                    return Exit::Close(CloseReason::HEARTBEAT_TIMEOUT);
+                while let Some(event) = timers.due(now) {
+                    match event {
+                        TimerEvent::Silent => return Exit::Close(CloseReason::HEARTBEAT_TIMEOUT),
+                        TimerEvent::Expired => return Exit::Close(CloseReason::TOKEN_EXPIRED),
+                        TimerEvent::ExpiryWarning => {
+                            conn.send_control(encode_system(SystemEvent::TokenExpiring));
+                        }
+                        TimerEvent::Ping => {
+                            let ping = send_with_timeout(ws, Message::Ping(Bytes::new()), config.write_timeout);
+                            if let Err(exit) = Box::pin(ping).await {
+                                return exit;
+                            }
+                        }
+                    }
                 }
-                heartbeat.as_mut().reset(now + config.heartbeat_interval);
-                let ping = send_with_timeout(ws, Message::Ping(Bytes::new()), config.write_timeout);
-                if let Err(exit) = Box::pin(ping).await {
-                    return exit;
-                }
+                timer.as_mut().reset(timers.deadline());
             }
         }
     }

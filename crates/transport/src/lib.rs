@@ -10,10 +10,13 @@
 
 mod config;
 mod driver;
+mod flood;
+mod timers;
 mod upgrade;
 
 pub use config::TransportConfig;
-pub use upgrade::{WsUpgrade, is_upgrade_request, upgrade_required};
+pub use flood::MessageRateLimit;
+pub use upgrade::{Admission, WsUpgrade, is_upgrade_request, upgrade_required};
 
 /// Milliseconds since the Unix epoch: the clock the transport hands the hub.
 pub fn unix_ms() -> u64 {

@@ -8,7 +8,7 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, header};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use wshub_hub::{Connection, Hub};
+use wshub_hub::{Connection, Hub, Identity};
 use wshub_protocol::encode_welcome;
 
 use crate::config::TransportConfig;
@@ -37,6 +37,28 @@ fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<By
         header::HeaderValue::from_static("text/plain; charset=utf-8"),
     );
     response
+}
+
+/// What the caller decided about a connection before its upgrade.
+#[derive(Default)]
+pub struct Admission {
+    /// What the client proved (anonymous when auth is off).
+    pub identity: Identity,
+    /// The `Sec-WebSocket-Protocol` to answer with, if the client offered one.
+    pub subprotocol: Option<header::HeaderValue>,
+    /// Held for the connection's lifetime and dropped when it ends, e.g. its
+    /// slot in a per-IP count.
+    pub guard: Option<Box<dyn std::any::Any + Send + Sync>>,
+}
+
+impl std::fmt::Debug for Admission {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Admission")
+            .field("identity", &self.identity)
+            .field("subprotocol", &self.subprotocol)
+            .field("guard", &self.guard.is_some())
+            .finish()
+    }
 }
 
 /// Accepts WebSocket upgrades: registers each connection with the hub and
@@ -71,18 +93,18 @@ impl WsUpgrade {
 
     /// Answers `request`: `101 Switching Protocols` and a driver for the new
     /// connection, `426` for a plain HTTP request, `400` for a broken
-    /// handshake, `503` while the hub shuts down. `user` is the authenticated
-    /// user, if the caller checked one.
+    /// handshake, `503` while the hub shuts down. Authentication and the
+    /// other admission checks are the caller's; their outcome is `admission`.
     pub fn accept<B>(
         &self,
         request: &mut Request<B>,
         peer: SocketAddr,
-        user: Option<Arc<str>>,
+        admission: Admission,
     ) -> Response<Full<Bytes>> {
         if !is_upgrade_request(request) {
             return upgrade_required();
         }
-        let (response, websocket) =
+        let (mut response, websocket) =
             match hyper_tungstenite::upgrade(&mut *request, Some(self.config.websocket_config())) {
                 Ok(upgrade) => upgrade,
                 Err(err) => {
@@ -92,11 +114,17 @@ impl WsUpgrade {
                     );
                 }
             };
-        let registered = match user {
-            Some(user) => self.hub.connect_as(user),
-            None => self.hub.connect(),
-        };
-        let connection = match registered {
+        let Admission {
+            identity,
+            subprotocol,
+            guard,
+        } = admission;
+        if let Some(protocol) = subprotocol {
+            response
+                .headers_mut()
+                .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
+        }
+        let connection = match self.hub.connect_with(identity) {
             Ok(connection) => connection,
             Err(err) => {
                 let mut response = text_response(
@@ -109,7 +137,7 @@ impl WsUpgrade {
                 return response;
             }
         };
-        self.start(connection, websocket, peer);
+        self.start(connection, websocket, peer, guard);
         response
     }
 
@@ -118,6 +146,7 @@ impl WsUpgrade {
         connection: Connection,
         websocket: hyper_tungstenite::HyperWebsocket,
         peer: SocketAddr,
+        guard: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) {
         let heartbeat_ms = self.config.heartbeat_interval.as_millis() as u64;
         connection.send_control(encode_welcome(
@@ -126,7 +155,7 @@ impl WsUpgrade {
             heartbeat_ms,
         ));
         let span = tracing::info_span!("conn", id = %connection.wire_id(), %peer);
-        let task = driver::run(websocket, connection, Arc::clone(&self.config));
+        let task = driver::run(websocket, connection, Arc::clone(&self.config), guard);
         self.tasks.spawn(task.instrument(span));
     }
 }

@@ -211,3 +211,52 @@ pub async fn http_get(addr: SocketAddr, path: &str) -> (u16, String) {
         .unwrap_or_default();
     (status, body)
 }
+
+/// An upgrade attempt with extra request headers: the socket and the 101
+/// response, or the refusal's status, headers and body.
+pub async fn try_upgrade(
+    url: &str,
+    headers: &[(&str, &str)],
+) -> Result<
+    (
+        Ws,
+        tokio_tungstenite::tungstenite::handshake::client::Response,
+    ),
+    (u16, hyper::HeaderMap, String),
+> {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let mut request = url.into_client_request().unwrap();
+    for (name, value) in headers {
+        request.headers_mut().append(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+    }
+    match tokio::time::timeout(WAIT, tokio_tungstenite::connect_async(request))
+        .await
+        .expect("handshake in time")
+    {
+        Ok((ws, response)) => Ok((ws, response)),
+        Err(tokio_tungstenite::tungstenite::Error::Http(response)) => {
+            let status = response.status().as_u16();
+            let headers = response.headers().clone();
+            let body = String::from_utf8_lossy(response.body().as_deref().unwrap_or_default())
+                .into_owned();
+            Err((status, headers, body))
+        }
+        Err(other) => panic!("unexpected handshake error: {other}"),
+    }
+}
+
+/// Wraps an upgraded socket in a [`Client`] by reading its welcome.
+pub async fn client_from(ws: Ws) -> (Client, Value) {
+    let mut client = Client {
+        ws,
+        id: String::new(),
+        next_ref: 1000,
+    };
+    let welcome = client.recv().await;
+    assert_eq!(welcome["type"], "welcome", "{welcome}");
+    client.id = welcome["id"].as_str().unwrap().to_owned();
+    (client, welcome)
+}

@@ -1,0 +1,308 @@
+//! Who may do what: the identity a connection proves, and per-namespace
+//! rules for joining and publishing.
+
+use std::collections::BTreeMap;
+use std::fmt;
+use std::sync::Arc;
+
+use globset::{Glob, GlobSet, GlobSetBuilder};
+use wshub_protocol::RoomName;
+
+/// What a connection proved about itself when it connected (or refreshed).
+#[derive(Clone, Default)]
+pub struct Identity {
+    user: Option<Arc<str>>,
+    grants: Option<Arc<GlobSet>>,
+    grant_patterns: Arc<[Box<str>]>,
+    expires_at_ms: Option<u64>,
+}
+
+/// A room-grant pattern that is not a valid glob.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("invalid room pattern {pattern:?}: {reason}")]
+pub struct GrantError {
+    /// The rejected pattern.
+    pub pattern: String,
+    /// Why it was rejected.
+    pub reason: String,
+}
+
+impl Identity {
+    /// No credentials: may do what `anyone` may.
+    pub fn anonymous() -> Self {
+        Self::default()
+    }
+
+    /// An authenticated user.
+    pub fn user(user: impl Into<Arc<str>>) -> Self {
+        Self {
+            user: Some(user.into()),
+            ..Self::default()
+        }
+    }
+
+    /// Grants the rooms matching `patterns` (globs: `chat:*`, `orders:user-17`)
+    /// to the `claim` rule.
+    pub fn with_grants<S: AsRef<str>>(mut self, patterns: &[S]) -> Result<Self, GrantError> {
+        let mut builder = GlobSetBuilder::new();
+        for pattern in patterns {
+            let pattern = pattern.as_ref();
+            let glob = Glob::new(pattern).map_err(|err| GrantError {
+                pattern: pattern.to_owned(),
+                reason: err.kind().to_string(),
+            })?;
+            builder.add(glob);
+        }
+        let set = builder.build().map_err(|err| GrantError {
+            pattern: patterns
+                .iter()
+                .map(AsRef::as_ref)
+                .collect::<Vec<_>>()
+                .join(","),
+            reason: err.to_string(),
+        })?;
+        self.grants = Some(Arc::new(set));
+        self.grant_patterns = patterns.iter().map(|p| Box::from(p.as_ref())).collect();
+        Ok(self)
+    }
+
+    /// The credentials stop being valid at this Unix time (milliseconds).
+    pub fn with_expiry(mut self, expires_at_ms: u64) -> Self {
+        self.expires_at_ms = Some(expires_at_ms);
+        self
+    }
+
+    /// The user id, if authenticated.
+    pub fn user_id(&self) -> Option<&str> {
+        self.user.as_deref()
+    }
+
+    /// Whether the connection proved a user.
+    pub fn is_authenticated(&self) -> bool {
+        self.user.is_some()
+    }
+
+    /// When the credentials expire (Unix ms), if they do.
+    pub fn expires_at_ms(&self) -> Option<u64> {
+        self.expires_at_ms
+    }
+
+    /// Whether a grant pattern matches `room`.
+    pub fn is_granted(&self, room: &RoomName) -> bool {
+        self.grants
+            .as_ref()
+            .is_some_and(|set| set.is_match(room.as_str()))
+    }
+}
+
+impl fmt::Debug for Identity {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Identity")
+            .field("user", &self.user)
+            .field("grants", &self.grant_patterns)
+            .field("expires_at_ms", &self.expires_at_ms)
+            .finish()
+    }
+}
+
+/// Who may perform an action in a namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Rule {
+    /// Every connection, authenticated or not.
+    Anyone,
+    /// Connections that proved a user.
+    Authenticated,
+    /// Connections whose token's `rooms` claim has a pattern matching the room.
+    Claim,
+    /// Nobody.
+    Nobody,
+}
+
+/// The rules of one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespaceRules {
+    /// Who may join its rooms.
+    pub join: Rule,
+    /// Who may publish to its rooms.
+    pub publish: Rule,
+}
+
+impl NamespaceRules {
+    /// Anyone may join and publish.
+    pub const OPEN: Self = Self {
+        join: Rule::Anyone,
+        publish: Rule::Anyone,
+    };
+    /// Nobody may join or publish.
+    pub const CLOSED: Self = Self {
+        join: Rule::Nobody,
+        publish: Rule::Nobody,
+    };
+}
+
+/// What a connection wants to do in a room.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Action {
+    /// Become a member.
+    Join,
+    /// Send a message to the members.
+    Publish,
+}
+
+/// Per-namespace permissions. A room's namespace is the part of its name
+/// before the first `:` (`chat:42` is in `chat`; `lobby` is in `lobby`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct AccessPolicy {
+    /// Rules by namespace.
+    pub namespaces: BTreeMap<String, NamespaceRules>,
+    /// Rules for namespaces without an entry.
+    pub fallback: NamespaceRules,
+}
+
+impl Default for AccessPolicy {
+    /// Open: anyone may join and publish anywhere (the quick-start hub).
+    fn default() -> Self {
+        Self {
+            namespaces: BTreeMap::new(),
+            fallback: NamespaceRules::OPEN,
+        }
+    }
+}
+
+impl AccessPolicy {
+    /// Whether `identity` may perform `action` in `room`; the error is a
+    /// sentence for the client.
+    pub fn check(
+        &self,
+        identity: &Identity,
+        room: &RoomName,
+        action: Action,
+    ) -> Result<(), String> {
+        let namespace = room.namespace();
+        let rules = self.namespaces.get(namespace).unwrap_or(&self.fallback);
+        let rule = match action {
+            Action::Join => rules.join,
+            Action::Publish => rules.publish,
+        };
+        let verb = match action {
+            Action::Join => "joining",
+            Action::Publish => "publishing to",
+        };
+        match rule {
+            Rule::Anyone => Ok(()),
+            Rule::Authenticated if identity.is_authenticated() => Ok(()),
+            Rule::Authenticated => {
+                Err(format!("{verb} {room:?} needs an authenticated connection"))
+            }
+            Rule::Claim if identity.is_granted(room) => Ok(()),
+            Rule::Claim => Err(format!(
+                "{verb} {room:?} needs a token whose rooms claim matches it"
+            )),
+            Rule::Nobody if self.namespaces.contains_key(namespace) => Err(format!(
+                "{verb} {room:?} is not allowed in namespace {namespace:?}"
+            )),
+            Rule::Nobody => Err(format!(
+                "{verb} {room:?} is not allowed: namespace {namespace:?} has no rules"
+            )),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn room(name: &str) -> RoomName {
+        RoomName::new(name).unwrap()
+    }
+
+    fn policy() -> AccessPolicy {
+        let mut namespaces = BTreeMap::new();
+        namespaces.insert(
+            "public".into(),
+            NamespaceRules {
+                join: Rule::Anyone,
+                publish: Rule::Authenticated,
+            },
+        );
+        namespaces.insert(
+            "chat".into(),
+            NamespaceRules {
+                join: Rule::Claim,
+                publish: Rule::Claim,
+            },
+        );
+        AccessPolicy {
+            namespaces,
+            fallback: NamespaceRules::CLOSED,
+        }
+    }
+
+    #[test]
+    fn each_rule_admits_exactly_whom_it_names() {
+        let policy = policy();
+        let anonymous = Identity::anonymous();
+        let alice = Identity::user("alice")
+            .with_grants(&["chat:1", "chat:team-*"])
+            .unwrap();
+        assert!(
+            policy
+                .check(&anonymous, &room("public:news"), Action::Join)
+                .is_ok()
+        );
+        assert!(
+            policy
+                .check(&anonymous, &room("public:news"), Action::Publish)
+                .is_err()
+        );
+        assert!(
+            policy
+                .check(&alice, &room("public:news"), Action::Publish)
+                .is_ok()
+        );
+        assert!(policy.check(&alice, &room("chat:1"), Action::Join).is_ok());
+        assert!(
+            policy
+                .check(&alice, &room("chat:team-red"), Action::Publish)
+                .is_ok()
+        );
+        let denied = policy
+            .check(&alice, &room("chat:2"), Action::Join)
+            .unwrap_err();
+        assert!(denied.contains("rooms claim"), "{denied}");
+        let unknown = policy
+            .check(&alice, &room("admin:x"), Action::Join)
+            .unwrap_err();
+        assert!(unknown.contains("no rules"), "{unknown}");
+    }
+
+    #[test]
+    fn grants_do_not_match_across_namespaces_or_prefixes() {
+        let alice = Identity::user("alice").with_grants(&["chat:*"]).unwrap();
+        assert!(alice.is_granted(&room("chat:anything")));
+        assert!(!alice.is_granted(&room("chatter:1")));
+        assert!(!alice.is_granted(&room("xchat:1")));
+        assert!(
+            !Identity::user("bob").is_granted(&room("chat:1")),
+            "no claim, no grant"
+        );
+    }
+
+    #[test]
+    fn the_default_policy_is_open() {
+        let policy = AccessPolicy::default();
+        assert!(
+            policy
+                .check(&Identity::anonymous(), &room("any:thing"), Action::Publish)
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_bad_pattern_is_named() {
+        let err = Identity::user("a")
+            .with_grants(&["chat:[oops"])
+            .unwrap_err();
+        assert_eq!(err.pattern, "chat:[oops");
+    }
+}
