@@ -215,3 +215,25 @@ fn an_unknown_config_key_is_named() {
     let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(stderr.contains("slow_consumers"), "{stderr}");
 }
+
+#[tokio::test]
+async fn connection_logs_carry_the_connection_id_and_peer() {
+    let (mut child, addr, lines) = spawn_server(&["--log-level", "info,wshub_transport=debug"]);
+    let client = Client::connect(&format!("ws://{addr}/ws")).await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    let connected = loop {
+        let line = lines
+            .recv_timeout(deadline.saturating_duration_since(Instant::now()))
+            .expect("a log line for the connection");
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap();
+        if entry["fields"]["message"] == "connected" {
+            break entry;
+        }
+    };
+    assert_eq!(connected["span"]["name"], "conn", "{connected}");
+    assert_eq!(connected["span"]["id"], client.id.as_str(), "{connected}");
+    let peer = connected["span"]["peer"].as_str().unwrap();
+    assert!(peer.starts_with("127.0.0.1:"), "{connected}");
+    let _ = child.kill();
+    let _ = child.wait();
+}

@@ -154,7 +154,9 @@ impl WsUpgrade {
             connection.user(),
             heartbeat_ms,
         ));
-        let span = tracing::info_span!("conn", id = %connection.wire_id(), %peer);
+        // Debug level, like every event inside it: at the default level the span
+        // would cost each idle connection ~450 B and carry nothing.
+        let span = tracing::debug_span!("conn", id = %connection.wire_id(), %peer);
         let task = driver::run(websocket, connection, Arc::clone(&self.config), guard);
         self.tasks.spawn(task.instrument(span));
     }
