@@ -148,12 +148,17 @@ pub fn markdown(document: &Value) -> String {
     let machine = &document["machine"];
     let _ = writeln!(
         out,
-        "Machine: {} CPUs ({}), Linux {}. Server: release build, `wshub {}`, one fresh server per scenario, \
-         load generator on the same machine (so it competes with the server for the same cores).\n",
+        "Machine: {} CPUs ({}), Linux {}. Server: release build, `wshub{}` (default configuration otherwise), \
+         one fresh server per scenario, load generator on the same machine (so it competes with the server \
+         for the same cores).\n",
         machine["cpus"],
         machine["cpu_model"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),
-        document["server_args"].as_str().unwrap_or("")
+        document["server_args"]
+            .as_str()
+            .filter(|a| !a.is_empty())
+            .map(|a| format!(" {a}"))
+            .unwrap_or_default()
     );
     out.push_str("## Against the goals\n\n| figure | measured | goal | |\n|---|---|---|---|\n");
     for (label, prefix, figure, unit, goal, higher_is_better) in GOALS {

@@ -28,6 +28,9 @@ struct Cli {
     /// The server's PID, to report its memory and CPU from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
+    /// Worker threads of the generator (default: one per core).
+    #[arg(long, global = true)]
+    threads: Option<usize>,
 }
 
 #[derive(Debug, Subcommand)]

@@ -1,0 +1,180 @@
+//! A real browser as a peer: headless Chromium loads a page from another
+//! origin, authenticates with a token in `Sec-WebSocket-Protocol`, joins,
+//! publishes and echoes; and from a disallowed origin it is refused.
+//! Needs the `chromium` package (`.ci/run` installs it when missing).
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::io::{Read, Write};
+use std::net::{SocketAddr, TcpListener};
+use std::path::Path;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::json;
+use support::{TestServer, client_from, http_get, test_config, try_upgrade};
+use wshub_server::config::{AuthMode, NamespacePermissions, Permission};
+
+const SECRET: &str = "browser-test-secret-browser-test-secret";
+
+fn token(sub: &str) -> String {
+    let claims = json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 600});
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+/// Serves the test page on a loopback port (one thread, bounded by the test).
+fn serve_page() -> SocketAddr {
+    let page = std::fs::read(
+        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/browser_page.html"),
+    )
+    .unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().take(16) {
+            let Ok(mut stream) = stream else { continue };
+            let mut request = [0u8; 4096];
+            let n = stream.read(&mut request).unwrap_or(0);
+            let is_page = String::from_utf8_lossy(&request[..n]).starts_with("GET /?");
+            let (status, body): (&str, &[u8]) = if is_page {
+                ("200 OK", &page)
+            } else {
+                ("404 Not Found", b"")
+            };
+            let head = format!(
+                "HTTP/1.1 {status}\r\nContent-Type: text/html; charset=utf-8\r\nContent-Length: {}\r\nConnection: close\r\n\r\n",
+                body.len()
+            );
+            let _ = stream.write_all(head.as_bytes());
+            let _ = stream.write_all(body);
+        }
+    });
+    addr
+}
+
+/// The browser process and its throwaway profile (deleted on drop).
+struct Browser {
+    child: Child,
+    _profile: tempfile::TempDir,
+}
+
+impl Drop for Browser {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn launch_chromium(url: &str) -> Browser {
+    let profile = tempfile::tempdir().unwrap();
+    let child = Command::new("chromium")
+        .args([
+            "--headless",
+            "--no-sandbox",
+            "--disable-gpu",
+            "--disable-quic",
+            "--no-first-run",
+            "--disable-background-networking",
+            "--disable-component-update",
+            "--disable-sync",
+            "--remote-debugging-port=0",
+        ])
+        .arg(format!("--user-data-dir={}", profile.path().display()))
+        .arg(url)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("chromium is installed (apt-get install chromium; .ci/run does it)");
+    Browser {
+        child,
+        _profile: profile,
+    }
+}
+
+async fn jwt_server(allowed_origins: Vec<String>) -> TestServer {
+    let mut config = test_config();
+    config.auth.mode = AuthMode::Jwt;
+    config.auth.secret = SECRET.into();
+    config.allowed_origins = allowed_origins;
+    config.permissions.namespaces.insert(
+        "browser".into(),
+        NamespacePermissions {
+            join: Permission::Authenticated,
+            publish: Permission::Authenticated,
+        },
+    );
+    TestServer::start_with(config).await
+}
+
+fn page_url(page: SocketAddr, server: &TestServer, room: &str) -> String {
+    format!(
+        "http://{page}/?ws={}&token={}&room={room}",
+        server.ws_url(),
+        token("alice")
+    )
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_authenticates_by_subprotocol_and_exchanges_messages() {
+    let server = jwt_server(vec!["http://127.0.0.1:*".into()]).await;
+    let (ws, _) = try_upgrade(
+        &server.ws_url(),
+        &[("authorization", &format!("Bearer {}", token("rust")))],
+    )
+    .await
+    .unwrap();
+    let (mut rust, _) = client_from(ws).await;
+    rust.join("browser:room").await;
+
+    let page = serve_page();
+    let _browser = launch_chromium(&page_url(page, &server, "browser:room"));
+
+    // The browser's first publish proves the handshake: token accepted,
+    // subprotocol negotiated, origin allowed.
+    let hello = tokio::time::timeout(Duration::from_secs(60), rust.recv())
+        .await
+        .expect("chromium connected");
+    assert_eq!(hello["type"], "message", "{hello}");
+    assert_eq!(hello["user"], "alice", "{hello}");
+    assert_eq!(hello["content"]["hello"], "from chromium");
+    assert_eq!(
+        hello["content"]["protocol"], "wshub.v1",
+        "the browser saw the negotiated subprotocol"
+    );
+    assert_eq!(hello["content"]["welcome_user"], "alice");
+
+    rust.publish("browser:room", json!({"ping": 7})).await;
+    let echo = rust.recv().await;
+    assert_eq!(echo["content"], json!({"echo": {"ping": 7}}), "{echo}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_on_a_disallowed_origin_is_refused() {
+    let server = jwt_server(vec!["https://app.example.com".into()]).await;
+    let page = serve_page();
+    let _browser = launch_chromium(&page_url(page, &server, "browser:room"));
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let (_, metrics) = http_get(server.addr, "/metrics").await;
+        if metrics.contains(r#"wshub_rejected_upgrades_total{reason="origin"} 1"#) {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no origin refusal recorded:\n{metrics}"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        server.hub.stats().connections_total,
+        0,
+        "the page never got a connection"
+    );
+}
