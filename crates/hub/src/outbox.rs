@@ -78,6 +78,16 @@ impl Lanes {
     }
 }
 
+/// Releases the lock, then wakes the driver if it was waiting: waking under
+/// the lock would let the woken driver block on it at once.
+fn wake_after_unlock(mut lanes: parking_lot::MutexGuard<'_, Lanes>) {
+    let waker = lanes.waker.take();
+    drop(lanes);
+    if let Some(waker) = waker {
+        waker.wake();
+    }
+}
+
 /// One connection's outbound queue.
 ///
 /// Producers (any thread: the hub's fan-out, the connection's own acks) call
@@ -145,22 +155,14 @@ impl Outbox {
                 lanes.data.push_back(frame);
             }
         }
-        let waker = lanes.waker.take();
-        drop(lanes);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_after_unlock(lanes);
         PushOutcome::Queued { dropped }
     }
 
     fn overflow(&self, mut lanes: parking_lot::MutexGuard<'_, Lanes>) -> PushOutcome {
         lanes.discard_all();
         lanes.closing = Some(Closing::Now(CloseReason::SLOW_CONSUMER));
-        let waker = lanes.waker.take();
-        drop(lanes);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_after_unlock(lanes);
         PushOutcome::Overflowed
     }
 
@@ -177,11 +179,7 @@ impl Outbox {
             lanes.control.push_back(frame);
         }
         lanes.closing = Some(Closing::AfterFlush(reason));
-        let waker = lanes.waker.take();
-        drop(lanes);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_after_unlock(lanes);
         true
     }
 
@@ -190,11 +188,7 @@ impl Outbox {
         let mut lanes = self.lanes.lock();
         lanes.discard_all();
         lanes.closing = Some(Closing::Now(reason));
-        let waker = lanes.waker.take();
-        drop(lanes);
-        if let Some(waker) = waker {
-            waker.wake();
-        }
+        wake_after_unlock(lanes);
     }
 
     /// Whether a close has been requested.

@@ -63,6 +63,8 @@ fn main() -> anyhow::Result<()> {
             Scenario::Churn(args) => scenario::churn::run(target, args, cli.server_pid).await,
         }
     })?;
+    // How many connections this process could hold: the open-file limit.
+    report["fd_limit_allows_connections"] = serde_json::json!(client::connection_capacity());
     // The generator shares the machine with the server: say what it used.
     report["loadgen_cpu_seconds"] = serde_json::json!(own_cpu_seconds() - cpu_before);
     report["loadgen_wall_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());

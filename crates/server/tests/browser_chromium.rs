@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
-use support::{TestServer, client_from, http_get, test_config, try_upgrade};
+use support::{TestServer, connect_with_token, http_get, test_config};
 use wshub_server::config::{AuthMode, NamespacePermissions, Permission};
 
 const SECRET: &str = "browser-test-secret-browser-test-secret";
@@ -124,13 +124,7 @@ fn page_url(page: SocketAddr, server: &TestServer, room: &str) -> String {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_authenticates_by_subprotocol_and_exchanges_messages() {
     let server = jwt_server(vec!["http://127.0.0.1:*".into()]).await;
-    let (ws, _) = try_upgrade(
-        &server.ws_url(),
-        &[("authorization", &format!("Bearer {}", token("rust")))],
-    )
-    .await
-    .unwrap();
-    let (mut rust, _) = client_from(ws).await;
+    let (mut rust, _) = connect_with_token(&server, &token("rust")).await;
     rust.join("browser:room").await;
 
     let page = serve_page();

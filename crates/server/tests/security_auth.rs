@@ -12,7 +12,7 @@ use std::time::Duration;
 use base64::Engine as _;
 use jsonwebtoken::{Algorithm, EncodingKey, Header};
 use serde_json::{Value, json};
-use support::{TestServer, client_from, test_config, try_upgrade};
+use support::{TestServer, client_from, connect_with_token, test_config, try_upgrade};
 use wshub_server::config::{AuthMode, JwtAlgorithm, NamespacePermissions, Permission};
 
 const SECRET: &str = "test-secret-test-secret-test-secret!";
@@ -194,17 +194,8 @@ async fn a_valid_token_is_accepted_from_header_query_or_subprotocol() {
 #[tokio::test]
 async fn room_claims_decide_where_a_user_may_go_and_recipients_see_who_sent() {
     let server = jwt_server().await;
-    let connect = async |token: String| {
-        let (ws, _) = try_upgrade(
-            &server.ws_url(),
-            &[("authorization", &format!("Bearer {token}"))],
-        )
-        .await
-        .unwrap();
-        client_from(ws).await.0
-    };
-    let mut alice = connect(hs256(&claims("alice", &["chat:1"]))).await;
-    let mut bob = connect(hs256(&claims("bob", &["chat:*"]))).await;
+    let (mut alice, _) = connect_with_token(&server, &hs256(&claims("alice", &["chat:1"]))).await;
+    let (mut bob, _) = connect_with_token(&server, &hs256(&claims("bob", &["chat:*"]))).await;
 
     for (room, code) in [("chat:2", "forbidden"), ("admin:x", "forbidden")] {
         alice
@@ -246,17 +237,8 @@ async fn refresh_keeps_a_connection_and_no_refresh_closes_it_with_4001() {
     );
     let server = TestServer::start_with(config).await;
     let short = |sub: &str, seconds: u64| hs256(&json!({"sub": sub, "exp": now() + seconds}));
-    let connect = async |token: String| {
-        let (ws, _) = try_upgrade(
-            &server.ws_url(),
-            &[("authorization", &format!("Bearer {token}"))],
-        )
-        .await
-        .unwrap();
-        client_from(ws).await.0
-    };
-    let mut keeper = connect(short("alice", 3)).await;
-    let mut lapser = connect(short("bob", 3)).await;
+    let (mut keeper, _) = connect_with_token(&server, &short("alice", 3)).await;
+    let (mut lapser, _) = connect_with_token(&server, &short("bob", 3)).await;
 
     assert_eq!(
         keeper.recv().await,

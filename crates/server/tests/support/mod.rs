@@ -107,16 +107,7 @@ impl Client {
             .expect("connect in time")
             .expect("upgrade accepted");
         assert_eq!(response.status(), 101);
-        let mut client = Self {
-            ws,
-            id: String::new(),
-            next_ref: 0,
-        };
-        let welcome = client.recv().await;
-        assert_eq!(welcome["type"], "welcome", "{welcome}");
-        assert!(welcome["heartbeat_ms"].as_u64().unwrap() > 0);
-        client.id = welcome["id"].as_str().unwrap().to_owned();
-        client
+        client_from(ws).await.0
     }
 
     pub async fn send_text(&mut self, text: &str) {
@@ -253,10 +244,22 @@ pub async fn client_from(ws: Ws) -> (Client, Value) {
     let mut client = Client {
         ws,
         id: String::new(),
-        next_ref: 1000,
+        next_ref: 0,
     };
     let welcome = client.recv().await;
     assert_eq!(welcome["type"], "welcome", "{welcome}");
+    assert!(welcome["heartbeat_ms"].as_u64().unwrap() > 0);
     client.id = welcome["id"].as_str().unwrap().to_owned();
     (client, welcome)
+}
+
+/// Connects with `Authorization: Bearer <token>`, which must be accepted.
+pub async fn connect_with_token(server: &TestServer, token: &str) -> (Client, Value) {
+    let (ws, _) = try_upgrade(
+        &server.ws_url(),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap_or_else(|refused| panic!("token refused: {refused:?}"));
+    client_from(ws).await
 }
