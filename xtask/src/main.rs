@@ -90,12 +90,74 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    run(
-        "cargo test",
-        cargo().args(["test", "--workspace"]).args(extra),
-    )?;
+    let totals = run_tests(cargo().args(["test", "--workspace"]).args(extra))?;
     eprintln!("==> cargo xtask bench --quick (smoke test: fails on any lost message)");
-    bench::run(&["--quick".to_owned()], &workspace_root())
+    bench::run(&["--quick".to_owned()], &workspace_root())?;
+    // One closing line for the whole suite: cargo prints a summary per test
+    // binary, and the last of those is often a doc-test binary with none.
+    println!(
+        "tests: {} passed, {} failed, {} skipped",
+        totals.passed, totals.failed, totals.ignored
+    );
+    Ok(())
+}
+
+#[derive(Debug, Default)]
+struct Totals {
+    passed: u64,
+    failed: u64,
+    ignored: u64,
+}
+
+impl Totals {
+    /// Adds a cargo summary line: "test result: ok. 9 passed; 0 failed; 1 ignored; …".
+    fn add(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("test result: ") else {
+            return;
+        };
+        for part in rest.split(';') {
+            let mut words = part.split_whitespace().rev();
+            let (Some(what), Some(count)) = (words.next(), words.next()) else {
+                continue;
+            };
+            let Ok(count) = count.parse::<u64>() else {
+                continue;
+            };
+            match what {
+                "passed" => self.passed += count,
+                "failed" => self.failed += count,
+                "ignored" => self.ignored += count,
+                _ => {}
+            }
+        }
+    }
+}
+
+/// Runs `cargo test`, passing its output through and totalling its results.
+fn run_tests(command: &mut Command) -> anyhow::Result<Totals> {
+    use std::io::BufRead as _;
+    eprintln!("==> cargo test");
+    let mut child = command
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .context("cannot start cargo test")?;
+    let mut totals = Totals::default();
+    if let Some(stdout) = child.stdout.take() {
+        for line in std::io::BufReader::new(stdout).lines() {
+            let line = line?;
+            println!("{line}");
+            totals.add(&line);
+        }
+    }
+    let status = child.wait()?;
+    if !status.success() {
+        println!(
+            "tests: {} passed, {} failed, {} skipped",
+            totals.passed, totals.failed, totals.ignored
+        );
+        bail!("cargo test failed ({status})");
+    }
+    Ok(totals)
 }
 
 /// The hub must stay runtime-agnostic: no tokio, hyper or mio below it.
@@ -131,4 +193,18 @@ fn check_hub_purity() -> anyhow::Result<()> {
         bail!("wshub-hub depends on a runtime: {offenders:?}");
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::Totals;
+
+    #[test]
+    fn summary_lines_are_totalled() {
+        let mut totals = Totals::default();
+        totals.add("test result: ok. 9 passed; 0 failed; 1 ignored; 0 measured; 0 filtered out; finished in 0.01s");
+        totals.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
+        totals.add("running 5 tests");
+        assert_eq!((totals.passed, totals.failed, totals.ignored), (11, 3, 1));
+    }
 }
