@@ -27,6 +27,12 @@ pub struct Config {
     /// How long a graceful shutdown may take before the process exits anyway.
     #[serde(with = "humantime_serde")]
     pub shutdown_timeout: Duration,
+    /// After a shutdown signal, how long `/readyz` answers 503 (and new
+    /// upgrades 503 "draining") before the listener closes, so a load
+    /// balancer stops routing here first. 0 for a laptop; ~5–10 s behind a
+    /// Kubernetes Service.
+    #[serde(with = "humantime_serde")]
+    pub shutdown_drain_delay: Duration,
     /// Logging.
     pub log: LogConfig,
     /// Rooms and per-connection queues.
@@ -265,6 +271,7 @@ impl Default for Config {
             ws_path: "/ws".into(),
             listen_backlog: 4096,
             shutdown_timeout: Duration::from_secs(30),
+            shutdown_drain_delay: Duration::ZERO,
             log: LogConfig::default(),
             hub: HubSection::default(),
             transport: TransportSection::default(),

@@ -24,15 +24,18 @@ pub enum Rejection {
     PerIpConnections,
     /// `limits.new_connections_per_ip_per_second` exceeded (429).
     PerIpRate,
+    /// The server is draining before shutdown (503).
+    Draining,
 }
 
 impl Rejection {
-    const ALL: [Self; 5] = [
+    const ALL: [Self; 6] = [
         Self::Origin,
         Self::Unauthorized,
         Self::ServerFull,
         Self::PerIpConnections,
         Self::PerIpRate,
+        Self::Draining,
     ];
 
     fn label(self) -> &'static str {
@@ -42,6 +45,7 @@ impl Rejection {
             Self::ServerFull => "server_full",
             Self::PerIpConnections => "per_ip_connections",
             Self::PerIpRate => "per_ip_rate",
+            Self::Draining => "draining",
         }
     }
 }

@@ -101,6 +101,19 @@ fn websocket<B>(
     if !is_upgrade_request(request) {
         return upgrade_required();
     }
+    if !state.ready.load(Ordering::SeqCst) {
+        // Draining before shutdown: send the client to another node.
+        state.metrics.reject(Rejection::Draining);
+        let mut answer = refusal(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "draining",
+            "this server is shutting down; reconnect to another node",
+        );
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+        return answer;
+    }
     let headers = request.headers();
     let header_text = |name| {
         headers

@@ -34,6 +34,7 @@ pub struct Server {
     state: AppState,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
+    drain_delay: Duration,
 }
 
 /// Why the server could not start.
@@ -95,6 +96,7 @@ impl Server {
             },
             tasks,
             shutdown_timeout: config.shutdown_timeout,
+            drain_delay: config.shutdown_drain_delay,
         })
     }
 
@@ -115,13 +117,29 @@ impl Server {
             state,
             tasks,
             shutdown_timeout,
+            drain_delay,
         } = self;
         let http_shutdown = CancellationToken::new();
         let mut shutdown = std::pin::pin!(shutdown);
         let mut prune = tokio::time::interval(Duration::from_secs(60));
+        // Until the signal: forever. After it: `drain_delay` more, during
+        // which /readyz answers 503 so load balancers stop sending clients
+        // here, while the listener still answers them.
+        let mut accept_until: Option<tokio::time::Instant> = None;
         loop {
+            let draining = async {
+                match accept_until {
+                    Some(deadline) => tokio::time::sleep_until(deadline).await,
+                    None => std::future::pending().await,
+                }
+            };
             tokio::select! {
-                () = &mut shutdown => break,
+                () = &mut shutdown, if accept_until.is_none() => {
+                    state.ready.store(false, Ordering::SeqCst);
+                    tracing::info!(delay = ?drain_delay, "shutdown signal: readiness off, draining");
+                    accept_until = Some(tokio::time::Instant::now() + drain_delay);
+                }
+                () = draining => break,
                 _ = prune.tick() => state.gate.prune(),
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
@@ -136,8 +154,7 @@ impl Server {
             }
         }
 
-        tracing::info!("shutting down: readiness off, listener closed");
-        state.ready.store(false, Ordering::SeqCst);
+        tracing::info!("shutting down: listener closed");
         drop(listener);
         let connections_told = state.upgrade.hub().shutdown();
         tracing::info!(

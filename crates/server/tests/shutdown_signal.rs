@@ -12,7 +12,7 @@ use std::sync::mpsc;
 use std::time::{Duration, Instant};
 
 use serde_json::json;
-use support::Client;
+use support::{Client, TestServer, http_get, test_config, try_upgrade};
 
 /// The binary, started on a free loopback port with JSON logs; returns the
 /// child and the address it logged.
@@ -236,4 +236,48 @@ async fn connection_logs_carry_the_connection_id_and_peer() {
     assert!(peer.starts_with("127.0.0.1:"), "{connected}");
     let _ = child.kill();
     let _ = child.wait();
+}
+
+#[tokio::test]
+async fn readiness_turns_503_while_draining_and_new_clients_are_sent_elsewhere() {
+    let drain = Duration::from_millis(1500);
+    let mut config = test_config();
+    config.shutdown_drain_delay = drain;
+    let mut server = TestServer::start_with(config).await;
+    let mut client = server.client().await;
+    client.join("room").await;
+    assert_eq!(http_get(server.addr, "/readyz").await.0, 200);
+
+    let signalled = Instant::now();
+    server.signal_shutdown();
+    loop {
+        let (status, body) = http_get(server.addr, "/readyz").await;
+        if status == 503 {
+            assert_eq!(body, "draining\n");
+            break;
+        }
+        assert!(signalled.elapsed() < drain, "readiness never turned off");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    match try_upgrade(&server.ws_url(), &[]).await {
+        Ok(_) => panic!("a new connection was accepted while draining"),
+        Err((status, headers, body)) => {
+            assert_eq!(status, 503);
+            assert!(body.contains(r#""error":"draining""#), "{body}");
+            assert!(headers.contains_key("retry-after"));
+        }
+    }
+    // Connected clients keep working during the drain, then get the
+    // shutdown frame and 1001.
+    client.join("still-served").await;
+    assert_eq!(
+        client.recv().await,
+        serde_json::json!({"type":"system","event":"shutdown"})
+    );
+    assert_eq!(client.expect_close().await.0, 1001);
+    assert!(
+        signalled.elapsed() >= drain,
+        "closed only after the drain delay"
+    );
+    assert!(server.shutdown().await.drained);
 }

@@ -67,9 +67,16 @@ impl TestServer {
         Client::connect(&self.ws_url()).await
     }
 
+    /// Sends the shutdown signal without waiting for the shutdown.
+    pub fn signal_shutdown(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            let _ = stop.send(());
+        }
+    }
+
     /// Triggers a graceful shutdown and waits for it.
     pub async fn shutdown(mut self) -> ShutdownReport {
-        let _ = self.stop.take().unwrap().send(());
+        self.signal_shutdown();
         tokio::time::timeout(WAIT * 3, self.task.take().unwrap())
             .await
             .expect("shutdown finished in time")
