@@ -134,6 +134,9 @@ impl std::fmt::Debug for JwtAuth {
     }
 }
 
+type PemDecoder = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
+type PemEncoder = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
+
 fn read_key(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
     std::fs::read(path).map_err(|err| ConfigError::Invalid {
         key,
@@ -178,27 +181,27 @@ impl JwtAuth {
                     Some(path) => Some(read_key("auth.private_key_file", path)?),
                     None => None,
                 };
-                if config.algorithm == JwtAlgorithm::Rs256 {
-                    let decoding = DecodingKey::from_rsa_pem(&public)
-                        .map_err(|e| bad_key("auth.public_key_file", e))?;
-                    let encoding = private
-                        .map(|pem| {
-                            EncodingKey::from_rsa_pem(&pem)
-                                .map_err(|e| bad_key("auth.private_key_file", e))
-                        })
-                        .transpose()?;
-                    (Algorithm::RS256, decoding, encoding)
-                } else {
-                    let decoding = DecodingKey::from_ec_pem(&public)
-                        .map_err(|e| bad_key("auth.public_key_file", e))?;
-                    let encoding = private
-                        .map(|pem| {
-                            EncodingKey::from_ec_pem(&pem)
-                                .map_err(|e| bad_key("auth.private_key_file", e))
-                        })
-                        .transpose()?;
-                    (Algorithm::ES256, decoding, encoding)
-                }
+                // The two differ only in how a PEM is read.
+                let (algorithm, read_public, read_private): (_, PemDecoder, PemEncoder) =
+                    if config.algorithm == JwtAlgorithm::Rs256 {
+                        (
+                            Algorithm::RS256,
+                            DecodingKey::from_rsa_pem,
+                            EncodingKey::from_rsa_pem,
+                        )
+                    } else {
+                        (
+                            Algorithm::ES256,
+                            DecodingKey::from_ec_pem,
+                            EncodingKey::from_ec_pem,
+                        )
+                    };
+                let decoding =
+                    read_public(&public).map_err(|e| bad_key("auth.public_key_file", e))?;
+                let encoding = private
+                    .map(|pem| read_private(&pem).map_err(|e| bad_key("auth.private_key_file", e)))
+                    .transpose()?;
+                (algorithm, decoding, encoding)
             }
         };
         // Exactly one algorithm: `none` and algorithm confusion (an HS256
