@@ -169,42 +169,103 @@ impl Default for AccessPolicy {
     }
 }
 
+/// Why the access policy refused an action.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum DenialCause {
+    /// The rule is `authenticated` and the connection proved no user.
+    NeedsAuthentication,
+    /// The rule is `claim` and no pattern of the token's `rooms` claim
+    /// matches the room.
+    NeedsGrant,
+    /// The namespace's rule is `nobody`.
+    NotAllowed,
+    /// The namespace has no rules, and unlisted namespaces are closed.
+    NoRules,
+}
+
+impl DenialCause {
+    /// The cause as the error frame's `reason`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::NeedsAuthentication => "needs_authentication",
+            Self::NeedsGrant => "needs_grant",
+            Self::NotAllowed => "not_allowed",
+            Self::NoRules => "no_rules",
+        }
+    }
+}
+
+/// The access policy refused `action` in `room`.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct AccessDenied {
+    /// The room.
+    pub room: RoomName,
+    /// What was attempted.
+    pub action: Action,
+    /// Why it was refused.
+    pub cause: DenialCause,
+}
+
+impl fmt::Display for AccessDenied {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let verb = match self.action {
+            Action::Join => "joining",
+            Action::Publish => "publishing to",
+        };
+        let room = &self.room;
+        let namespace = room.namespace();
+        match self.cause {
+            DenialCause::NeedsAuthentication => {
+                write!(f, "{verb} {room:?} needs an authenticated connection")
+            }
+            DenialCause::NeedsGrant => {
+                write!(
+                    f,
+                    "{verb} {room:?} needs a token whose rooms claim matches it"
+                )
+            }
+            DenialCause::NotAllowed => {
+                write!(
+                    f,
+                    "{verb} {room:?} is not allowed in namespace {namespace:?}"
+                )
+            }
+            DenialCause::NoRules => write!(
+                f,
+                "{verb} {room:?} is not allowed: namespace {namespace:?} has no rules"
+            ),
+        }
+    }
+}
+
 impl AccessPolicy {
-    /// Whether `identity` may perform `action` in `room`; the error is a
-    /// sentence for the client.
+    /// Whether `identity` may perform `action` in `room`.
     pub fn check(
         &self,
         identity: &Identity,
         room: &RoomName,
         action: Action,
-    ) -> Result<(), String> {
+    ) -> Result<(), AccessDenied> {
         let namespace = room.namespace();
         let rules = self.namespaces.get(namespace).unwrap_or(&self.fallback);
         let rule = match action {
             Action::Join => rules.join,
             Action::Publish => rules.publish,
         };
-        let verb = match action {
-            Action::Join => "joining",
-            Action::Publish => "publishing to",
+        let cause = match rule {
+            Rule::Anyone => return Ok(()),
+            Rule::Authenticated if identity.is_authenticated() => return Ok(()),
+            Rule::Claim if identity.is_granted(room) => return Ok(()),
+            Rule::Authenticated => DenialCause::NeedsAuthentication,
+            Rule::Claim => DenialCause::NeedsGrant,
+            Rule::Nobody if self.namespaces.contains_key(namespace) => DenialCause::NotAllowed,
+            Rule::Nobody => DenialCause::NoRules,
         };
-        match rule {
-            Rule::Anyone => Ok(()),
-            Rule::Authenticated if identity.is_authenticated() => Ok(()),
-            Rule::Authenticated => {
-                Err(format!("{verb} {room:?} needs an authenticated connection"))
-            }
-            Rule::Claim if identity.is_granted(room) => Ok(()),
-            Rule::Claim => Err(format!(
-                "{verb} {room:?} needs a token whose rooms claim matches it"
-            )),
-            Rule::Nobody if self.namespaces.contains_key(namespace) => Err(format!(
-                "{verb} {room:?} is not allowed in namespace {namespace:?}"
-            )),
-            Rule::Nobody => Err(format!(
-                "{verb} {room:?} is not allowed: namespace {namespace:?} has no rules"
-            )),
-        }
+        Err(AccessDenied {
+            room: room.clone(),
+            action,
+            cause,
+        })
     }
 }
 
@@ -269,11 +330,13 @@ mod tests {
         let denied = policy
             .check(&alice, &room("chat:2"), Action::Join)
             .unwrap_err();
-        assert!(denied.contains("rooms claim"), "{denied}");
+        assert_eq!(denied.cause, DenialCause::NeedsGrant);
+        assert!(denied.to_string().contains("rooms claim"), "{denied}");
         let unknown = policy
             .check(&alice, &room("admin:x"), Action::Join)
             .unwrap_err();
-        assert!(unknown.contains("no rules"), "{unknown}");
+        assert_eq!(unknown.cause, DenialCause::NoRules);
+        assert!(unknown.to_string().contains("no rules"), "{unknown}");
     }
 
     #[test]

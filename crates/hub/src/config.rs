@@ -1,6 +1,10 @@
 //! The hub's configuration.
 
+use std::time::Duration;
+
 use crate::access::AccessPolicy;
+use crate::flood::MessageRateLimit;
+use crate::node::NodeId;
 
 /// What happens when a connection's data lane is full.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
@@ -16,6 +20,27 @@ pub enum SlowConsumerPolicy {
     DropOldest,
 }
 
+/// How often a connection is pinged and how long it may stay silent.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Heartbeat {
+    /// How often the driver pings; announced in `welcome.heartbeat_ms`.
+    pub interval: Duration,
+    /// A connection that sent nothing (pongs included) for this long is
+    /// closed with 1001 "heartbeat timeout".
+    pub timeout: Duration,
+}
+
+impl Default for Heartbeat {
+    /// 25 s pings, 60 s of silence: under the 60 s idle timeouts common in
+    /// load balancers, and two missed pings before giving up.
+    fn default() -> Self {
+        Self {
+            interval: Duration::from_secs(25),
+            timeout: Duration::from_secs(60),
+        }
+    }
+}
+
 /// Tuning for a [`Hub`](crate::Hub).
 ///
 /// The defaults are tuned for chat-sized messages (100 B – 4 KiB) to tens of
@@ -24,6 +49,9 @@ pub enum SlowConsumerPolicy {
 /// reader that has stopped, as Centrifugo does.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct HubConfig {
+    /// This node's id, the prefix of every connection id it hands out; random
+    /// unless set. Nodes sharing a broker need distinct ids.
+    pub node_id: NodeId,
     /// Who may join and publish where; open by default.
     pub access: AccessPolicy,
     /// Rooms one connection may be in at once; joining one more gets
@@ -38,16 +66,33 @@ pub struct HubConfig {
     pub control_queue_bytes: usize,
     /// What to do with a connection whose data lane is full.
     pub slow_consumer: SlowConsumerPolicy,
+    /// Pings and the silence timeout; `None` for a transport that detects
+    /// dead peers itself.
+    pub heartbeat: Option<Heartbeat>,
+    /// How long before its credentials expire a connection is sent
+    /// `{"type":"system","event":"token_expiring"}`.
+    pub token_expiry_warning: Duration,
+    /// Frames per second a client may send; `None` for no limit.
+    pub message_rate: Option<MessageRateLimit>,
+    /// How long a room's state outlives its last member, counted from its
+    /// last activity; freed by [`Hub::sweep`](crate::Hub::sweep). Zero frees
+    /// a room when its last member leaves.
+    pub room_linger: Duration,
 }
 
 impl Default for HubConfig {
     fn default() -> Self {
         Self {
+            node_id: NodeId::random(),
             access: AccessPolicy::default(),
             max_rooms_per_connection: 512,
             data_queue_bytes: 1 << 20,
             control_queue_bytes: 64 << 10,
             slow_consumer: SlowConsumerPolicy::Disconnect,
+            heartbeat: Some(Heartbeat::default()),
+            token_expiry_warning: Duration::from_secs(30),
+            message_rate: None,
+            room_linger: Duration::ZERO,
         }
     }
 }

@@ -1,19 +1,24 @@
-//! One registered connection, owned by whoever drives its socket.
+//! One registered connection: the whole per-connection protocol state
+//! machine, owned by whoever drives its socket.
 
 use std::collections::HashSet;
 use std::sync::Arc;
 
-use bytes::Bytes;
-use serde_json::value::RawValue;
 use wshub_protocol::{
-    ClientFrame, ErrorCode, Ref, RoomName, encode_ack, encode_error, encode_message,
-    parse_client_frame,
+    ClientFrame, CloseReason, ErrorCode, RawValue, Ref, RoomName, SystemEvent, TextFrame,
+    encode_ack, encode_error, encode_error_with_reason, encode_message, encode_system,
+    encode_unsubscribed, encode_welcome, parse_client_frame,
 };
 
 use crate::access::{Action, Identity};
-use crate::hub::{ConnectionId, Hub, HubError, Publication};
+use crate::broker::{Audience, Publication};
+use crate::error::{AuthError, HubError};
+use crate::flood::{FloodGuard, FloodVerdict};
+use crate::hub::Hub;
+use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox, PushOutcome};
 use crate::stats::Fanout;
+use crate::timers::{TimerEvent, Timers};
 
 /// What became of one client frame handed to [`Connection::handle_text`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -23,15 +28,40 @@ pub enum FrameOutcome {
     /// The frame was refused; an `error` frame with this code was queued.
     /// The connection stays open.
     Rejected(ErrorCode),
+    /// The connection is being closed with this reason (e.g. it stayed over
+    /// its message rate); the outbox tells the driver.
+    Closing(CloseReason),
+}
+
+/// What the driver must do after [`Connection::handle_timeout`], beyond
+/// draining the outbox (where any close it decided on already waits).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TimerOutcome {
+    /// Nothing to send.
+    Idle,
+    /// Send a WebSocket ping.
+    SendPing,
 }
 
 /// A connection registered with a [`Hub`]: its identity, its room
-/// memberships and its [`Outbox`].
+/// memberships, its timers and rate limit, and its [`Outbox`].
 ///
-/// Exactly one owner (the transport's per-connection driver, or an embedding
-/// service) holds it; dropping it leaves every room and unregisters it.
-/// Methods take `&mut self` because only that owner acts for the connection,
-/// so its own room set needs no lock.
+/// This is the whole protocol, quinn-proto style: it does no I/O and reads no
+/// clock. A driver feeds it what the socket produced (`handle_text`,
+/// `handle_binary`, `handle_heartbeat`), calls
+/// [`handle_timeout`](Self::handle_timeout) when
+/// [`poll_timeout`](Self::poll_timeout)'s deadline passes, and writes what the
+/// outbox yields; a close decided here (heartbeat timeout, token expiry, rate
+/// limit, slow consumer) comes out of the outbox as
+/// [`Drained::Close`](crate::Drained::Close).
+///
+/// Times are milliseconds on one clock the driver chooses. It must not run
+/// backwards, and it is compared with token expiries (Unix milliseconds), so
+/// a monotonic clock anchored to Unix time is best.
+///
+/// Exactly one owner holds it; dropping it leaves every room and unregisters
+/// it. Methods take `&mut self` because only that owner acts for the
+/// connection, so its own room set needs no lock.
 #[derive(Debug)]
 pub struct Connection {
     hub: Hub,
@@ -40,25 +70,49 @@ pub struct Connection {
     identity: Identity,
     // Room names are client-chosen: std's DoS-resistant hasher.
     rooms: HashSet<RoomName>,
+    timers: Timers,
+    // Boxed: most deployments run without a message limit.
+    flood: Option<Box<FloodGuard>>,
+    now_ms: u64,
 }
 
 impl Connection {
-    pub(crate) fn new(hub: Hub, outbox: Arc<Outbox>, identity: Identity) -> Self {
-        Self {
+    pub(crate) fn new(hub: Hub, outbox: Arc<Outbox>, identity: Identity, now_ms: u64) -> Self {
+        let config = hub.config();
+        let mut timers = Timers::new(now_ms, config.heartbeat, config.token_expiry_warning);
+        timers.set_expiry(identity.expires_at_ms());
+        let flood = config
+            .message_rate
+            .map(|limit| Box::new(FloodGuard::new(limit, now_ms)));
+        let heartbeat_ms = config.heartbeat.map_or(0, |beat| {
+            u64::try_from(beat.interval.as_millis()).unwrap_or(u64::MAX)
+        });
+        let wire_id = outbox.id().to_wire(hub.node_id()).into_boxed_str();
+        let connection = Self {
             hub,
-            wire_id: outbox.id().to_string().into_boxed_str(),
             outbox,
+            wire_id,
             identity,
             rooms: HashSet::new(),
-        }
+            timers,
+            flood,
+            now_ms,
+        };
+        connection.send_control(encode_welcome(
+            &connection.wire_id,
+            connection.user(),
+            heartbeat_ms,
+        ));
+        connection
     }
 
-    /// The connection's id.
+    /// The connection's id within its hub.
     pub fn id(&self) -> ConnectionId {
         self.outbox.id()
     }
 
-    /// The id as it appears on the wire (`welcome.id`, `message.from`).
+    /// The id as it appears on the wire (`welcome.id`, `message.from`):
+    /// `<node>.<n>`, unique across the nodes of a cluster.
     pub fn wire_id(&self) -> &str {
         &self.wire_id
     }
@@ -84,16 +138,24 @@ impl Connection {
     }
 
     /// Queues a control frame (welcome, ack, error, system) for this connection.
-    pub fn send_control(&self, frame: Bytes) -> PushOutcome {
+    pub fn send_control(&self, frame: TextFrame) -> PushOutcome {
         let outcome = self.outbox.push(Lane::Control, frame);
         self.hub.count_overflow(outcome);
         outcome
     }
 
-    /// Handles one text frame from the client, at `now_ms` (unix milliseconds,
-    /// the time stamped on published messages). The answer (ack or error) is
-    /// queued on this connection's control lane.
+    fn saw_traffic(&mut self, now_ms: u64) {
+        self.now_ms = self.now_ms.max(now_ms);
+        self.timers.on_traffic(now_ms);
+    }
+
+    /// Handles one text frame from the client at `now_ms`: rate limit, parse,
+    /// act. The answer (ack or error) is queued on the control lane.
     pub fn handle_text(&mut self, text: &str, now_ms: u64) -> FrameOutcome {
+        self.saw_traffic(now_ms);
+        if let Some(refused) = self.check_rate(text, now_ms) {
+            return refused;
+        }
         let frame = match parse_client_frame(text) {
             Ok(frame) => frame,
             Err(err) => {
@@ -113,13 +175,72 @@ impl Connection {
         self.answer(reference.as_ref(), result)
     }
 
-    /// Handles a binary frame: protocol v1 is JSON text only.
-    pub fn handle_binary(&mut self) -> FrameOutcome {
+    /// Handles a binary frame at `now_ms`: protocol v1 is JSON text only.
+    pub fn handle_binary(&mut self, now_ms: u64) -> FrameOutcome {
+        self.saw_traffic(now_ms);
+        if let Some(refused) = self.check_rate("", now_ms) {
+            return refused;
+        }
         self.reject(
             None,
             ErrorCode::BinaryUnsupported,
             "binary frames are not supported; send JSON text frames",
         )
+    }
+
+    /// A ping or pong arrived at `now_ms`: the client is alive.
+    pub fn handle_heartbeat(&mut self, now_ms: u64) {
+        self.saw_traffic(now_ms);
+    }
+
+    /// When [`handle_timeout`](Self::handle_timeout) is next due; `None`
+    /// when nothing is timed (no heartbeat and credentials that never
+    /// expire).
+    pub fn poll_timeout(&self) -> Option<u64> {
+        self.timers.deadline()
+    }
+
+    /// Acts on what fell due by `now_ms`: queues `token_expiring` ahead of
+    /// expiry, closes with 4001 at expiry or 1001 after the heartbeat
+    /// timeout (through the outbox), and says when to ping.
+    pub fn handle_timeout(&mut self, now_ms: u64) -> TimerOutcome {
+        self.now_ms = self.now_ms.max(now_ms);
+        let mut outcome = TimerOutcome::Idle;
+        while let Some(event) = self.timers.due(now_ms) {
+            match event {
+                TimerEvent::Silent => {
+                    self.outbox.close_now(CloseReason::HEARTBEAT_TIMEOUT);
+                    return TimerOutcome::Idle;
+                }
+                TimerEvent::Expired => {
+                    self.outbox.close_now(CloseReason::TOKEN_EXPIRED);
+                    return TimerOutcome::Idle;
+                }
+                TimerEvent::ExpiryWarning => {
+                    self.send_control(encode_system(SystemEvent::TokenExpiring));
+                }
+                TimerEvent::Ping => outcome = TimerOutcome::SendPing,
+            }
+        }
+        outcome
+    }
+
+    /// Applies the message rate limit; `Some` when the frame must not be
+    /// acted on.
+    fn check_rate(&mut self, text: &str, now_ms: u64) -> Option<FrameOutcome> {
+        let flood = self.flood.as_mut()?;
+        match flood.check(now_ms) {
+            FloodVerdict::Pass => None,
+            FloodVerdict::Refuse => Some(self.refuse_text(
+                text,
+                ErrorCode::RateLimited,
+                "rate limit exceeded; slow down",
+            )),
+            FloodVerdict::Close => {
+                self.outbox.close_now(CloseReason::RATE_LIMITED);
+                Some(FrameOutcome::Closing(CloseReason::RATE_LIMITED))
+            }
+        }
     }
 
     fn answer(&self, reference: Option<&Ref>, result: Result<(), HubError>) -> FrameOutcome {
@@ -130,7 +251,16 @@ impl Connection {
                 }
                 FrameOutcome::Accepted
             }
-            Err(err) => self.reject(reference, err.code(), &err.to_string()),
+            Err(err) => {
+                let code = err.code();
+                self.send_control(encode_error_with_reason(
+                    reference,
+                    code,
+                    err.reason(),
+                    &err.to_string(),
+                ));
+                FrameOutcome::Rejected(code)
+            }
         }
     }
 
@@ -140,10 +270,9 @@ impl Connection {
         FrameOutcome::Rejected(code)
     }
 
-    /// Answers a frame that is refused before it is acted on (say, over a
-    /// rate limit): an `error` frame with the frame's `ref` when one can be
-    /// read.
-    pub fn refuse_text(&self, text: &str, code: ErrorCode, message: &str) -> FrameOutcome {
+    /// Answers a frame that is refused before it is acted on: an `error`
+    /// frame with the frame's `ref` when one can be read.
+    fn refuse_text(&self, text: &str, code: ErrorCode, message: &str) -> FrameOutcome {
         let reference = match parse_client_frame(text) {
             Ok(frame) => frame.reference().cloned(),
             Err(err) => err.reference,
@@ -159,16 +288,13 @@ impl Connection {
             return Ok(());
         }
         let config = self.hub.config();
-        config
-            .access
-            .check(&self.identity, &room, Action::Join)
-            .map_err(HubError::Forbidden)?;
+        config.access.check(&self.identity, &room, Action::Join)?;
         if self.rooms.len() >= config.max_rooms_per_connection {
             return Err(HubError::TooManyRooms {
                 limit: config.max_rooms_per_connection,
             });
         }
-        if self.hub.add_member(&room, &self.outbox) {
+        if self.hub.add_member(&room, &self.outbox, self.now_ms) {
             self.rooms.insert(room);
         }
         Ok(())
@@ -176,23 +302,37 @@ impl Connection {
 
     /// Replaces the connection's credentials with those `token` proves,
     /// which must be for the same user. Used before the old ones expire.
+    /// Rooms the new credentials no longer grant are left, each with a
+    /// `system`/`unsubscribed` frame (reason `permission_revoked`).
     pub fn refresh(&mut self, token: &str) -> Result<(), HubError> {
         let Some(authenticator) = self.hub.authenticator() else {
-            return Err(HubError::Unauthorized(
-                "authentication is off; there is nothing to refresh".into(),
-            ));
+            return Err(AuthError::new(
+                wshub_protocol::AuthReason::AuthDisabled,
+                "authentication is off; there is nothing to refresh",
+            )
+            .into());
         };
-        let identity = authenticator
-            .authenticate(token)
-            .map_err(HubError::Unauthorized)?;
+        let identity = authenticator.authenticate(token)?;
         if identity.user_id() != self.identity.user_id() {
-            return Err(HubError::Forbidden(format!(
-                "the new token is for user {:?}, this connection is {:?}",
-                identity.user_id().unwrap_or(""),
-                self.identity.user_id().unwrap_or("")
-            )));
+            return Err(HubError::UserMismatch {
+                current: self.identity.user_id().unwrap_or("").to_owned(),
+                new: identity.user_id().unwrap_or("").to_owned(),
+            });
         }
         self.identity = identity;
+        self.timers.set_expiry(self.identity.expires_at_ms());
+        let access = &self.hub.config().access;
+        let revoked: Vec<RoomName> = self
+            .rooms
+            .iter()
+            .filter(|room| access.check(&self.identity, room, Action::Join).is_err())
+            .cloned()
+            .collect();
+        for room in revoked {
+            self.rooms.remove(&room);
+            self.hub.remove_member(&room, self.id(), self.now_ms);
+            self.send_control(encode_unsubscribed(&room, "permission_revoked"));
+        }
         Ok(())
     }
 
@@ -201,12 +341,13 @@ impl Connection {
         if !self.rooms.remove(room) {
             return Err(HubError::NotJoined(room.clone()));
         }
-        self.hub.remove_member(room, self.id());
+        self.hub.remove_member(room, self.id(), self.now_ms);
         Ok(())
     }
 
-    /// Publishes `content` (any JSON value, copied verbatim) to the other
-    /// members of `room`, which this connection must have joined.
+    /// Publishes `content` (any JSON value, copied verbatim; see
+    /// [`Content`](wshub_protocol::Content) to build one) to the other members
+    /// of `room`, which this connection must have joined, stamped `now_ms`.
     pub fn publish(
         &mut self,
         room: &RoomName,
@@ -219,8 +360,7 @@ impl Connection {
         self.hub
             .config()
             .access
-            .check(&self.identity, room, Action::Publish)
-            .map_err(HubError::Forbidden)?;
+            .check(&self.identity, room, Action::Publish)?;
         let frame = encode_message(
             room,
             &self.wire_id,
@@ -229,8 +369,10 @@ impl Connection {
             now_ms,
         );
         Ok(self.hub.publish(&Publication {
-            room: room.clone(),
+            audience: Audience::Room(room.clone()),
+            node: self.hub.node_id().clone(),
             origin: Some(self.id()),
+            time_ms: now_ms,
             frame,
         }))
     }
@@ -239,6 +381,6 @@ impl Connection {
 impl Drop for Connection {
     fn drop(&mut self) {
         let rooms = std::mem::take(&mut self.rooms);
-        self.hub.unregister(self.id(), rooms);
+        self.hub.unregister(self.id(), rooms, self.now_ms);
     }
 }

@@ -3,93 +3,72 @@
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
-use bytes::Bytes;
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
-use wshub_protocol::{CloseReason, ErrorCode, RoomName, SystemEvent, encode_system};
+use wshub_protocol::{
+    CloseReason, Content, RoomName, SystemEvent, TextFrame, encode_message, encode_system,
+};
 
+use crate::access::Identity;
+use crate::broker::{Audience, Broker, LocalBroker, Publication};
 use crate::config::HubConfig;
 use crate::connection::Connection;
+use crate::error::{AuthError, HubError};
+use crate::node::{ConnectionId, NodeId};
 use crate::outbox::{Outbox, PushOutcome};
-use crate::stats::{Counters, Fanout, HubStats};
+use crate::room::Room;
+use crate::stats::{Counters, Fanout, HubStats, QueueDepth};
 
-/// A connection's id, unique within one hub for its lifetime.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
-pub struct ConnectionId(pub(crate) u64);
-
-impl ConnectionId {
-    /// The id as a number.
-    pub fn as_u64(self) -> u64 {
-        self.0
-    }
-}
-
-impl std::fmt::Display for ConnectionId {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "c{}", self.0)
-    }
-}
-
-/// Why a hub operation was refused.
-#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
-#[non_exhaustive]
-pub enum HubError {
-    /// The connection is not a member of the room it publishes to or leaves.
-    #[error("not a member of room {0:?}; join it first")]
-    NotJoined(RoomName),
-    /// The hub is shutting down and takes no new connections.
-    #[error("the hub is shutting down")]
-    ShuttingDown,
-    /// The access policy refuses the action; the text says why.
-    #[error("{0}")]
-    Forbidden(String),
-    /// Joining would exceed the per-connection room limit.
-    #[error("already in {limit} rooms, the most one connection may join")]
-    TooManyRooms {
-        /// The configured limit.
-        limit: usize,
-    },
-    /// A credential was refused; the text says why.
-    #[error("{0}")]
-    Unauthorized(String),
-}
-
-impl HubError {
-    /// The wire error code for this refusal.
-    pub fn code(&self) -> ErrorCode {
-        match self {
-            Self::NotJoined(_) => ErrorCode::NotJoined,
-            Self::ShuttingDown => ErrorCode::Unavailable,
-            Self::Forbidden(_) => ErrorCode::Forbidden,
-            Self::TooManyRooms { .. } => ErrorCode::TooManyRooms,
-            Self::Unauthorized(_) => ErrorCode::Unauthorized,
-        }
-    }
-}
+/// The `from` of messages the server itself publishes (not a connection).
+pub const SERVER_SENDER: &str = "server";
 
 /// Verifies credentials for the hub, e.g. a JWT for a `refresh` frame. The
 /// hub knows no token format; the embedding service plugs its checker in
-/// with [`Hub::with_authenticator`].
+/// with [`HubBuilder::authenticator`].
 pub trait Authenticator: Send + Sync + std::fmt::Debug {
-    /// Checks `token` and returns the identity it proves, or a sentence
-    /// saying why it is refused.
-    fn authenticate(&self, token: &str) -> Result<crate::Identity, String>;
+    /// Checks `token` and returns the identity it proves, or why not.
+    fn authenticate(&self, token: &str) -> Result<Identity, AuthError>;
 }
 
-/// A message on its way to a room's members: encoded once, shared by all.
-///
-/// [`Hub::publish`] is the step where a publication *enters* the hub;
-/// [`Hub::deliver`] is the step where the hub hands it to its *local* members.
-/// A broker between nodes sits between the two: it carries the publication to
-/// other nodes, each of which calls `deliver`.
-#[derive(Debug, Clone)]
-pub struct Publication {
-    /// The room it is published to.
-    pub room: RoomName,
-    /// The publishing connection, which does not get its own message back.
-    pub origin: Option<ConnectionId>,
-    /// The encoded `message` frame.
-    pub frame: Bytes,
+/// Builds a [`Hub`] with optional parts: an [`Authenticator`] for `refresh`
+/// frames and a [`Broker`] to other nodes.
+#[derive(Debug)]
+pub struct HubBuilder {
+    config: HubConfig,
+    authenticator: Option<Arc<dyn Authenticator>>,
+    broker: Arc<dyn Broker>,
+}
+
+impl HubBuilder {
+    /// Checks `refresh` tokens with `authenticator`.
+    pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
+        self.authenticator = Some(authenticator);
+        self
+    }
+
+    /// Sends publications to other nodes through `broker` (default: none
+    /// leave, [`LocalBroker`]).
+    pub fn broker(mut self, broker: Arc<dyn Broker>) -> Self {
+        self.broker = broker;
+        self
+    }
+
+    /// The hub.
+    pub fn build(self) -> Hub {
+        Hub {
+            inner: Arc::new(Inner {
+                linger_ms: u64::try_from(self.config.room_linger.as_millis()).unwrap_or(u64::MAX),
+                config: self.config,
+                authenticator: self.authenticator,
+                broker: self.broker,
+                next_id: AtomicU64::new(1),
+                connections: DashMap::with_hasher(FxBuildHasher),
+                rooms: DashMap::new(),
+                counters: Counters::default(),
+                shutting_down: AtomicBool::new(false),
+            }),
+        }
+    }
 }
 
 /// The routing core: connections, rooms and fan-out. Cheap to clone; every
@@ -103,11 +82,13 @@ pub struct Hub {
 #[derive(Debug)]
 struct Inner {
     config: HubConfig,
+    linger_ms: u64,
     authenticator: Option<Arc<dyn Authenticator>>,
+    broker: Arc<dyn Broker>,
     next_id: AtomicU64,
     connections: DashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
     // Keys are client-chosen strings: keep std's DoS-resistant hasher.
-    rooms: DashMap<RoomName, crate::room::Room>,
+    rooms: DashMap<RoomName, Room>,
     counters: Counters,
     shutting_down: AtomicBool,
 }
@@ -119,27 +100,17 @@ impl Default for Hub {
 }
 
 impl Hub {
-    /// Creates an empty hub.
+    /// Creates an empty single-node hub with no authenticator.
     pub fn new(config: HubConfig) -> Self {
-        Self::build(config, None)
+        Self::builder(config).build()
     }
 
-    /// Creates an empty hub that checks `refresh` tokens with `authenticator`.
-    pub fn with_authenticator(config: HubConfig, authenticator: Arc<dyn Authenticator>) -> Self {
-        Self::build(config, Some(authenticator))
-    }
-
-    fn build(config: HubConfig, authenticator: Option<Arc<dyn Authenticator>>) -> Self {
-        Self {
-            inner: Arc::new(Inner {
-                config,
-                authenticator,
-                next_id: AtomicU64::new(1),
-                connections: DashMap::with_hasher(FxBuildHasher),
-                rooms: DashMap::new(),
-                counters: Counters::default(),
-                shutting_down: AtomicBool::new(false),
-            }),
+    /// Starts building a hub with optional parts.
+    pub fn builder(config: HubConfig) -> HubBuilder {
+        HubBuilder {
+            config,
+            authenticator: None,
+            broker: Arc::new(LocalBroker),
         }
     }
 
@@ -152,19 +123,31 @@ impl Hub {
         &self.inner.config
     }
 
-    /// Registers a new anonymous connection.
-    pub fn connect(&self) -> Result<Connection, HubError> {
-        self.connect_with(crate::Identity::anonymous())
+    /// This node's id.
+    pub fn node_id(&self) -> &NodeId {
+        &self.inner.config.node_id
+    }
+
+    /// Registers a new anonymous connection at `now_ms`; its `welcome` frame
+    /// is queued.
+    pub fn connect(&self, now_ms: u64) -> Result<Connection, HubError> {
+        self.connect_with(Identity::anonymous(), now_ms)
     }
 
     /// Registers a new connection on behalf of an authenticated user; `user`
     /// appears in its welcome and beside `from` in its messages.
-    pub fn connect_as(&self, user: impl Into<Arc<str>>) -> Result<Connection, HubError> {
-        self.connect_with(crate::Identity::user(user))
+    pub fn connect_as(
+        &self,
+        user: impl Into<Arc<str>>,
+        now_ms: u64,
+    ) -> Result<Connection, HubError> {
+        self.connect_with(Identity::user(user), now_ms)
     }
 
-    /// Registers a new connection with what it proved about itself.
-    pub fn connect_with(&self, identity: crate::Identity) -> Result<Connection, HubError> {
+    /// Registers a new connection with what it proved about itself, at
+    /// `now_ms` (milliseconds on the clock the driver will keep passing in;
+    /// see [`Connection::handle_timeout`]). Its `welcome` frame is queued.
+    pub fn connect_with(&self, identity: Identity, now_ms: u64) -> Result<Connection, HubError> {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
@@ -172,83 +155,146 @@ impl Hub {
         let outbox = Arc::new(Outbox::new(id, &self.inner.config));
         self.inner.connections.insert(id, Arc::clone(&outbox));
         Counters::add(&self.inner.counters.connections_total, 1);
+        let connection = Connection::new(self.clone(), outbox, identity, now_ms);
         // A shutdown that started after the check above may have missed this
         // connection in its sweep; close it here so none slips through.
         if self.is_shutting_down() {
-            outbox.close_after_flush(
+            connection.outbox().close_after_flush(
                 Some(encode_system(SystemEvent::Shutdown)),
                 CloseReason::SHUTDOWN,
             );
         }
-        Ok(Connection::new(self.clone(), outbox, identity))
+        Ok(connection)
     }
 
-    pub(crate) fn unregister(&self, id: ConnectionId, rooms: impl IntoIterator<Item = RoomName>) {
+    pub(crate) fn unregister(
+        &self,
+        id: ConnectionId,
+        rooms: impl IntoIterator<Item = RoomName>,
+        now_ms: u64,
+    ) {
         for room in rooms {
-            self.remove_member(&room, id);
+            self.remove_member(&room, id, now_ms);
         }
         self.inner.connections.remove(&id);
     }
 
-    pub(crate) fn add_member(&self, room: &RoomName, outbox: &Arc<Outbox>) -> bool {
+    pub(crate) fn add_member(&self, room: &RoomName, outbox: &Arc<Outbox>, now_ms: u64) -> bool {
         // The shard guard stays held while inserting, so a concurrent leave
-        // cannot free the room between its lookup and this insert.
+        // cannot free the room between its lookup and this insert, and the
+        // broker hears opened/closed for one room in the order they happened.
         let entry = self.inner.rooms.entry(room.clone()).or_default();
-        entry.insert(outbox)
+        let was_empty = entry.is_empty();
+        let added = entry.insert(outbox);
+        if added {
+            entry.touch(now_ms);
+            if was_empty {
+                self.inner.broker.room_opened(room);
+            }
+        }
+        added
     }
 
-    pub(crate) fn remove_member(&self, room: &RoomName, id: ConnectionId) -> bool {
-        let removed = self
-            .inner
-            .rooms
-            .get(room)
-            .is_some_and(|members| members.remove(id));
-        if removed {
-            // Emptiness is checked again under the shard lock: a join that got
-            // in first keeps the room alive.
-            self.inner
-                .rooms
-                .remove_if(room, |_, members| members.is_empty());
-        }
+    pub(crate) fn remove_member(&self, room: &RoomName, id: ConnectionId, now_ms: u64) -> bool {
+        let mut removed = false;
+        let linger = self.inner.linger_ms;
+        self.inner.rooms.remove_if(room, |_, state| {
+            removed = state.remove(id);
+            if !removed || !state.is_empty() {
+                return false;
+            }
+            state.touch(now_ms);
+            self.inner.broker.room_closed(room);
+            linger == 0
+        });
         removed
     }
 
-    /// A publication enters the hub. Today it is delivered to local members;
-    /// this is where a broker hands it to other nodes too.
+    /// A publication enters the hub: it is handed to the broker for the other
+    /// nodes, then delivered to this node's audience (except its origin).
     pub fn publish(&self, publication: &Publication) -> Fanout {
-        Counters::add(&self.inner.counters.published, 1);
-        self.deliver(publication)
+        let counter = match publication.audience {
+            Audience::Room(_) => &self.inner.counters.published,
+            Audience::Everyone => &self.inner.counters.broadcasts,
+        };
+        Counters::add(counter, 1);
+        self.inner.broker.publish(publication);
+        self.deliver_local(publication)
     }
 
-    /// Delivers a publication to this hub's members of its room, except its
-    /// origin. Never blocks on a recipient: a full outbox gets the
-    /// slow-consumer policy and the others are not delayed.
+    /// A publication from another node enters this one: it is delivered to
+    /// this node's audience. One of this node's own publications, echoed back
+    /// by a broker, is ignored: it was delivered here when it was published.
     pub fn deliver(&self, publication: &Publication) -> Fanout {
-        let Some(members) = self
-            .inner
-            .rooms
-            .get(&publication.room)
-            .map(|room| room.snapshot())
-        else {
+        if publication.node == self.inner.config.node_id {
             return Fanout::default();
-        };
+        }
+        self.deliver_local(publication)
+    }
+
+    /// Pushes to local recipients. Never blocks on a recipient: a full outbox
+    /// gets the slow-consumer policy and the others are not delayed. No lock
+    /// of the hub is held while pushing.
+    fn deliver_local(&self, publication: &Publication) -> Fanout {
+        let origin = publication
+            .origin
+            .filter(|_| publication.node == self.inner.config.node_id);
         let mut fanout = Fanout::default();
-        for outbox in members.iter() {
-            fanout.push(outbox, &publication.frame, publication.origin);
+        match &publication.audience {
+            Audience::Room(room) => {
+                let Some(members) = self.inner.rooms.get(room).map(|state| {
+                    state.count_publication(publication.time_ms);
+                    state.snapshot()
+                }) else {
+                    return fanout;
+                };
+                for outbox in members.iter() {
+                    fanout.push(outbox, &publication.frame, origin);
+                }
+            }
+            Audience::Everyone => {
+                for outbox in self.connection_snapshot() {
+                    fanout.push(&outbox, &publication.frame, origin);
+                }
+            }
         }
         self.count(&fanout);
         fanout
+    }
+
+    /// Every registered outbox, collected first so that pushing to them
+    /// holds no registry lock (a woken driver may be unregistering).
+    fn connection_snapshot(&self) -> Vec<Arc<Outbox>> {
+        self.inner
+            .connections
+            .iter()
+            .map(|entry| Arc::clone(entry.value()))
+            .collect()
+    }
+
+    /// Publishes `content` to `room` on behalf of the server itself (`from`
+    /// is `"server"`, no `user`): for embedding services and the HTTP API.
+    /// Access rules do not apply; the room name was validated when built.
+    pub fn publish_to_room(&self, room: &RoomName, content: &Content, now_ms: u64) -> Fanout {
+        let frame = encode_message(room, SERVER_SENDER, None, content.as_raw(), now_ms);
+        self.publish(&Publication {
+            audience: Audience::Room(room.clone()),
+            node: self.inner.config.node_id.clone(),
+            origin: None,
+            time_ms: now_ms,
+            frame,
+        })
     }
 
     /// Sends `frame` (an encoded server frame) to every connection's data lane.
-    pub fn broadcast(&self, frame: Bytes) -> Fanout {
-        Counters::add(&self.inner.counters.broadcasts, 1);
-        let mut fanout = Fanout::default();
-        for entry in self.inner.connections.iter() {
-            fanout.push(entry.value(), &frame, None);
-        }
-        self.count(&fanout);
-        fanout
+    pub fn broadcast(&self, frame: TextFrame, now_ms: u64) -> Fanout {
+        self.publish(&Publication {
+            audience: Audience::Everyone,
+            node: self.inner.config.node_id.clone(),
+            origin: None,
+            time_ms: now_ms,
+            frame,
+        })
     }
 
     fn count(&self, fanout: &Fanout) {
@@ -261,6 +307,17 @@ impl Hub {
         Counters::add(&counters.dropped_frames, fanout.dropped as u64);
     }
 
+    /// Frees empty rooms whose `room_linger` has passed at `now_ms`; returns
+    /// how many. Call it periodically when `room_linger` is set.
+    pub fn sweep(&self, now_ms: u64) -> usize {
+        let linger = self.inner.linger_ms;
+        let before = self.inner.rooms.len();
+        self.inner
+            .rooms
+            .retain(|_, room| !room.expired(now_ms, linger));
+        before.saturating_sub(self.inner.rooms.len())
+    }
+
     /// Starts a graceful shutdown: no new connections are taken, and every
     /// connection gets `{"type":"system","event":"shutdown"}` after what is
     /// already queued for it, then is closed with 1001 "server shutdown".
@@ -268,14 +325,9 @@ impl Hub {
     pub fn shutdown(&self) -> usize {
         self.inner.shutting_down.store(true, Ordering::SeqCst);
         let frame = encode_system(SystemEvent::Shutdown);
-        self.inner
-            .connections
+        self.connection_snapshot()
             .iter()
-            .filter(|entry| {
-                entry
-                    .value()
-                    .close_after_flush(Some(frame.clone()), CloseReason::SHUTDOWN)
-            })
+            .filter(|outbox| outbox.close_after_flush(Some(frame.clone()), CloseReason::SHUTDOWN))
             .count()
     }
 
@@ -284,12 +336,48 @@ impl Hub {
         self.inner.shutting_down.load(Ordering::SeqCst)
     }
 
-    /// How many members `room` has (0 for a room that does not exist).
+    /// How many local members `room` has (0 for a room that does not exist).
     pub fn room_size(&self, room: &str) -> usize {
+        self.inner.rooms.get(room).map_or(0, |state| state.len())
+    }
+
+    /// Whether the hub holds state for `room` (members, or lingering).
+    pub fn has_room(&self, room: &str) -> bool {
+        self.inner.rooms.contains_key(room)
+    }
+
+    /// How many publications `room` has had since it was created.
+    pub fn room_publications(&self, room: &str) -> u64 {
         self.inner
             .rooms
             .get(room)
-            .map_or(0, |members| members.len())
+            .map_or(0, |state| state.published())
+    }
+
+    /// The wire ids of `room`'s local members.
+    pub fn room_members(&self, room: &str) -> Vec<String> {
+        let node = self.node_id();
+        self.inner
+            .rooms
+            .get(room)
+            .map(|state| state.member_ids())
+            .unwrap_or_default()
+            .into_iter()
+            .map(|id| id.to_wire(node))
+            .collect()
+    }
+
+    /// Bytes waiting in outboxes now: the total and the largest single
+    /// outbox. Visits every connection (one lock each), so it is for scrapes
+    /// and diagnostics, not the hot path.
+    pub fn queue_depth(&self) -> QueueDepth {
+        let mut depth = QueueDepth::default();
+        for outbox in self.connection_snapshot() {
+            let queued = outbox.queued_bytes() as u64;
+            depth.total_bytes += queued;
+            depth.max_bytes = depth.max_bytes.max(queued);
+        }
+        depth
     }
 
     /// Gauges and counters.

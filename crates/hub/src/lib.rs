@@ -10,7 +10,7 @@
 //! - registers connections ([`Hub::connect`]); each is a [`Connection`] owned by
 //!   one driver, which unregisters it by dropping it;
 //! - keeps rooms (many-to-many, an empty room is freed) and fans a message out
-//!   to a room's members, encoded once and shared as [`bytes::Bytes`];
+//!   to a room's members, encoded once as a [`protocol::TextFrame`] and shared;
 //! - bounds every connection's outbound queue in bytes, with a control lane
 //!   that overtakes the data lane and a [`SlowConsumerPolicy`] for a full one.
 //!   Misbehaviour is an *outcome* (the outbox asks its driver to close with
@@ -18,49 +18,94 @@
 //!
 //! # Embedding
 //!
+//! The hub is the whole protocol: welcome, acks and errors, heartbeats,
+//! credential expiry and message rate limits. An embedder only moves frames
+//! between a socket and a [`Connection`], and calls
+//! [`Connection::handle_timeout`] when [`Connection::poll_timeout`] says.
+//!
 //! ```
-//! use wshub_hub::{Drained, FrameOutcome, Hub, HubConfig};
+//! use std::time::Duration;
+//! use wshub_hub::protocol::Content;
+//! use wshub_hub::{Drained, FrameOutcome, Heartbeat, Hub, HubConfig, Identity, TimerOutcome};
 //!
-//! let hub = Hub::new(HubConfig::default());
-//! let mut alice = hub.connect().unwrap();
-//! let mut bob = hub.connect().unwrap();
+//! let hub = Hub::new(HubConfig {
+//!     heartbeat: Some(Heartbeat {
+//!         interval: Duration::from_secs(25),
+//!         timeout: Duration::from_secs(60),
+//!     }),
+//!     ..HubConfig::default()
+//! });
+//! // Time is an argument: milliseconds on a clock the driver keeps.
+//! let t0 = 1_700_000_000_000;
+//! let mut alice = hub.connect(t0).unwrap();
+//! let mut bob = hub
+//!     .connect_with(Identity::user("bob").with_expiry(t0 + 120_000), t0)
+//!     .unwrap();
 //!
-//! // Frames as they arrive from each client's socket, with the current time.
-//! let now_ms = 1_700_000_000_000;
-//! bob.handle_text(r#"{"type":"join","room":"lobby","ref":"1"}"#, now_ms);
-//! alice.handle_text(r#"{"type":"join","room":"lobby"}"#, now_ms);
-//! let outcome = alice.handle_text(
-//!     r#"{"type":"publish","room":"lobby","content":"hi"}"#,
-//!     now_ms,
-//! );
+//! // Frames as they arrive from each client's socket.
+//! bob.handle_text(r#"{"type":"join","room":"lobby","ref":"1"}"#, t0);
+//! alice.handle_text(r#"{"type":"join","room":"lobby"}"#, t0);
+//! let outcome = alice.handle_text(r#"{"type":"publish","room":"lobby","content":"hi"}"#, t0);
 //! assert_eq!(outcome, FrameOutcome::Accepted);
+//! // The embedding service can publish too, from "server".
+//! let room = wshub_hub::protocol::RoomName::new("lobby").unwrap();
+//! hub.publish_to_room(&room, &Content::parse(r#"{"price":101.5}"#).unwrap(), t0);
 //!
-//! // What a driver would write to bob's socket, control lane first.
+//! // What a driver writes to bob's socket: the welcome the hub queued, the
+//! // ack, then the messages.
 //! let mut frames = Vec::new();
 //! assert_eq!(bob.outbox().try_drain(&mut frames, 64 * 1024), Some(Drained::Frames));
-//! assert_eq!(&frames[0][..], br#"{"type":"ack","ref":"1"}"#);
-//! assert!(std::str::from_utf8(&frames[1]).unwrap().contains(r#""content":"hi""#));
+//! assert!(frames[0].to_text().starts_with(r#"{"type":"welcome","id":""#));
+//! assert_eq!(frames[1].to_text(), r#"{"type":"ack","ref":"1"}"#);
+//! assert!(frames[2].to_text().contains(r#""content":"hi""#));
+//! assert!(frames[3].to_text().contains(r#""from":"server""#));
+//!
+//! // Timers: the hub says when to wake and what is due.
+//! assert_eq!(bob.poll_timeout(), Some(t0 + 25_000));
+//! assert_eq!(bob.handle_timeout(t0 + 25_000), TimerOutcome::SendPing);
+//! bob.handle_heartbeat(t0 + 80_000); // a pong: alive until t0 + 140 s
+//! bob.handle_timeout(t0 + 90_000); // 30 s before expiry: a warning is queued
+//! frames.clear();
+//! bob.outbox().try_drain(&mut frames, 64 * 1024);
+//! assert_eq!(frames[0].to_text(), r#"{"type":"system","event":"token_expiring"}"#);
+//! bob.handle_timeout(t0 + 120_000); // expired without a refresh: close 4001
+//! assert!(matches!(bob.outbox().try_drain(&mut frames, 1024), Some(Drained::Close(r)) if r.code == 4001));
 //!
 //! // A driver awaits `outbox().drain(&mut frames, max_bytes)` instead of
 //! // polling, and drops the connection when the socket closes.
 //! drop(bob);
 //! assert_eq!(hub.room_size("lobby"), 1);
 //! ```
+//!
+//! `examples/json_lines.rs` is a complete driver over a plain TCP byte
+//! stream (one JSON frame per line) on the `smol` runtime, to show that
+//! nothing here assumes tokio or WebSockets.
 
 mod access;
+mod broker;
 mod config;
 mod connection;
+mod error;
+mod flood;
 mod hub;
+mod node;
 mod outbox;
 mod room;
 mod stats;
+mod timers;
 
-pub use access::{AccessPolicy, Action, GrantError, Identity, NamespaceRules, Rule};
-pub use config::{HubConfig, SlowConsumerPolicy};
-pub use connection::{Connection, FrameOutcome};
-pub use hub::{Authenticator, ConnectionId, Hub, HubError, Publication};
+pub use access::{
+    AccessDenied, AccessPolicy, Action, DenialCause, GrantError, Identity, NamespaceRules, Rule,
+};
+pub use broker::{Audience, Broker, LocalBroker, Publication};
+pub use config::{Heartbeat, HubConfig, SlowConsumerPolicy};
+pub use connection::{Connection, FrameOutcome, TimerOutcome};
+pub use error::{AuthError, HubError};
+pub use flood::MessageRateLimit;
+pub use hub::{Authenticator, Hub, HubBuilder, SERVER_SENDER};
+pub use node::{ConnectionId, NodeId, NodeIdError};
 pub use outbox::{Drained, Lane, Outbox, PushOutcome};
-pub use stats::{Fanout, HubStats};
+pub use stats::{Fanout, HubStats, QueueDepth};
 pub use wshub_protocol as protocol;
 
 #[cfg(test)]

@@ -5,12 +5,11 @@ use std::collections::VecDeque;
 use std::future::poll_fn;
 use std::task::{Context, Poll, Waker};
 
-use bytes::Bytes;
 use parking_lot::Mutex;
-use wshub_protocol::CloseReason;
+use wshub_protocol::{CloseReason, TextFrame};
 
-use crate::ConnectionId;
 use crate::config::{HubConfig, SlowConsumerPolicy};
+use crate::node::ConnectionId;
 
 /// Which lane a frame goes to. Control frames overtake data frames.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -56,9 +55,9 @@ enum Closing {
 
 #[derive(Debug, Default)]
 struct Lanes {
-    control: VecDeque<Bytes>,
+    control: VecDeque<TextFrame>,
     control_bytes: usize,
-    data: VecDeque<Bytes>,
+    data: VecDeque<TextFrame>,
     data_bytes: usize,
     closing: Option<Closing>,
     waker: Option<Waker>,
@@ -118,8 +117,8 @@ impl Outbox {
         self.id
     }
 
-    /// Queues `frame` (UTF-8 JSON text) on `lane` and wakes the driver.
-    pub fn push(&self, lane: Lane, frame: Bytes) -> PushOutcome {
+    /// Queues `frame` on `lane` and wakes the driver.
+    pub fn push(&self, lane: Lane, frame: TextFrame) -> PushOutcome {
         let mut lanes = self.lanes.lock();
         if lanes.closing.is_some() {
             return PushOutcome::Closed;
@@ -169,7 +168,7 @@ impl Outbox {
     /// Asks the driver to deliver what is queued, then `final_frame` (control
     /// lane), then close with `reason`. Later pushes are refused. Used for
     /// graceful shutdown; returns false if the connection was already closing.
-    pub fn close_after_flush(&self, final_frame: Option<Bytes>, reason: CloseReason) -> bool {
+    pub fn close_after_flush(&self, final_frame: Option<TextFrame>, reason: CloseReason) -> bool {
         let mut lanes = self.lanes.lock();
         if lanes.closing.is_some() {
             return false;
@@ -196,7 +195,7 @@ impl Outbox {
         self.lanes.lock().closing.is_some()
     }
 
-    /// Bytes queued on both lanes.
+    /// TextFrame queued on both lanes.
     pub fn queued_bytes(&self) -> usize {
         let lanes = self.lanes.lock();
         lanes.control_bytes + lanes.data_bytes
@@ -205,12 +204,16 @@ impl Outbox {
     /// Moves queued frames into `out` without waiting: all control frames, then
     /// data frames until about `max_bytes` (at least one). `None` when nothing
     /// is queued and no close is pending.
-    pub fn try_drain(&self, out: &mut Vec<Bytes>, max_bytes: usize) -> Option<Drained> {
+    pub fn try_drain(&self, out: &mut Vec<TextFrame>, max_bytes: usize) -> Option<Drained> {
         let mut lanes = self.lanes.lock();
         Self::take_batch(&mut lanes, out, max_bytes)
     }
 
-    fn take_batch(lanes: &mut Lanes, out: &mut Vec<Bytes>, max_bytes: usize) -> Option<Drained> {
+    fn take_batch(
+        lanes: &mut Lanes,
+        out: &mut Vec<TextFrame>,
+        max_bytes: usize,
+    ) -> Option<Drained> {
         if let Some(Closing::Now(reason)) = lanes.closing {
             return Some(Drained::Close(reason));
         }
@@ -246,7 +249,7 @@ impl Outbox {
     pub fn poll_drain(
         &self,
         cx: &mut Context<'_>,
-        out: &mut Vec<Bytes>,
+        out: &mut Vec<TextFrame>,
         max_bytes: usize,
     ) -> Poll<Drained> {
         let mut lanes = self.lanes.lock();
@@ -266,7 +269,7 @@ impl Outbox {
     }
 
     /// Waits for the next batch; see [`poll_drain`](Self::poll_drain).
-    pub async fn drain(&self, out: &mut Vec<Bytes>, max_bytes: usize) -> Drained {
+    pub async fn drain(&self, out: &mut Vec<TextFrame>, max_bytes: usize) -> Drained {
         poll_fn(|cx| self.poll_drain(cx, out, max_bytes)).await
     }
 }
@@ -290,11 +293,11 @@ mod tests {
         )
     }
 
-    fn frame(text: &'static str) -> Bytes {
-        Bytes::from_static(text.as_bytes())
+    fn frame(text: &'static str) -> TextFrame {
+        TextFrame::from_static(text)
     }
 
-    fn drain_all(outbox: &Outbox) -> (Vec<Bytes>, Option<Drained>) {
+    fn drain_all(outbox: &Outbox) -> (Vec<TextFrame>, Option<Drained>) {
         let mut out = Vec::new();
         let drained = outbox.try_drain(&mut out, usize::MAX);
         (out, drained)

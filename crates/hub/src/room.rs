@@ -1,23 +1,35 @@
-//! A room's membership, with a snapshot publishers iterate without a lock.
+//! A room's state: its local members, with a snapshot publishers iterate
+//! without a lock, and what outlives them.
 
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
-use crate::ConnectionId;
+use crate::node::ConnectionId;
 use crate::outbox::Outbox;
 
-/// The members of one room.
+/// One room.
 ///
-/// Joins and leaves edit the map and only invalidate the snapshot (O(1)); the
-/// next publish rebuilds it once (O(members), the same order as the fan-out it
-/// is about to do) and later publishes share it. So a room filling up with
-/// 10,000 joins costs no quadratic copying, and a publisher never holds the
-/// room's lock while it pushes to outboxes.
+/// Joins and leaves edit the member map and only invalidate the snapshot
+/// (O(1)); the next publish rebuilds it once (O(members), the same order as
+/// the fan-out it is about to do) and later publishes share it. So a room
+/// filling up with 10,000 joins costs no quadratic copying, and a publisher
+/// never holds the room's lock while it pushes to outboxes.
+///
+/// The room itself can outlive its members (for `room_linger` after its last
+/// activity), so state that belongs to the room rather than to its members
+/// (its publication count today, its history later) survives an empty
+/// moment. Fan-out reads only the snapshot; the rest costs it one relaxed
+/// store per publication.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
     members: Mutex<Members>,
+    /// Publications delivered here since the room was created.
+    published: AtomicU64,
+    /// The last publication or membership change (caller's milliseconds).
+    last_active_ms: AtomicU64,
 }
 
 #[derive(Debug, Default)]
@@ -70,5 +82,33 @@ impl Room {
         let snapshot: Arc<[Arc<Outbox>]> = members.by_id.values().cloned().collect();
         members.snapshot = Some(Arc::clone(&snapshot));
         snapshot
+    }
+
+    /// The member ids, for inspection (not the fan-out path).
+    pub(crate) fn member_ids(&self) -> Vec<ConnectionId> {
+        self.members.lock().by_id.keys().copied().collect()
+    }
+
+    pub(crate) fn touch(&self, now_ms: u64) {
+        self.last_active_ms.fetch_max(now_ms, Ordering::Relaxed);
+    }
+
+    pub(crate) fn count_publication(&self, now_ms: u64) {
+        self.published.fetch_add(1, Ordering::Relaxed);
+        self.touch(now_ms);
+    }
+
+    pub(crate) fn published(&self) -> u64 {
+        self.published.load(Ordering::Relaxed)
+    }
+
+    /// Whether an empty room has lingered long enough to be freed.
+    pub(crate) fn expired(&self, now_ms: u64, linger_ms: u64) -> bool {
+        self.is_empty()
+            && now_ms
+                >= self
+                    .last_active_ms
+                    .load(Ordering::Relaxed)
+                    .saturating_add(linger_ms)
     }
 }

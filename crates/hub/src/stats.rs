@@ -1,8 +1,8 @@
 //! Plain counters the hub keeps; the server maps them to Prometheus.
 
-use bytes::Bytes;
+use wshub_protocol::TextFrame;
 
-use crate::ConnectionId;
+use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox, PushOutcome};
 
 use std::sync::atomic::{AtomicU64, Ordering};
@@ -12,7 +12,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 pub struct HubStats {
     /// Connections registered now.
     pub connections: u64,
-    /// Rooms with at least one member now.
+    /// Rooms held now: those with members, and empty ones lingering for
+    /// `room_linger`.
     pub rooms: u64,
     /// Connections registered since start.
     pub connections_total: u64,
@@ -26,6 +27,15 @@ pub struct HubStats {
     pub slow_consumer_disconnects: u64,
     /// Data frames dropped under the drop-oldest policy.
     pub dropped_frames: u64,
+}
+
+/// Bytes waiting in outboxes, from [`Hub::queue_depth`](crate::Hub::queue_depth).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct QueueDepth {
+    /// Across every connection.
+    pub total_bytes: u64,
+    /// In the fullest outbox.
+    pub max_bytes: u64,
 }
 
 #[derive(Debug, Default)]
@@ -64,7 +74,12 @@ pub struct Fanout {
 
 impl Fanout {
     /// Pushes `frame` to one recipient's data lane, unless it is `except`.
-    pub(crate) fn push(&mut self, outbox: &Outbox, frame: &Bytes, except: Option<ConnectionId>) {
+    pub(crate) fn push(
+        &mut self,
+        outbox: &Outbox,
+        frame: &TextFrame,
+        except: Option<ConnectionId>,
+    ) {
         if Some(outbox.id()) == except {
             return;
         }

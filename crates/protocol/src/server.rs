@@ -1,11 +1,11 @@
 //! Server → client frames. Each encoder returns the finished bytes once; callers
 //! share them among recipients with cheap `Bytes` clones.
 
-use bytes::Bytes;
 use serde::Serialize;
 use serde_json::value::RawValue;
 
 use crate::client::{ErrorCode, Ref};
+use crate::frame::TextFrame;
 use crate::room::RoomName;
 
 /// Events of a `{"type":"system"}` frame.
@@ -110,6 +110,8 @@ struct Error<'a> {
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     reference: Option<&'a RawValue>,
     code: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'static str>,
     message: &'a str,
 }
 
@@ -126,25 +128,42 @@ struct Message<'a> {
 }
 
 #[derive(Serialize)]
-struct System {
+struct System<'a> {
     #[serde(rename = "type")]
     kind: &'static str,
     event: &'static str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    room: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    reason: Option<&'a str>,
 }
 
-fn encode(value: &impl Serialize, capacity: usize) -> Bytes {
+#[derive(Serialize)]
+struct HttpRefusal<'a> {
+    error: &'a str,
+    reason: &'a str,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    message: Option<&'a str>,
+}
+
+fn encode_vec(value: &impl Serialize, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity);
     // Serializing these plain structs into a Vec cannot fail: every field is a
     // string, number or already-valid raw JSON.
     if serde_json::to_writer(&mut out, value).is_err() {
         debug_assert!(false, "serializing a server frame failed");
         out.clear();
+        out.extend_from_slice(b"{}");
     }
-    Bytes::from(out)
+    out
+}
+
+fn encode(value: &impl Serialize, capacity: usize) -> TextFrame {
+    TextFrame::from_serde_json(encode_vec(value, capacity))
 }
 
 /// `{"type":"welcome","id":..,"user":..,"heartbeat_ms":..}`, the first frame.
-pub fn encode_welcome(id: &str, user: Option<&str>, heartbeat_ms: u64) -> Bytes {
+pub fn encode_welcome(id: &str, user: Option<&str>, heartbeat_ms: u64) -> TextFrame {
     encode(
         &Welcome {
             kind: "welcome",
@@ -157,7 +176,7 @@ pub fn encode_welcome(id: &str, user: Option<&str>, heartbeat_ms: u64) -> Bytes 
 }
 
 /// `{"type":"ack","ref":..}`: the frame carrying `reference` took effect.
-pub fn encode_ack(reference: &Ref) -> Bytes {
+pub fn encode_ack(reference: &Ref) -> TextFrame {
     encode(
         &Ack {
             kind: "ack",
@@ -168,12 +187,25 @@ pub fn encode_ack(reference: &Ref) -> Bytes {
 }
 
 /// `{"type":"error","ref":..,"code":..,"message":..}`.
-pub fn encode_error(reference: Option<&Ref>, code: ErrorCode, message: &str) -> Bytes {
+pub fn encode_error(reference: Option<&Ref>, code: ErrorCode, message: &str) -> TextFrame {
+    encode_error_with_reason(reference, code, None, message)
+}
+
+/// `{"type":"error","ref":..,"code":..,"reason":..,"message":..}`: an error
+/// whose `reason` refines the code for machines, e.g. `unauthorized` with
+/// reason `expired` for a refresh token that has already expired.
+pub fn encode_error_with_reason(
+    reference: Option<&Ref>,
+    code: ErrorCode,
+    reason: Option<&'static str>,
+    message: &str,
+) -> TextFrame {
     encode(
         &Error {
             kind: "error",
             reference: reference.map(Ref::raw),
             code: code.as_str(),
+            reason,
             message,
         },
         64 + message.len(),
@@ -188,7 +220,7 @@ pub fn encode_message(
     user: Option<&str>,
     content: &RawValue,
     time_ms: u64,
-) -> Bytes {
+) -> TextFrame {
     encode(
         &Message {
             kind: "message",
@@ -203,14 +235,45 @@ pub fn encode_message(
 }
 
 /// `{"type":"system","event":..}`.
-pub fn encode_system(event: SystemEvent) -> Bytes {
+pub fn encode_system(event: SystemEvent) -> TextFrame {
     encode(
         &System {
             kind: "system",
             event: event.as_str(),
+            room: None,
+            reason: None,
         },
         48,
     )
+}
+
+/// `{"type":"system","event":"unsubscribed","room":..,"reason":..}`: the
+/// server took the connection out of `room` (e.g. `reason`
+/// `"permission_revoked"` after a refresh whose token no longer grants it).
+pub fn encode_unsubscribed(room: &RoomName, reason: &str) -> TextFrame {
+    encode(
+        &System {
+            kind: "system",
+            event: "unsubscribed",
+            room: Some(room.as_str()),
+            reason: Some(reason),
+        },
+        80 + room.as_str().len() + reason.len(),
+    )
+}
+
+/// The JSON body of an HTTP refusal (401, 403, 429, 503):
+/// `{"error":..,"reason":..,"message":..}`. Not a WebSocket frame, so plain
+/// bytes.
+pub fn encode_http_refusal(error: &str, reason: &str, message: Option<&str>) -> bytes::Bytes {
+    bytes::Bytes::from(encode_vec(
+        &HttpRefusal {
+            error,
+            reason,
+            message,
+        },
+        64 + reason.len() + message.map_or(0, str::len),
+    ))
 }
 
 #[cfg(test)]
@@ -265,6 +328,18 @@ mod tests {
         assert_eq!(
             &encode_system(SystemEvent::Shutdown)[..],
             br#"{"type":"system","event":"shutdown"}"#
+        );
+        assert_eq!(
+            &encode_error_with_reason(None, ErrorCode::Unauthorized, Some("expired"), "m")[..],
+            br#"{"type":"error","code":"unauthorized","reason":"expired","message":"m"}"#
+        );
+        assert_eq!(
+            &encode_unsubscribed(&RoomName::new("chat:2").unwrap(), "permission_revoked")[..],
+            br#"{"type":"system","event":"unsubscribed","room":"chat:2","reason":"permission_revoked"}"#
+        );
+        assert_eq!(
+            &encode_http_refusal("server_full", "full", None)[..],
+            br#"{"error":"server_full","reason":"full"}"#
         );
     }
 }

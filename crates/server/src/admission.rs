@@ -105,15 +105,27 @@ impl Gate {
         client
     }
 
-    /// Takes a slot for a new connection from `ip`, or says why not.
+    /// Takes a slot for a new connection from `ip`, or says why not. The
+    /// global count is reserved atomically first (a compare-and-swap that
+    /// only succeeds below the cap), so concurrent upgrades cannot pass the
+    /// cap together; a later refusal gives the reservation back.
     pub fn admit(&self, ip: IpAddr) -> Result<Slot, Refusal> {
         let max = self.limits.max_connections;
-        if max > 0 && self.open.load(Ordering::SeqCst) >= max {
+        let reserved = self
+            .open
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
+                (max == 0 || open < max).then_some(open + 1)
+            });
+        if reserved.is_err() {
             return Err(Refusal::ServerFull);
         }
+        let release = || {
+            self.open.fetch_sub(1, Ordering::SeqCst);
+        };
         if let Some(rate) = &self.rate
             && let Err(not_until) = rate.check_key(&ip)
         {
+            release();
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
@@ -123,11 +135,13 @@ impl Gate {
         {
             let mut count = self.per_ip.entry(ip).or_insert(0);
             if per_ip_max > 0 && *count >= per_ip_max {
+                drop(count);
+                self.per_ip.remove_if(&ip, |_, count| *count == 0);
+                release();
                 return Err(Refusal::TooManyFromIp);
             }
             *count += 1;
         }
-        self.open.fetch_add(1, Ordering::SeqCst);
         Ok(Slot {
             open: Arc::clone(&self.open),
             per_ip: Arc::clone(&self.per_ip),
@@ -178,6 +192,61 @@ mod tests {
         assert!(
             gate.admit(ip("10.0.0.1")).is_ok(),
             "a freed slot can be reused"
+        );
+    }
+
+    #[test]
+    fn concurrent_admissions_never_pass_the_global_cap() {
+        const CAP: usize = 4;
+        const THREADS: usize = 64;
+        for round in 0..20 {
+            let gate = Gate::new(AdmissionLimits {
+                max_connections: CAP,
+                ..AdmissionLimits::default()
+            });
+            let start = std::sync::Barrier::new(THREADS);
+            let admitted: Vec<Slot> = std::thread::scope(|scope| {
+                let handles: Vec<_> = (0..THREADS)
+                    .map(|_| {
+                        let (gate, start) = (&gate, &start);
+                        // One address: the per-IP entry's lock lines the
+                        // threads up right after the global check.
+                        scope.spawn(move || {
+                            start.wait();
+                            gate.admit(ip("10.0.0.1")).ok()
+                        })
+                    })
+                    .collect();
+                handles
+                    .into_iter()
+                    .filter_map(|h| h.join().unwrap())
+                    .collect()
+            });
+            assert_eq!(admitted.len(), CAP, "round {round}: admitted past the cap");
+            assert_eq!(gate.open(), CAP);
+            drop(admitted);
+            assert_eq!(gate.open(), 0);
+        }
+    }
+
+    #[test]
+    fn a_refusal_gives_its_reservation_back() {
+        let gate = Gate::new(AdmissionLimits {
+            max_connections: 2,
+            connections_per_ip: 1,
+            ..AdmissionLimits::default()
+        });
+        let _a = gate.admit(ip("10.0.0.1")).unwrap();
+        for _ in 0..5 {
+            assert_eq!(
+                gate.admit(ip("10.0.0.1")).unwrap_err(),
+                Refusal::TooManyFromIp
+            );
+        }
+        assert_eq!(gate.open(), 1);
+        assert!(
+            gate.admit(ip("10.0.0.2")).is_ok(),
+            "the refusals did not use up the cap"
         );
     }
 

@@ -8,7 +8,8 @@ use hyper::header::{AUTHORIZATION, HeaderMap, HeaderValue, SEC_WEBSOCKET_PROTOCO
 use jsonwebtoken::errors::ErrorKind;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
-use wshub_hub::{Authenticator, Identity};
+use wshub_hub::{AuthError, Authenticator, Identity};
+use wshub_protocol::AuthReason;
 
 use crate::config::{AuthConfig, ConfigError, JwtAlgorithm};
 
@@ -76,19 +77,26 @@ pub enum AuthFailure {
 }
 
 impl AuthFailure {
-    /// The machine-readable reason in the 401 body.
-    pub fn reason(&self) -> &'static str {
+    /// The machine-readable reason, in the 401 body and in a refused
+    /// `refresh`'s error frame.
+    pub fn reason(&self) -> AuthReason {
         match self {
-            Self::Missing => "missing_token",
-            Self::Malformed(_) => "malformed",
-            Self::Expired => "expired",
-            Self::NotYetValid => "not_yet_valid",
-            Self::BadSignature => "bad_signature",
-            Self::WrongAlgorithm => "bad_algorithm",
-            Self::WrongAudience => "wrong_audience",
-            Self::WrongIssuer => "wrong_issuer",
-            Self::BadClaim(_) => "bad_claims",
+            Self::Missing => AuthReason::MissingToken,
+            Self::Malformed(_) => AuthReason::Malformed,
+            Self::Expired => AuthReason::Expired,
+            Self::NotYetValid => AuthReason::NotYetValid,
+            Self::BadSignature => AuthReason::BadSignature,
+            Self::WrongAlgorithm => AuthReason::BadAlgorithm,
+            Self::WrongAudience => AuthReason::WrongAudience,
+            Self::WrongIssuer => AuthReason::WrongIssuer,
+            Self::BadClaim(_) => AuthReason::BadClaims,
         }
+    }
+}
+
+impl From<AuthFailure> for AuthError {
+    fn from(failure: AuthFailure) -> Self {
+        AuthError::new(failure.reason(), failure.to_string())
     }
 }
 
@@ -138,17 +146,12 @@ type PemDecoder = fn(&[u8]) -> jsonwebtoken::errors::Result<DecodingKey>;
 type PemEncoder = fn(&[u8]) -> jsonwebtoken::errors::Result<EncodingKey>;
 
 fn read_key(key: &'static str, path: &Path) -> Result<Vec<u8>, ConfigError> {
-    std::fs::read(path).map_err(|err| ConfigError::Invalid {
-        key,
-        reason: format!("cannot read {}: {err}", path.display()),
-    })
+    std::fs::read(path)
+        .map_err(|err| ConfigError::invalid(key, format!("cannot read {}: {err}", path.display())))
 }
 
 fn bad_key(key: &'static str, err: jsonwebtoken::errors::Error) -> ConfigError {
-    ConfigError::Invalid {
-        key,
-        reason: format!("not a usable key: {err}"),
-    }
+    ConfigError::invalid(key, format!("not a usable key: {err}"))
 }
 
 impl JwtAuth {
@@ -157,10 +160,17 @@ impl JwtAuth {
         let (algorithm, decoding, encoding) = match config.algorithm {
             JwtAlgorithm::Hs256 => {
                 if config.secret.len() < 32 {
-                    return Err(ConfigError::Invalid {
-                        key: "auth.secret",
-                        reason: "an HS256 secret must be at least 32 bytes".into(),
-                    });
+                    return Err(ConfigError::invalid(
+                        "auth.secret",
+                        if config.secret.is_empty() {
+                            "not set; set auth.secret or WSHUB_AUTH__SECRET to a random string of at least 32 bytes (e.g. openssl rand -hex 32)".to_owned()
+                        } else {
+                            format!(
+                                "an HS256 secret must be at least 32 bytes, this one has {}",
+                                config.secret.len()
+                            )
+                        },
+                    ));
                 }
                 let secret = config.secret.as_bytes();
                 (
@@ -171,10 +181,10 @@ impl JwtAuth {
             }
             JwtAlgorithm::Rs256 | JwtAlgorithm::Es256 => {
                 let Some(public) = &config.public_key_file else {
-                    return Err(ConfigError::Invalid {
-                        key: "auth.public_key_file",
-                        reason: "RS256 and ES256 need a PEM public key file".into(),
-                    });
+                    return Err(ConfigError::invalid(
+                        "auth.public_key_file",
+                        "RS256 and ES256 need a PEM public key file",
+                    ));
                 };
                 let public = read_key("auth.public_key_file", public)?;
                 let private = match &config.private_key_file {
@@ -303,8 +313,8 @@ fn header_algorithm(token: &str) -> Result<String, AuthFailure> {
 }
 
 impl Authenticator for JwtAuth {
-    fn authenticate(&self, token: &str) -> Result<Identity, String> {
-        self.verify(token).map_err(|failure| failure.to_string())
+    fn authenticate(&self, token: &str) -> Result<Identity, AuthError> {
+        self.verify(token).map_err(AuthError::from)
     }
 }
 

@@ -1,33 +1,39 @@
 //! Command-line flags: the last layer of the configuration.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 use figment::Figment;
 use figment::providers::Serialized;
 
-use crate::config::{Config, ConfigError, LogFormat};
+use crate::config::{Config, ConfigError};
 
-/// wshub: a real-time WebSocket hub with rooms, backpressure and graceful shutdown.
+/// Runs the wshub WebSocket hub (the default command), prints its
+/// configuration, or signs a token for it.
+///
+/// Configuration layers, later ones winning: built-in defaults, the TOML file
+/// given with --config, `WSHUB_*` environment variables (nested keys joined
+/// with `__`, e.g. WSHUB_HUB__SLOW_CONSUMER=drop_oldest; lists
+/// comma-separated), then these flags. Flags may come before or after the
+/// command.
 #[derive(Debug, Parser)]
-#[command(name = "wshub", version, about)]
+#[command(name = "wshub", version)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Flags for serving (also accepted without the `serve` word).
+    /// Configuration flags, accepted before or after the command.
     #[command(flatten)]
-    pub serve: ServeArgs,
+    pub config: ConfigArgs,
 }
 
 /// Subcommands.
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve(ServeArgs),
-    /// Print the effective configuration as TOML and exit.
-    PrintConfig(ServeArgs),
+    Serve,
+    /// Print the effective configuration as TOML (secrets left out) and exit.
+    PrintConfig,
     /// Print a JWT signed with the configured key, for tests and users.
     Token(TokenArgs),
 }
@@ -44,61 +50,66 @@ pub struct TokenArgs {
     /// Lifetime, e.g. `15m`, `1h`.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
-    /// Where the key comes from: the same config layers as the server.
-    #[command(flatten)]
-    pub config: ServeArgs,
 }
 
 impl TokenArgs {
-    /// Signs the token with the configured `[auth]` key.
-    pub fn sign(&self) -> anyhow::Result<String> {
-        let config = self.config.load()?;
+    /// Signs the token with the `[auth]` key that `config` selects.
+    pub fn sign(&self, config: &ConfigArgs) -> anyhow::Result<String> {
+        let config = config.load()?;
         let auth = crate::auth::JwtAuth::from_config(&config.auth)?;
         auth.sign(&self.sub, self.rooms.clone(), self.ttl)
     }
 }
 
-/// Flags that override the config file and environment.
+/// Flags that override the config file and environment. Values are read by
+/// the same rules as the file's, so a bad one is reported as `--flag`.
 #[derive(Debug, Clone, Default, Args)]
-pub struct ServeArgs {
-    /// TOML config file.
-    #[arg(long, short = 'c', value_name = "PATH")]
+pub struct ConfigArgs {
+    /// TOML config file (must exist).
+    #[arg(long, short = 'c', value_name = "PATH", global = true)]
     pub config: Option<PathBuf>,
-    /// Address to listen on, e.g. 0.0.0.0:8080.
-    #[arg(long, value_name = "ADDR")]
-    pub listen: Option<SocketAddr>,
-    /// Path of the WebSocket endpoint.
-    #[arg(long, value_name = "PATH")]
+    /// Address to listen on, IP:port, e.g. 0.0.0.0:8080 [env: WSHUB_LISTEN].
+    #[arg(long, value_name = "ADDR", global = true)]
+    pub listen: Option<String>,
+    /// Path of the WebSocket endpoint [env: WSHUB_WS_PATH].
+    #[arg(long, value_name = "PATH", global = true)]
     pub ws_path: Option<String>,
-    /// Log format.
-    #[arg(long, value_enum)]
-    pub log_format: Option<LogFormat>,
-    /// Log filter, e.g. `info` or `wshub_transport=debug,info`.
-    #[arg(long, value_name = "FILTER")]
+    /// Log format: text or json [env: WSHUB_LOG__FORMAT].
+    #[arg(long, value_name = "FORMAT", global = true)]
+    pub log_format: Option<String>,
+    /// Log filter, e.g. `info` or `wshub_transport=debug,info` [env: WSHUB_LOG__LEVEL].
+    #[arg(long, value_name = "FILTER", global = true)]
     pub log_level: Option<String>,
-    /// Graceful shutdown limit, e.g. `30s`.
-    #[arg(long, value_name = "DURATION")]
+    /// Graceful shutdown limit, e.g. `30s` [env: WSHUB_SHUTDOWN_TIMEOUT].
+    #[arg(long, value_name = "DURATION", global = true)]
     pub shutdown_timeout: Option<String>,
 }
 
-impl ServeArgs {
+/// The keys that have a flag; the flag is `--` and the key with `.` and `_`
+/// written as `-`.
+pub const FLAG_KEYS: [&str; 5] = [
+    "listen",
+    "ws_path",
+    "log.format",
+    "log.level",
+    "shutdown_timeout",
+];
+
+impl ConfigArgs {
     /// Defaults ← file ← env ← these flags.
     pub fn figment(&self) -> Figment {
         let mut figment = Config::figment(self.config.as_deref());
-        if let Some(listen) = self.listen {
-            figment = figment.merge(Serialized::default("listen", listen));
-        }
-        if let Some(path) = &self.ws_path {
-            figment = figment.merge(Serialized::default("ws_path", path));
-        }
-        if let Some(format) = self.log_format {
-            figment = figment.merge(Serialized::default("log.format", format));
-        }
-        if let Some(level) = &self.log_level {
-            figment = figment.merge(Serialized::default("log.level", level));
-        }
-        if let Some(timeout) = &self.shutdown_timeout {
-            figment = figment.merge(Serialized::default("shutdown_timeout", timeout));
+        let values = [
+            &self.listen,
+            &self.ws_path,
+            &self.log_format,
+            &self.log_level,
+            &self.shutdown_timeout,
+        ];
+        for (key, value) in FLAG_KEYS.into_iter().zip(values) {
+            if let Some(value) = value {
+                figment = figment.merge(Serialized::default(key, value));
+            }
         }
         figment
     }

@@ -7,12 +7,11 @@ use wshub_server::{Server, logging};
 
 fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
-    let (args, print_only) = match cli.command {
-        None => (cli.serve, false),
-        Some(Command::Serve(args)) => (args, false),
-        Some(Command::PrintConfig(args)) => (args, true),
+    let print_only = match &cli.command {
+        None | Some(Command::Serve) => false,
+        Some(Command::PrintConfig) => true,
         Some(Command::Token(args)) => {
-            return match args.sign() {
+            return match args.sign(&cli.config) {
                 Ok(token) => {
                     println!("{token}");
                     std::process::ExitCode::SUCCESS
@@ -24,8 +23,9 @@ fn main() -> std::process::ExitCode {
             };
         }
     };
-    // A bad config prints one line naming the key and exits before binding.
-    let config = match args.load() {
+    // A bad config prints every problem, each naming its key, and exits
+    // before binding.
+    let config = match cli.config.load() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("wshub: {err}");
@@ -33,16 +33,8 @@ fn main() -> std::process::ExitCode {
         }
     };
     if print_only {
-        return match toml_string(&config) {
-            Ok(text) => {
-                print!("{text}");
-                std::process::ExitCode::SUCCESS
-            }
-            Err(err) => {
-                eprintln!("wshub: {err:#}");
-                std::process::ExitCode::FAILURE
-            }
-        };
+        print!("{}", config.to_toml());
+        return std::process::ExitCode::SUCCESS;
     }
     match serve(config) {
         Ok(()) => std::process::ExitCode::SUCCESS,
@@ -51,10 +43,6 @@ fn main() -> std::process::ExitCode {
             std::process::ExitCode::FAILURE
         }
     }
-}
-
-fn toml_string(config: &wshub_server::Config) -> anyhow::Result<String> {
-    Ok(toml::to_string_pretty(config)?)
 }
 
 fn serve(config: wshub_server::Config) -> anyhow::Result<()> {

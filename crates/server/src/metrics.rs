@@ -75,10 +75,13 @@ impl Metrics {
     /// Samples `hub` and renders every metric.
     pub fn render(&self, hub: &Hub, draining: bool) -> String {
         let stats = hub.stats();
+        let depth = hub.queue_depth();
         metrics::with_local_recorder(&self.recorder, || {
             gauge!("wshub_connections").set(stats.connections as f64);
             gauge!("wshub_rooms").set(stats.rooms as f64);
             gauge!("wshub_draining").set(if draining { 1.0 } else { 0.0 });
+            gauge!("wshub_outbox_queued_bytes").set(depth.total_bytes as f64);
+            gauge!("wshub_outbox_queued_bytes_max").set(depth.max_bytes as f64);
             counter!("wshub_connections_total").absolute(stats.connections_total);
             counter!("wshub_messages_published_total").absolute(stats.published);
             counter!("wshub_broadcasts_total").absolute(stats.broadcasts);

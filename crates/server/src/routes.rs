@@ -9,6 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header};
 use wshub_hub::Identity;
+use wshub_protocol::encode_http_refusal;
 use wshub_transport::{Admission, WsUpgrade, is_upgrade_request, upgrade_required};
 
 use crate::admission::{Gate, Refusal};
@@ -87,8 +88,11 @@ pub async fn route<B>(
 
 /// `{"error":..,"reason":..}` with `status`.
 fn refusal(status: StatusCode, error: &str, reason: &str) -> Response<Full<Bytes>> {
-    let body = serde_json::json!({ "error": error, "reason": reason }).to_string();
-    response(status, "application/json", body)
+    response(
+        status,
+        "application/json",
+        encode_http_refusal(error, reason, None),
+    )
 }
 
 /// The upgrade pipeline, cheapest check first so a flood costs little:
@@ -169,13 +173,9 @@ fn unauthorized(
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     state.metrics.reject(Rejection::Unauthorized);
-    tracing::debug!(%peer, reason = failure.reason(), "upgrade refused: {failure}");
-    let body = serde_json::json!({
-        "error": "unauthorized",
-        "reason": failure.reason(),
-        "message": failure.to_string(),
-    })
-    .to_string();
+    let reason = failure.reason().as_str();
+    tracing::debug!(%peer, reason, "upgrade refused: {failure}");
+    let body = encode_http_refusal("unauthorized", reason, Some(&failure.to_string()));
     let mut answer = response(StatusCode::UNAUTHORIZED, "application/json", body);
     answer.headers_mut().insert(
         header::WWW_AUTHENTICATE,

@@ -65,22 +65,23 @@ impl Server {
             AuthMode::None => None,
             AuthMode::Jwt => Some(Arc::new(JwtAuth::from_config(&config.auth)?)),
         };
-        let origins =
-            OriginPolicy::new(&config.allowed_origins).map_err(|err| ConfigError::Invalid {
-                key: "allowed_origins",
-                reason: err.to_string(),
-            })?;
+        config.validate()?;
+        let origins = OriginPolicy::new(&config.allowed_origins)
+            .map_err(|err| ConfigError::invalid("allowed_origins", err.to_string()))?;
         let gate = Gate::new(AdmissionLimits {
             max_connections: config.limits.max_connections,
             connections_per_ip: config.limits.connections_per_ip,
             new_connections_per_ip_per_second: config.limits.new_connections_per_ip_per_second,
-            trusted_proxies: config.trusted_proxy_nets()?,
+            trusted_proxies: config
+                .trusted_proxy_nets()
+                .map_err(|reason| ConfigError::invalid("trusted_proxies", reason))?,
         });
         let listener = listen(config.listen, config.listen_backlog)?;
-        let hub = match &auth {
-            Some(auth) => Hub::with_authenticator(config.hub_config(), Arc::clone(auth) as _),
-            None => Hub::new(config.hub_config()),
-        };
+        let mut hub = Hub::builder(config.hub_config()?);
+        if let Some(auth) = &auth {
+            hub = hub.authenticator(Arc::clone(auth) as _);
+        }
+        let hub = hub.build();
         let tasks = TaskTracker::new();
         let upgrade = WsUpgrade::new(hub, config.transport_config(), tasks.clone());
         Ok(Self {
@@ -140,7 +141,10 @@ impl Server {
                     accept_until = Some(tokio::time::Instant::now() + drain_delay);
                 }
                 () = draining => break,
-                _ = prune.tick() => state.gate.prune(),
+                _ = prune.tick() => {
+                    state.gate.prune();
+                    state.upgrade.hub().sweep(wshub_transport::now_ms());
+                }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => {
                         serve_connection(stream, peer, &state, &tasks, http_shutdown.clone());

@@ -17,7 +17,15 @@ use support::{Client, TestServer, http_get, test_config, try_upgrade};
 /// The binary, started on a free loopback port with JSON logs; returns the
 /// child and the address it logged.
 fn spawn_server(extra_args: &[&str]) -> (Child, SocketAddr, mpsc::Receiver<String>) {
+    spawn_server_with_env(extra_args, &[])
+}
+
+fn spawn_server_with_env(
+    extra_args: &[&str],
+    env: &[(&str, &str)],
+) -> (Child, SocketAddr, mpsc::Receiver<String>) {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .envs(env.iter().copied())
         .args([
             "--listen",
             "127.0.0.1:0",
@@ -70,25 +78,55 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
     }
 }
 
+fn metric(addr: SocketAddr, name: &str) -> f64 {
+    let output = Command::new("curl")
+        .args(["-s", &format!("http://{addr}/metrics")])
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&output.stdout)
+        .lines()
+        .find_map(|line| line.strip_prefix(&format!("{name} ")))
+        .and_then(|value| value.trim().parse().ok())
+        .unwrap_or_else(|| panic!("{name} not in /metrics"))
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn sigterm_drains_every_client_and_exits_promptly() {
-    const MESSAGES: u64 = 500;
-    let (mut child, addr, lines) = spawn_server(&[]);
+    // 2,000 × ~4 KB = 8 MB per reader: the kernel holds at most ~4 MB for
+    // a reader with a 4 KB receive buffer (the server's send buffer grows to
+    // tcp_wmem's 4 MB), so the rest waits in the outbox at the signal.
+    const MESSAGES: u64 = 2000;
+    let (mut child, addr, lines) = spawn_server_with_env(
+        &[],
+        &[
+            ("WSHUB_HUB__DATA_QUEUE_BYTES", "16777216"),
+            ("WSHUB_TRANSPORT__WRITE_TIMEOUT", "60s"),
+        ],
+    );
     let url = format!("ws://{addr}/ws");
 
     let mut publisher = Client::connect(&url).await;
     publisher.join("news").await;
     let mut readers = Vec::new();
     for _ in 0..3 {
-        let mut reader = Client::connect(&url).await;
+        let mut reader = support::stalled_reader(&url).await;
         reader.join("news").await;
         readers.push(reader);
     }
     // Every publish is acked, so each was accepted before the signal; the
-    // readers have not read any of them yet, so they sit in the queues.
+    // readers do not read until after it.
+    let padding = "x".repeat(4000);
     for seq in 0..MESSAGES {
-        publisher.publish("news", json!({ "seq": seq })).await;
+        publisher
+            .publish("news", json!({ "seq": seq, "padding": padding }))
+            .await;
     }
+    let queued = metric(addr, "wshub_outbox_queued_bytes");
+    eprintln!("queued in outboxes at the signal: {queued} bytes");
+    assert!(
+        queued > 3.0 * 2_000_000.0,
+        "frames must wait in the outboxes at the signal, not in the kernel: {queued} bytes queued"
+    );
 
     let signalled = Instant::now();
     let kill = Command::new("kill")
@@ -97,8 +135,17 @@ async fn sigterm_drains_every_client_and_exits_promptly() {
         .unwrap();
     assert!(kill.success());
 
-    // Frames already written to the socket come before the shutdown frame,
-    // the rest of the queue after it; nothing is lost either way.
+    // The readers resume only once the server has begun its shutdown.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !lines.try_iter().any(|line| line.contains("told clients")) {
+        assert!(
+            Instant::now() < deadline,
+            "the server never began its shutdown"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The shutdown frame overtakes the queued messages (control lane);
+    // those already in the kernel's buffers come before it. Nothing is lost.
     for reader in &mut readers {
         let mut seqs = Vec::new();
         let mut shutdown_frames = 0;
@@ -140,80 +187,6 @@ async fn sigterm_drains_every_client_and_exits_promptly() {
     );
     // The listener is gone: new connections are refused.
     assert!(tokio::net::TcpStream::connect(addr).await.is_err());
-}
-
-#[test]
-fn a_bad_config_value_stops_startup_naming_the_key() {
-    let output = Command::new(env!("CARGO_BIN_EXE_wshub"))
-        .args(["--listen", "127.0.0.1:0"])
-        .env("WSHUB_TRANSPORT__HEARTBEAT_TIMEOUT", "1s")
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("transport.heartbeat_timeout"), "{stderr}");
-    assert!(stderr.contains("heartbeat_interval"), "{stderr}");
-}
-
-#[test]
-fn config_layers_apply_in_order_defaults_file_env_flags() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("wshub.toml");
-    std::fs::write(
-        &file,
-        "ws_path = \"/from-file\"\nlisten = \"127.0.0.1:7001\"\n[hub]\nslow_consumer = \"drop_oldest\"\ndata_queue_bytes = 70000\n",
-    )
-    .unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_wshub"))
-        .args(["print-config", "--config"])
-        .arg(&file)
-        .args(["--listen", "127.0.0.1:7003"])
-        .env("WSHUB_LISTEN", "127.0.0.1:7002")
-        .env("WSHUB_HUB__DATA_QUEUE_BYTES", "80000")
-        .output()
-        .unwrap();
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(output.status.success(), "{stderr}");
-    let printed: toml::Value = toml::from_str(&String::from_utf8_lossy(&output.stdout)).unwrap();
-    assert_eq!(
-        printed["ws_path"].as_str(),
-        Some("/from-file"),
-        "file over defaults"
-    );
-    assert_eq!(
-        printed["hub"]["slow_consumer"].as_str(),
-        Some("drop_oldest")
-    );
-    assert_eq!(
-        printed["hub"]["data_queue_bytes"].as_integer(),
-        Some(80000),
-        "env over file"
-    );
-    assert_eq!(
-        printed["listen"].as_str(),
-        Some("127.0.0.1:7003"),
-        "flags over env"
-    );
-    assert_eq!(
-        printed["transport"]["heartbeat_interval"].as_str(),
-        Some("25s"),
-        "defaults"
-    );
-}
-
-#[test]
-fn an_unknown_config_key_is_named() {
-    let dir = tempfile::tempdir().unwrap();
-    let file = dir.path().join("wshub.toml");
-    std::fs::write(&file, "[hub]\nslow_consumers = \"disconnect\"\n").unwrap();
-    let output = Command::new(env!("CARGO_BIN_EXE_wshub"))
-        .arg("--config")
-        .arg(&file)
-        .output()
-        .unwrap();
-    assert_eq!(output.status.code(), Some(2));
-    let stderr = String::from_utf8_lossy(&output.stderr);
-    assert!(stderr.contains("slow_consumers"), "{stderr}");
 }
 
 #[tokio::test]

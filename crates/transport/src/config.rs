@@ -2,22 +2,17 @@
 
 use std::time::Duration;
 
-use crate::flood::MessageRateLimit;
-
-/// Per-connection socket limits and timers.
+/// Per-connection socket limits.
 ///
 /// The defaults are tuned for many mostly idle connections carrying
 /// chat-sized messages: small read and write buffers keep an idle connection
 /// cheap (see ARCHITECTURE.md for what one costs), while a burst is still
-/// written in 16 KiB slices with one flush per batch.
+/// written in 16 KiB slices with one flush per batch. Heartbeats, expiry and
+/// rate limits are protocol, so they live in the hub's `HubConfig`.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct TransportConfig {
     /// Largest message (and frame) a client may send; bigger closes with 1009.
     pub max_message_bytes: usize,
-    /// How often the server pings; also announced in `welcome.heartbeat_ms`.
-    pub heartbeat_interval: Duration,
-    /// A connection with no pong or other frame for this long is closed.
-    pub heartbeat_timeout: Duration,
     /// tungstenite's read buffer: allocated per connection up front and the
     /// most one read syscall takes in. Larger messages grow it as needed.
     pub read_buffer_bytes: usize,
@@ -30,26 +25,17 @@ pub struct TransportConfig {
     pub write_timeout: Duration,
     /// How long to wait for the client's answer to our close frame.
     pub close_timeout: Duration,
-    /// Frames per second a client may send; `None` for no limit.
-    pub message_rate: Option<MessageRateLimit>,
-    /// How long before its credentials expire a connection is sent
-    /// `{"type":"system","event":"token_expiring"}`.
-    pub token_expiry_warning: Duration,
 }
 
 impl Default for TransportConfig {
     fn default() -> Self {
         Self {
             max_message_bytes: 64 << 10,
-            heartbeat_interval: Duration::from_secs(25),
-            heartbeat_timeout: Duration::from_secs(60),
             read_buffer_bytes: 1024,
             write_buffer_bytes: 16 << 10,
             max_batch_bytes: 64 << 10,
             write_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
-            message_rate: None,
-            token_expiry_warning: Duration::from_secs(30),
         }
     }
 }

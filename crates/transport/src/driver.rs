@@ -11,17 +11,16 @@ use futures_util::{SinkExt, StreamExt};
 
 use hyper_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
 use hyper_tungstenite::tungstenite::protocol::CloseFrame;
-use hyper_tungstenite::tungstenite::protocol::frame::coding::CloseCode;
+use hyper_tungstenite::tungstenite::protocol::frame::Frame;
+use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
 use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
-use tokio::time::{Instant, timeout};
-use wshub_hub::{Connection, Drained};
-use wshub_protocol::{CloseReason, ErrorCode, SystemEvent, encode_system};
+use tokio::time::timeout;
+use wshub_hub::{Connection, Drained, TimerOutcome};
+use wshub_protocol::{CloseReason, TextFrame};
 
+use crate::clock::{instant_of, now_ms};
 use crate::config::TransportConfig;
-use crate::flood::{FloodGuard, FloodVerdict};
-use crate::timers::{TimerEvent, Timers};
-use crate::unix_ms;
 
 /// Why the loop ended.
 enum Exit {
@@ -74,24 +73,13 @@ async fn serve(
     conn: &mut Connection,
     config: &TransportConfig,
 ) -> Exit {
-    let mut batch: Vec<Bytes> = Vec::new();
-    let now = Instant::now();
-    let mut timers = Timers::new(
-        now,
-        config.heartbeat_interval,
-        config.heartbeat_timeout,
-        config.token_expiry_warning,
-    );
-    timers.set_expiry(conn.identity().expires_at_ms(), now, unix_ms());
-    // Boxed: most deployments run without a message limit.
-    let mut flood = config
-        .message_rate
-        .map(|limit| Box::new(FloodGuard::new(limit)));
-    let mut timer = pin!(tokio::time::sleep_until(timers.deadline()));
+    let mut batch: Vec<TextFrame> = Vec::new();
+    let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
     loop {
         tokio::select! {
             // Writes first: what is queued was accepted earlier than what the
-            // client is sending now.
+            // client is sending now. A close the hub decided on (slow
+            // consumer, heartbeat, expiry, rate limit) comes out here too.
             biased;
             drained = conn.outbox().drain(&mut batch, config.max_batch_bytes) => {
                 let written = Box::pin(write_batch(ws, &mut batch, config.write_timeout)).await;
@@ -102,63 +90,36 @@ async fn serve(
                 }
             }
             incoming = ws.next() => {
-                let now = Instant::now();
-                timers.on_traffic(now);
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(err)) => return read_error(err),
                     None => return Exit::Gone,
                 };
-                if let Message::Text(_) | Message::Binary(_) = message
-                    && let Some(flood) = flood.as_mut()
-                {
-                    match flood.check(now) {
-                        FloodVerdict::Pass => {}
-                        FloodVerdict::Refuse => {
-                            let text = match &message {
-                                Message::Text(text) => text.as_str(),
-                                _ => "",
-                            };
-                            conn.refuse_text(text, ErrorCode::RateLimited, "rate limit exceeded; slow down");
-                            continue;
-                        }
-                        FloodVerdict::Close => return Exit::Close(CloseReason::RATE_LIMITED),
-                    }
-                }
+                let now = now_ms();
                 match message {
                     Message::Text(text) => {
-                        conn.handle_text(text.as_str(), unix_ms());
-                        // A refresh may have moved the expiry.
-                        timers.set_expiry(conn.identity().expires_at_ms(), now, unix_ms());
-                        timer.as_mut().reset(timers.deadline());
+                        conn.handle_text(text.as_str(), now);
                     }
                     Message::Binary(_) => {
-                        conn.handle_binary();
+                        conn.handle_binary(now);
                     }
-                    // tungstenite answers pings itself; a pong only proves
-                    // life. After a close, tungstenite queues the reply and
-                    // ends the stream once it is written.
-                    Message::Ping(_) | Message::Pong(_) | Message::Frame(_) | Message::Close(_) => {}
+                    // tungstenite answers pings itself; either proves life.
+                    Message::Ping(_) | Message::Pong(_) => conn.handle_heartbeat(now),
+                    // After a close, tungstenite queues the reply and ends
+                    // the stream once it is written.
+                    Message::Frame(_) | Message::Close(_) => {}
                 }
+                // A refresh may have moved the expiry.
+                timer.as_mut().reset(instant_of(conn.poll_timeout()));
             }
             () = timer.as_mut() => {
-                let now = Instant::now();
-                while let Some(event) = timers.due(now) {
-                    match event {
-                        TimerEvent::Silent => return Exit::Close(CloseReason::HEARTBEAT_TIMEOUT),
-                        TimerEvent::Expired => return Exit::Close(CloseReason::TOKEN_EXPIRED),
-                        TimerEvent::ExpiryWarning => {
-                            conn.send_control(encode_system(SystemEvent::TokenExpiring));
-                        }
-                        TimerEvent::Ping => {
-                            let ping = send_with_timeout(ws, Message::Ping(Bytes::new()), config.write_timeout);
-                            if let Err(exit) = Box::pin(ping).await {
-                                return exit;
-                            }
-                        }
+                if conn.handle_timeout(now_ms()) == TimerOutcome::SendPing {
+                    let ping = send_with_timeout(ws, Message::Ping(Bytes::new()), config.write_timeout);
+                    if let Err(exit) = Box::pin(ping).await {
+                        return exit;
                     }
                 }
-                timer.as_mut().reset(timers.deadline());
+                timer.as_mut().reset(instant_of(conn.poll_timeout()));
             }
         }
     }
@@ -167,7 +128,7 @@ async fn serve(
 /// Feeds every frame of the batch, then flushes once.
 async fn write_batch(
     ws: &mut HyperWebsocketStream,
-    batch: &mut Vec<Bytes>,
+    batch: &mut Vec<TextFrame>,
     limit: Duration,
 ) -> Result<(), Exit> {
     if batch.is_empty() {
@@ -175,13 +136,11 @@ async fn write_batch(
     }
     let write = async {
         for frame in batch.drain(..) {
-            // Server frames come from serde_json, so they are UTF-8; a frame
-            // that is not is a bug, skipped rather than sent as garbage.
-            let Ok(text) = Utf8Bytes::try_from(frame) else {
-                debug_assert!(false, "outbox frame is not UTF-8");
-                continue;
-            };
-            ws.feed(Message::Text(text)).await?;
+            // A `TextFrame` proved it is UTF-8 when it was built, once for
+            // all its recipients: send it as a raw text frame rather than a
+            // `Message::Text`, whose `Utf8Bytes` would check every copy again.
+            let frame = Frame::message(frame.into_bytes(), OpCode::Data(Data::Text), true);
+            ws.feed(Message::Frame(frame)).await?;
         }
         ws.flush().await
     };

@@ -9,7 +9,6 @@ use hyper::{Request, Response, StatusCode, header};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use wshub_hub::{Connection, Hub, Identity};
-use wshub_protocol::encode_welcome;
 
 use crate::config::TransportConfig;
 use crate::driver;
@@ -61,8 +60,8 @@ impl std::fmt::Debug for Admission {
     }
 }
 
-/// Accepts WebSocket upgrades: registers each connection with the hub and
-/// spawns its driver on the current tokio runtime, tracked by `tasks` so a
+/// Accepts WebSocket upgrades: registers each connection with the hub (which
+/// queues its welcome) and spawns its driver on the current tokio runtime, tracked by `tasks` so a
 /// graceful shutdown can wait for every connection to finish.
 #[derive(Debug, Clone)]
 pub struct WsUpgrade {
@@ -124,7 +123,7 @@ impl WsUpgrade {
                 .headers_mut()
                 .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
         }
-        let connection = match self.hub.connect_with(identity) {
+        let connection = match self.hub.connect_with(identity, crate::clock::now_ms()) {
             Ok(connection) => connection,
             Err(err) => {
                 let mut response = text_response(
@@ -148,12 +147,6 @@ impl WsUpgrade {
         peer: SocketAddr,
         guard: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) {
-        let heartbeat_ms = self.config.heartbeat_interval.as_millis() as u64;
-        connection.send_control(encode_welcome(
-            connection.wire_id(),
-            connection.user(),
-            heartbeat_ms,
-        ));
         // Debug level, like every event inside it: at the default level the span
         // would cost each idle connection ~450 B and carry nothing.
         let span = tracing::debug_span!("conn", id = %connection.wire_id(), %peer);

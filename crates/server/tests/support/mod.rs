@@ -270,3 +270,101 @@ pub async fn connect_with_token(server: &TestServer, token: &str) -> (Client, Va
     .unwrap_or_else(|refused| panic!("token refused: {refused:?}"));
     client_from(ws).await
 }
+
+/// A WebSocket client on a raw socket: it upgrades, then never answers
+/// anything (no automatic pongs, unlike a WebSocket library that is read).
+pub struct RawClient {
+    pub stream: TcpStream,
+    buffer: Vec<u8>,
+}
+
+impl RawClient {
+    pub async fn connect(addr: SocketAddr) -> Self {
+        use tokio::io::{AsyncReadExt, AsyncWriteExt};
+        let mut stream = TcpStream::connect(addr).await.unwrap();
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+        );
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut buffer = Vec::new();
+        let head_end = loop {
+            if let Some(end) = buffer.windows(4).position(|w| w == b"\r\n\r\n") {
+                break end + 4;
+            }
+            let mut chunk = [0u8; 1024];
+            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
+                .await
+                .expect("handshake in time")
+                .unwrap();
+            assert!(n > 0, "closed during the handshake");
+            buffer.extend_from_slice(&chunk[..n]);
+        };
+        assert!(
+            buffer.starts_with(b"HTTP/1.1 101"),
+            "{}",
+            String::from_utf8_lossy(&buffer)
+        );
+        buffer.drain(..head_end);
+        Self { stream, buffer }
+    }
+
+    /// The next server frame: opcode and payload (servers do not mask).
+    pub async fn next_frame(&mut self) -> (u8, Vec<u8>) {
+        use tokio::io::AsyncReadExt;
+        loop {
+            if self.buffer.len() >= 2 {
+                let opcode = self.buffer[0] & 0x0f;
+                let (len, header) = match self.buffer[1] & 0x7f {
+                    126 if self.buffer.len() >= 4 => (
+                        usize::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])),
+                        4,
+                    ),
+                    126 | 127 => (usize::MAX, 0),
+                    n => (usize::from(n), 2),
+                };
+                if header > 0 && self.buffer.len() >= header + len {
+                    let payload = self.buffer[header..header + len].to_vec();
+                    self.buffer.drain(..header + len);
+                    return (opcode, payload);
+                }
+            }
+            let mut chunk = [0u8; 4096];
+            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
+                .await
+                .expect("a frame in time")
+                .unwrap();
+            assert!(n > 0, "the socket closed without a close frame");
+            self.buffer.extend_from_slice(&chunk[..n]);
+        }
+    }
+
+    /// Reads (and ignores) frames until the close frame; its code and reason.
+    pub async fn expect_close(&mut self) -> (u16, String) {
+        loop {
+            let (opcode, payload) = self.next_frame().await;
+            if opcode == 0x8 {
+                let code = u16::from_be_bytes([payload[0], payload[1]]);
+                return (code, String::from_utf8_lossy(&payload[2..]).into_owned());
+            }
+        }
+    }
+}
+
+/// A client whose socket has a tiny receive buffer, so that when it stops
+/// reading the server's writes stall and frames pile up in its outbox.
+pub async fn stalled_reader(url: &str) -> Client {
+    let addr: SocketAddr = url
+        .trim_start_matches("ws://")
+        .trim_end_matches("/ws")
+        .parse()
+        .unwrap();
+    let socket = tokio::net::TcpSocket::new_v4().unwrap();
+    socket.set_recv_buffer_size(4096).unwrap();
+    let stream = socket.connect(addr).await.unwrap();
+    let (ws, _) =
+        tokio_tungstenite::client_async(url, tokio_tungstenite::MaybeTlsStream::Plain(stream))
+            .await
+            .unwrap();
+    client_from(ws).await.0
+}

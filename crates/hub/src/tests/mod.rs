@@ -1,8 +1,7 @@
 //! Hub semantics through its public API, without sockets or a runtime.
 
-use bytes::Bytes;
 use serde_json::Value;
-use wshub_protocol::{CloseReason, ErrorCode};
+use wshub_protocol::{CloseReason, ErrorCode, TextFrame};
 
 use crate::{
     Connection, Drained, FrameOutcome, Hub, HubConfig, HubStats, Lane, SlowConsumerPolicy,
@@ -12,6 +11,19 @@ const NOW: u64 = 1_700_000_000_000;
 
 fn hub() -> Hub {
     Hub::new(HubConfig::default())
+}
+
+/// Registers a connection at `NOW` and takes its welcome frame.
+fn connect(hub: &Hub) -> Connection {
+    connect_with(hub, crate::Identity::anonymous())
+}
+
+fn connect_with(hub: &Hub, identity: crate::Identity) -> Connection {
+    let conn = hub.connect_with(identity, NOW).unwrap();
+    let welcome = frames(&conn);
+    assert_eq!(types(&welcome), ["welcome"]);
+    assert_eq!(welcome[0]["id"], conn.wire_id());
+    conn
 }
 
 /// Everything queued for `conn`, parsed, and whether a close is due.
@@ -66,10 +78,10 @@ fn types_that_cross_threads_are_send_and_sync() {
 #[test]
 fn publish_reaches_every_other_member_and_nobody_else() {
     let hub = hub();
-    let mut alice = hub.connect().unwrap();
-    let mut bob = hub.connect().unwrap();
-    let mut carol = hub.connect().unwrap();
-    let outsider = hub.connect().unwrap();
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
+    let mut carol = connect(&hub);
+    let outsider = connect(&hub);
     for conn in [&mut alice, &mut bob, &mut carol] {
         join(conn, "lobby");
     }
@@ -96,9 +108,9 @@ fn publish_reaches_every_other_member_and_nobody_else() {
 #[test]
 fn every_recipient_shares_one_encoding() {
     let hub = hub();
-    let mut alice = hub.connect().unwrap();
-    let mut bob = hub.connect().unwrap();
-    let mut carol = hub.connect().unwrap();
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
+    let mut carol = connect(&hub);
     for conn in [&mut alice, &mut bob, &mut carol] {
         join(conn, "r");
     }
@@ -116,8 +128,8 @@ fn every_recipient_shares_one_encoding() {
 #[test]
 fn acks_echo_the_ref_and_a_join_is_effective_by_its_ack() {
     let hub = hub();
-    let mut alice = hub.connect().unwrap();
-    let mut bob = hub.connect().unwrap();
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
     send(&mut bob, r#"{"type":"join","room":"r","ref":"j1"}"#);
     let got = frames(&bob);
     assert_eq!(got, [serde_json::json!({"type":"ack","ref":"j1"})]);
@@ -133,9 +145,9 @@ fn acks_echo_the_ref_and_a_join_is_effective_by_its_ack() {
 #[test]
 fn a_connection_can_be_in_many_rooms() {
     let hub = hub();
-    let mut hubby = hub.connect().unwrap();
-    let mut a = hub.connect().unwrap();
-    let mut b = hub.connect().unwrap();
+    let mut hubby = connect(&hub);
+    let mut a = connect(&hub);
+    let mut b = connect(&hub);
     join(&mut hubby, "one");
     join(&mut hubby, "two");
     join(&mut a, "one");
@@ -152,8 +164,8 @@ fn a_connection_can_be_in_many_rooms() {
 #[test]
 fn leave_stops_delivery_and_frees_an_empty_room() {
     let hub = hub();
-    let mut alice = hub.connect().unwrap();
-    let mut bob = hub.connect().unwrap();
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
     join(&mut alice, "r");
     join(&mut bob, "r");
     assert_eq!(hub.room_size("r"), 2);
@@ -173,7 +185,7 @@ fn leave_stops_delivery_and_frees_an_empty_room() {
 #[test]
 fn dropping_a_connection_leaves_its_rooms_and_unregisters_it() {
     let hub = hub();
-    let mut alice = hub.connect().unwrap();
+    let mut alice = connect(&hub);
     join(&mut alice, "a");
     join(&mut alice, "b");
     assert_eq!((hub.stats().connections, hub.stats().rooms), (1, 2));
@@ -190,7 +202,7 @@ fn dropping_a_connection_leaves_its_rooms_and_unregisters_it() {
 #[test]
 fn refusals_get_error_frames_and_the_connection_stays_usable() {
     let hub = hub();
-    let mut alice = hub.connect().unwrap();
+    let mut alice = connect(&hub);
     let cases = [
         (
             r#"{"type":"publish","room":"r","content":1,"ref":"p"}"#,
@@ -221,7 +233,7 @@ fn refusals_get_error_frames_and_the_connection_stays_usable() {
         assert!(!got[0]["message"].as_str().unwrap().is_empty());
     }
     assert_eq!(
-        alice.handle_binary(),
+        alice.handle_binary(NOW),
         FrameOutcome::Rejected(ErrorCode::BinaryUnsupported)
     );
     assert_eq!(frames(&alice)[0]["code"], "binary_unsupported");
@@ -232,8 +244,8 @@ fn refusals_get_error_frames_and_the_connection_stays_usable() {
 #[test]
 fn control_frames_overtake_queued_messages() {
     let hub = hub();
-    let mut alice = hub.connect().unwrap();
-    let mut bob = hub.connect().unwrap();
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
     join(&mut alice, "r");
     join(&mut bob, "r");
     for n in 0..3 {
@@ -259,9 +271,9 @@ fn tiny_hub(policy: SlowConsumerPolicy) -> Hub {
 #[test]
 fn disconnect_policy_cuts_off_only_the_slow_member() {
     let hub = tiny_hub(SlowConsumerPolicy::Disconnect);
-    let mut publisher = hub.connect().unwrap();
-    let mut slow = hub.connect().unwrap();
-    let mut fast = hub.connect().unwrap();
+    let mut publisher = connect(&hub);
+    let mut slow = connect(&hub);
+    let mut fast = connect(&hub);
     for conn in [&mut publisher, &mut slow, &mut fast] {
         join(conn, "r");
     }
@@ -283,8 +295,8 @@ fn disconnect_policy_cuts_off_only_the_slow_member() {
 #[test]
 fn drop_oldest_policy_keeps_the_newest_messages() {
     let hub = tiny_hub(SlowConsumerPolicy::DropOldest);
-    let mut publisher = hub.connect().unwrap();
-    let mut slow = hub.connect().unwrap();
+    let mut publisher = connect(&hub);
+    let mut slow = connect(&hub);
     join(&mut publisher, "r");
     join(&mut slow, "r");
     for n in 0..10 {
@@ -305,8 +317,11 @@ fn drop_oldest_policy_keeps_the_newest_messages() {
 #[test]
 fn broadcast_reaches_every_connection() {
     let hub = hub();
-    let conns: Vec<_> = (0..5).map(|_| hub.connect().unwrap()).collect();
-    let fanout = hub.broadcast(Bytes::from_static(br#"{"type":"system","event":"x"}"#));
+    let conns: Vec<_> = (0..5).map(|_| connect(&hub)).collect();
+    let fanout = hub.broadcast(
+        TextFrame::from_static(r#"{"type":"system","event":"x"}"#),
+        NOW,
+    );
     assert_eq!(fanout.delivered, 5);
     for conn in &conns {
         assert_eq!(types(&frames(conn)), ["system"]);
@@ -316,8 +331,8 @@ fn broadcast_reaches_every_connection() {
 #[test]
 fn shutdown_flushes_queues_then_closes_with_1001_and_refuses_newcomers() {
     let hub = hub();
-    let mut alice = hub.connect().unwrap();
-    let mut bob = hub.connect().unwrap();
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
     join(&mut alice, "r");
     join(&mut bob, "r");
     publish(&mut alice, "r", r#""before""#);
@@ -327,7 +342,7 @@ fn shutdown_flushes_queues_then_closes_with_1001_and_refuses_newcomers() {
     assert_eq!(got[0]["event"], "shutdown");
     assert_eq!(got[1]["content"], "before");
     assert_eq!(close, Some(CloseReason::SHUTDOWN));
-    assert!(hub.connect().is_err());
+    assert!(hub.connect(NOW).is_err());
     assert_eq!(hub.shutdown(), 0, "a second shutdown tells nobody twice");
 }
 
@@ -341,7 +356,7 @@ fn publishes_to_different_rooms_run_in_parallel_threads_without_loss() {
         .map(|room| {
             (0..MEMBERS)
                 .map(|_| {
-                    let mut conn = hub.connect().unwrap();
+                    let mut conn = connect(&hub);
                     join(&mut conn, &format!("room{room}"));
                     conn
                 })
@@ -380,7 +395,7 @@ fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
         control_queue_bytes: 100,
         ..HubConfig::default()
     });
-    let mut conn = hub.connect().unwrap();
+    let mut conn = connect(&hub);
     for n in 0..20 {
         send(
             &mut conn,
@@ -392,180 +407,6 @@ fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
     let _ = Lane::Control;
 }
 
-mod access {
-    use std::collections::BTreeMap;
-    use std::sync::Arc;
-
-    use super::*;
-    use crate::{AccessPolicy, Authenticator, Identity, NamespaceRules, Rule};
-
-    /// Accepts tokens of the form `user|pattern,pattern|expiry`.
-    #[derive(Debug)]
-    struct FakeAuthenticator;
-
-    impl Authenticator for FakeAuthenticator {
-        fn authenticate(&self, token: &str) -> Result<Identity, String> {
-            let mut parts = token.split('|');
-            let user = parts
-                .next()
-                .filter(|u| !u.is_empty())
-                .ok_or("empty token")?;
-            let patterns: Vec<&str> = parts
-                .next()
-                .unwrap_or("")
-                .split(',')
-                .filter(|p| !p.is_empty())
-                .collect();
-            let expiry: u64 = parts
-                .next()
-                .unwrap_or("0")
-                .parse()
-                .map_err(|_| "bad expiry")?;
-            Ok(Identity::user(user)
-                .with_grants(&patterns)
-                .map_err(|e| e.to_string())?
-                .with_expiry(expiry))
-        }
-    }
-
-    fn guarded_hub() -> Hub {
-        let mut namespaces = BTreeMap::new();
-        namespaces.insert(
-            "chat".to_owned(),
-            NamespaceRules {
-                join: Rule::Claim,
-                publish: Rule::Claim,
-            },
-        );
-        namespaces.insert(
-            "news".to_owned(),
-            NamespaceRules {
-                join: Rule::Anyone,
-                publish: Rule::Authenticated,
-            },
-        );
-        Hub::with_authenticator(
-            HubConfig {
-                access: AccessPolicy {
-                    namespaces,
-                    fallback: NamespaceRules::CLOSED,
-                },
-                max_rooms_per_connection: 2,
-                ..HubConfig::default()
-            },
-            Arc::new(FakeAuthenticator),
-        )
-    }
-
-    fn codes(conn: &Connection) -> Vec<String> {
-        frames(conn)
-            .iter()
-            .map(|f| {
-                f["code"]
-                    .as_str()
-                    .unwrap_or(f["type"].as_str().unwrap())
-                    .to_owned()
-            })
-            .collect()
-    }
-
-    #[test]
-    fn permissions_follow_the_namespace_rules() {
-        let hub = guarded_hub();
-        let identity = FakeAuthenticator.authenticate("alice|chat:1|0").unwrap();
-        let mut alice = hub.connect_with(identity).unwrap();
-        let mut guest = hub.connect().unwrap();
-        for room in ["chat:1", "chat:2", "admin:x"] {
-            send(
-                &mut alice,
-                &format!(r#"{{"type":"join","room":"{room}","ref":"x"}}"#),
-            );
-        }
-        assert_eq!(codes(&alice), ["ack", "forbidden", "forbidden"]);
-        send(
-            &mut guest,
-            r#"{"type":"join","room":"news:today","ref":"j"}"#,
-        );
-        send(
-            &mut guest,
-            r#"{"type":"publish","room":"news:today","content":1,"ref":"p"}"#,
-        );
-        assert_eq!(codes(&guest), ["ack", "forbidden"]);
-        send(&mut alice, r#"{"type":"join","room":"news:today"}"#);
-        assert_eq!(
-            publish(&mut alice, "news:today", r#""hello""#),
-            FrameOutcome::Accepted
-        );
-        let message = &frames(&guest)[0];
-        assert_eq!(
-            message["user"], "alice",
-            "recipients see the authenticated user"
-        );
-        assert_eq!(message["from"], alice.wire_id());
-    }
-
-    #[test]
-    fn the_room_limit_is_enforced() {
-        let hub = guarded_hub();
-        let mut guest = hub.connect().unwrap();
-        for day in ["a", "b", "c"] {
-            send(
-                &mut guest,
-                &format!(r#"{{"type":"join","room":"news:{day}","ref":"{day}"}}"#),
-            );
-        }
-        assert_eq!(codes(&guest), ["ack", "ack", "too_many_rooms"]);
-        send(&mut guest, r#"{"type":"leave","room":"news:a"}"#);
-        send(&mut guest, r#"{"type":"join","room":"news:c","ref":"c"}"#);
-        assert_eq!(codes(&guest), ["ack"]);
-    }
-
-    #[test]
-    fn refresh_replaces_credentials_for_the_same_user_only() {
-        let hub = guarded_hub();
-        let mut alice = hub
-            .connect_with(FakeAuthenticator.authenticate("alice||1000").unwrap())
-            .unwrap();
-        send(
-            &mut alice,
-            r#"{"type":"refresh","token":"alice|chat:9|5000","ref":"r1"}"#,
-        );
-        assert_eq!(codes(&alice), ["ack"]);
-        assert_eq!(alice.identity().expires_at_ms(), Some(5000));
-        send(&mut alice, r#"{"type":"join","room":"chat:9","ref":"j"}"#);
-        assert_eq!(codes(&alice), ["ack"], "the new token's grants apply");
-        send(
-            &mut alice,
-            r#"{"type":"refresh","token":"mallory||9000","ref":"r2"}"#,
-        );
-        send(&mut alice, r#"{"type":"refresh","token":"","ref":"r3"}"#);
-        assert_eq!(codes(&alice), ["forbidden", "unauthorized"]);
-        assert_eq!(
-            alice.identity().expires_at_ms(),
-            Some(5000),
-            "unchanged after refusals"
-        );
-    }
-
-    #[test]
-    fn refresh_without_an_authenticator_is_refused() {
-        let hub = super::hub();
-        let mut conn = hub.connect().unwrap();
-        send(&mut conn, r#"{"type":"refresh","token":"t","ref":"r"}"#);
-        assert_eq!(codes(&conn), ["unauthorized"]);
-    }
-
-    #[test]
-    fn a_refused_frame_echoes_its_ref() {
-        let hub = super::hub();
-        let conn = hub.connect().unwrap();
-        conn.refuse_text(
-            r#"{"type":"publish","ref":"q1"}"#,
-            ErrorCode::RateLimited,
-            "slow down",
-        );
-        let got = frames(&conn);
-        assert_eq!(got[0]["code"], "rate_limited");
-        assert_eq!(got[0]["ref"], "q1");
-    }
-}
+mod access;
+mod broker;
+mod engine;

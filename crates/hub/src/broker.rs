@@ -1,0 +1,77 @@
+//! The seam between nodes: what leaves a hub for its peers, and what a broker
+//! needs to know about local room membership.
+
+use std::fmt;
+
+use wshub_protocol::{RoomName, TextFrame};
+
+use crate::node::{ConnectionId, NodeId};
+
+/// Who a publication is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum Audience {
+    /// The members of one room.
+    Room(RoomName),
+    /// Every connection.
+    Everyone,
+}
+
+/// A message on its way to its audience: encoded once, shared by all.
+///
+/// [`Hub::publish`](crate::Hub::publish) is where a publication *enters* the
+/// hub: it is handed to the [`Broker`] (to leave for other nodes) and then
+/// delivered to local members. [`Hub::deliver`](crate::Hub::deliver) is where
+/// a publication from *another* node enters this one.
+#[derive(Debug, Clone)]
+pub struct Publication {
+    /// Who it is for.
+    pub audience: Audience,
+    /// The node it was published on; a node ignores its own publications
+    /// when a broker echoes them back, so each node delivers once.
+    pub node: NodeId,
+    /// The publishing connection (on `node`), which does not get its own
+    /// message back.
+    pub origin: Option<ConnectionId>,
+    /// When it was published (milliseconds, the stamp in the frame).
+    pub time_ms: u64,
+    /// The encoded frame every recipient is sent.
+    pub frame: TextFrame,
+}
+
+/// Carries publications between the nodes that form one hub, e.g. over Redis
+/// pub/sub. The hub calls it; it never calls back into the hub from these
+/// methods. Publications from other nodes enter through
+/// [`Hub::deliver`](crate::Hub::deliver), called by whatever task the broker
+/// runs.
+///
+/// Every method is called on the hub's hot or membership path, possibly from
+/// many threads at once, and must not block: queue the work for the broker's
+/// own task.
+pub trait Broker: Send + Sync + fmt::Debug {
+    /// A publication entered this node; carry it to the other nodes. Local
+    /// members get it from the hub directly, whether or not this succeeds.
+    fn publish(&self, publication: &Publication);
+
+    /// The first local member joined `room`: start receiving its
+    /// publications. Called with the room's registry entry locked, so for one
+    /// room `room_opened` and `room_closed` alternate in the order they
+    /// happened.
+    fn room_opened(&self, room: &RoomName) {
+        let _ = room;
+    }
+
+    /// The last local member left `room`: stop receiving its publications.
+    fn room_closed(&self, room: &RoomName) {
+        let _ = room;
+    }
+}
+
+/// The default broker: a single node, nothing leaves it. Every publication
+/// reaches its local audience through the hub itself.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LocalBroker;
+
+impl Broker for LocalBroker {
+    fn publish(&self, _publication: &Publication) {}
+}

@@ -1,0 +1,89 @@
+//! Why the hub refuses an action, with machine-readable causes.
+
+use std::fmt;
+
+use wshub_protocol::{AuthReason, ErrorCode, RoomName};
+
+use crate::access::AccessDenied;
+
+/// Why a hub operation was refused.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[non_exhaustive]
+pub enum HubError {
+    /// The connection is not a member of the room it publishes to or leaves.
+    #[error("not a member of room {0:?}; join it first")]
+    NotJoined(RoomName),
+    /// The hub is shutting down and takes no new connections.
+    #[error("the hub is shutting down")]
+    ShuttingDown,
+    /// The access policy refuses the action.
+    #[error(transparent)]
+    Forbidden(#[from] AccessDenied),
+    /// A refresh token proves another user than the connection's.
+    #[error("the new token is for user {new:?}, this connection is {current:?}")]
+    UserMismatch {
+        /// The connection's user.
+        current: String,
+        /// The user the new token proves.
+        new: String,
+    },
+    /// Joining would exceed the per-connection room limit.
+    #[error("already in {limit} rooms, the most one connection may join")]
+    TooManyRooms {
+        /// The configured limit.
+        limit: usize,
+    },
+    /// A credential was refused.
+    #[error(transparent)]
+    Unauthorized(#[from] AuthError),
+}
+
+impl HubError {
+    /// The wire error code for this refusal.
+    pub fn code(&self) -> ErrorCode {
+        match self {
+            Self::NotJoined(_) => ErrorCode::NotJoined,
+            Self::ShuttingDown => ErrorCode::Unavailable,
+            Self::Forbidden(_) | Self::UserMismatch { .. } => ErrorCode::Forbidden,
+            Self::TooManyRooms { .. } => ErrorCode::TooManyRooms,
+            Self::Unauthorized(_) => ErrorCode::Unauthorized,
+        }
+    }
+
+    /// A machine-readable refinement of [`code`](Self::code), sent as the
+    /// error frame's `reason` (e.g. `expired` for a refresh token).
+    pub fn reason(&self) -> Option<&'static str> {
+        match self {
+            Self::Unauthorized(err) => Some(err.reason.as_str()),
+            Self::Forbidden(denied) => Some(denied.cause.as_str()),
+            Self::UserMismatch { .. } => Some("user_mismatch"),
+            _ => None,
+        }
+    }
+}
+
+/// A credential an [`Authenticator`](crate::Authenticator) refused: the
+/// machine reason and a sentence for people.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct AuthError {
+    /// Why, as the wire names it.
+    pub reason: AuthReason,
+    /// What went wrong, for the client's developer.
+    pub message: String,
+}
+
+impl AuthError {
+    /// A refusal for `reason`, described by `message`.
+    pub fn new(reason: AuthReason, message: impl Into<String>) -> Self {
+        Self {
+            reason,
+            message: message.into(),
+        }
+    }
+}
+
+impl fmt::Display for AuthError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.message)
+    }
+}

@@ -1,0 +1,228 @@
+//! The seams between nodes: two hubs joined by a test broker, room
+//! lifecycle events, rooms that outlive their members, and fan-out that
+//! holds no registry lock while it wakes drivers.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::task::{Context, Wake, Waker};
+use std::time::Duration;
+
+use super::*;
+use crate::{Broker, NodeId, Publication};
+use wshub_protocol::RoomName;
+
+/// Records what the hub tells it and hands publications to its peers, the
+/// way a pub/sub broker would (synchronously, for the test). With `echo`,
+/// it also hands them back to its own hub, as Redis does.
+#[derive(Debug, Default)]
+struct LoopbackBroker {
+    events: Mutex<Vec<String>>,
+    peers: OnceLock<Vec<Hub>>,
+    echo: bool,
+}
+
+impl Broker for LoopbackBroker {
+    fn publish(&self, publication: &Publication) {
+        for peer in self.peers.get().into_iter().flatten() {
+            peer.deliver(publication);
+        }
+    }
+
+    fn room_opened(&self, room: &RoomName) {
+        self.events.lock().unwrap().push(format!("+{room:?}"));
+    }
+
+    fn room_closed(&self, room: &RoomName) {
+        self.events.lock().unwrap().push(format!("-{room:?}"));
+    }
+}
+
+fn node(id: &str, broker: &Arc<LoopbackBroker>) -> Hub {
+    Hub::builder(HubConfig {
+        node_id: NodeId::new(id).unwrap(),
+        ..HubConfig::default()
+    })
+    .broker(Arc::clone(broker) as Arc<dyn Broker>)
+    .build()
+}
+
+fn events(broker: &LoopbackBroker) -> Vec<String> {
+    std::mem::take(&mut *broker.events.lock().unwrap())
+}
+
+#[test]
+fn a_publication_crosses_the_broker_once_per_node_and_skips_only_its_origin() {
+    let broker_a = Arc::new(LoopbackBroker {
+        echo: true,
+        ..LoopbackBroker::default()
+    });
+    let broker_b = Arc::new(LoopbackBroker::default());
+    let a = node("a", &broker_a);
+    let b = node("b", &broker_b);
+    // A's broker also echoes A's own publications back to A, as Redis does.
+    broker_a
+        .peers
+        .set(if broker_a.echo {
+            vec![b.clone(), a.clone()]
+        } else {
+            vec![b.clone()]
+        })
+        .unwrap();
+    broker_b.peers.set(vec![a.clone()]).unwrap();
+
+    let mut alice = connect(&a);
+    let mut anna = connect(&a);
+    let mut bob = connect(&b);
+    let mut outsider = connect(&b);
+    for conn in [&mut alice, &mut anna, &mut bob] {
+        join(conn, "lobby");
+    }
+    join(&mut outsider, "elsewhere");
+
+    publish(&mut alice, "lobby", r#""from a""#);
+    assert!(frames(&alice).is_empty(), "no echo to the publisher");
+    for member in [&anna, &bob] {
+        let got = frames(member);
+        assert_eq!(got.len(), 1, "exactly once on every node: {got:?}");
+        assert_eq!(got[0]["content"], "from a");
+        assert_eq!(got[0]["from"], alice.wire_id());
+    }
+    assert!(frames(&outsider).is_empty());
+
+    publish(&mut bob, "lobby", r#""from b""#);
+    assert_eq!(frames(&alice)[0]["from"], bob.wire_id());
+    assert_eq!(frames(&anna).len(), 1);
+    assert!(frames(&bob).is_empty());
+
+    b.publish_to_room(
+        &RoomName::new("lobby").unwrap(),
+        &wshub_protocol::Content::null(),
+        NOW,
+    );
+    for member in [&alice, &anna, &bob] {
+        assert_eq!(frames(member)[0]["from"], crate::SERVER_SENDER);
+    }
+    b.broadcast(
+        TextFrame::from_static(r#"{"type":"system","event":"x"}"#),
+        NOW,
+    );
+    for member in [&alice, &anna, &bob, &outsider] {
+        assert_eq!(types(&frames(member)), ["system"]);
+    }
+    assert!(alice.wire_id().starts_with("a.") && bob.wire_id().starts_with("b."));
+}
+
+#[test]
+fn the_broker_hears_when_a_room_gains_its_first_and_loses_its_last_local_member() {
+    let broker = Arc::new(LoopbackBroker::default());
+    let hub = node("a", &broker);
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
+    join(&mut alice, "r");
+    join(&mut bob, "r");
+    assert_eq!(events(&broker), [r#"+"r""#]);
+    send(&mut alice, r#"{"type":"leave","room":"r"}"#);
+    assert!(events(&broker).is_empty(), "bob is still here");
+    drop(bob);
+    assert_eq!(events(&broker), [r#"-"r""#]);
+    join(&mut alice, "r");
+    assert_eq!(events(&broker), [r#"+"r""#]);
+}
+
+#[test]
+fn a_room_with_linger_outlives_its_members_until_swept() {
+    let broker = Arc::new(LoopbackBroker::default());
+    let hub = Hub::builder(HubConfig {
+        room_linger: Duration::from_secs(10),
+        ..HubConfig::default()
+    })
+    .broker(Arc::clone(&broker) as Arc<dyn Broker>)
+    .build();
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
+    join(&mut alice, "r");
+    join(&mut bob, "r");
+    for n in 0..3 {
+        publish(&mut alice, "r", &n.to_string());
+    }
+    drop(alice);
+    drop(bob);
+    assert_eq!(
+        events(&broker),
+        [r#"+"r""#, r#"-"r""#],
+        "the broker unsubscribes at once"
+    );
+    assert!(hub.has_room("r"), "the room's state lingers");
+    assert_eq!(hub.room_publications("r"), 3);
+    assert_eq!(hub.sweep(NOW + 9_999), 0);
+    let mut carol = connect(&hub);
+    join(&mut carol, "r");
+    assert_eq!(
+        hub.room_publications("r"),
+        3,
+        "the same room, not a new one"
+    );
+    drop(carol);
+    assert_eq!(hub.sweep(NOW + 10_000), 1);
+    assert!(!hub.has_room("r"));
+    assert_eq!(hub.stats().rooms, 0);
+}
+
+#[test]
+fn without_linger_an_empty_room_is_freed_at_once() {
+    let hub = hub();
+    let mut alice = connect(&hub);
+    join(&mut alice, "r");
+    drop(alice);
+    assert!(!hub.has_room("r"));
+}
+
+/// A waker that, when woken, drops the connection whose outbox woke it: the
+/// driver ending at the worst moment. Unregistering takes the registry's
+/// write lock, so fan-out that pushes under the registry's read lock
+/// deadlocks here.
+struct DropOnWake(Mutex<Option<Connection>>);
+
+impl Wake for DropOnWake {
+    fn wake(self: Arc<Self>) {
+        drop(self.0.lock().unwrap().take());
+    }
+}
+
+fn finishes_without_deadlock(what: &str, act: impl FnOnce(&Hub) + Send + 'static) {
+    let hub = hub();
+    let conn = connect(&hub);
+    let outbox = Arc::clone(conn.outbox());
+    let waker = Waker::from(Arc::new(DropOnWake(Mutex::new(Some(conn)))));
+    let mut batch = Vec::new();
+    assert!(
+        outbox
+            .poll_drain(&mut Context::from_waker(&waker), &mut batch, 1024)
+            .is_pending()
+    );
+    let (done, finished) = mpsc::channel();
+    let worker = hub.clone();
+    std::thread::spawn(move || {
+        act(&worker);
+        let _ = done.send(());
+    });
+    assert!(
+        finished.recv_timeout(Duration::from_secs(10)).is_ok(),
+        "{what} deadlocked: it pushed while holding a registry lock"
+    );
+    assert_eq!(hub.stats().connections, 0, "the woken driver unregistered");
+}
+
+#[test]
+fn broadcast_holds_no_registry_lock_while_it_wakes_drivers() {
+    finishes_without_deadlock("broadcast", |hub| {
+        hub.broadcast(TextFrame::from_static("{}"), NOW);
+    });
+}
+
+#[test]
+fn shutdown_holds_no_registry_lock_while_it_wakes_drivers() {
+    finishes_without_deadlock("shutdown", |hub| {
+        hub.shutdown();
+    });
+}

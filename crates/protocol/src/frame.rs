@@ -1,0 +1,165 @@
+//! Frames and payloads whose validity is proven once, when they are built.
+
+use std::fmt;
+use std::ops::Deref;
+
+use bytes::Bytes;
+use serde_json::value::RawValue;
+
+/// An encoded server frame that is known to be UTF-8 text.
+///
+/// It can only be built by this crate's encoders (from serde_json output) or
+/// by [`TextFrame::from_utf8`], which checks once. The transport hands it to
+/// every recipient's socket as a WebSocket text frame without validating it
+/// again, so one message to N members costs one validation, not N. Cloning
+/// is a reference-count increment.
+#[derive(Clone, PartialEq, Eq, Hash)]
+pub struct TextFrame(Bytes);
+
+impl TextFrame {
+    /// Wraps `bytes` if they are valid UTF-8.
+    pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
+        std::str::from_utf8(&bytes)?;
+        Ok(Self(bytes))
+    }
+
+    /// A frame from static text.
+    pub const fn from_static(text: &'static str) -> Self {
+        Self(Bytes::from_static(text.as_bytes()))
+    }
+
+    /// Wraps bytes this crate's encoders produced from serde_json, which only
+    /// writes UTF-8.
+    pub(crate) fn from_serde_json(bytes: Vec<u8>) -> Self {
+        debug_assert!(std::str::from_utf8(&bytes).is_ok());
+        Self(Bytes::from(bytes))
+    }
+
+    /// The frame's bytes (cheap: shares the allocation).
+    pub fn bytes(&self) -> &Bytes {
+        &self.0
+    }
+
+    /// The frame's bytes, giving up the proof that they are text.
+    pub fn into_bytes(self) -> Bytes {
+        self.0
+    }
+
+    /// The frame as text. Validity was proven when the frame was built; this
+    /// re-checks (the crate forbids `unsafe`) and is meant for tests and logs,
+    /// not for the fan-out path.
+    pub fn to_text(&self) -> &str {
+        std::str::from_utf8(&self.0).unwrap_or("")
+    }
+}
+
+impl Deref for TextFrame {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl AsRef<[u8]> for TextFrame {
+    fn as_ref(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl fmt::Debug for TextFrame {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        fmt::Debug::fmt(self.to_text(), f)
+    }
+}
+
+impl PartialEq<&str> for TextFrame {
+    fn eq(&self, other: &&str) -> bool {
+        self.0 == other.as_bytes()
+    }
+}
+
+/// A message's `content`: any JSON value, validated once and then forwarded
+/// byte for byte (whitespace and key order included).
+///
+/// This is how an embedding service publishes without depending on
+/// serde_json itself: `Content::parse(r#"{"price":101.5}"#)?`.
+#[derive(Clone)]
+pub struct Content(Box<RawValue>);
+
+impl PartialEq for Content {
+    fn eq(&self, other: &Self) -> bool {
+        self.as_json() == other.as_json()
+    }
+}
+
+impl Eq for Content {}
+
+/// Text that is not one JSON value.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("content is not valid JSON: {0}")]
+pub struct ContentError(String);
+
+impl Content {
+    /// Checks that `json` is exactly one JSON value and keeps it as written.
+    pub fn parse(json: &str) -> Result<Self, ContentError> {
+        serde_json::from_str::<&RawValue>(json)
+            .map(|raw| Self(raw.to_owned()))
+            .map_err(|err| ContentError(err.to_string()))
+    }
+
+    /// A JSON string holding `text`, escaped as needed.
+    pub fn string(text: &str) -> Self {
+        let json = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());
+        Self::parse(&json).unwrap_or_else(|_| Self::null())
+    }
+
+    /// JSON `null`.
+    pub fn null() -> Self {
+        Self(RawValue::NULL.to_owned())
+    }
+
+    /// The JSON text.
+    pub fn as_json(&self) -> &str {
+        self.0.get()
+    }
+
+    /// The raw value, as the encoders take it.
+    pub fn as_raw(&self) -> &RawValue {
+        &self.0
+    }
+}
+
+impl From<&RawValue> for Content {
+    fn from(raw: &RawValue) -> Self {
+        Self(raw.to_owned())
+    }
+}
+
+impl fmt::Debug for Content {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_json())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn only_text_becomes_a_text_frame() {
+        assert!(TextFrame::from_utf8(Bytes::from_static(b"{\"a\":1}")).is_ok());
+        assert!(TextFrame::from_utf8(Bytes::from_static(b"\xff\xfe")).is_err());
+        assert_eq!(TextFrame::from_static("hi"), "hi");
+    }
+
+    #[test]
+    fn content_is_kept_as_written_and_must_be_one_value() {
+        let content = Content::parse(r#"{ "b" : 1.50 }"#).unwrap();
+        assert_eq!(content.as_json(), r#"{ "b" : 1.50 }"#);
+        assert!(Content::parse("{").is_err());
+        assert!(Content::parse("1 2").is_err());
+        assert_eq!(Content::string("a\"b").as_json(), r#""a\"b""#);
+        assert_eq!(Content::null().as_json(), "null");
+    }
+}

@@ -1,0 +1,236 @@
+//! Configuration problems, collected rather than stopping at the first, and
+//! each named the way the user wrote the key: `hub.slow_consumer` in a file,
+//! `WSHUB_HUB__SLOW_CONSUMER` in the environment, `--listen` on the command
+//! line.
+
+use std::fmt;
+
+use figment::value::{Dict, Value};
+use figment::{Figment, Provider};
+
+use super::keys::{KeyDoc, env_var};
+use super::sections::DynamicKey;
+
+/// Where a key's value came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Origin {
+    /// A built-in default, or a value set in code.
+    Default,
+    /// The TOML file at this path.
+    File(String),
+    /// A `WSHUB_*` environment variable.
+    Env,
+    /// A command-line flag.
+    Flag,
+}
+
+/// One problem with one key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ConfigIssue {
+    /// The dotted key, e.g. `transport.heartbeat_timeout`.
+    pub key: String,
+    /// Where the offending value came from.
+    pub origin: Origin,
+    /// What is wrong and what would do.
+    pub reason: String,
+}
+
+impl ConfigIssue {
+    /// The key as the user wrote it.
+    pub fn written_as(&self) -> String {
+        match &self.origin {
+            Origin::Default => self.key.clone(),
+            Origin::File(path) => format!("{} (in {path})", self.key),
+            Origin::Env => env_var(&self.key),
+            Origin::Flag => format!("--{}", self.key.replace(['.', '_'], "-")),
+        }
+    }
+}
+
+impl fmt::Display for ConfigIssue {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}: {}", self.written_as(), self.reason)
+    }
+}
+
+/// Every problem found in one configuration; the server refuses to start
+/// with any.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    /// The problems, in key order.
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl ConfigError {
+    /// One problem with `key`.
+    pub fn invalid(key: impl Into<String>, reason: impl Into<String>) -> Self {
+        Self {
+            issues: vec![ConfigIssue {
+                key: key.into(),
+                origin: Origin::Default,
+                reason: reason.into(),
+            }],
+        }
+    }
+
+    /// A file or source that could not be read at all.
+    pub(crate) fn unreadable(err: &figment::Error) -> Self {
+        let origin = match err.metadata.as_ref().and_then(|m| m.source.as_ref()) {
+            Some(figment::Source::File(path)) => Origin::File(path.display().to_string()),
+            _ => Origin::Default,
+        };
+        Self {
+            issues: vec![ConfigIssue {
+                key: err.path.join("."),
+                origin,
+                reason: err.kind.to_string(),
+            }],
+        }
+    }
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self.issues.as_slice() {
+            [one] => write!(f, "invalid configuration: {one}"),
+            issues => {
+                write!(f, "invalid configuration ({} problems):", issues.len())?;
+                for issue in issues {
+                    write!(f, "\n  {issue}")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+/// Problems found while reading and checking, keyed by dotted key.
+#[derive(Debug, Default)]
+pub struct Issues(Vec<(String, String)>);
+
+impl Issues {
+    /// Records that `key` cannot be used, and why.
+    pub fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
+        self.0.push((key.into(), reason.into()));
+    }
+
+    /// `Ok` when nothing was recorded; otherwise every problem, named by
+    /// where its value came from in `figment` (when there is one).
+    pub fn finish(self, figment: Option<&Figment>) -> Result<(), ConfigError> {
+        if self.0.is_empty() {
+            return Ok(());
+        }
+        let issues = self
+            .0
+            .into_iter()
+            .map(|(key, reason)| ConfigIssue {
+                origin: figment.map_or(Origin::Default, |f| origin_of(f, &key)),
+                key,
+                reason,
+            })
+            .collect();
+        Err(ConfigError { issues })
+    }
+}
+
+fn origin_of(figment: &Figment, key: &str) -> Origin {
+    let Some(metadata) = figment.find_metadata(key) else {
+        return Origin::Default;
+    };
+    if metadata.name.contains("environment") {
+        return Origin::Env;
+    }
+    match &metadata.source {
+        Some(figment::Source::File(path)) => Origin::File(path.display().to_string()),
+        Some(figment::Source::Code(_)) | Some(figment::Source::Custom(_)) | None => {
+            if metadata.name.contains("defaults") {
+                Origin::Default
+            } else {
+                Origin::Flag
+            }
+        }
+        Some(_) => Origin::Default,
+    }
+}
+
+/// Records every key present in `figment` that no declaration knows, with
+/// the closest real key as a suggestion. `dynamic` classifies keys under
+/// free-form tables (like `permissions.namespaces.<name>.join`).
+pub(crate) fn unknown_keys(
+    figment: &Figment,
+    known: &[KeyDoc],
+    dynamic: impl Fn(&str) -> Option<DynamicKey>,
+    issues: &mut Issues,
+) {
+    let Ok(data) = figment.data() else {
+        return;
+    };
+    for dict in data.values() {
+        walk(dict, "", known, &dynamic, figment, issues);
+    }
+}
+
+fn walk(
+    dict: &Dict,
+    prefix: &str,
+    known: &[KeyDoc],
+    dynamic: &impl Fn(&str) -> Option<DynamicKey>,
+    figment: &Figment,
+    issues: &mut Issues,
+) {
+    for (name, value) in dict {
+        let key = super::keys::join_key(prefix, name);
+        match (dynamic(&key), value) {
+            (Some(DynamicKey::Leaf), _) => continue,
+            (Some(DynamicKey::Table), Value::Dict(_, nested)) => {
+                walk(nested, &key, known, dynamic, figment, issues);
+                continue;
+            }
+            (Some(DynamicKey::Table), _) => {
+                issues.push(&key, "must be a table");
+                continue;
+            }
+            (Some(DynamicKey::Invalid), _) => {
+                issues.push(&key, "unknown key; a namespace has join and publish");
+                continue;
+            }
+            (None, _) => {}
+        }
+        if known.iter().any(|doc| doc.key == key) {
+            continue;
+        }
+        let is_section = known
+            .iter()
+            .any(|doc| doc.key.starts_with(&format!("{key}.")));
+        match value {
+            Value::Dict(_, nested) if is_section => {
+                walk(nested, &key, known, dynamic, figment, issues);
+            }
+            _ => {
+                let origin = origin_of(figment, &key);
+                let reason = match closest(&key, known) {
+                    Some(near) => {
+                        let near = match origin {
+                            Origin::Env => env_var(near),
+                            _ => near.to_owned(),
+                        };
+                        format!("unknown key; did you mean {near}?")
+                    }
+                    None => "unknown key".to_owned(),
+                };
+                issues.push(&key, reason);
+            }
+        }
+    }
+}
+
+/// The declared key nearest to `key` in spelling, if any is near enough to
+/// be a typo.
+pub(crate) fn closest<'a>(key: &str, known: &'a [KeyDoc]) -> Option<&'a str> {
+    known
+        .iter()
+        .map(|doc| (strsim::levenshtein(key, &doc.key), doc.key.as_str()))
+        .filter(|(distance, near)| *distance <= (near.len() / 3).max(2))
+        .min_by_key(|(distance, _)| *distance)
+        .map(|(_, near)| near)
+}

@@ -1,0 +1,135 @@
+//! The server's configuration: defaults ← TOML file ← `WSHUB_*` env ← flags,
+//! validated before any port is bound.
+//!
+//! Every key is declared once (`config_section!` in `sections.rs`): its type,
+//! default and doc. Reading reports every problem in one run, each named the
+//! way the user wrote the key, with the closest real key for a typo.
+
+mod issues;
+mod keys;
+mod sections;
+mod validate;
+pub(crate) mod value;
+
+use std::path::Path;
+
+use figment::providers::{Env, Format, Toml};
+use figment::{Figment, Provider};
+
+pub use issues::{ConfigError, ConfigIssue, Origin};
+pub use keys::{KeyDoc, Section, env_var};
+pub use sections::{
+    AuthConfig, AuthMode, Config, HubSection, JwtAlgorithm, LimitsConfig, LogConfig, LogFormat,
+    NamespacePermissions, Permission, PermissionsConfig, SlowConsumer, TransportSection,
+};
+
+use issues::Issues;
+
+impl Config {
+    /// Builds the figment: `file` ← `WSHUB_*` env (nested keys with `__`,
+    /// e.g. `WSHUB_HUB__SLOW_CONSUMER`). Defaults are the declarations'; the
+    /// CLI merges its flags on top.
+    pub fn figment(file: Option<&Path>) -> Figment {
+        let mut figment = Figment::new();
+        if let Some(file) = file {
+            figment = figment.merge(Toml::file_exact(file));
+        }
+        figment.merge(Env::prefixed("WSHUB_").split("__"))
+    }
+
+    /// Reads every key from `figment` and validates the result; the error
+    /// lists every problem.
+    pub fn load(figment: &Figment) -> Result<Self, ConfigError> {
+        // A file that is missing or not TOML cannot be read key by key.
+        if let Err(err) = figment.data() {
+            return Err(ConfigError::unreadable(&err));
+        }
+        let mut issues = Issues::default();
+        let keys = Self::key_docs();
+        issues::unknown_keys(figment, &keys, sections::dynamic_key, &mut issues);
+        let config = <Self as Section>::extract(figment, "", &mut issues);
+        config.check(&mut issues);
+        issues.finish(Some(figment))?;
+        Ok(config)
+    }
+
+    /// Checks the values that parse but cannot work, reporting all of them.
+    pub fn validate(&self) -> Result<(), ConfigError> {
+        let mut issues = Issues::default();
+        self.check(&mut issues);
+        issues.finish(None)
+    }
+
+    /// Every key, in declaration order.
+    pub fn key_docs() -> Vec<KeyDoc> {
+        let mut keys = Vec::new();
+        <Self as Section>::keys("", &mut keys);
+        keys
+    }
+
+    /// The effective configuration as TOML that `--config` accepts
+    /// (secrets left out).
+    pub fn to_toml(&self) -> String {
+        let mut table = toml::Table::new();
+        <Self as Section>::render(self, &mut table);
+        toml::to_string_pretty(&table).unwrap_or_default()
+    }
+}
+
+/// The README's configuration table, generated from the declarations.
+pub fn readme_table() -> String {
+    let mut out = String::from(
+        "| key | environment | flag | type | default | what it does |\n|---|---|---|---|---|---|\n",
+    );
+    for doc in Config::key_docs() {
+        let default = match &doc.default {
+            _ if doc.secret => "unset (never printed)".to_owned(),
+            Some(toml::Value::String(text)) if text.is_empty() => "`\"\"`".to_owned(),
+            Some(value) => format!("`{value}`"),
+            None => "unset".to_owned(),
+        };
+        let flag = if crate::cli::FLAG_KEYS.contains(&doc.key.as_str()) {
+            format!("`--{}`", doc.key.replace(['.', '_'], "-"))
+        } else {
+            String::new()
+        };
+        out.push_str(&format!(
+            "| `{}` | `{}` | {flag} | {} | {} | {} |\n",
+            doc.key,
+            doc.env_var(),
+            doc.ty,
+            default.replace('|', "\\|"),
+            doc.doc.replace('|', "\\|"),
+        ));
+    }
+    out.push_str(&format!(
+        "| `permissions.namespaces.<name>.join` / `.publish` | `WSHUB_PERMISSIONS__NAMESPACES__<NAME>__JOIN` | | {} | unset | {} |\n",
+        <Permission as value::ConfigValue>::TYPE,
+        "Who may join / publish in rooms `<name>:*`; unlisted namespaces are open without auth and closed with it",
+    ));
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    /// The README's table is generated from the declarations; a stale one
+    /// is rewritten and fails the test, so a new key cannot go undocumented
+    /// (rust-analyzer's `ensure_file_contents`).
+    #[test]
+    fn readme_config_table_is_current() {
+        let path = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../README.md");
+        let readme = std::fs::read_to_string(&path).expect("README.md");
+        let start_marker = "<!-- config-table:start";
+        let end_marker = "<!-- config-table:end -->";
+        let start = readme.find(start_marker).expect("start marker");
+        let body_start = start + readme[start..].find("-->").expect("marker end") + 4;
+        let end = readme.find(end_marker).expect("end marker");
+        let current = &readme[body_start..end];
+        let wanted = super::readme_table();
+        if current != wanted {
+            let updated = format!("{}{wanted}{}", &readme[..body_start], &readme[end..]);
+            std::fs::write(&path, updated).expect("rewrite README.md");
+            panic!("README.md's config table was stale and has been rewritten; commit it");
+        }
+    }
+}

@@ -1,0 +1,303 @@
+//! Every configuration key, declared once.
+
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::time::Duration;
+
+use figment::Figment;
+use figment::value::Value;
+use wshub_hub::HubConfig;
+use wshub_transport::TransportConfig;
+
+use super::issues::Issues;
+use super::keys::{KeyDoc, Section, config_section, extract, join_key};
+use super::value::{ConfigValue, config_enum};
+
+fn hub_defaults() -> HubConfig {
+    HubConfig::default()
+}
+
+fn transport_defaults() -> TransportConfig {
+    TransportConfig::default()
+}
+
+config_section! {
+    /// Everything `wshub` can be configured with. Each section maps onto one
+    /// crate's plain config struct; the libraries never read files or env vars.
+    pub struct Config {
+        /// Address the public listener binds (IP:port)
+        listen: SocketAddr = SocketAddr::from(([127, 0, 0, 1], 8080)),
+        /// Path of the WebSocket endpoint
+        ws_path: String = "/ws".into(),
+        /// Kernel accept backlog; a connect burst beyond it waits for SYN retries
+        listen_backlog: u32 = 4096,
+        /// How long a graceful shutdown may take before the process exits anyway
+        shutdown_timeout: Duration = Duration::from_secs(30),
+        /// After a shutdown signal, how long /readyz answers 503 before the listener closes (5-10 s behind a Kubernetes Service)
+        shutdown_drain_delay: Duration = Duration::ZERO,
+        /// Page origins allowed to open WebSockets (`https://app.example.com`, `https://*.example.com`, `http://localhost:*`); empty: same origin only. Comma-separated in the environment
+        allowed_origins: Vec<String> = Vec::new(),
+        /// Proxies (addresses or CIDRs) whose X-Forwarded-For is believed. Comma-separated in the environment
+        trusted_proxies: Vec<String> = Vec::new(),
+    }
+    sections {
+        /// `[log]`
+        log: LogConfig,
+        /// `[hub]`: rooms and per-connection queues
+        hub: HubSection,
+        /// `[transport]`: per-connection socket limits and timers
+        transport: TransportSection,
+        /// `[auth]`
+        auth: AuthConfig,
+        /// `[permissions]`
+        permissions: PermissionsConfig,
+        /// `[limits]`
+        limits: LimitsConfig,
+    }
+}
+
+config_enum! {
+    /// Log output format.
+    pub enum LogFormat {
+        /// Human-readable lines.
+        Text = "text",
+        /// One JSON object per line.
+        Json = "json",
+    }
+}
+
+config_section! {
+    /// `[log]`.
+    pub struct LogConfig {
+        /// `text` for people, `json` for log collectors
+        format: LogFormat = LogFormat::Text,
+        /// A tracing filter, e.g. `info` or `wshub_transport=debug,info`
+        level: String = "info".into(),
+    }
+}
+
+config_enum! {
+    /// What to do with a connection whose queue is full.
+    pub enum SlowConsumer {
+        /// Close with 1008 "slow consumer".
+        Disconnect = "disconnect",
+        /// Drop the oldest queued messages.
+        DropOldest = "drop_oldest",
+    }
+}
+
+config_section! {
+    /// `[hub]`: mirrors the hub's `HubConfig`.
+    pub struct HubSection {
+        /// This node's id (1-32 of A-Z a-z 0-9 _ -), the prefix of its connection ids; unset: random at start
+        node_id: Option<String> = None,
+        /// Bytes of room messages queued per connection before the slow-consumer policy applies
+        data_queue_bytes: usize = hub_defaults().data_queue_bytes,
+        /// Bytes of acks, errors and system frames queued per connection; beyond it the connection is closed
+        control_queue_bytes: usize = hub_defaults().control_queue_bytes,
+        /// `disconnect` (close 1008) or `drop_oldest` when a connection's queue is full
+        slow_consumer: SlowConsumer = SlowConsumer::Disconnect,
+        /// Rooms one connection may be in; joining more gets too_many_rooms
+        max_rooms_per_connection: usize = hub_defaults().max_rooms_per_connection,
+        /// How long an empty room's state is kept after its last activity
+        room_linger: Duration = hub_defaults().room_linger,
+    }
+}
+
+config_section! {
+    /// `[transport]`: socket limits, and the heartbeat the hub runs.
+    pub struct TransportSection {
+        /// Largest message a client may send; larger closes with 1009
+        max_message_bytes: usize = transport_defaults().max_message_bytes,
+        /// Server ping interval, announced in welcome.heartbeat_ms
+        heartbeat_interval: Duration = wshub_hub::Heartbeat::default().interval,
+        /// Close a connection that sent nothing (pongs included) for this long
+        heartbeat_timeout: Duration = wshub_hub::Heartbeat::default().timeout,
+        /// Per-connection read buffer, allocated up front
+        read_buffer_bytes: usize = transport_defaults().read_buffer_bytes,
+        /// Bytes buffered before a mid-batch socket write
+        write_buffer_bytes: usize = transport_defaults().write_buffer_bytes,
+        /// Bytes of queued messages written per batch
+        max_batch_bytes: usize = transport_defaults().max_batch_bytes,
+        /// A stalled write closes the connection after this long
+        write_timeout: Duration = transport_defaults().write_timeout,
+        /// How long to wait for the client's answer to the server's close frame
+        close_timeout: Duration = transport_defaults().close_timeout,
+    }
+}
+
+config_enum! {
+    /// Authentication mode.
+    pub enum AuthMode {
+        /// Anyone may connect, as an anonymous user.
+        None = "none",
+        /// A valid JWT is required before the upgrade.
+        Jwt = "jwt",
+    }
+}
+
+config_enum! {
+    /// JWT signature algorithm.
+    pub enum JwtAlgorithm {
+        /// HMAC-SHA256 with `auth.secret`.
+        Hs256 = "HS256",
+        /// RSA-SHA256 with `auth.public_key_file`.
+        Rs256 = "RS256",
+        /// ECDSA P-256 with `auth.public_key_file`.
+        Es256 = "ES256",
+    }
+}
+
+config_section! {
+    /// `[auth]`.
+    pub struct AuthConfig {
+        /// `none` (anyone may connect) or `jwt` (a valid token before the upgrade)
+        mode: AuthMode = AuthMode::None,
+        /// `HS256` (shared secret), `RS256` or `ES256` (public key file)
+        algorithm: JwtAlgorithm = JwtAlgorithm::Hs256,
+        /// The HS256 secret, at least 32 bytes
+        @secret secret: String = String::new(),
+        /// PEM public key for RS256/ES256
+        public_key_file: Option<PathBuf> = None,
+        /// PEM private key, only for `wshub token` with RS256/ES256
+        private_key_file: Option<PathBuf> = None,
+        /// Required aud claim, if set
+        audience: Option<String> = None,
+        /// Required iss claim, if set
+        issuer: Option<String> = None,
+        /// Clock skew tolerated on exp and nbf
+        leeway: Duration = Duration::ZERO,
+        /// How long before expiry a connection gets token_expiring
+        expiry_warning: Duration = hub_defaults().token_expiry_warning,
+    }
+}
+
+config_section! {
+    /// `[limits]`. Zero turns a limit off.
+    pub struct LimitsConfig {
+        /// Connections the server holds at most; beyond it upgrades get 503 (0: off)
+        max_connections: usize = 0,
+        /// Concurrent connections per client IP; beyond it 429 (0: off)
+        connections_per_ip: usize = 0,
+        /// New connections per second per client IP; beyond it 429 (0: off)
+        new_connections_per_ip_per_second: u32 = 0,
+        /// Frames per second one connection may send; excess gets rate_limited (0: off)
+        messages_per_second: u32 = 0,
+        /// Frames one connection may send at once above that rate (0: same as messages_per_second)
+        message_burst: u32 = 0,
+        /// A connection over its rate for this long is closed with 1008
+        rate_limit_close_after: Duration = Duration::from_secs(10),
+    }
+}
+
+config_enum! {
+    /// Who may perform an action in a namespace.
+    pub enum Permission {
+        /// Every connection.
+        Anyone = "anyone",
+        /// Connections with a valid token.
+        Authenticated = "authenticated",
+        /// Connections whose token's `rooms` claim matches the room.
+        Claim = "claim",
+        /// Nobody.
+        Nobody = "nobody",
+    }
+}
+
+/// Rules of one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NamespacePermissions {
+    /// Who may join: `anyone`, `authenticated`, `claim` or `nobody`.
+    pub join: Permission,
+    /// Who may publish.
+    pub publish: Permission,
+}
+
+/// `[permissions]`: rules per namespace (the part of a room name before the
+/// first `:`). Namespaces without rules are open when `auth.mode = "none"`
+/// and closed when it is `jwt`.
+#[derive(Debug, Clone, PartialEq, Default)]
+pub struct PermissionsConfig {
+    /// `[permissions.namespaces.chat]` with `join` and `publish`.
+    pub namespaces: BTreeMap<String, NamespacePermissions>,
+}
+
+const NAMESPACES: &str = "permissions.namespaces";
+
+/// Whether `key` lies in the free-form `[permissions]` tables, and if so
+/// what it is there.
+pub(crate) fn dynamic_key(key: &str) -> Option<DynamicKey> {
+    if key == "permissions" || key == NAMESPACES {
+        return Some(DynamicKey::Table);
+    }
+    let rest = key.strip_prefix(NAMESPACES)?.strip_prefix('.')?;
+    Some(match rest.split_once('.') {
+        None => DynamicKey::Table,
+        Some((_, "join" | "publish")) => DynamicKey::Leaf,
+        Some(_) => DynamicKey::Invalid,
+    })
+}
+
+/// A key in a free-form table.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum DynamicKey {
+    /// A table to look inside.
+    Table,
+    /// A valid value.
+    Leaf,
+    /// Not a key there.
+    Invalid,
+}
+
+impl Section for PermissionsConfig {
+    fn keys(_prefix: &str, _out: &mut Vec<KeyDoc>) {
+        // Free-form: documented by hand beside the generated table.
+    }
+
+    fn extract(figment: &Figment, prefix: &str, issues: &mut Issues) -> Self {
+        let table = join_key(prefix, "namespaces");
+        let mut namespaces = BTreeMap::new();
+        let Ok(Value::Dict(_, entries)) = figment.find_value(&table) else {
+            return Self { namespaces };
+        };
+        for (name, value) in entries {
+            let key = join_key(&table, &name);
+            if !matches!(value, Value::Dict(..)) {
+                issues.push(&key, "must be a table with join and publish");
+                continue;
+            }
+            let mut rule = |which: &str| {
+                let rule_key = join_key(&key, which);
+                if figment.find_value(&rule_key).is_err() {
+                    issues.push(
+                        &rule_key,
+                        format!("missing; set it to one of: {}", Permission::TYPE),
+                    );
+                }
+                extract(figment, &rule_key, Permission::Nobody, issues)
+            };
+            let join = rule("join");
+            let publish = rule("publish");
+            namespaces.insert(name, NamespacePermissions { join, publish });
+        }
+        Self { namespaces }
+    }
+
+    fn render(&self, table: &mut toml::Table) {
+        let mut namespaces = toml::Table::new();
+        for (name, rules) in &self.namespaces {
+            let mut entry = toml::Table::new();
+            entry.insert(
+                "join".into(),
+                toml::Value::String(rules.join.as_str().into()),
+            );
+            entry.insert(
+                "publish".into(),
+                toml::Value::String(rules.publish.as_str().into()),
+            );
+            namespaces.insert(name.clone(), toml::Value::Table(entry));
+        }
+        table.insert("namespaces".into(), toml::Value::Table(namespaces));
+    }
+}

@@ -1,0 +1,246 @@
+//! Checks on values that parse but cannot work, and the mapping of the
+//! sections onto each library's config (every library field is reachable).
+
+use std::num::NonZeroU32;
+
+use wshub_hub::{
+    AccessPolicy, Heartbeat, HubConfig, MessageRateLimit, NamespaceRules, NodeId, Rule,
+    SlowConsumerPolicy,
+};
+use wshub_transport::TransportConfig;
+
+use super::issues::{ConfigError, Issues};
+use super::sections::{AuthMode, Config, Permission, SlowConsumer};
+
+impl Config {
+    pub(crate) fn check(&self, issues: &mut Issues) {
+        if !self.ws_path.starts_with('/') {
+            issues.push(
+                "ws_path",
+                format!("{:?} must start with '/', e.g. \"/ws\"", self.ws_path),
+            );
+        }
+        if matches!(self.ws_path.as_str(), "/healthz" | "/readyz" | "/metrics") {
+            issues.push(
+                "ws_path",
+                format!(
+                    "{:?} is taken by a built-in route; use e.g. \"/ws\"",
+                    self.ws_path
+                ),
+            );
+        }
+        if self.listen_backlog == 0 {
+            issues.push(
+                "listen_backlog",
+                "0 is too small; it must be at least 1, e.g. 4096",
+            );
+        }
+        if self.shutdown_timeout.is_zero() {
+            issues.push("shutdown_timeout", "must be longer than zero, e.g. \"30s\"");
+        }
+        if let Err(err) = tracing_subscriber::EnvFilter::try_new(&self.log.level) {
+            issues.push(
+                "log.level",
+                format!("{:?} is not a log filter ({err}); e.g. \"info\" or \"wshub_transport=debug,info\"", self.log.level),
+            );
+        }
+        self.check_transport(issues);
+        self.check_hub(issues);
+        if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins) {
+            issues.push("allowed_origins", err.to_string());
+        }
+        if let Err(err) = self.trusted_proxy_nets() {
+            issues.push("trusted_proxies", err);
+        }
+        if self.auth.mode == AuthMode::Jwt
+            && let Err(err) = crate::auth::JwtAuth::from_config(&self.auth)
+        {
+            for issue in err.issues {
+                issues.push(issue.key, issue.reason);
+            }
+        }
+        if self.limits.message_burst > 0 && self.limits.messages_per_second == 0 {
+            issues.push(
+                "limits.message_burst",
+                "needs limits.messages_per_second; set both, or neither",
+            );
+        }
+    }
+
+    fn check_transport(&self, issues: &mut Issues) {
+        let t = &self.transport;
+        if !(16..=(16 << 20)).contains(&t.max_message_bytes) {
+            issues.push(
+                "transport.max_message_bytes",
+                format!(
+                    "{} is out of range; it must be between 16 and 16777216, e.g. 65536",
+                    t.max_message_bytes
+                ),
+            );
+        }
+        if t.heartbeat_interval.is_zero() {
+            issues.push(
+                "transport.heartbeat_interval",
+                "must be longer than zero, e.g. \"25s\"",
+            );
+        }
+        if t.heartbeat_timeout <= t.heartbeat_interval {
+            issues.push(
+                "transport.heartbeat_timeout",
+                format!(
+                    "{} must be longer than transport.heartbeat_interval ({}), e.g. \"60s\"",
+                    humantime::format_duration(t.heartbeat_timeout),
+                    humantime::format_duration(t.heartbeat_interval)
+                ),
+            );
+        }
+        if t.read_buffer_bytes < 128 {
+            issues.push(
+                "transport.read_buffer_bytes",
+                format!(
+                    "{} is too small; it must be at least 128, e.g. 1024",
+                    t.read_buffer_bytes
+                ),
+            );
+        }
+        if t.max_batch_bytes == 0 {
+            issues.push(
+                "transport.max_batch_bytes",
+                "must be at least 1, e.g. 65536",
+            );
+        }
+        for (key, value) in [
+            ("transport.write_timeout", t.write_timeout),
+            ("transport.close_timeout", t.close_timeout),
+        ] {
+            if value.is_zero() {
+                issues.push(key, "must be longer than zero, e.g. \"10s\"");
+            }
+        }
+    }
+
+    fn check_hub(&self, issues: &mut Issues) {
+        let h = &self.hub;
+        if let Some(node) = &h.node_id
+            && let Err(err) = NodeId::new(node)
+        {
+            issues.push("hub.node_id", format!("{node:?}: {err}; e.g. \"node-a\""));
+        }
+        if h.data_queue_bytes < self.transport.max_message_bytes {
+            issues.push(
+                "hub.data_queue_bytes",
+                format!(
+                    "{} must be at least transport.max_message_bytes ({})",
+                    h.data_queue_bytes, self.transport.max_message_bytes
+                ),
+            );
+        }
+        if h.control_queue_bytes < 1024 {
+            issues.push(
+                "hub.control_queue_bytes",
+                format!(
+                    "{} is too small; it must be at least 1024, e.g. 65536",
+                    h.control_queue_bytes
+                ),
+            );
+        }
+        if h.max_rooms_per_connection == 0 {
+            issues.push(
+                "hub.max_rooms_per_connection",
+                "must be at least 1, e.g. 512",
+            );
+        }
+    }
+
+    /// `trusted_proxies` parsed; a bare address is a /32 (or /128).
+    pub fn trusted_proxy_nets(&self) -> Result<Vec<ipnet::IpNet>, String> {
+        self.trusted_proxies
+            .iter()
+            .map(|entry| {
+                entry
+                    .parse::<ipnet::IpNet>()
+                    .or_else(|_| entry.parse::<std::net::IpAddr>().map(ipnet::IpNet::from))
+                    .map_err(|_| {
+                        format!("{entry:?} is not an address or CIDR, e.g. \"10.0.0.0/8\"")
+                    })
+            })
+            .collect()
+    }
+
+    /// The access policy for the hub: the configured namespaces, and for the
+    /// others open without auth, closed with it.
+    pub fn access_policy(&self) -> AccessPolicy {
+        let rule = |permission: Permission| match permission {
+            Permission::Anyone => Rule::Anyone,
+            Permission::Authenticated => Rule::Authenticated,
+            Permission::Claim => Rule::Claim,
+            Permission::Nobody => Rule::Nobody,
+        };
+        AccessPolicy {
+            namespaces: self
+                .permissions
+                .namespaces
+                .iter()
+                .map(|(name, rules)| {
+                    let rules = NamespaceRules {
+                        join: rule(rules.join),
+                        publish: rule(rules.publish),
+                    };
+                    (name.clone(), rules)
+                })
+                .collect(),
+            fallback: match self.auth.mode {
+                AuthMode::None => NamespaceRules::OPEN,
+                AuthMode::Jwt => NamespaceRules::CLOSED,
+            },
+        }
+    }
+
+    /// The hub's part. Built field by field, without `..Default::default()`,
+    /// so a new `HubConfig` field does not compile until it is mapped here.
+    pub fn hub_config(&self) -> Result<HubConfig, ConfigError> {
+        let node_id = match &self.hub.node_id {
+            Some(id) => NodeId::new(id)
+                .map_err(|err| ConfigError::invalid("hub.node_id", err.to_string()))?,
+            None => NodeId::random(),
+        };
+        let limits = &self.limits;
+        Ok(HubConfig {
+            node_id,
+            access: self.access_policy(),
+            max_rooms_per_connection: self.hub.max_rooms_per_connection,
+            data_queue_bytes: self.hub.data_queue_bytes,
+            control_queue_bytes: self.hub.control_queue_bytes,
+            slow_consumer: match self.hub.slow_consumer {
+                SlowConsumer::Disconnect => SlowConsumerPolicy::Disconnect,
+                SlowConsumer::DropOldest => SlowConsumerPolicy::DropOldest,
+            },
+            heartbeat: Some(Heartbeat {
+                interval: self.transport.heartbeat_interval,
+                timeout: self.transport.heartbeat_timeout,
+            }),
+            token_expiry_warning: self.auth.expiry_warning,
+            message_rate: NonZeroU32::new(limits.messages_per_second).map(|per_second| {
+                MessageRateLimit {
+                    per_second,
+                    burst: NonZeroU32::new(limits.message_burst).unwrap_or(per_second),
+                    close_after: limits.rate_limit_close_after,
+                }
+            }),
+            room_linger: self.hub.room_linger,
+        })
+    }
+
+    /// The transport's part, field by field like [`hub_config`](Self::hub_config).
+    pub fn transport_config(&self) -> TransportConfig {
+        let t = &self.transport;
+        TransportConfig {
+            max_message_bytes: t.max_message_bytes,
+            read_buffer_bytes: t.read_buffer_bytes,
+            write_buffer_bytes: t.write_buffer_bytes,
+            max_batch_bytes: t.max_batch_bytes,
+            write_timeout: t.write_timeout,
+            close_timeout: t.close_timeout,
+        }
+    }
+}

@@ -1,0 +1,224 @@
+//! The configuration as a user meets it: the real binary, a TOML file,
+//! `WSHUB_*` variables and flags; every problem reported at once, each named
+//! the way the user wrote it.
+#![allow(clippy::unwrap_used)]
+
+use std::path::Path;
+use std::process::{Command, Output};
+
+fn wshub(args: &[&str], env: &[(&str, &str)]) -> Output {
+    let mut command = Command::new(env!("CARGO_BIN_EXE_wshub"));
+    command.args(args);
+    for (name, value) in env {
+        command.env(name, value);
+    }
+    command.output().unwrap()
+}
+
+fn write_toml(dir: &Path, text: &str) -> String {
+    let file = dir.join("wshub.toml");
+    std::fs::write(&file, text).unwrap();
+    file.display().to_string()
+}
+
+fn refused(output: &Output) -> String {
+    let stderr = String::from_utf8_lossy(&output.stderr).into_owned();
+    assert_eq!(output.status.code(), Some(2), "{stderr}");
+    stderr
+}
+
+#[test]
+fn every_bad_key_is_reported_in_one_run_named_as_written() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(
+        dir.path(),
+        "listen = \"nonsense\"\n[hub]\nslow_consumer = \"fast\"\nmax_room_per_connection = 3\n[transport]\nheartbeat_interval = \"often\"\n",
+    );
+    let stderr = refused(&wshub(
+        &["print-config", "--config", &file, "--log-format", "xml"],
+        &[("WSHUB_HUB__DATA_QUEUE_BYTES", "lots")],
+    ));
+    assert!(stderr.contains("6 problems"), "{stderr}");
+    let line = |needle: &str| {
+        stderr
+            .lines()
+            .find(|line| line.contains(needle))
+            .unwrap_or_else(|| panic!("no line with {needle:?} in:\n{stderr}"))
+            .to_owned()
+    };
+    let listen = line("listen (in ");
+    assert!(
+        listen.contains("\"nonsense\"") && listen.contains("127.0.0.1:8080"),
+        "{listen}"
+    );
+    let policy = line("hub.slow_consumer (in ");
+    assert!(
+        policy.contains("\"fast\"") && policy.contains("disconnect, drop_oldest"),
+        "{policy}"
+    );
+    let typo = line("hub.max_room_per_connection");
+    assert!(
+        typo.contains("did you mean hub.max_rooms_per_connection?"),
+        "{typo}"
+    );
+    assert!(
+        !typo.contains("default."),
+        "no figment profile in the name: {typo}"
+    );
+    let duration = line("transport.heartbeat_interval (in ");
+    assert!(
+        duration.contains("\"often\"") && duration.contains("\"30s\""),
+        "{duration}"
+    );
+    let env = line("WSHUB_HUB__DATA_QUEUE_BYTES:");
+    assert!(
+        env.contains("\"lots\"") && env.contains("whole number"),
+        "{env}"
+    );
+    let flag = line("--log-format:");
+    assert!(
+        flag.contains("\"xml\"") && flag.contains("text, json"),
+        "{flag}"
+    );
+}
+
+#[test]
+fn a_value_check_names_the_environment_variable_that_set_it() {
+    let stderr = refused(&wshub(
+        &["--listen", "127.0.0.1:0"],
+        &[("WSHUB_TRANSPORT__HEARTBEAT_TIMEOUT", "1s")],
+    ));
+    assert!(
+        stderr.contains("WSHUB_TRANSPORT__HEARTBEAT_TIMEOUT: 1s must be longer than transport.heartbeat_interval (25s)"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn a_hostname_in_listen_is_refused_with_the_reason() {
+    let stderr = refused(&wshub(&["print-config", "--listen", "localhost:9000"], &[]));
+    assert!(stderr.contains("--listen: \"localhost:9000\""), "{stderr}");
+    assert!(
+        stderr.contains("hostnames such as localhost:9000 are refused"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn an_unknown_variable_suggests_the_closest_real_one() {
+    let stderr = refused(&wshub(&["print-config"], &[("WSHUB_LISTN", "127.0.0.1:1")]));
+    assert!(
+        stderr.contains("WSHUB_LISTN: unknown key; did you mean WSHUB_LISTEN?"),
+        "{stderr}"
+    );
+}
+
+#[test]
+fn config_layers_apply_in_order_defaults_file_env_flags() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(
+        dir.path(),
+        "ws_path = \"/from-file\"\nlisten = \"127.0.0.1:7001\"\n[hub]\nslow_consumer = \"drop_oldest\"\ndata_queue_bytes = 70000\n[permissions.namespaces.chat]\njoin = \"claim\"\npublish = \"authenticated\"\n",
+    );
+    let output = wshub(
+        &[
+            "print-config",
+            "--config",
+            &file,
+            "--listen",
+            "127.0.0.1:7003",
+        ],
+        &[
+            ("WSHUB_LISTEN", "127.0.0.1:7002"),
+            ("WSHUB_HUB__DATA_QUEUE_BYTES", "80000"),
+            (
+                "WSHUB_ALLOWED_ORIGINS",
+                "http://127.0.0.1:8000, https://app.example.com",
+            ),
+        ],
+    );
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
+    let printed: toml::Value = toml::from_str(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    assert_eq!(
+        printed["ws_path"].as_str(),
+        Some("/from-file"),
+        "file over defaults"
+    );
+    assert_eq!(
+        printed["hub"]["slow_consumer"].as_str(),
+        Some("drop_oldest")
+    );
+    assert_eq!(
+        printed["hub"]["data_queue_bytes"].as_integer(),
+        Some(80000),
+        "env over file"
+    );
+    assert_eq!(
+        printed["listen"].as_str(),
+        Some("127.0.0.1:7003"),
+        "flags over env"
+    );
+    assert_eq!(
+        printed["transport"]["heartbeat_interval"].as_str(),
+        Some("25s"),
+        "defaults"
+    );
+    assert_eq!(
+        printed["allowed_origins"],
+        toml::Value::Array(vec![
+            "http://127.0.0.1:8000".into(),
+            "https://app.example.com".into()
+        ]),
+        "a comma-separated list from the environment"
+    );
+    assert_eq!(
+        printed["permissions"]["namespaces"]["chat"]["join"].as_str(),
+        Some("claim")
+    );
+}
+
+#[test]
+fn printed_config_is_accepted_back_and_keeps_secrets_out() {
+    let secret = "a-secret-of-more-than-32-bytes-xxxxxxxx";
+    let output = wshub(
+        &["print-config"],
+        &[("WSHUB_AUTH__MODE", "jwt"), ("WSHUB_AUTH__SECRET", secret)],
+    );
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(!printed.contains(secret), "the secret is never printed");
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(dir.path(), &printed);
+    let again = wshub(
+        &["print-config", "--config", &file],
+        &[("WSHUB_AUTH__SECRET", secret)],
+    );
+    assert!(
+        again.status.success(),
+        "{}",
+        String::from_utf8_lossy(&again.stderr)
+    );
+    assert_eq!(String::from_utf8_lossy(&again.stdout), printed);
+}
+
+#[test]
+fn every_hub_and_transport_field_is_reachable_from_the_config() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(
+        dir.path(),
+        "[hub]\nnode_id = \"node-7\"\nroom_linger = \"5m\"\n[transport]\nclose_timeout = \"7s\"\n",
+    );
+    let output = wshub(&["print-config", "--config", &file], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let printed: toml::Value = toml::from_str(&String::from_utf8_lossy(&output.stdout)).unwrap();
+    assert_eq!(printed["hub"]["node_id"].as_str(), Some("node-7"));
+    assert_eq!(printed["hub"]["room_linger"].as_str(), Some("5m"));
+    assert_eq!(printed["transport"]["close_timeout"].as_str(), Some("7s"));
+    let stderr = refused(&wshub(&["print-config"], &[("WSHUB_HUB__NODE_ID", "a.b")]));
+    assert!(stderr.contains("WSHUB_HUB__NODE_ID: \"a.b\""), "{stderr}");
+}
