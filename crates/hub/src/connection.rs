@@ -18,7 +18,7 @@ use crate::hub::Hub;
 use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox, PushOutcome};
 use crate::stats::Fanout;
-use crate::timers::{TimerEvent, Timers};
+use crate::timers::{TimerConfig, TimerEvent, Timers};
 
 /// What became of one client frame handed to [`Connection::handle_text`].
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -73,13 +73,12 @@ pub struct Connection {
     timers: Timers,
     // Boxed: most deployments run without a message limit.
     flood: Option<Box<FloodGuard>>,
-    now_ms: u64,
 }
 
 impl Connection {
     pub(crate) fn new(hub: Hub, outbox: Arc<Outbox>, identity: Identity, now_ms: u64) -> Self {
         let config = hub.config();
-        let mut timers = Timers::new(now_ms, config.heartbeat, config.token_expiry_warning);
+        let mut timers = Timers::new(now_ms, &timer_config(config));
         timers.set_expiry(identity.expires_at_ms());
         let flood = config
             .message_rate
@@ -96,7 +95,6 @@ impl Connection {
             rooms: HashSet::new(),
             timers,
             flood,
-            now_ms,
         };
         connection.send_control(encode_welcome(
             &connection.wire_id,
@@ -145,8 +143,13 @@ impl Connection {
     }
 
     fn saw_traffic(&mut self, now_ms: u64) {
-        self.now_ms = self.now_ms.max(now_ms);
         self.timers.on_traffic(now_ms);
+    }
+
+    /// The latest time this connection heard from its client: when rooms
+    /// it leaves were last active.
+    fn now_ms(&self) -> u64 {
+        self.timers.last_seen_ms()
     }
 
     /// Handles one text frame from the client at `now_ms`: rate limit, parse,
@@ -197,16 +200,16 @@ impl Connection {
     /// when nothing is timed (no heartbeat and credentials that never
     /// expire).
     pub fn poll_timeout(&self) -> Option<u64> {
-        self.timers.deadline()
+        self.timers.deadline(&timer_config(self.hub.config()))
     }
 
     /// Acts on what fell due by `now_ms`: queues `token_expiring` ahead of
     /// expiry, closes with 4001 at expiry or 1001 after the heartbeat
     /// timeout (through the outbox), and says when to ping.
     pub fn handle_timeout(&mut self, now_ms: u64) -> TimerOutcome {
-        self.now_ms = self.now_ms.max(now_ms);
+        let config = timer_config(self.hub.config());
         let mut outcome = TimerOutcome::Idle;
-        while let Some(event) = self.timers.due(now_ms) {
+        while let Some(event) = self.timers.due(now_ms, &config) {
             match event {
                 TimerEvent::Silent => {
                     self.outbox.close_now(CloseReason::HEARTBEAT_TIMEOUT);
@@ -294,7 +297,7 @@ impl Connection {
                 limit: config.max_rooms_per_connection,
             });
         }
-        if self.hub.add_member(&room, &self.outbox, self.now_ms) {
+        if self.hub.add_member(&room, &self.outbox, self.now_ms()) {
             self.rooms.insert(room);
         }
         Ok(())
@@ -330,7 +333,7 @@ impl Connection {
             .collect();
         for room in revoked {
             self.rooms.remove(&room);
-            self.hub.remove_member(&room, self.id(), self.now_ms);
+            self.hub.remove_member(&room, self.id(), self.now_ms());
             self.send_control(encode_unsubscribed(&room, "permission_revoked"));
         }
         Ok(())
@@ -341,7 +344,7 @@ impl Connection {
         if !self.rooms.remove(room) {
             return Err(HubError::NotJoined(room.clone()));
         }
-        self.hub.remove_member(room, self.id(), self.now_ms);
+        self.hub.remove_member(room, self.id(), self.now_ms());
         Ok(())
     }
 
@@ -378,9 +381,16 @@ impl Connection {
     }
 }
 
+fn timer_config(config: &crate::HubConfig) -> TimerConfig {
+    TimerConfig {
+        heartbeat: config.heartbeat,
+        warning: config.token_expiry_warning,
+    }
+}
+
 impl Drop for Connection {
     fn drop(&mut self) {
         let rooms = std::mem::take(&mut self.rooms);
-        self.hub.unregister(self.id(), rooms, self.now_ms);
+        self.hub.unregister(self.id(), rooms, self.now_ms());
     }
 }

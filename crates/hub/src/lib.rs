@@ -24,14 +24,22 @@
 //! [`Connection::handle_timeout`] when [`Connection::poll_timeout`] says.
 //!
 //! ```
+//! use std::num::NonZeroU32;
 //! use std::time::Duration;
-//! use wshub_hub::protocol::Content;
-//! use wshub_hub::{Drained, FrameOutcome, Heartbeat, Hub, HubConfig, Identity, TimerOutcome};
+//! use wshub_hub::protocol::{Content, ErrorCode};
+//! use wshub_hub::{
+//!     Drained, FrameOutcome, Heartbeat, Hub, HubConfig, Identity, MessageRateLimit, TimerOutcome,
+//! };
 //!
 //! let hub = Hub::new(HubConfig {
 //!     heartbeat: Some(Heartbeat {
 //!         interval: Duration::from_secs(25),
 //!         timeout: Duration::from_secs(60),
+//!     }),
+//!     message_rate: Some(MessageRateLimit {
+//!         per_second: NonZeroU32::new(10).unwrap(),
+//!         burst: NonZeroU32::new(10).unwrap(),
+//!         close_after: Duration::from_secs(10),
 //!     }),
 //!     ..HubConfig::default()
 //! });
@@ -70,6 +78,14 @@
 //! assert_eq!(frames[0].to_text(), r#"{"type":"system","event":"token_expiring"}"#);
 //! bob.handle_timeout(t0 + 120_000); // expired without a refresh: close 4001
 //! assert!(matches!(bob.outbox().try_drain(&mut frames, 1024), Some(Drained::Close(r)) if r.code == 4001));
+//!
+//! // Rate limits: frames over the rate are answered `rate_limited` and not
+//! // acted on (a client over it for `close_after` is closed with 1008).
+//! let flood = r#"{"type":"publish","room":"lobby","content":0}"#;
+//! let outcomes: Vec<_> = (0..12).map(|_| alice.handle_text(flood, t0 + 1)).collect();
+//! // alice sent 2 frames at t0: 8 of the burst of 10 are left.
+//! assert_eq!(outcomes[7], FrameOutcome::Accepted);
+//! assert_eq!(outcomes[8], FrameOutcome::Rejected(ErrorCode::RateLimited));
 //!
 //! // A driver awaits `outbox().drain(&mut frames, max_bytes)` instead of
 //! // polling, and drops the connection when the socket closes.

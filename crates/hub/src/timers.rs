@@ -17,26 +17,40 @@ pub(crate) enum TimerEvent {
     Expired,
 }
 
-#[derive(Debug)]
-struct Expiry {
-    at_ms: u64,
-    warn_at_ms: u64,
-    warned: bool,
-}
-
-#[derive(Debug)]
-struct Pulse {
-    interval_ms: u64,
-    timeout_ms: u64,
-    next_ping_ms: u64,
-}
-
+/// The per-connection state: 24 bytes, since every idle connection holds
+/// one. The intervals themselves are read from the hub's config, which
+/// every call passes in.
 #[derive(Debug)]
 pub(crate) struct Timers {
-    pulse: Option<Pulse>,
-    warning_ms: u64,
+    next_ping_ms: u64,
     last_seen_ms: u64,
-    expiry: Option<Expiry>,
+    /// When the credentials expire (`u64::MAX`: never), and in the top bit
+    /// whether the warning went out.
+    expiry: Expiry,
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Expiry(u64);
+
+impl Expiry {
+    const WARNED: u64 = 1 << 63;
+    const NEVER: Self = Self(u64::MAX & !Self::WARNED);
+
+    fn at_ms(self) -> Option<u64> {
+        let at = self.0 & !Self::WARNED;
+        (at != Self::NEVER.0).then_some(at)
+    }
+
+    fn warned(self) -> bool {
+        self.0 & Self::WARNED != 0
+    }
+}
+
+/// What the timers are configured with.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct TimerConfig {
+    pub(crate) heartbeat: Option<Heartbeat>,
+    pub(crate) warning: std::time::Duration,
 }
 
 fn millis(duration: std::time::Duration) -> u64 {
@@ -44,33 +58,28 @@ fn millis(duration: std::time::Duration) -> u64 {
 }
 
 impl Timers {
-    pub(crate) fn new(
-        now_ms: u64,
-        heartbeat: Option<Heartbeat>,
-        warning: std::time::Duration,
-    ) -> Self {
+    pub(crate) fn new(now_ms: u64, config: &TimerConfig) -> Self {
         Self {
-            pulse: heartbeat.map(|beat| Pulse {
-                interval_ms: millis(beat.interval),
-                timeout_ms: millis(beat.timeout),
-                next_ping_ms: now_ms.saturating_add(millis(beat.interval)),
+            next_ping_ms: config.heartbeat.map_or(u64::MAX, |beat| {
+                now_ms.saturating_add(millis(beat.interval))
             }),
-            warning_ms: millis(warning),
             last_seen_ms: now_ms,
-            expiry: None,
+            expiry: Expiry::NEVER,
         }
     }
 
-    /// Tracks the credentials' expiry (`None`: they do not expire).
+    /// Tracks the credentials' expiry (`None`: they do not expire). An
+    /// expiry in the year 292 million counts as never.
     pub(crate) fn set_expiry(&mut self, expires_at_ms: Option<u64>) {
-        if self.expiry.as_ref().map(|e| e.at_ms) == expires_at_ms {
-            return;
+        let wanted = expires_at_ms.map(|at| at.min(Expiry::NEVER.0 - 1));
+        if self.expiry.at_ms() != wanted {
+            self.expiry = wanted.map_or(Expiry::NEVER, Expiry);
         }
-        self.expiry = expires_at_ms.map(|at_ms| Expiry {
-            at_ms,
-            warn_at_ms: at_ms.saturating_sub(self.warning_ms),
-            warned: false,
-        });
+    }
+
+    /// The last time the client sent anything.
+    pub(crate) fn last_seen_ms(&self) -> u64 {
+        self.last_seen_ms
     }
 
     /// The client sent something: it is alive.
@@ -79,17 +88,16 @@ impl Timers {
     }
 
     /// When the driver should call back next.
-    pub(crate) fn deadline(&self) -> Option<u64> {
-        let heartbeat = self.pulse.as_ref().map(|pulse| {
-            pulse
-                .next_ping_ms
-                .min(self.last_seen_ms.saturating_add(pulse.timeout_ms))
+    pub(crate) fn deadline(&self, config: &TimerConfig) -> Option<u64> {
+        let heartbeat = config.heartbeat.map(|beat| {
+            self.next_ping_ms
+                .min(self.last_seen_ms.saturating_add(millis(beat.timeout)))
         });
-        let expiry = self.expiry.as_ref().map(|expiry| {
-            if expiry.warned {
-                expiry.at_ms
+        let expiry = self.expiry.at_ms().map(|at| {
+            if self.expiry.warned() {
+                at
             } else {
-                expiry.warn_at_ms.min(expiry.at_ms)
+                at.saturating_sub(millis(config.warning))
             }
         });
         match (heartbeat, expiry) {
@@ -99,22 +107,22 @@ impl Timers {
     }
 
     /// The most urgent event due at `now_ms`, if any, and its bookkeeping.
-    pub(crate) fn due(&mut self, now_ms: u64) -> Option<TimerEvent> {
-        if let Some(expiry) = &mut self.expiry {
-            if now_ms >= expiry.at_ms {
+    pub(crate) fn due(&mut self, now_ms: u64, config: &TimerConfig) -> Option<TimerEvent> {
+        if let Some(at) = self.expiry.at_ms() {
+            if now_ms >= at {
                 return Some(TimerEvent::Expired);
             }
-            if !expiry.warned && now_ms >= expiry.warn_at_ms {
-                expiry.warned = true;
+            if !self.expiry.warned() && now_ms >= at.saturating_sub(millis(config.warning)) {
+                self.expiry.0 |= Expiry::WARNED;
                 return Some(TimerEvent::ExpiryWarning);
             }
         }
-        let pulse = self.pulse.as_mut()?;
-        if now_ms >= self.last_seen_ms.saturating_add(pulse.timeout_ms) {
+        let beat = config.heartbeat?;
+        if now_ms >= self.last_seen_ms.saturating_add(millis(beat.timeout)) {
             return Some(TimerEvent::Silent);
         }
-        if now_ms >= pulse.next_ping_ms {
-            pulse.next_ping_ms = now_ms.saturating_add(pulse.interval_ms);
+        if now_ms >= self.next_ping_ms {
+            self.next_ping_ms = now_ms.saturating_add(millis(beat.interval));
             return Some(TimerEvent::Ping);
         }
         None
@@ -129,29 +137,33 @@ mod tests {
     const SEC: u64 = 1000;
     const T0: u64 = 1_000_000;
 
-    fn beat(interval: u64, timeout: u64) -> Option<Heartbeat> {
-        Some(Heartbeat {
-            interval: Duration::from_millis(interval),
-            timeout: Duration::from_millis(timeout),
-        })
+    fn config(heartbeat: Option<(u64, u64)>, warning_s: u64) -> TimerConfig {
+        TimerConfig {
+            heartbeat: heartbeat.map(|(interval, timeout)| Heartbeat {
+                interval: Duration::from_millis(interval),
+                timeout: Duration::from_millis(timeout),
+            }),
+            warning: Duration::from_secs(warning_s),
+        }
     }
 
     #[test]
     fn pings_every_interval_and_gives_up_on_silence() {
-        let mut t = Timers::new(T0, beat(25 * SEC, 60 * SEC), Duration::from_secs(30));
-        assert_eq!(t.deadline(), Some(T0 + 25 * SEC));
-        assert_eq!(t.due(T0 + 10 * SEC), None);
-        assert_eq!(t.due(T0 + 25 * SEC), Some(TimerEvent::Ping));
-        assert_eq!(t.deadline(), Some(T0 + 50 * SEC));
+        let c = config(Some((25 * SEC, 60 * SEC)), 30);
+        let mut t = Timers::new(T0, &c);
+        assert_eq!(t.deadline(&c), Some(T0 + 25 * SEC));
+        assert_eq!(t.due(T0 + 10 * SEC, &c), None);
+        assert_eq!(t.due(T0 + 25 * SEC, &c), Some(TimerEvent::Ping));
+        assert_eq!(t.deadline(&c), Some(T0 + 50 * SEC));
         t.on_traffic(T0 + 40 * SEC);
-        assert_eq!(t.due(T0 + 50 * SEC), Some(TimerEvent::Ping));
+        assert_eq!(t.due(T0 + 50 * SEC, &c), Some(TimerEvent::Ping));
         assert_eq!(
-            t.due(T0 + 99 * SEC),
+            t.due(T0 + 99 * SEC, &c),
             Some(TimerEvent::Ping),
             "59 s of silence is allowed"
         );
         assert_eq!(
-            t.due(T0 + 100 * SEC),
+            t.due(T0 + 100 * SEC, &c),
             Some(TimerEvent::Silent),
             "60 s is not"
         );
@@ -159,41 +171,48 @@ mod tests {
 
     #[test]
     fn warns_once_before_expiry_then_expires() {
-        let mut t = Timers::new(T0, None, Duration::from_secs(30));
+        let c = config(None, 30);
+        let mut t = Timers::new(T0, &c);
         assert_eq!(
-            t.deadline(),
+            t.deadline(&c),
             None,
             "no heartbeat, no expiry: nothing to wake for"
         );
         t.set_expiry(Some(T0 + 100 * SEC));
-        assert_eq!(t.deadline(), Some(T0 + 70 * SEC), "the warning comes first");
-        assert_eq!(t.due(T0 + 69 * SEC), None);
-        assert_eq!(t.due(T0 + 70 * SEC), Some(TimerEvent::ExpiryWarning));
-        assert_eq!(t.due(T0 + 71 * SEC), None, "warned once");
-        assert_eq!(t.deadline(), Some(T0 + 100 * SEC));
-        assert_eq!(t.due(T0 + 100 * SEC), Some(TimerEvent::Expired));
+        assert_eq!(
+            t.deadline(&c),
+            Some(T0 + 70 * SEC),
+            "the warning comes first"
+        );
+        assert_eq!(t.due(T0 + 69 * SEC, &c), None);
+        assert_eq!(t.due(T0 + 70 * SEC, &c), Some(TimerEvent::ExpiryWarning));
+        assert_eq!(t.due(T0 + 71 * SEC, &c), None, "warned once");
+        assert_eq!(t.deadline(&c), Some(T0 + 100 * SEC));
+        assert_eq!(t.due(T0 + 100 * SEC, &c), Some(TimerEvent::Expired));
     }
 
     #[test]
     fn a_refresh_moves_the_expiry_and_rearms_the_warning() {
-        let mut t = Timers::new(T0, None, Duration::from_secs(30));
+        let c = config(None, 30);
+        let mut t = Timers::new(T0, &c);
         t.set_expiry(Some(T0 + 40 * SEC));
-        assert_eq!(t.due(T0 + 10 * SEC), Some(TimerEvent::ExpiryWarning));
+        assert_eq!(t.due(T0 + 10 * SEC, &c), Some(TimerEvent::ExpiryWarning));
         t.set_expiry(Some(T0 + 200 * SEC));
         assert_eq!(
-            t.deadline(),
+            t.deadline(&c),
             Some(T0 + 170 * SEC),
             "the warning is armed again"
         );
-        assert_eq!(t.due(T0 + 170 * SEC), Some(TimerEvent::ExpiryWarning));
-        assert_eq!(t.due(T0 + 200 * SEC), Some(TimerEvent::Expired));
+        assert_eq!(t.due(T0 + 170 * SEC, &c), Some(TimerEvent::ExpiryWarning));
+        assert_eq!(t.due(T0 + 200 * SEC, &c), Some(TimerEvent::Expired));
     }
 
     #[test]
     fn an_already_expired_token_expires_at_once() {
-        let mut t = Timers::new(T0, beat(25 * SEC, 60 * SEC), Duration::from_secs(30));
+        let c = config(Some((25 * SEC, 60 * SEC)), 30);
+        let mut t = Timers::new(T0, &c);
         t.set_expiry(Some(T0 - 5));
-        assert!(t.deadline() <= Some(T0 - 5));
-        assert_eq!(t.due(T0), Some(TimerEvent::Expired));
+        assert!(t.deadline(&c) <= Some(T0 - 5));
+        assert_eq!(t.due(T0, &c), Some(TimerEvent::Expired));
     }
 }
