@@ -34,7 +34,7 @@ struct Expiry(u64);
 
 impl Expiry {
     const WARNED: u64 = 1 << 63;
-    const NEVER: Self = Self(u64::MAX & !Self::WARNED);
+    const NEVER: Self = Self(!Self::WARNED);
 
     fn at_ms(self) -> Option<u64> {
         let at = self.0 & !Self::WARNED;
