@@ -67,7 +67,68 @@ fn run(step: &str, command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// What the suite drives that the language registries do not provide: the
+/// command to look for and the Debian package that brings it.
+const PREREQUISITES: &[(&str, &str)] = &[
+    ("python3", "python3"),
+    ("node", "nodejs"),
+    ("npm", "npm"),
+    ("chromium", "chromium"),
+];
+
+fn on_path(command: &str) -> bool {
+    std::env::var_os("PATH")
+        .is_some_and(|path| std::env::split_paths(&path).any(|dir| dir.join(command).is_file()))
+}
+
+/// Checks the system prerequisites before anything is built. As root on
+/// Debian the missing packages are installed (as `.ci/run` does); otherwise
+/// one line says what to install.
+fn check_prerequisites() -> anyhow::Result<()> {
+    let missing: Vec<(&str, &str)> = PREREQUISITES
+        .iter()
+        .copied()
+        .filter(|(command, _)| !on_path(command))
+        .collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let packages: Vec<&str> = missing.iter().map(|(_, package)| *package).collect();
+    let is_root = Command::new("id")
+        .arg("-u")
+        .output()
+        .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
+    if is_root && on_path("apt-get") {
+        eprintln!(
+            "==> installing missing prerequisites: {}",
+            packages.join(" ")
+        );
+        run(
+            "apt-get update",
+            Command::new("apt-get").args(["update", "-qq"]),
+        )?;
+        run(
+            "apt-get install",
+            Command::new("apt-get")
+                .args(["install", "-y", "-qq"])
+                .args(&packages)
+                .env("DEBIAN_FRONTEND", "noninteractive"),
+        )?;
+        return Ok(());
+    }
+    bail!(
+        "missing prerequisites: {}; install them first (Debian: sudo apt-get install {})",
+        missing
+            .iter()
+            .map(|(command, _)| *command)
+            .collect::<Vec<_>>()
+            .join(", "),
+        packages.join(" ")
+    )
+}
+
 fn test(extra: &[String]) -> anyhow::Result<()> {
+    check_prerequisites()?;
     run(
         "cargo fmt --check",
         cargo().args(["fmt", "--all", "--check"]),
@@ -90,7 +151,13 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
-    let totals = run_tests(cargo().args(["test", "--workspace"]).args(extra))?;
+    // --no-fail-fast: one failing test binary must not hide the others, and
+    // the closing line counts every test.
+    let totals = run_tests(
+        cargo()
+            .args(["test", "--workspace", "--no-fail-fast"])
+            .args(extra),
+    )?;
     eprintln!("==> cargo xtask bench --quick (smoke test: fails on any lost message)");
     bench::run(&["--quick".to_owned()], &workspace_root())?;
     // One closing line for the whole suite: cargo prints a summary per test

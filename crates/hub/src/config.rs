@@ -57,6 +57,10 @@ pub struct HubConfig {
     /// Rooms one connection may be in at once; joining one more gets
     /// `too_many_rooms`.
     pub max_rooms_per_connection: usize,
+    /// Rooms the hub holds at most (0: no cap); a join that would create one
+    /// more gets `too_many_rooms`. With `max_rooms_per_connection` and the
+    /// connection cap it bounds the hub's memory in total.
+    pub max_rooms: usize,
     /// Bytes of data frames (room messages, broadcasts) a connection may have
     /// queued before the slow-consumer policy applies.
     pub data_queue_bytes: usize,
@@ -86,6 +90,7 @@ impl Default for HubConfig {
             node_id: NodeId::random(),
             access: AccessPolicy::default(),
             max_rooms_per_connection: 512,
+            max_rooms: 0,
             data_queue_bytes: 1 << 20,
             control_queue_bytes: 64 << 10,
             slow_consumer: SlowConsumerPolicy::Disconnect,

@@ -17,7 +17,7 @@ use crate::flood::{FloodGuard, FloodVerdict};
 use crate::hub::Hub;
 use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox, PushOutcome};
-use crate::stats::Fanout;
+use crate::stats::{CloseCause, Fanout};
 use crate::timers::{TimerConfig, TimerEvent, Timers};
 
 /// What became of one client frame handed to [`Connection::handle_text`].
@@ -73,6 +73,7 @@ pub struct Connection {
     timers: Timers,
     // Boxed: most deployments run without a message limit.
     flood: Option<Box<FloodGuard>>,
+    close_cause: Option<CloseCause>,
 }
 
 impl Connection {
@@ -95,6 +96,7 @@ impl Connection {
             rooms: HashSet::new(),
             timers,
             flood,
+            close_cause: None,
         };
         connection.send_control(encode_welcome(
             &connection.wire_id,
@@ -191,9 +193,24 @@ impl Connection {
         )
     }
 
-    /// A ping or pong arrived at `now_ms`: the client is alive.
+    /// A ping or pong arrived at `now_ms`: the client is alive. It counts
+    /// against the message rate like any frame (a ping flood is a flood),
+    /// though an over-rate ping gets no error frame.
     pub fn handle_heartbeat(&mut self, now_ms: u64) {
         self.saw_traffic(now_ms);
+        if let Some(flood) = self.flood.as_mut()
+            && flood.check(now_ms) == FloodVerdict::Close
+        {
+            self.outbox.close_now(CloseReason::RATE_LIMITED);
+        }
+    }
+
+    /// Records why the connection is ending, for the hub's close counts. The
+    /// driver calls it once before dropping the connection; the first cause
+    /// recorded wins, and a connection dropped without one counts as a
+    /// socket error.
+    pub fn record_close(&mut self, cause: CloseCause) {
+        self.close_cause.get_or_insert(cause);
     }
 
     /// When [`handle_timeout`](Self::handle_timeout) is next due; `None`
@@ -297,7 +314,7 @@ impl Connection {
                 limit: config.max_rooms_per_connection,
             });
         }
-        if self.hub.add_member(&room, &self.outbox, self.now_ms()) {
+        if self.hub.add_member(&room, &self.outbox, self.now_ms())? {
             self.rooms.insert(room);
         }
         Ok(())
@@ -390,6 +407,8 @@ fn timer_config(config: &crate::HubConfig) -> TimerConfig {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.hub
+            .count_close(self.close_cause.unwrap_or(CloseCause::SocketError));
         let rooms = std::mem::take(&mut self.rooms);
         self.hub.unregister(self.id(), rooms, self.now_ms());
     }

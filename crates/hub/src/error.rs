@@ -33,6 +33,12 @@ pub enum HubError {
         /// The configured limit.
         limit: usize,
     },
+    /// Joining would create a room beyond the hub's room cap.
+    #[error("the server holds its maximum of {limit} rooms; join an existing room or try later")]
+    HubRoomLimit {
+        /// The configured cap.
+        limit: usize,
+    },
     /// A credential was refused.
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
@@ -45,7 +51,7 @@ impl HubError {
             Self::NotJoined(_) => ErrorCode::NotJoined,
             Self::ShuttingDown => ErrorCode::Unavailable,
             Self::Forbidden(_) | Self::UserMismatch { .. } => ErrorCode::Forbidden,
-            Self::TooManyRooms { .. } => ErrorCode::TooManyRooms,
+            Self::TooManyRooms { .. } | Self::HubRoomLimit { .. } => ErrorCode::TooManyRooms,
             Self::Unauthorized(_) => ErrorCode::Unauthorized,
         }
     }
@@ -57,6 +63,8 @@ impl HubError {
             Self::Unauthorized(err) => Some(err.reason.as_str()),
             Self::Forbidden(denied) => Some(denied.cause.as_str()),
             Self::UserMismatch { .. } => Some("user_mismatch"),
+            Self::TooManyRooms { .. } => Some("connection_limit"),
+            Self::HubRoomLimit { .. } => Some("hub_limit"),
             _ => None,
         }
     }

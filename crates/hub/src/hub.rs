@@ -1,7 +1,7 @@
 //! The hub: the registry of connections and rooms, and fan-out.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
@@ -17,7 +17,7 @@ use crate::error::{AuthError, HubError};
 use crate::node::{ConnectionId, NodeId};
 use crate::outbox::{Outbox, PushOutcome};
 use crate::room::Room;
-use crate::stats::{Counters, Fanout, HubStats, QueueDepth};
+use crate::stats::{CloseCause, Counters, Fanout, HubStats, QueueDepth};
 
 /// The `from` of messages the server itself publishes (not a connection).
 pub const SERVER_SENDER: &str = "server";
@@ -64,6 +64,7 @@ impl HubBuilder {
                 next_id: AtomicU64::new(1),
                 connections: DashMap::with_hasher(FxBuildHasher),
                 rooms: DashMap::new(),
+                room_count: AtomicUsize::new(0),
                 counters: Counters::default(),
                 shutting_down: AtomicBool::new(false),
             }),
@@ -89,6 +90,8 @@ struct Inner {
     connections: DashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
     // Keys are client-chosen strings: keep std's DoS-resistant hasher.
     rooms: DashMap<RoomName, Room>,
+    /// Entries in `rooms`, kept beside it for the `max_rooms` cap.
+    room_count: AtomicUsize,
     counters: Counters,
     shutting_down: AtomicBool,
 }
@@ -179,11 +182,33 @@ impl Hub {
         self.inner.connections.remove(&id);
     }
 
-    pub(crate) fn add_member(&self, room: &RoomName, outbox: &Arc<Outbox>, now_ms: u64) -> bool {
+    pub(crate) fn add_member(
+        &self,
+        room: &RoomName,
+        outbox: &Arc<Outbox>,
+        now_ms: u64,
+    ) -> Result<bool, HubError> {
         // The shard guard stays held while inserting, so a concurrent leave
         // cannot free the room between its lookup and this insert, and the
         // broker hears opened/closed for one room in the order they happened.
-        let entry = self.inner.rooms.entry(room.clone()).or_default();
+        let entry = match self.inner.rooms.entry(room.clone()) {
+            dashmap::Entry::Occupied(entry) => entry.into_ref(),
+            dashmap::Entry::Vacant(entry) => {
+                // Not `rooms.len()`: that would lock the shard this entry
+                // holds. A compare-and-swap on a count keeps the cap exact.
+                let limit = self.inner.config.max_rooms;
+                let reserved =
+                    self.inner
+                        .room_count
+                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                            (limit == 0 || n < limit).then_some(n + 1)
+                        });
+                if reserved.is_err() {
+                    return Err(HubError::HubRoomLimit { limit });
+                }
+                entry.insert(Room::default())
+            }
+        };
         let was_empty = entry.is_empty();
         let added = entry.insert(outbox);
         if added {
@@ -192,13 +217,13 @@ impl Hub {
                 self.inner.broker.room_opened(room);
             }
         }
-        added
+        Ok(added)
     }
 
     pub(crate) fn remove_member(&self, room: &RoomName, id: ConnectionId, now_ms: u64) -> bool {
         let mut removed = false;
         let linger = self.inner.linger_ms;
-        self.inner.rooms.remove_if(room, |_, state| {
+        let freed = self.inner.rooms.remove_if(room, |_, state| {
             removed = state.remove(id);
             if !removed || !state.is_empty() {
                 return false;
@@ -207,6 +232,9 @@ impl Hub {
             self.inner.broker.room_closed(room);
             linger == 0
         });
+        if freed.is_some() {
+            self.inner.room_count.fetch_sub(1, Ordering::SeqCst);
+        }
         removed
     }
 
@@ -311,11 +339,14 @@ impl Hub {
     /// how many. Call it periodically when `room_linger` is set.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let linger = self.inner.linger_ms;
-        let before = self.inner.rooms.len();
-        self.inner
-            .rooms
-            .retain(|_, room| !room.expired(now_ms, linger));
-        before.saturating_sub(self.inner.rooms.len())
+        let mut freed = 0;
+        self.inner.rooms.retain(|_, room| {
+            let expired = room.expired(now_ms, linger);
+            freed += usize::from(expired);
+            !expired
+        });
+        self.inner.room_count.fetch_sub(freed, Ordering::SeqCst);
+        freed
     }
 
     /// Starts a graceful shutdown: no new connections are taken, and every
@@ -392,7 +423,16 @@ impl Hub {
             delivered: Counters::get(&counters.delivered),
             slow_consumer_disconnects: Counters::get(&counters.slow_consumer_disconnects),
             dropped_frames: Counters::get(&counters.dropped_frames),
+            closed: std::array::from_fn(|i| Counters::get(&counters.closed[i])),
         }
+    }
+
+    pub(crate) fn count_close(&self, cause: CloseCause) {
+        let index = CloseCause::ALL
+            .iter()
+            .position(|c| *c == cause)
+            .unwrap_or(CloseCause::ALL.len() - 1);
+        Counters::add(&self.inner.counters.closed[index], 1);
     }
 
     pub(crate) fn count_overflow(&self, outcome: PushOutcome) {

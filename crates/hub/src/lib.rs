@@ -121,7 +121,7 @@ pub use flood::MessageRateLimit;
 pub use hub::{Authenticator, Hub, HubBuilder, SERVER_SENDER};
 pub use node::{ConnectionId, NodeId, NodeIdError};
 pub use outbox::{Drained, Lane, Outbox, PushOutcome};
-pub use stats::{Fanout, HubStats, QueueDepth};
+pub use stats::{CloseCause, Fanout, HubStats, QueueDepth};
 pub use wshub_protocol as protocol;
 
 #[cfg(test)]

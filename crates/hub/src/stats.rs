@@ -27,6 +27,79 @@ pub struct HubStats {
     pub slow_consumer_disconnects: u64,
     /// Data frames dropped under the drop-oldest policy.
     pub dropped_frames: u64,
+    /// Connections ended since start, by cause (indexed like
+    /// [`CloseCause::ALL`]).
+    pub closed: [u64; CloseCause::ALL.len()],
+}
+
+/// Why a connection ended, as counted in
+/// [`HubStats::closed`] (and the server's `wshub_connections_closed_total`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum CloseCause {
+    /// The client closed it (close frame or EOF).
+    Client,
+    /// Its queue overflowed (1008 slow consumer).
+    SlowConsumer,
+    /// A write to it stayed stuck for the transport's write timeout (a
+    /// reader that stopped, under either slow-consumer policy).
+    WriteTimeout,
+    /// Nothing heard for the heartbeat timeout.
+    Heartbeat,
+    /// Its credentials expired (4001).
+    TokenExpired,
+    /// It stayed over its message rate (1008).
+    RateLimited,
+    /// It broke the WebSocket protocol (1002, 1007, 1009).
+    ProtocolError,
+    /// The server shut down.
+    Shutdown,
+    /// The socket failed.
+    SocketError,
+}
+
+impl CloseCause {
+    /// Every cause, in label order.
+    pub const ALL: [Self; 9] = [
+        Self::Client,
+        Self::SlowConsumer,
+        Self::WriteTimeout,
+        Self::Heartbeat,
+        Self::TokenExpired,
+        Self::RateLimited,
+        Self::ProtocolError,
+        Self::Shutdown,
+        Self::SocketError,
+    ];
+
+    /// The metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            Self::Client => "client_close",
+            Self::SlowConsumer => "slow_consumer",
+            Self::WriteTimeout => "write_timeout",
+            Self::Heartbeat => "heartbeat_timeout",
+            Self::TokenExpired => "token_expired",
+            Self::RateLimited => "rate_limited",
+            Self::ProtocolError => "protocol_error",
+            Self::Shutdown => "shutdown",
+            Self::SocketError => "socket_error",
+        }
+    }
+
+    /// The cause of a close the hub decided on, from its reason.
+    pub fn of(reason: wshub_protocol::CloseReason) -> Self {
+        use wshub_protocol::CloseReason as R;
+        match reason {
+            R::SLOW_CONSUMER => Self::SlowConsumer,
+            R::HEARTBEAT_TIMEOUT => Self::Heartbeat,
+            R::TOKEN_EXPIRED => Self::TokenExpired,
+            R::RATE_LIMITED => Self::RateLimited,
+            R::SHUTDOWN => Self::Shutdown,
+            R::NORMAL => Self::Client,
+            _ => Self::ProtocolError,
+        }
+    }
 }
 
 /// Bytes waiting in outboxes, from [`Hub::queue_depth`](crate::Hub::queue_depth).
@@ -46,6 +119,7 @@ pub(crate) struct Counters {
     pub(crate) delivered: AtomicU64,
     pub(crate) slow_consumer_disconnects: AtomicU64,
     pub(crate) dropped_frames: AtomicU64,
+    pub(crate) closed: [AtomicU64; CloseCause::ALL.len()],
 }
 
 impl Counters {

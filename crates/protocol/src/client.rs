@@ -80,8 +80,14 @@ impl Ref {
         &self.0
     }
 
+    /// The longest `ref` accepted, as JSON text: it is echoed in every ack.
+    pub const MAX_LEN: usize = 128;
+
     fn from_raw(raw: &RawValue) -> Option<Self> {
         let text = raw.get();
+        if text.len() > Self::MAX_LEN {
+            return None;
+        }
         let is_string_or_number = text.starts_with('"')
             || text.starts_with('-')
             || text.starts_with(|c: char| c.is_ascii_digit());
@@ -216,7 +222,7 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, ParseError> {
         Some(raw) => Some(Ref::from_raw(raw).ok_or_else(|| {
             ParseError::new(
                 ErrorCode::InvalidField,
-                "field \"ref\" must be a string or a number",
+                "field \"ref\" must be a string or a number of at most 128 characters",
                 None,
             )
         })?),
@@ -236,7 +242,8 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, ParseError> {
         return fail(
             ErrorCode::UnknownType,
             format!(
-                "unknown type {kind:?}; expected \"join\", \"leave\", \"publish\" or \"refresh\""
+                "unknown type {}; expected \"join\", \"leave\", \"publish\" or \"refresh\"",
+                quote_prefix(&kind)
             ),
         );
     }
@@ -283,6 +290,19 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, ParseError> {
     })
 }
 
+/// How many characters of client input an error message quotes at most.
+pub const QUOTED_INPUT_CHARS: usize = 64;
+
+/// `input` quoted for an error message: at most [`QUOTED_INPUT_CHARS`]
+/// characters, marked when cut, so an error frame stays small whatever the
+/// client sent.
+pub fn quote_prefix(input: &str) -> String {
+    match input.char_indices().nth(QUOTED_INPUT_CHARS) {
+        None => format!("{input:?}"),
+        Some((cut, _)) => format!("{:?}… ({} bytes)", &input[..cut], input.len()),
+    }
+}
+
 /// Decodes a raw JSON value that must be a string; borrows when it has no escapes.
 fn json_string(raw: &RawValue) -> Option<Cow<'_, str>> {
     serde_json::from_str::<&str>(raw.get())
@@ -312,6 +332,28 @@ mod tests {
             err.message
         );
         assert_eq!(err.reference.as_ref().map(Ref::as_json), reference);
+    }
+
+    #[test]
+    fn client_input_is_quoted_short_and_long_refs_are_refused() {
+        let long_type = "x".repeat(60_000);
+        let err = error_of(&format!(r#"{{"type":"{long_type}"}}"#));
+        assert_eq!(err.code, ErrorCode::UnknownType);
+        assert!(err.message.len() < 200, "{}", err.message.len());
+        assert!(err.message.contains("(60000 bytes)"), "{}", err.message);
+        let long_ref = "r".repeat(200);
+        let err = error_of(&format!(
+            r#"{{"type":"join","room":"a","ref":"{long_ref}"}}"#
+        ));
+        assert_eq!(err.code, ErrorCode::InvalidField);
+        assert!(err.reference.is_none(), "a long ref is not echoed");
+        assert_eq!(
+            quote_prefix("é".repeat(70).as_str())
+                .chars()
+                .filter(|c| *c == 'é')
+                .count(),
+            64
+        );
     }
 
     #[test]

@@ -29,11 +29,14 @@ mod room;
 mod server;
 
 pub use auth::AuthReason;
-pub use client::{ClientFrame, ErrorCode, ParseError, Ref, parse_client_frame};
+pub use client::{
+    ClientFrame, ErrorCode, ParseError, QUOTED_INPUT_CHARS, Ref, parse_client_frame, quote_prefix,
+};
 pub use frame::{Content, ContentError, TextFrame};
 pub use room::{MAX_ROOM_NAME_LEN, RoomName, RoomNameError};
 pub use serde_json::value::RawValue;
 pub use server::{
-    CloseReason, SystemEvent, encode_ack, encode_error, encode_error_with_reason,
-    encode_http_refusal, encode_message, encode_system, encode_unsubscribed, encode_welcome,
+    CloseReason, MAX_ERROR_MESSAGE_BYTES, SystemEvent, encode_ack, encode_error,
+    encode_error_with_reason, encode_http_refusal, encode_message, encode_system,
+    encode_unsubscribed, encode_welcome,
 };

@@ -200,6 +200,7 @@ pub fn encode_error_with_reason(
     reason: Option<&'static str>,
     message: &str,
 ) -> TextFrame {
+    let message = truncate(message, MAX_ERROR_MESSAGE_BYTES);
     encode(
         &Error {
             kind: "error",
@@ -210,6 +211,22 @@ pub fn encode_error_with_reason(
         },
         64 + message.len(),
     )
+}
+
+/// The longest `message` an error frame carries, in bytes: with the longest
+/// `ref` ([`Ref::MAX_LEN`]) an error frame stays under 1 KiB, whatever text
+/// a client or a credential library put into it.
+pub const MAX_ERROR_MESSAGE_BYTES: usize = 512;
+
+fn truncate(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut cut = max;
+    while !text.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    &text[..cut]
 }
 
 /// `{"type":"message","room":..,"from":..,"content":..,"time":..}`: one
@@ -336,6 +353,13 @@ mod tests {
         assert_eq!(
             &encode_unsubscribed(&RoomName::new("chat:2").unwrap(), "permission_revoked")[..],
             br#"{"type":"system","event":"unsubscribed","room":"chat:2","reason":"permission_revoked"}"#
+        );
+        let long = "é".repeat(1000);
+        let frame = encode_error(None, ErrorCode::BadJson, &long);
+        assert!(frame.len() < 1024, "{}", frame.len());
+        assert!(
+            std::str::from_utf8(&frame).is_ok(),
+            "cut on a character boundary"
         );
         assert_eq!(
             &encode_http_refusal("server_full", "full", None)[..],

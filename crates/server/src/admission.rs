@@ -26,41 +26,126 @@ pub enum Refusal {
 /// The `[limits]` that apply before the upgrade.
 #[derive(Debug, Clone, Default)]
 pub struct AdmissionLimits {
-    /// 0: no cap.
+    /// WebSocket connections the server holds at most; 0: no cap.
     pub max_connections: usize,
-    /// 0: no cap.
+    /// Concurrent TCP connections per client IP (counted from `accept`,
+    /// WebSockets included); 0: no cap.
     pub connections_per_ip: usize,
     /// New connections per second per IP; 0: no cap.
     pub new_connections_per_ip_per_second: u32,
-    /// Addresses whose `X-Forwarded-For` is believed.
+    /// Addresses whose `X-Forwarded-For` / `Forwarded` is believed.
     pub trusted_proxies: Vec<IpNet>,
 }
 
-/// Admits or refuses connections and counts the admitted ones.
+/// TCP connections accepted beyond `max_connections`, so that a server full
+/// of WebSockets still answers `/healthz` and tells upgrades 503 instead of
+/// leaving them unanswered.
+pub const HTTP_HEADROOM: usize = 64;
+
+/// Admits or refuses connections and counts the admitted ones: every TCP
+/// connection from the moment of `accept`, and WebSockets from their upgrade.
 #[derive(Debug)]
 pub struct Gate {
     limits: AdmissionLimits,
-    open: Arc<AtomicUsize>,
+    tcp_open: Arc<AtomicUsize>,
+    ws_open: Arc<AtomicUsize>,
     per_ip: Arc<DashMap<IpAddr, usize>>,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
-/// One admitted connection's place in the counts; dropping it frees it.
+/// A place in the counts; dropping it frees it.
 #[derive(Debug)]
 pub struct Slot {
     open: Arc<AtomicUsize>,
-    per_ip: Arc<DashMap<IpAddr, usize>>,
-    ip: IpAddr,
+    per_ip: Option<(Arc<DashMap<IpAddr, usize>>, IpAddr)>,
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
         self.open.fetch_sub(1, Ordering::SeqCst);
-        self.per_ip.remove_if_mut(&self.ip, |_, count| {
-            *count -= 1;
-            *count == 0
-        });
+        if let Some((per_ip, ip)) = &self.per_ip {
+            per_ip.remove_if_mut(ip, |_, count| {
+                *count -= 1;
+                *count == 0
+            });
+        }
     }
+}
+
+/// Reserves one place below `max` (0: no cap) by compare-and-swap, so
+/// concurrent callers cannot pass the cap together.
+fn reserve(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+    open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+        (max == 0 || n < max).then_some(n + 1)
+    })
+    .ok()?;
+    Some(Slot {
+        open: Arc::clone(open),
+        per_ip: None,
+    })
+}
+
+/// One hop of `X-Forwarded-For` (`ip`, `ip:port`, `[v6]:port`) or of a
+/// `Forwarded` header's `for=` (the same, maybe quoted); `None` for anything
+/// else (`unknown`, obfuscated identifiers, garbage).
+fn parse_hop(hop: &str) -> Option<IpAddr> {
+    let hop = hop.trim().trim_matches('"');
+    if let Some(rest) = hop.strip_prefix('[') {
+        let (v6, after) = rest.split_once(']')?;
+        let port_ok = after.is_empty() || after.strip_prefix(':').is_some_and(is_port);
+        return port_ok.then(|| v6.parse().ok()).flatten();
+    }
+    if let Ok(ip) = hop.parse() {
+        return Some(ip);
+    }
+    let (v4, port) = hop.rsplit_once(':')?;
+    let ip: std::net::Ipv4Addr = v4.parse().ok()?;
+    is_port(port).then_some(IpAddr::V4(ip))
+}
+
+fn is_port(text: &str) -> bool {
+    text.parse::<u16>().is_ok()
+}
+
+/// The hops a request claims to have come through, oldest first: from
+/// `Forwarded` (RFC 7239) when present, else `X-Forwarded-For`. An entry
+/// that cannot be read is `None`.
+fn forwarded_hops(headers: &HeaderMap) -> Vec<Option<IpAddr>> {
+    let values = |name| {
+        headers
+            .get_all(name)
+            .iter()
+            .map(|value| value.to_str().ok())
+            .collect::<Vec<_>>()
+    };
+    let forwarded = values("forwarded");
+    if !forwarded.is_empty() {
+        return forwarded
+            .into_iter()
+            .flat_map(|value| match value {
+                None => vec![None],
+                Some(value) => value
+                    .split(',')
+                    .map(|element| {
+                        element
+                            .split(';')
+                            .find_map(|pair| {
+                                let (name, value) = pair.split_once('=')?;
+                                name.trim().eq_ignore_ascii_case("for").then_some(value)
+                            })
+                            .and_then(parse_hop)
+                    })
+                    .collect(),
+            })
+            .collect();
+    }
+    values("x-forwarded-for")
+        .into_iter()
+        .flat_map(|value| match value {
+            None => vec![None],
+            Some(value) => value.split(',').map(parse_hop).collect(),
+        })
+        .collect()
 }
 
 impl Gate {
@@ -69,84 +154,94 @@ impl Gate {
             .map(|per_second| RateLimiter::keyed(Quota::per_second(per_second)));
         Self {
             limits,
-            open: Arc::default(),
+            tcp_open: Arc::default(),
+            ws_open: Arc::default(),
             per_ip: Arc::default(),
             rate,
         }
     }
 
+    /// Whether `ip` is a configured proxy, whose forwarding headers are
+    /// believed and whose own address is not limited per IP.
+    pub fn is_trusted_proxy(&self, ip: IpAddr) -> bool {
+        self.limits
+            .trusted_proxies
+            .iter()
+            .any(|net| net.contains(&ip))
+    }
+
     /// The client's address: the peer, unless the peer is a trusted proxy,
-    /// in which case the rightmost untrusted `X-Forwarded-For` entry (proxies
-    /// append, so anything left of a trusted hop may be forged).
+    /// in which case the rightmost hop that is not a trusted proxy (proxies
+    /// append, so anything left of a trusted hop may be forged). A hop that
+    /// cannot be read stops the walk: the connection then counts against
+    /// the last trusted hop, never against a value to its left.
     pub fn client_ip(&self, peer: SocketAddr, headers: &HeaderMap) -> IpAddr {
-        let trusted = |ip: &IpAddr| {
-            self.limits
-                .trusted_proxies
-                .iter()
-                .any(|net| net.contains(ip))
-        };
         let mut client = peer.ip();
-        if !trusted(&client) {
+        if !self.is_trusted_proxy(client) {
             return client;
         }
-        let hops: Vec<IpAddr> = headers
-            .get_all("x-forwarded-for")
-            .iter()
-            .filter_map(|value| value.to_str().ok())
-            .flat_map(|value| value.split(','))
-            .filter_map(|entry| entry.trim().parse().ok())
-            .collect();
-        for hop in hops.into_iter().rev() {
+        for hop in forwarded_hops(headers).into_iter().rev() {
+            let Some(hop) = hop else {
+                break;
+            };
             client = hop;
-            if !trusted(&hop) {
+            if !self.is_trusted_proxy(hop) {
                 break;
             }
         }
         client
     }
 
-    /// Takes a slot for a new connection from `ip`, or says why not. The
-    /// global count is reserved atomically first (a compare-and-swap that
-    /// only succeeds below the cap), so concurrent upgrades cannot pass the
-    /// cap together; a later refusal gives the reservation back.
-    pub fn admit(&self, ip: IpAddr) -> Result<Slot, Refusal> {
-        let max = self.limits.max_connections;
-        let reserved = self
-            .open
-            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |open| {
-                (max == 0 || open < max).then_some(open + 1)
-            });
-        if reserved.is_err() {
-            return Err(Refusal::ServerFull);
-        }
-        let release = || {
-            self.open.fetch_sub(1, Ordering::SeqCst);
-        };
+    /// Per-IP rate and count for `ip`, added to `slot`.
+    fn per_ip(&self, ip: IpAddr, mut slot: Slot) -> Result<Slot, Refusal> {
         if let Some(rate) = &self.rate
             && let Err(not_until) = rate.check_key(&ip)
         {
-            release();
             let wait = not_until.wait_time_from(governor::clock::Clock::now(
                 &governor::clock::DefaultClock::default(),
             ));
             return Err(Refusal::TooFastFromIp(wait));
         }
-        let per_ip_max = self.limits.connections_per_ip;
+        let max = self.limits.connections_per_ip;
         {
             let mut count = self.per_ip.entry(ip).or_insert(0);
-            if per_ip_max > 0 && *count >= per_ip_max {
+            if max > 0 && *count >= max {
                 drop(count);
                 self.per_ip.remove_if(&ip, |_, count| *count == 0);
-                release();
                 return Err(Refusal::TooManyFromIp);
             }
             *count += 1;
         }
-        Ok(Slot {
-            open: Arc::clone(&self.open),
-            per_ip: Arc::clone(&self.per_ip),
-            ip,
-        })
+        slot.per_ip = Some((Arc::clone(&self.per_ip), ip));
+        Ok(slot)
+    }
+
+    /// Takes a place for a TCP connection just accepted from `peer`: the
+    /// global count (`max_connections` plus [`HTTP_HEADROOM`]) and, unless
+    /// the peer is a trusted proxy, its address's rate and count. Held until
+    /// the connection closes, through its upgrade.
+    pub fn accept(&self, peer: IpAddr) -> Result<Slot, Refusal> {
+        let max = match self.limits.max_connections {
+            0 => 0,
+            max => max.saturating_add(HTTP_HEADROOM),
+        };
+        let slot = reserve(&self.tcp_open, max).ok_or(Refusal::ServerFull)?;
+        if self.is_trusted_proxy(peer) {
+            return Ok(slot);
+        }
+        self.per_ip(peer, slot)
+    }
+
+    /// Takes a place for a WebSocket of `client`: the global
+    /// `max_connections` and, for a client behind a trusted proxy (whose
+    /// own address was not counted at accept), its rate and count.
+    pub fn admit(&self, client: IpAddr, via_proxy: bool) -> Result<Slot, Refusal> {
+        let slot =
+            reserve(&self.ws_open, self.limits.max_connections).ok_or(Refusal::ServerFull)?;
+        if via_proxy {
+            return self.per_ip(client, slot);
+        }
+        Ok(slot)
     }
 
     /// Forgets rate-limit state of addresses that have gone quiet, so the
@@ -158,9 +253,14 @@ impl Gate {
         }
     }
 
-    /// Connections admitted and still open.
+    /// WebSocket connections admitted and still open.
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::SeqCst)
+        self.ws_open.load(Ordering::SeqCst)
+    }
+
+    /// TCP connections accepted and still open.
+    pub fn tcp_open(&self) -> usize {
+        self.tcp_open.load(Ordering::SeqCst)
     }
 }
 
@@ -179,18 +279,21 @@ mod tests {
             connections_per_ip: 2,
             ..AdmissionLimits::default()
         });
-        let a1 = gate.admit(ip("10.0.0.1")).unwrap();
-        let _a2 = gate.admit(ip("10.0.0.1")).unwrap();
+        let a1 = gate.admit(ip("10.0.0.1"), true).unwrap();
+        let _a2 = gate.admit(ip("10.0.0.1"), true).unwrap();
         assert_eq!(
-            gate.admit(ip("10.0.0.1")).unwrap_err(),
+            gate.admit(ip("10.0.0.1"), true).unwrap_err(),
             Refusal::TooManyFromIp
         );
-        let _b1 = gate.admit(ip("10.0.0.2")).unwrap();
-        assert_eq!(gate.admit(ip("10.0.0.3")).unwrap_err(), Refusal::ServerFull);
+        let _b1 = gate.admit(ip("10.0.0.2"), true).unwrap();
+        assert_eq!(
+            gate.admit(ip("10.0.0.3"), true).unwrap_err(),
+            Refusal::ServerFull
+        );
         drop(a1);
         assert_eq!(gate.open(), 2);
         assert!(
-            gate.admit(ip("10.0.0.1")).is_ok(),
+            gate.admit(ip("10.0.0.1"), true).is_ok(),
             "a freed slot can be reused"
         );
     }
@@ -213,7 +316,7 @@ mod tests {
                         // threads up right after the global check.
                         scope.spawn(move || {
                             start.wait();
-                            gate.admit(ip("10.0.0.1")).ok()
+                            gate.admit(ip("10.0.0.1"), true).ok()
                         })
                     })
                     .collect();
@@ -236,16 +339,16 @@ mod tests {
             connections_per_ip: 1,
             ..AdmissionLimits::default()
         });
-        let _a = gate.admit(ip("10.0.0.1")).unwrap();
+        let _a = gate.admit(ip("10.0.0.1"), true).unwrap();
         for _ in 0..5 {
             assert_eq!(
-                gate.admit(ip("10.0.0.1")).unwrap_err(),
+                gate.admit(ip("10.0.0.1"), true).unwrap_err(),
                 Refusal::TooManyFromIp
             );
         }
         assert_eq!(gate.open(), 1);
         assert!(
-            gate.admit(ip("10.0.0.2")).is_ok(),
+            gate.admit(ip("10.0.0.2"), true).is_ok(),
             "the refusals did not use up the cap"
         );
     }
@@ -257,14 +360,14 @@ mod tests {
             ..AdmissionLimits::default()
         });
         let _slots: Vec<_> = (0..2)
-            .map(|_| gate.admit(ip("10.0.0.1")).unwrap())
+            .map(|_| gate.admit(ip("10.0.0.1"), true).unwrap())
             .collect();
         assert!(matches!(
-            gate.admit(ip("10.0.0.1")),
+            gate.admit(ip("10.0.0.1"), true),
             Err(Refusal::TooFastFromIp(_))
         ));
         assert!(
-            gate.admit(ip("10.0.0.2")).is_ok(),
+            gate.admit(ip("10.0.0.2"), true).is_ok(),
             "other addresses are unaffected"
         );
     }
@@ -293,5 +396,80 @@ mod tests {
             "not a trusted proxy"
         );
         assert_eq!(gate.client_ip(proxy, &HeaderMap::new()), ip("10.0.0.5"));
+    }
+
+    fn client_behind_proxy(name: &str, value: &str) -> IpAddr {
+        let gate = Gate::new(AdmissionLimits {
+            trusted_proxies: vec!["10.0.0.0/8".parse().unwrap()],
+            ..AdmissionLimits::default()
+        });
+        let mut headers = HeaderMap::new();
+        headers.insert(
+            hyper::header::HeaderName::from_bytes(name.as_bytes()).unwrap(),
+            value.parse().unwrap(),
+        );
+        gate.client_ip("10.0.0.5:4000".parse().unwrap(), &headers)
+    }
+
+    #[test]
+    fn forwarded_entries_with_ports_are_read_and_garbage_stops_the_walk() {
+        let xff = |value| client_behind_proxy("x-forwarded-for", value);
+        assert_eq!(
+            xff("6.6.6.6, 203.0.113.7:5123"),
+            ip("203.0.113.7"),
+            "ip:port"
+        );
+        assert_eq!(
+            xff("6.6.6.6, [2001:db8::7]:443"),
+            ip("2001:db8::7"),
+            "[v6]:port"
+        );
+        assert_eq!(xff("6.6.6.6, 2001:db8::8"), ip("2001:db8::8"), "bare v6");
+        assert_eq!(
+            xff("6.6.6.6, not-an-ip"),
+            ip("10.0.0.5"),
+            "an unreadable hop counts against the last trusted hop, never the forged one"
+        );
+        assert_eq!(xff("6.6.6.6, 10.0.0.9, bogus:port"), ip("10.0.0.5"));
+        let fwd = |value| client_behind_proxy("forwarded", value);
+        assert_eq!(
+            fwd(r#"for=6.6.6.6, for="203.0.113.7:4711";proto=https"#),
+            ip("203.0.113.7")
+        );
+        assert_eq!(
+            fwd(r#"for="[2001:db8:cafe::17]:4711""#),
+            ip("2001:db8:cafe::17")
+        );
+        assert_eq!(fwd("for=6.6.6.6, for=unknown"), ip("10.0.0.5"));
+    }
+
+    #[test]
+    fn accepted_tcp_connections_count_per_ip_and_proxies_are_exempt() {
+        let gate = Gate::new(AdmissionLimits {
+            connections_per_ip: 2,
+            max_connections: 1,
+            trusted_proxies: vec!["10.9.0.0/16".parse().unwrap()],
+            ..AdmissionLimits::default()
+        });
+        let _a = gate.accept(ip("10.0.0.1")).unwrap();
+        let _b = gate.accept(ip("10.0.0.1")).unwrap();
+        assert_eq!(
+            gate.accept(ip("10.0.0.1")).unwrap_err(),
+            Refusal::TooManyFromIp
+        );
+        let proxied: Vec<_> = (0..10)
+            .map(|_| gate.accept(ip("10.9.0.1")).unwrap())
+            .collect();
+        assert_eq!(
+            gate.tcp_open(),
+            12,
+            "a proxy's connections are not capped per IP"
+        );
+        let ws = gate.admit(ip("10.0.0.1"), false).unwrap();
+        assert_eq!(
+            gate.admit(ip("10.0.0.2"), false).unwrap_err(),
+            Refusal::ServerFull
+        );
+        drop((ws, proxied));
     }
 }

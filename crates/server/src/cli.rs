@@ -15,14 +15,14 @@ use crate::config::{Config, ConfigError};
 /// given with --config, `WSHUB_*` environment variables (nested keys joined
 /// with `__`, e.g. WSHUB_HUB__SLOW_CONSUMER=drop_oldest; lists
 /// comma-separated), then these flags. Flags may come before or after the
-/// command.
+/// command; a flag the command does not use is refused.
 #[derive(Debug, Parser)]
 #[command(name = "wshub", version)]
 pub struct Cli {
     /// What to do (default: serve).
     #[command(subcommand)]
     pub command: Option<Command>,
-    /// Configuration flags, accepted before or after the command.
+    /// Configuration flags, for serving (also accepted after the command).
     #[command(flatten)]
     pub config: ConfigArgs,
 }
@@ -31,11 +31,48 @@ pub struct Cli {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Run the server (the default).
-    Serve,
+    Serve(ConfigArgs),
     /// Print the effective configuration as TOML (secrets left out) and exit.
-    PrintConfig,
+    PrintConfig(ConfigArgs),
     /// Print a JWT signed with the configured key, for tests and users.
     Token(TokenArgs),
+}
+
+/// What the command line asks for, with the flags written before and after
+/// the command merged.
+#[derive(Debug)]
+pub enum Invocation {
+    /// Serve with this configuration.
+    Serve(ConfigArgs),
+    /// Print this configuration.
+    PrintConfig(ConfigArgs),
+    /// Sign a token with the key this configuration selects.
+    Token(TokenArgs, ConfigArgs),
+}
+
+impl Cli {
+    /// Merges the flags written before the command into it; a flag the
+    /// command does not use is an error naming it, never silently dropped.
+    pub fn invocation(self) -> Result<Invocation, String> {
+        let before = self.config;
+        Ok(match self.command {
+            None => Invocation::Serve(before),
+            Some(Command::Serve(after)) => Invocation::Serve(before.then(after)),
+            Some(Command::PrintConfig(after)) => Invocation::PrintConfig(before.then(after)),
+            Some(Command::Token(token)) => {
+                if let Some(flag) = before.serving_flag() {
+                    return Err(format!(
+                        "{flag} does not apply to `wshub token`; it reads only --config (and the environment)"
+                    ));
+                }
+                let config = ConfigArgs {
+                    config: token.config.clone().or(before.config),
+                    ..ConfigArgs::default()
+                };
+                Invocation::Token(token, config)
+            }
+        })
+    }
 }
 
 /// `wshub token --sub alice --rooms 'chat:*' --ttl 1h`.
@@ -50,6 +87,10 @@ pub struct TokenArgs {
     /// Lifetime, e.g. `15m`, `1h`.
     #[arg(long, default_value = "1h", value_parser = humantime::parse_duration)]
     pub ttl: std::time::Duration,
+    /// TOML config file holding `[auth]` (must exist); the `WSHUB_AUTH__*`
+    /// environment applies too.
+    #[arg(long, short = 'c', value_name = "PATH")]
+    pub config: Option<PathBuf>,
 }
 
 impl TokenArgs {
@@ -66,22 +107,22 @@ impl TokenArgs {
 #[derive(Debug, Clone, Default, Args)]
 pub struct ConfigArgs {
     /// TOML config file (must exist).
-    #[arg(long, short = 'c', value_name = "PATH", global = true)]
+    #[arg(long, short = 'c', value_name = "PATH")]
     pub config: Option<PathBuf>,
     /// Address to listen on, IP:port, e.g. 0.0.0.0:8080 [env: WSHUB_LISTEN].
-    #[arg(long, value_name = "ADDR", global = true)]
+    #[arg(long, value_name = "ADDR")]
     pub listen: Option<String>,
     /// Path of the WebSocket endpoint [env: WSHUB_WS_PATH].
-    #[arg(long, value_name = "PATH", global = true)]
+    #[arg(long, value_name = "PATH")]
     pub ws_path: Option<String>,
     /// Log format: text or json [env: WSHUB_LOG__FORMAT].
-    #[arg(long, value_name = "FORMAT", global = true)]
+    #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
     /// Log filter, e.g. `info` or `wshub_transport=debug,info` [env: WSHUB_LOG__LEVEL].
-    #[arg(long, value_name = "FILTER", global = true)]
+    #[arg(long, value_name = "FILTER")]
     pub log_level: Option<String>,
     /// Graceful shutdown limit, e.g. `30s` [env: WSHUB_SHUTDOWN_TIMEOUT].
-    #[arg(long, value_name = "DURATION", global = true)]
+    #[arg(long, value_name = "DURATION")]
     pub shutdown_timeout: Option<String>,
 }
 
@@ -96,6 +137,32 @@ pub const FLAG_KEYS: [&str; 5] = [
 ];
 
 impl ConfigArgs {
+    /// These flags, overridden by those in `later` (written after the
+    /// command).
+    pub fn then(self, later: Self) -> Self {
+        Self {
+            config: later.config.or(self.config),
+            listen: later.listen.or(self.listen),
+            ws_path: later.ws_path.or(self.ws_path),
+            log_format: later.log_format.or(self.log_format),
+            log_level: later.log_level.or(self.log_level),
+            shutdown_timeout: later.shutdown_timeout.or(self.shutdown_timeout),
+        }
+    }
+
+    /// The first flag given that only serving uses.
+    fn serving_flag(&self) -> Option<&'static str> {
+        [
+            ("--listen", self.listen.is_some()),
+            ("--ws-path", self.ws_path.is_some()),
+            ("--log-format", self.log_format.is_some()),
+            ("--log-level", self.log_level.is_some()),
+            ("--shutdown-timeout", self.shutdown_timeout.is_some()),
+        ]
+        .into_iter()
+        .find_map(|(flag, given)| given.then_some(flag))
+    }
+
     /// Defaults ← file ← env ← these flags.
     pub fn figment(&self) -> Figment {
         let mut figment = Config::figment(self.config.as_deref());
@@ -114,8 +181,18 @@ impl ConfigArgs {
         figment
     }
 
-    /// Loads and validates the configuration these flags select.
+    /// Loads and validates the configuration these flags select. A
+    /// `--config` file that cannot be read stops here, never falls back to
+    /// the defaults.
     pub fn load(&self) -> Result<Config, ConfigError> {
+        if let Some(path) = &self.config
+            && let Err(err) = std::fs::File::open(path)
+        {
+            return Err(ConfigError::invalid(
+                "--config",
+                format!("cannot read {}: {err}", path.display()),
+            ));
+        }
         Config::load(&self.figment())
     }
 }

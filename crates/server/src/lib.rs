@@ -3,10 +3,12 @@
 //! graceful shutdown. It wires `wshub-transport` and `wshub-hub` together and
 //! holds no routing logic of its own.
 
+pub mod accept_limit;
 pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod http_conn;
 pub mod logging;
 pub mod metrics;
 pub mod origin;

@@ -2,16 +2,22 @@
 
 use anyhow::Context as _;
 use clap::Parser;
-use wshub_server::cli::{Cli, Command};
+use wshub_server::cli::{Cli, Invocation};
 use wshub_server::{Server, logging};
 
 fn main() -> std::process::ExitCode {
-    let cli = Cli::parse();
-    let print_only = match &cli.command {
-        None | Some(Command::Serve) => false,
-        Some(Command::PrintConfig) => true,
-        Some(Command::Token(args)) => {
-            return match args.sign(&cli.config) {
+    let invocation = match Cli::parse().invocation() {
+        Ok(invocation) => invocation,
+        Err(err) => {
+            eprintln!("wshub: {err}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let (args, print_only) = match invocation {
+        Invocation::Serve(args) => (args, false),
+        Invocation::PrintConfig(args) => (args, true),
+        Invocation::Token(token, args) => {
+            return match token.sign(&args) {
                 Ok(token) => {
                     println!("{token}");
                     std::process::ExitCode::SUCCESS
@@ -25,7 +31,7 @@ fn main() -> std::process::ExitCode {
     };
     // A bad config prints every problem, each naming its key, and exits
     // before binding.
-    let config = match cli.config.load() {
+    let config = match args.load() {
         Ok(config) => config,
         Err(err) => {
             eprintln!("wshub: {err}");

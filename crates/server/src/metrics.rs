@@ -26,16 +26,19 @@ pub enum Rejection {
     PerIpRate,
     /// The server is draining before shutdown (503).
     Draining,
+    /// A `Host` that is not in `allowed_hosts` (403).
+    Host,
 }
 
 impl Rejection {
-    const ALL: [Self; 6] = [
+    const ALL: [Self; 7] = [
         Self::Origin,
         Self::Unauthorized,
         Self::ServerFull,
         Self::PerIpConnections,
         Self::PerIpRate,
         Self::Draining,
+        Self::Host,
     ];
 
     fn label(self) -> &'static str {
@@ -46,6 +49,7 @@ impl Rejection {
             Self::PerIpConnections => "per_ip_connections",
             Self::PerIpRate => "per_ip_rate",
             Self::Draining => "draining",
+            Self::Host => "host",
         }
     }
 }
@@ -55,21 +59,48 @@ impl Rejection {
 pub struct Metrics {
     recorder: PrometheusRecorder,
     rejections: [AtomicU64; Rejection::ALL.len()],
+    summary: parking_lot::Mutex<RefusalSummary>,
 }
+
+/// Refusals are expected outcomes (a full server, a flood): each is counted
+/// and logged at debug, and a warning sums them up at most once per
+/// [`SUMMARY_EVERY`], so a full server does not flood its log.
+#[derive(Debug, Default)]
+struct RefusalSummary {
+    since_last: u64,
+    last: Option<std::time::Instant>,
+}
+
+const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
 impl Default for Metrics {
     fn default() -> Self {
         Self {
             recorder: PrometheusBuilder::new().build_recorder(),
             rejections: Default::default(),
+            summary: parking_lot::Mutex::default(),
         }
     }
 }
 
 impl Metrics {
-    /// Counts a refused upgrade.
+    /// Counts a refused upgrade (or connection, or request).
     pub fn reject(&self, why: Rejection) {
         self.rejections[why as usize].fetch_add(1, Ordering::Relaxed);
+        let mut summary = self.summary.lock();
+        summary.since_last += 1;
+        if summary
+            .last
+            .is_none_or(|last| last.elapsed() >= SUMMARY_EVERY)
+        {
+            tracing::warn!(
+                refused = summary.since_last,
+                last_reason = why.label(),
+                "refusing connections (count since the last summary; per reason in wshub_rejected_upgrades_total)"
+            );
+            summary.since_last = 0;
+            summary.last = Some(std::time::Instant::now());
+        }
     }
 
     /// Samples `hub` and renders every metric.
@@ -89,6 +120,10 @@ impl Metrics {
             counter!("wshub_slow_consumer_disconnects_total")
                 .absolute(stats.slow_consumer_disconnects);
             counter!("wshub_dropped_frames_total").absolute(stats.dropped_frames);
+            for (cause, count) in wshub_hub::CloseCause::ALL.iter().zip(stats.closed) {
+                counter!("wshub_connections_closed_total", "reason" => cause.label())
+                    .absolute(count);
+            }
             for why in Rejection::ALL {
                 let count = self.rejections[why as usize].load(Ordering::Relaxed);
                 counter!("wshub_rejected_upgrades_total", "reason" => why.label()).absolute(count);

@@ -98,19 +98,54 @@ pub struct OriginPolicy {
     patterns: Vec<OriginPattern>,
 }
 
+/// The port a scheme implies when none is written.
+fn default_port(scheme: &str) -> Option<u16> {
+    match scheme {
+        "http" | "ws" => Some(80),
+        "https" | "wss" => Some(443),
+        _ => None,
+    }
+}
+
+/// `host[:port]` of a `Host` header, the host lowercased (IPv6 in brackets).
+fn split_authority(authority: &str) -> Option<(String, Option<u16>)> {
+    let authority = authority.trim();
+    if authority.is_empty() || authority.contains(['/', '?', '#', '@', ' ']) {
+        return None;
+    }
+    let (host, port) = match authority.rsplit_once(':') {
+        Some((host, port)) if !port.contains(']') => (host, Some(port.parse().ok()?)),
+        _ => (authority, None),
+    };
+    Some((host.to_ascii_lowercase(), port))
+}
+
 impl OriginPolicy {
-    /// Parses `allowed_origins`.
-    pub fn new(patterns: &[String]) -> Result<Self, BadOriginPattern> {
-        Ok(Self {
-            patterns: patterns
-                .iter()
-                .map(|p| OriginPattern::parse(p))
-                .collect::<Result<_, _>>()?,
-        })
+    /// Parses `allowed_origins`. With none configured and a loopback
+    /// `listen`, pages served from loopback (`http://localhost:*`,
+    /// `http://127.0.0.1:*`, `http://[::1]:*`) may connect too, so a first
+    /// try from a local page works; the `Host` check keeps DNS rebinding
+    /// out of that.
+    pub fn new(
+        patterns: &[String],
+        listen: std::net::SocketAddr,
+    ) -> Result<Self, BadOriginPattern> {
+        let mut parsed: Vec<OriginPattern> = patterns
+            .iter()
+            .map(|p| OriginPattern::parse(p))
+            .collect::<Result<_, _>>()?;
+        if parsed.is_empty() && listen.ip().is_loopback() {
+            for local in ["http://localhost:*", "http://127.0.0.1:*", "http://[::1]:*"] {
+                parsed.push(OriginPattern::parse(local)?);
+            }
+        }
+        Ok(Self { patterns: parsed })
     }
 
-    /// Whether a handshake with this `Origin` (and `Host`) may proceed. With
-    /// no patterns configured, only same-origin pages may connect.
+    /// Whether a handshake with this `Origin` (and `Host`) may proceed: a
+    /// same-origin page (scheme http or https, host and port equal to
+    /// `Host`'s) or a configured pattern. No `Origin` (not a browser) passes
+    /// and meets authentication.
     pub fn check(&self, origin: Option<&str>, host: Option<&str>) -> Result<(), String> {
         let Some(origin) = origin else {
             return Ok(());
@@ -120,20 +155,23 @@ impl OriginPolicy {
             // Includes "null", sent by sandboxed frames and file:// pages.
             return refuse();
         };
-        if self.patterns.is_empty() {
-            let authority = match &port {
-                Some(port) => format!("{origin_host}:{port}"),
-                None => origin_host.clone(),
-            };
-            return match host {
-                Some(host) if host.eq_ignore_ascii_case(&authority) => Ok(()),
-                _ => refuse(),
-            };
-        }
-        if self
-            .patterns
-            .iter()
-            .any(|pattern| pattern.matches(&scheme, &origin_host, port.as_deref()))
+        let Some(origin_port) = (match &port {
+            Some(port) => port.parse::<u16>().ok(),
+            None => default_port(&scheme),
+        }) else {
+            return refuse();
+        };
+        let same_origin = matches!(scheme.as_str(), "http" | "https")
+            && host
+                .and_then(split_authority)
+                .is_some_and(|(name, host_port)| {
+                    name == origin_host && host_port.or(default_port(&scheme)) == Some(origin_port)
+                });
+        if same_origin
+            || self
+                .patterns
+                .iter()
+                .any(|pattern| pattern.matches(&scheme, &origin_host, port.as_deref()))
         {
             Ok(())
         } else {
@@ -142,12 +180,82 @@ impl OriginPolicy {
     }
 }
 
+/// `allowed_hosts`: the `Host` values this server answers, against DNS
+/// rebinding (a page on `attacker.example` that resolves to 127.0.0.1 sends
+/// `Host: attacker.example`).
+#[derive(Debug, Clone, Default)]
+pub struct HostPolicy {
+    /// `None`: any host.
+    allowed: Option<Vec<(String, Option<u16>)>>,
+}
+
+impl HostPolicy {
+    /// Parses `allowed_hosts`; empty means the loopback names with the
+    /// listen port on a loopback `listen`, any host otherwise.
+    pub fn new(entries: &[String], listen: std::net::SocketAddr) -> Result<Self, String> {
+        if entries.iter().any(|entry| entry.trim() == "*") {
+            return Ok(Self { allowed: None });
+        }
+        if entries.is_empty() {
+            if !listen.ip().is_loopback() {
+                return Ok(Self { allowed: None });
+            }
+            let port = Some(listen.port());
+            return Ok(Self {
+                allowed: Some(
+                    ["localhost", "127.0.0.1", "[::1]"]
+                        .map(|host| (host.to_owned(), port))
+                        .into(),
+                ),
+            });
+        }
+        let allowed = entries
+            .iter()
+            .map(|entry| {
+                split_authority(entry).ok_or_else(|| {
+                    format!("{entry:?} is not a host or host:port, e.g. \"hub.example.com\" or \"127.0.0.1:8080\"")
+                })
+            })
+            .collect::<Result<_, _>>()?;
+        Ok(Self {
+            allowed: Some(allowed),
+        })
+    }
+
+    /// Whether a request with these headers is for a host we serve.
+    pub fn check(&self, headers: &hyper::HeaderMap) -> Result<(), String> {
+        let Some(allowed) = &self.allowed else {
+            return Ok(());
+        };
+        let mut values = headers.get_all(hyper::header::HOST).iter();
+        let (Some(value), None) = (values.next(), values.next()) else {
+            return Err("exactly one Host header is required".into());
+        };
+        let Some((host, port)) = value.to_str().ok().and_then(split_authority) else {
+            return Err("the Host header cannot be read".into());
+        };
+        let served = allowed
+            .iter()
+            .any(|(name, want)| *name == host && (want.is_none() || *want == port));
+        if served {
+            Ok(())
+        } else {
+            Err(format!(
+                "host {host:?} is not served here; allow it with allowed_hosts (WSHUB_ALLOWED_HOSTS)"
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
+    const PUBLIC: &str = "0.0.0.0:8080";
+
     fn policy(patterns: &[&str]) -> OriginPolicy {
-        OriginPolicy::new(&patterns.iter().map(|p| (*p).to_owned()).collect::<Vec<_>>()).unwrap()
+        let patterns: Vec<String> = patterns.iter().map(|p| (*p).to_owned()).collect();
+        OriginPolicy::new(&patterns, PUBLIC.parse().unwrap()).unwrap()
     }
 
     #[test]
@@ -171,6 +279,104 @@ mod tests {
                 .is_err()
         );
         assert!(same.check(Some("null"), Some("hub.example.com")).is_err());
+    }
+
+    #[test]
+    fn same_origin_compares_scheme_host_and_port() {
+        let same = policy(&[]);
+        assert!(
+            same.check(Some("evil://hub.example.com"), Some("hub.example.com"))
+                .is_err()
+        );
+        assert!(
+            same.check(Some("ftp://127.0.0.1:8080"), Some("127.0.0.1:8080"))
+                .is_err()
+        );
+        assert!(
+            same.check(Some("http://hub.example.com"), Some("hub.example.com:80"))
+                .is_ok()
+        );
+        assert!(
+            same.check(
+                Some("https://hub.example.com"),
+                Some("hub.example.com:8443")
+            )
+            .is_err()
+        );
+        assert!(
+            same.check(Some("https://HUB.example.com"), Some("hub.example.com"))
+                .is_ok()
+        );
+    }
+
+    #[test]
+    fn a_loopback_server_without_patterns_accepts_local_pages_only() {
+        let local = OriginPolicy::new(&[], "127.0.0.1:8080".parse().unwrap()).unwrap();
+        for ok in [
+            "http://localhost:8000",
+            "http://127.0.0.1:5173",
+            "http://[::1]:3000",
+        ] {
+            assert!(
+                local.check(Some(ok), Some("127.0.0.1:8080")).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["http://evil.com:8000", "https://localhost:8000", "null"] {
+            assert!(
+                local.check(Some(bad), Some("127.0.0.1:8080")).is_err(),
+                "{bad}"
+            );
+        }
+    }
+
+    fn host_headers(values: &[&[u8]]) -> hyper::HeaderMap {
+        let mut headers = hyper::HeaderMap::new();
+        for value in values {
+            headers.append(
+                hyper::header::HOST,
+                hyper::header::HeaderValue::from_bytes(value).unwrap(),
+            );
+        }
+        headers
+    }
+
+    #[test]
+    fn hosts_are_checked_against_the_allow_list() {
+        let local = HostPolicy::new(&[], "127.0.0.1:8080".parse().unwrap()).unwrap();
+        for ok in [
+            &b"127.0.0.1:8080"[..],
+            b"localhost:8080",
+            b"LOCALHOST:8080",
+            b"[::1]:8080",
+        ] {
+            assert!(local.check(&host_headers(&[ok])).is_ok());
+        }
+        for bad in [
+            &b"attacker.example:8080"[..],
+            b"127.0.0.1:9999",
+            b"127.0.0.1",
+        ] {
+            assert!(local.check(&host_headers(&[bad])).is_err());
+        }
+        assert!(local.check(&host_headers(&[])).is_err(), "no Host");
+        assert!(
+            local
+                .check(&host_headers(&[b"127.0.0.1:8080", b"127.0.0.1:8080"]))
+                .is_err(),
+            "two Host headers"
+        );
+        let public = HostPolicy::new(&[], PUBLIC.parse().unwrap()).unwrap();
+        assert!(public.check(&host_headers(&[b"anything.example"])).is_ok());
+        let listed = HostPolicy::new(&["hub.example.com".into()], PUBLIC.parse().unwrap()).unwrap();
+        assert!(
+            listed
+                .check(&host_headers(&[b"hub.example.com:443"]))
+                .is_ok(),
+            "any port"
+        );
+        assert!(listed.check(&host_headers(&[b"evil.example.com"])).is_err());
+        assert!(HostPolicy::new(&["a/b".into()], PUBLIC.parse().unwrap()).is_err());
     }
 
     #[test]
@@ -212,7 +418,10 @@ mod tests {
             "https://x:port",
             "https://x/path",
         ] {
-            assert!(OriginPolicy::new(&[bad.to_owned()]).is_err(), "{bad}");
+            assert!(
+                OriginPolicy::new(&[bad.to_owned()], PUBLIC.parse().unwrap()).is_err(),
+                "{bad}"
+            );
         }
     }
 }

@@ -14,8 +14,9 @@ use wshub_transport::{Admission, WsUpgrade, is_upgrade_request, upgrade_required
 
 use crate::admission::{Gate, Refusal};
 use crate::auth::{AuthFailure, JwtAuth};
+use crate::http_conn::ConnContext;
 use crate::metrics::{Metrics, Rejection};
-use crate::origin::OriginPolicy;
+use crate::origin::{HostPolicy, OriginPolicy};
 
 /// What every request handler shares.
 #[derive(Debug, Clone)]
@@ -26,7 +27,11 @@ pub struct AppState {
     pub(crate) metrics: Arc<Metrics>,
     pub(crate) auth: Option<Arc<JwtAuth>>,
     pub(crate) origins: Arc<OriginPolicy>,
+    pub(crate) hosts: Arc<HostPolicy>,
     pub(crate) gate: Arc<Gate>,
+    /// Whether a refused page origin was logged at info yet (once per
+    /// process: a hint for the first run, not a log flood).
+    pub(crate) origin_hint_logged: Arc<AtomicBool>,
 }
 
 fn response(
@@ -47,15 +52,21 @@ fn text(status: StatusCode, body: &'static str) -> Response<Full<Bytes>> {
     response(status, "text/plain; charset=utf-8", body)
 }
 
-/// Routes one request from `peer`.
+/// Routes one request on the connection `context`. A `Host` that is not
+/// served is refused before anything else.
 pub async fn route<B>(
     state: AppState,
     mut request: Request<B>,
-    peer: SocketAddr,
+    context: &Arc<ConnContext>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Err(reason) = state.hosts.check(request.headers()) {
+        state.metrics.reject(Rejection::Host);
+        tracing::debug!(peer = %context.peer, %reason, "request refused: host");
+        return Ok(refusal(StatusCode::FORBIDDEN, "forbidden_host", &reason));
+    }
     let path = request.uri().path();
     if path == &*state.ws_path {
-        return Ok(websocket(&state, &mut request, peer));
+        return Ok(websocket(&state, &mut request, context));
     }
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
     let answer = match path {
@@ -95,13 +106,29 @@ fn refusal(status: StatusCode, error: &str, reason: &str) -> Response<Full<Bytes
     )
 }
 
+/// The page origin of an upgrade request: `Ok(None)` without one; refused
+/// when there are several or it cannot be read, since a browser sends
+/// exactly one, in ASCII.
+fn origin_header(headers: &hyper::HeaderMap) -> Result<Option<&str>, String> {
+    let mut values = headers.get_all(header::ORIGIN).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(_), Some(_)) => Err("more than one Origin header".into()),
+        (Some(value), None) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| "the Origin header cannot be read".into()),
+    }
+}
+
 /// The upgrade pipeline, cheapest check first so a flood costs little:
 /// origin → admission limits → token → upgrade.
 fn websocket<B>(
     state: &AppState,
     request: &mut Request<B>,
-    peer: SocketAddr,
+    context: &Arc<ConnContext>,
 ) -> Response<Full<Bytes>> {
+    let peer = context.peer;
     if !is_upgrade_request(request) {
         return upgrade_required();
     }
@@ -119,21 +146,27 @@ fn websocket<B>(
         return answer;
     }
     let headers = request.headers();
-    let header_text = |name| {
-        headers
-            .get(name)
-            .and_then(|v: &header::HeaderValue| v.to_str().ok())
-    };
-    if let Err(reason) = state
-        .origins
-        .check(header_text(header::ORIGIN), header_text(header::HOST))
-    {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|value| value.to_str().ok());
+    let origin_checked = origin_header(headers)
+        .and_then(|origin| state.origins.check(origin, host).map(|()| origin));
+    if let Err(reason) = origin_checked {
         state.metrics.reject(Rejection::Origin);
-        tracing::debug!(%peer, %reason, "upgrade refused: origin");
+        if !state.origin_hint_logged.swap(true, Ordering::Relaxed) {
+            tracing::info!(
+                %peer,
+                %reason,
+                "refused a page origin; to allow it, add it to allowed_origins (WSHUB_ALLOWED_ORIGINS); logged once"
+            );
+        } else {
+            tracing::debug!(%peer, %reason, "upgrade refused: origin");
+        }
         return refusal(StatusCode::FORBIDDEN, "forbidden_origin", &reason);
     }
+    let via_proxy = state.gate.is_trusted_proxy(peer.ip());
     let ip = state.gate.client_ip(peer, headers);
-    let slot = match state.gate.admit(ip) {
+    let slot = match state.gate.admit(ip, via_proxy) {
         Ok(slot) => slot,
         Err(refused) => return admission_refusal(state, refused, ip),
     };
@@ -156,13 +189,16 @@ fn websocket<B>(
             }
         }
     };
+    // The WebSocket holds its own slot and, through the context, the TCP
+    // connection's slot taken at accept.
+    let guard: (crate::admission::Slot, Arc<ConnContext>) = (slot, Arc::clone(context));
     state.upgrade.accept(
         request,
         peer,
         Admission {
             identity,
             subprotocol,
-            guard: Some(Box::new(slot)),
+            guard: Some(Box::new(guard)),
         },
     )
 }

@@ -8,24 +8,20 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
-use hyper::server::conn::http1;
-use hyper_util::rt::TokioIo;
-use hyper_util::service::TowerToHyperService;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use tower::ServiceBuilder;
-use tower_http::catch_panic::CatchPanicLayer;
-use tower_http::trace::TraceLayer;
 use wshub_hub::Hub;
 use wshub_transport::WsUpgrade;
 
-use crate::admission::{AdmissionLimits, Gate};
+use crate::accept_limit::{self, FdReserve, is_out_of_descriptors};
+use crate::admission::{AdmissionLimits, Gate, Refusal};
 use crate::auth::JwtAuth;
 use crate::config::{AuthMode, Config, ConfigError};
-use crate::metrics::Metrics;
-use crate::origin::OriginPolicy;
-use crate::routes::{AppState, route};
+use crate::http_conn::{self, HttpTimeouts};
+use crate::metrics::{Metrics, Rejection};
+use crate::origin::{HostPolicy, OriginPolicy};
+use crate::routes::AppState;
 
 /// A bound, not yet running server.
 #[derive(Debug)]
@@ -35,6 +31,7 @@ pub struct Server {
     tasks: TaskTracker,
     shutdown_timeout: Duration,
     drain_delay: Duration,
+    timeouts: HttpTimeouts,
 }
 
 /// Why the server could not start.
@@ -44,7 +41,7 @@ pub enum BindError {
     #[error(transparent)]
     Config(#[from] ConfigError),
     /// The listener could not be bound.
-    #[error("cannot listen: {0}")]
+    #[error(transparent)]
     Io(#[from] io::Error),
 }
 
@@ -66,8 +63,6 @@ impl Server {
             AuthMode::Jwt => Some(Arc::new(JwtAuth::from_config(&config.auth)?)),
         };
         config.validate()?;
-        let origins = OriginPolicy::new(&config.allowed_origins)
-            .map_err(|err| ConfigError::invalid("allowed_origins", err.to_string()))?;
         let gate = Gate::new(AdmissionLimits {
             max_connections: config.limits.max_connections,
             connections_per_ip: config.limits.connections_per_ip,
@@ -77,6 +72,12 @@ impl Server {
                 .map_err(|reason| ConfigError::invalid("trusted_proxies", reason))?,
         });
         let listener = listen(config.listen, config.listen_backlog)?;
+        // With port 0 the port is known only now; the defaults name it.
+        let bound = listener.local_addr()?;
+        let origins = OriginPolicy::new(&config.allowed_origins, bound)
+            .map_err(|err| ConfigError::invalid("allowed_origins", err.to_string()))?;
+        let hosts = HostPolicy::new(&config.allowed_hosts, bound)
+            .map_err(|reason| ConfigError::invalid("allowed_hosts", reason))?;
         let mut hub = Hub::builder(config.hub_config()?);
         if let Some(auth) = &auth {
             hub = hub.authenticator(Arc::clone(auth) as _);
@@ -93,11 +94,17 @@ impl Server {
                 metrics: Arc::new(Metrics::default()),
                 auth,
                 origins: Arc::new(origins),
+                hosts: Arc::new(hosts),
                 gate: Arc::new(gate),
+                origin_hint_logged: Arc::default(),
             },
             tasks,
             shutdown_timeout: config.shutdown_timeout,
             drain_delay: config.shutdown_drain_delay,
+            timeouts: HttpTimeouts {
+                header_read: config.http.header_read_timeout,
+                idle: config.http.idle_timeout,
+            },
         })
     }
 
@@ -119,6 +126,7 @@ impl Server {
             tasks,
             shutdown_timeout,
             drain_delay,
+            timeouts,
         } = self;
         let http_shutdown = CancellationToken::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -127,6 +135,8 @@ impl Server {
         // which /readyz answers 503 so load balancers stop sending clients
         // here, while the listener still answers them.
         let mut accept_until: Option<tokio::time::Instant> = None;
+        let mut reserve = FdReserve::new();
+        let mut accept_errors = accept_limit::AcceptErrors::default();
         loop {
             let draining = async {
                 match accept_until {
@@ -146,12 +156,26 @@ impl Server {
                     state.upgrade.hub().sweep(wshub_transport::now_ms());
                 }
                 accepted = listener.accept() => match accepted {
-                    Ok((stream, peer)) => {
-                        serve_connection(stream, peer, &state, &tasks, http_shutdown.clone());
-                    }
+                    Ok((stream, peer)) => match state.gate.accept(peer.ip()) {
+                        Ok(slot) => http_conn::serve(
+                            stream,
+                            peer,
+                            slot,
+                            &state,
+                            &tasks,
+                            timeouts,
+                            http_shutdown.clone(),
+                        ),
+                        Err(refused) => refuse_at_accept(&stream, &state, &refused),
+                    },
                     Err(err) => {
-                        // EMFILE and friends: back off instead of spinning.
-                        tracing::warn!(%err, "accept failed");
+                        // EMFILE and friends: answer one waiting client with
+                        // the reserved descriptor, then back off instead of
+                        // spinning, and say so once per interval.
+                        accept_errors.record(&err);
+                        if is_out_of_descriptors(&err) {
+                            reserve.shed_one(&listener);
+                        }
                         tokio::time::sleep(Duration::from_millis(50)).await;
                     }
                 },
@@ -198,37 +222,30 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-fn serve_connection(
-    stream: TcpStream,
-    peer: SocketAddr,
-    state: &AppState,
-    tasks: &TaskTracker,
-    shutdown: CancellationToken,
-) {
-    if let Err(err) = stream.set_nodelay(true) {
-        tracing::debug!(%err, %peer, "set_nodelay failed");
-    }
-    let state = state.clone();
-    let service = ServiceBuilder::new()
-        .layer(CatchPanicLayer::new())
-        .layer(TraceLayer::new_for_http())
-        .service(tower::service_fn(move |request| {
-            route(state.clone(), request, peer)
-        }));
-    let connection = http1::Builder::new()
-        .serve_connection(TokioIo::new(stream), TowerToHyperService::new(service))
-        .with_upgrades();
-    tasks.spawn(async move {
-        let mut connection = std::pin::pin!(connection);
-        let result = tokio::select! {
-            result = connection.as_mut() => result,
-            () = shutdown.cancelled() => {
-                connection.as_mut().graceful_shutdown();
-                connection.await
-            }
-        };
-        if let Err(err) = result {
-            tracing::debug!(%err, %peer, "http connection ended with an error");
-        }
-    });
+/// An address over its cap (or a full server) is answered in one write and
+/// closed at once: no task, no HTTP parsing.
+fn refuse_at_accept(stream: &TcpStream, state: &AppState, refused: &Refusal) {
+    let (status, rejection, error, reason) = match refused {
+        Refusal::ServerFull => (
+            "503 Service Unavailable",
+            Rejection::ServerFull,
+            "server_full",
+            "the server holds its maximum of connections",
+        ),
+        Refusal::TooManyFromIp => (
+            "429 Too Many Requests",
+            Rejection::PerIpConnections,
+            "too_many_connections",
+            "this address holds its maximum of concurrent connections",
+        ),
+        Refusal::TooFastFromIp(_) => (
+            "429 Too Many Requests",
+            Rejection::PerIpRate,
+            "too_many_connects",
+            "this address opens connections too fast",
+        ),
+    };
+    state.metrics.reject(rejection);
+    // Best effort and never waiting: the socket is dropped right after.
+    let _ = stream.try_write(&accept_limit::canned_refusal(status, error, reason));
 }

@@ -172,3 +172,22 @@ async fn chromium_on_a_disallowed_origin_is_refused() {
         "the page never got a connection"
     );
 }
+
+/// The README's first try: the default configuration, a page served from
+/// another loopback port (as `python3 -m http.server` would), no token.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_on_a_local_page_connects_to_the_default_configuration() {
+    let server = TestServer::start().await;
+    let mut rust = server.client().await;
+    rust.join("lobby").await;
+    let page = serve_page();
+    let url = format!(
+        "http://{page}/?ws={}&token=unused&room=lobby",
+        server.ws_url()
+    );
+    let _browser = launch_chromium(&url);
+    let hello = tokio::time::timeout(Duration::from_secs(60), rust.recv())
+        .await
+        .expect("chromium connected from a local page");
+    assert_eq!(hello["content"]["hello"], "from chromium", "{hello}");
+}

@@ -222,3 +222,109 @@ fn every_hub_and_transport_field_is_reachable_from_the_config() {
     let stderr = refused(&wshub(&["print-config"], &[("WSHUB_HUB__NODE_ID", "a.b")]));
     assert!(stderr.contains("WSHUB_HUB__NODE_ID: \"a.b\""), "{stderr}");
 }
+
+#[test]
+fn every_flag_applies_before_and_after_the_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(dir.path(), "ws_path = \"/from-file\"\n");
+    let cases: [(&[&str], &str, &str); 6] = [
+        (&["--listen", "127.0.0.1:7100"], "listen", "127.0.0.1:7100"),
+        (&["--ws-path", "/flag"], "ws_path", "/flag"),
+        (&["--log-format", "json"], "log.format", "json"),
+        (&["--log-level", "debug"], "log.level", "debug"),
+        (&["--shutdown-timeout", "7s"], "shutdown_timeout", "7s"),
+        (&["--config", &file], "ws_path", "/from-file"),
+    ];
+    for (flag, key, want) in cases {
+        for args in [
+            [flag, &["print-config"][..]].concat(),
+            [&["print-config"][..], flag].concat(),
+        ] {
+            let output = wshub(&args, &[]);
+            assert!(
+                output.status.success(),
+                "{args:?}: {}",
+                String::from_utf8_lossy(&output.stderr)
+            );
+            let printed: toml::Value =
+                toml::from_str(&String::from_utf8_lossy(&output.stdout)).unwrap();
+            let got = key
+                .split('.')
+                .fold(&printed, |value, part| &value[part])
+                .as_str()
+                .unwrap()
+                .to_owned();
+            assert_eq!(got, want, "{args:?}");
+        }
+    }
+}
+
+#[test]
+fn a_flag_the_command_does_not_use_is_refused_and_a_missing_config_file_stops_start_up() {
+    let stderr = refused(&wshub(
+        &["--listen", "127.0.0.1:1", "token", "--sub", "a"],
+        &[],
+    ));
+    assert!(
+        stderr.contains("--listen does not apply to `wshub token`"),
+        "{stderr}"
+    );
+    for args in [
+        &["--config", "/nonexistent/wshub.toml"][..],
+        &["serve", "--config", "/nonexistent/wshub.toml"],
+        &["--config", "/nonexistent/wshub.toml", "serve"],
+    ] {
+        let stderr = refused(&wshub(args, &[]));
+        assert!(
+            stderr.contains("--config: cannot read /nonexistent/wshub.toml"),
+            "{args:?}: {stderr}"
+        );
+    }
+    let help = wshub(&["token", "--help"], &[]);
+    let help = String::from_utf8_lossy(&help.stdout);
+    assert!(
+        !help.contains("--listen") && help.contains("--config"),
+        "{help}"
+    );
+}
+
+#[test]
+fn token_without_a_secret_says_which_key_to_set_and_signs_with_the_servers_secret() {
+    let stderr = refused(&wshub(&["token", "--sub", "alice"], &[]));
+    assert!(
+        stderr.contains("auth.secret: not set; set auth.secret or WSHUB_AUTH__SECRET"),
+        "{stderr}"
+    );
+    let secret = "0123456789abcdef0123456789abcdef";
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(
+        dir.path(),
+        &format!("[auth]\nmode = \"jwt\"\nsecret = \"{secret}\"\n"),
+    );
+    let output = wshub(&["--config", &file, "token", "--sub", "alice"], &[]);
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let token = String::from_utf8_lossy(&output.stdout).trim().to_owned();
+    assert_eq!(token.split('.').count(), 3, "{token}");
+}
+
+#[test]
+fn a_port_in_use_is_reported_once() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let output = wshub(&["--listen", &addr], &[]);
+    assert!(!output.status.success());
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(
+        stderr.matches("Address already in use").count(),
+        1,
+        "{stderr}"
+    );
+    assert!(
+        stderr.contains(&format!("cannot listen on {addr}")),
+        "{stderr}"
+    );
+}

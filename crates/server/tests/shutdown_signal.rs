@@ -254,3 +254,50 @@ async fn readiness_turns_503_while_draining_and_new_clients_are_sent_elsewhere()
     );
     assert!(server.shutdown().await.drained);
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn refusals_log_no_errors_and_tokens_never_reach_the_log() {
+    const SECRET: &str = "eyJhbGciOiJIUzI1NiJ9.c2VjcmV0LXBheWxvYWQ.SUPERSECRETSIGNATURE";
+    let (mut child, addr, lines) = spawn_server_with_env(
+        &["--log-level", "debug"],
+        &[("WSHUB_LIMITS__MAX_CONNECTIONS", "1")],
+    );
+    let held = Client::connect(&format!("ws://{addr}/ws?token={SECRET}")).await;
+    let mut refused = 0;
+    for _ in 0..30 {
+        if let Err((503, _, _)) = try_upgrade(&format!("ws://{addr}/ws?token={SECRET}"), &[]).await
+        {
+            refused += 1;
+        }
+    }
+    assert_eq!(refused, 30);
+    drop(held);
+    let _ = child.kill();
+    let _ = child.wait();
+    let log: Vec<String> = lines.iter().collect();
+    let level = |line: &String| {
+        serde_json::from_str::<serde_json::Value>(line).unwrap()["level"]
+            .as_str()
+            .unwrap()
+            .to_owned()
+    };
+    assert!(log.len() > 30, "a debug-level log: {} lines", log.len());
+    assert!(!log.iter().any(|line| level(line) == "ERROR"), "{log:#?}");
+    let summaries = log
+        .iter()
+        .filter(|line| line.contains("refusing connections"))
+        .count();
+    assert_eq!(
+        summaries, 1,
+        "one rate-limited warning, not one per refusal"
+    );
+    let leaked: Vec<_> = log
+        .iter()
+        .filter(|line| line.contains("SUPERSECRET"))
+        .collect();
+    assert!(leaked.is_empty(), "the token reached the log: {leaked:#?}");
+    assert!(
+        log.iter().any(|line| line.contains("token=[redacted]")),
+        "the request span was logged"
+    );
+}

@@ -89,6 +89,9 @@ async fn a_stalled_reader_is_closed_with_1008_and_the_others_get_everything() {
 async fn a_write_stuck_longer_than_write_timeout_ends_the_connection() {
     let mut config = test_config();
     config.hub.data_queue_bytes = 16 << 20;
+    // Under drop_oldest a reader that stopped never overflows its queue:
+    // only the stuck write ends it, and it is counted as a slow consumer.
+    config.hub.slow_consumer = wshub_server::config::SlowConsumer::DropOldest;
     config.transport.write_timeout = Duration::from_millis(500);
     let server = TestServer::start_with(config).await;
     let mut publisher = server.client().await;
@@ -107,6 +110,15 @@ async fn a_write_stuck_longer_than_write_timeout_ends_the_connection() {
             hub.stats().connections == 1
         })
         .await;
-    assert_eq!(server.hub.stats().slow_consumer_disconnects, 0);
+    assert_eq!(
+        server.hub.stats().slow_consumer_disconnects,
+        0,
+        "no overflow"
+    );
+    let (_, metrics) = support::http_get(server.addr, "/metrics").await;
+    assert!(
+        metrics.contains(r#"wshub_connections_closed_total{reason="write_timeout"} 1"#),
+        "{metrics}"
+    );
     publisher.join("still-served").await;
 }

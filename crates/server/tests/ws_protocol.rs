@@ -7,7 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
-use support::{Client, TestServer, WAIT, http_get, test_config};
+use support::{TestServer, WAIT, http_get, test_config};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
 use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
@@ -183,6 +183,36 @@ async fn the_clients_close_is_answered_and_the_connection_released() {
 }
 
 #[tokio::test]
+async fn the_clients_close_code_is_echoed_as_rfc_6455_suggests() {
+    use tokio_tungstenite::tungstenite::protocol::CloseFrame;
+    let server = TestServer::start().await;
+    for code in [1000u16, 3000, 4999] {
+        let mut client = server.client().await;
+        client
+            .ws
+            .close(Some(CloseFrame {
+                code: code.into(),
+                reason: "bye".into(),
+            }))
+            .await
+            .unwrap();
+        let rest: Vec<_> = tokio::time::timeout(WAIT, client.ws.by_ref().collect::<Vec<_>>())
+            .await
+            .unwrap();
+        let echoed = rest.iter().find_map(|m| match m {
+            Ok(Message::Close(Some(frame))) => Some(u16::from(frame.code)),
+            _ => None,
+        });
+        assert_eq!(echoed, Some(code), "{rest:?}");
+    }
+    server
+        .wait_for("the closes to be counted as the client's", |hub| {
+            hub.stats().closed[0] == 3
+        })
+        .await;
+}
+
+#[tokio::test]
 async fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
     let mut config = test_config();
     config.transport.heartbeat_interval = Duration::from_millis(100);
@@ -222,19 +252,40 @@ async fn plain_http_gets_426_and_the_health_routes_answer() {
 }
 
 #[tokio::test]
-async fn a_handshake_without_a_key_gets_400() {
-    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+async fn the_largest_legal_frames_get_small_error_frames_and_the_connection_stays() {
     let server = TestServer::start().await;
-    let mut stream = tokio::net::TcpStream::connect(server.addr).await.unwrap();
-    stream
-        .write_all(b"GET /ws HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\n\r\n")
-        .await
-        .unwrap();
-    let mut head = [0u8; 12];
-    tokio::time::timeout(WAIT, stream.read_exact(&mut head))
-        .await
-        .unwrap()
-        .unwrap();
-    assert_eq!(&head, b"HTTP/1.1 400");
-    let _ = Client::connect(&server.ws_url()).await;
+    let mut client = server.client().await;
+    let max = 64 << 10;
+    // Each frame is as large as a client may send (64 KiB), built so that
+    // its error would echo as much of it as possible.
+    let fill = |template: &str| {
+        let pad = max - template.len() + 2;
+        template.replace("{}", &"x".repeat(pad))
+    };
+    let frames = [
+        (fill(r#"{"type":"{}"}"#), "unknown_type"),
+        (fill(r#"{"type":"join","room":"{}"}"#), "room_invalid"),
+        (
+            fill(r#"{"type":"join","room":"a","ref":"{}"}"#),
+            "invalid_field",
+        ),
+        (
+            fill(r#"{"type":"publish","room":"a","content":"{}"}"#),
+            "not_joined",
+        ),
+        (fill(r#"{"type":"refresh","token":"{}"}"#), "unauthorized"),
+        (fill(r#"{"type":"join","room":"{}"#), "bad_json"),
+    ];
+    for (frame, code) in frames {
+        assert_eq!(frame.len(), max, "{code}");
+        client.send_text(&frame).await;
+        let error = client.recv().await;
+        assert_eq!(error["code"], code, "{error}");
+        assert!(
+            error.to_string().len() < 1024,
+            "{code}: {} bytes",
+            error.to_string().len()
+        );
+    }
+    client.join("still-open").await;
 }

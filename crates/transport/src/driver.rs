@@ -16,7 +16,7 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::time::timeout;
-use wshub_hub::{Connection, Drained, TimerOutcome};
+use wshub_hub::{CloseCause, Connection, Drained, TimerOutcome};
 use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
@@ -26,8 +26,9 @@ use crate::config::TransportConfig;
 enum Exit {
     /// Close the socket with this reason (our close frame, then the handshake).
     Close(CloseReason),
-    /// The peer closed or the socket broke: nothing more to send.
-    Gone,
+    /// The peer closed or the socket broke (or stayed stuck): nothing
+    /// more to send.
+    Gone(CloseCause),
 }
 
 /// The whole life of one connection: finish the upgrade, serve, close.
@@ -54,6 +55,10 @@ pub(crate) async fn run(
     tracing::debug!("connected");
     let config = &*config;
     let exit = serve(&mut ws, &mut conn, config).await;
+    conn.record_close(match exit {
+        Exit::Close(reason) => CloseCause::of(reason),
+        Exit::Gone(cause) => cause,
+    });
     match exit {
         Exit::Close(reason) => {
             tracing::debug!(code = reason.code, reason = reason.reason, "closing");
@@ -62,7 +67,7 @@ pub(crate) async fn run(
             // not pay for the states it is not in.
             Box::pin(close(&mut ws, reason, config)).await;
         }
-        Exit::Gone => tracing::debug!("disconnected"),
+        Exit::Gone(cause) => tracing::debug!(cause = cause.label(), "disconnected"),
     }
     // Dropping the connection leaves its rooms and unregisters it.
     drop(conn);
@@ -93,7 +98,7 @@ async fn serve(
                 let message = match incoming {
                     Some(Ok(message)) => message,
                     Some(Err(err)) => return read_error(err),
-                    None => return Exit::Gone,
+                    None => return Exit::Gone(CloseCause::Client),
                 };
                 let now = now_ms();
                 match message {
@@ -151,7 +156,7 @@ async fn write_batch(
         Ok(Err(err)) => Err(write_error(err)),
         Err(_elapsed) => {
             tracing::debug!("write stalled; closing");
-            Err(Exit::Gone)
+            Err(Exit::Gone(CloseCause::WriteTimeout))
         }
     }
 }
@@ -164,7 +169,7 @@ async fn send_with_timeout(
     match timeout(limit, ws.send(message)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(write_error(err)),
-        Err(_elapsed) => Err(Exit::Gone),
+        Err(_elapsed) => Err(Exit::Gone(CloseCause::WriteTimeout)),
     }
 }
 
@@ -175,7 +180,7 @@ fn write_error(err: WsError) -> Exit {
     ) {
         tracing::debug!(%err, "write failed");
     }
-    Exit::Gone
+    Exit::Gone(CloseCause::SocketError)
 }
 
 /// Maps a read error to the RFC 6455 close code the client should get.
@@ -194,10 +199,11 @@ fn read_error(err: WsError) -> Exit {
             tracing::debug!(%err, "protocol violation");
             Exit::Close(CloseReason::PROTOCOL_ERROR)
         }
-        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_) => Exit::Gone,
+        WsError::ConnectionClosed | WsError::AlreadyClosed => Exit::Gone(CloseCause::Client),
+        WsError::Io(_) => Exit::Gone(CloseCause::SocketError),
         err => {
             tracing::debug!(%err, "read failed");
-            Exit::Gone
+            Exit::Gone(CloseCause::SocketError)
         }
     }
 }

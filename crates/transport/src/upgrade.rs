@@ -38,6 +38,40 @@ fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<By
     response
 }
 
+/// RFC 6455 §4.2.1: the opening handshake is a GET, of HTTP/1.1 or later,
+/// with a `Host`, and a `Sec-WebSocket-Key` that is the base64 of 16 bytes.
+fn check_handshake<B>(request: &Request<B>) -> Result<(), &'static str> {
+    use base64::Engine as _;
+    if request.method() != hyper::Method::GET {
+        return Err("the method must be GET");
+    }
+    if request.version() < hyper::Version::HTTP_11 {
+        return Err("HTTP/1.1 or later is required");
+    }
+    let single = |name| {
+        let mut values = request.headers().get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => Some(value),
+            _ => None,
+        }
+    };
+    if single(header::HOST).is_none() {
+        return Err("exactly one Host header is required");
+    }
+    let key =
+        single(header::SEC_WEBSOCKET_KEY).ok_or("exactly one Sec-WebSocket-Key is required")?;
+    let decoded = base64::engine::general_purpose::STANDARD
+        .decode(key.as_bytes())
+        .map_err(|_| "Sec-WebSocket-Key is not base64")?;
+    if decoded.len() != 16 {
+        return Err("Sec-WebSocket-Key must be the base64 of 16 bytes");
+    }
+    if single(header::SEC_WEBSOCKET_VERSION).is_none_or(|version| version != "13") {
+        return Err("Sec-WebSocket-Version must be 13");
+    }
+    Ok(())
+}
+
 /// What the caller decided about a connection before its upgrade.
 #[derive(Default)]
 pub struct Admission {
@@ -102,6 +136,12 @@ impl WsUpgrade {
     ) -> Response<Full<Bytes>> {
         if !is_upgrade_request(request) {
             return upgrade_required();
+        }
+        if let Err(reason) = check_handshake(request) {
+            return text_response(
+                StatusCode::BAD_REQUEST,
+                format!("400 Bad Request: invalid WebSocket handshake: {reason}\n"),
+            );
         }
         let (mut response, websocket) =
             match hyper_tungstenite::upgrade(&mut *request, Some(self.config.websocket_config())) {

@@ -203,3 +203,16 @@ fn binary_frames_are_refused_and_rate_limited_like_text() {
         FrameOutcome::Rejected(ErrorCode::RateLimited)
     );
 }
+
+#[test]
+fn pings_count_against_the_message_rate() {
+    let hub = limited_hub(10, 5, Duration::from_secs(1));
+    let mut conn = connect(&hub);
+    let mut now = NOW;
+    while !conn.outbox().is_closing() {
+        conn.handle_heartbeat(now);
+        now += 1;
+        assert!(now < NOW + 5 * SEC, "a ping flood was never cut off");
+    }
+    assert_eq!(take(&conn).1, Some(CloseReason::RATE_LIMITED));
+}

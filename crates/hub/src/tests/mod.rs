@@ -410,3 +410,50 @@ fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
 mod access;
 mod broker;
 mod engine;
+
+#[test]
+fn the_hub_wide_room_cap_refuses_new_rooms_but_not_existing_ones() {
+    let hub = Hub::new(HubConfig {
+        max_rooms: 2,
+        ..HubConfig::default()
+    });
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
+    join(&mut alice, "a");
+    join(&mut alice, "b");
+    assert_eq!(
+        send(&mut alice, r#"{"type":"join","room":"c","ref":1}"#),
+        FrameOutcome::Rejected(ErrorCode::TooManyRooms)
+    );
+    let refused = &frames(&alice)[0];
+    assert_eq!(refused["reason"], "hub_limit", "{refused}");
+    join(&mut bob, "a");
+    send(&mut alice, r#"{"type":"leave","room":"b"}"#);
+    join(&mut bob, "c");
+    assert_eq!(hub.stats().rooms, 2);
+}
+
+#[test]
+fn close_causes_are_counted_once_per_connection() {
+    let hub = hub();
+    let mut a = connect(&hub);
+    let b = connect(&hub);
+    a.record_close(crate::CloseCause::Heartbeat);
+    a.record_close(crate::CloseCause::Client);
+    drop(a);
+    drop(b);
+    let closed = hub.stats().closed;
+    let count = |cause: crate::CloseCause| {
+        closed[crate::CloseCause::ALL
+            .iter()
+            .position(|c| *c == cause)
+            .unwrap()]
+    };
+    assert_eq!(
+        count(crate::CloseCause::Heartbeat),
+        1,
+        "the first cause wins"
+    );
+    assert_eq!(count(crate::CloseCause::Client), 0);
+    assert_eq!(count(crate::CloseCause::SocketError), 1, "none recorded");
+}

@@ -79,10 +79,15 @@ impl ConfigError {
             Some(figment::Source::File(path)) => Origin::File(path.display().to_string()),
             _ => Origin::Default,
         };
+        let key = match (err.path.is_empty(), &origin) {
+            (false, _) => err.path.join("."),
+            (true, Origin::File(path)) => format!("config file {path}"),
+            (true, _) => "configuration".to_owned(),
+        };
         Self {
             issues: vec![ConfigIssue {
-                key: err.path.join("."),
-                origin,
+                key,
+                origin: Origin::Default,
                 reason: err.kind.to_string(),
             }],
         }

@@ -40,10 +40,14 @@ config_section! {
         allowed_origins: Vec<String> = Vec::new(),
         /// Proxies (addresses or CIDRs) whose X-Forwarded-For is believed. Comma-separated in the environment
         trusted_proxies: Vec<String> = Vec::new(),
+        /// `Host` values accepted (`host` for any port, `host:port`, `*` for any); other requests get 403. Empty: on a loopback `listen`, `localhost`, `127.0.0.1` and `[::1]` with the listen port (against DNS rebinding); otherwise any
+        allowed_hosts: Vec<String> = Vec::new(),
     }
     sections {
         /// `[log]`
         log: LogConfig,
+        /// `[http]`: the HTTP side of every connection
+        http: HttpSection,
         /// `[hub]`: rooms and per-connection queues
         hub: HubSection,
         /// `[transport]`: per-connection socket limits and timers
@@ -77,6 +81,17 @@ config_section! {
     }
 }
 
+config_section! {
+    /// `[http]`: how long an accepted connection may take before its request
+    /// is complete, and stay idle between requests.
+    pub struct HttpSection {
+        /// A connection that has not sent a complete request head this long after it was accepted (or after its last response) is closed
+        header_read_timeout: Duration = Duration::from_secs(5),
+        /// An idle keep-alive connection (no request in progress) is closed after this long
+        idle_timeout: Duration = Duration::from_secs(60),
+    }
+}
+
 config_enum! {
     /// What to do with a connection whose queue is full.
     pub enum SlowConsumer {
@@ -100,6 +115,8 @@ config_section! {
         slow_consumer: SlowConsumer = SlowConsumer::Disconnect,
         /// Rooms one connection may be in; joining more gets too_many_rooms
         max_rooms_per_connection: usize = hub_defaults().max_rooms_per_connection,
+        /// Rooms the server holds at most; a join creating one more gets too_many_rooms (0: off)
+        max_rooms: usize = hub_defaults().max_rooms,
         /// How long an empty room's state is kept after its last activity
         room_linger: Duration = hub_defaults().room_linger,
     }

@@ -44,9 +44,20 @@ impl Config {
                 format!("{:?} is not a log filter ({err}); e.g. \"info\" or \"wshub_transport=debug,info\"", self.log.level),
             );
         }
+        for (key, value) in [
+            ("http.header_read_timeout", self.http.header_read_timeout),
+            ("http.idle_timeout", self.http.idle_timeout),
+        ] {
+            if value.is_zero() {
+                issues.push(key, "must be longer than zero, e.g. \"5s\"");
+            }
+        }
+        if let Err(err) = crate::origin::HostPolicy::new(&self.allowed_hosts, self.listen) {
+            issues.push("allowed_hosts", err);
+        }
         self.check_transport(issues);
         self.check_hub(issues);
-        if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins) {
+        if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins, self.listen) {
             issues.push("allowed_origins", err.to_string());
         }
         if let Err(err) = self.trusted_proxy_nets() {
@@ -209,6 +220,7 @@ impl Config {
             node_id,
             access: self.access_policy(),
             max_rooms_per_connection: self.hub.max_rooms_per_connection,
+            max_rooms: self.hub.max_rooms,
             data_queue_bytes: self.hub.data_queue_bytes,
             control_queue_bytes: self.hub.control_queue_bytes,
             slow_consumer: match self.hub.slow_consumer {
