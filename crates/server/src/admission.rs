@@ -47,42 +47,98 @@ pub const HTTP_HEADROOM: usize = 64;
 #[derive(Debug)]
 pub struct Gate {
     limits: AdmissionLimits,
-    tcp_open: Arc<AtomicUsize>,
-    ws_open: Arc<AtomicUsize>,
-    per_ip: Arc<DashMap<IpAddr, usize>>,
+    counts: Arc<Counts>,
     rate: Option<DefaultKeyedRateLimiter<IpAddr>>,
 }
 
-/// A place in the counts; dropping it frees it.
+/// The counts a [`Gate`] keeps, shared with the slots that hold places in
+/// them.
+#[derive(Debug, Default)]
+struct Counts {
+    tcp_open: AtomicUsize,
+    ws_open: AtomicUsize,
+    per_ip: DashMap<IpAddr, usize>,
+}
+
+impl Counts {
+    fn release_ip(&self, ip: &IpAddr) {
+        self.per_ip.remove_if_mut(ip, |_, count| {
+            *count -= 1;
+            *count == 0
+        });
+    }
+}
+
+/// A place in the counts: a TCP connection's, a WebSocket's, or both (a
+/// WebSocket that took over its TCP connection's); dropping it frees them.
+/// Small, since every idle WebSocket holds one.
 #[derive(Debug)]
 pub struct Slot {
-    open: Arc<AtomicUsize>,
-    per_ip: Option<(Arc<DashMap<IpAddr, usize>>, IpAddr)>,
+    counts: Arc<Counts>,
+    /// A place in `tcp_open`, and the address counted with it, if any.
+    tcp: Option<Option<IpAddr>>,
+    /// A place in `ws_open`, and the address counted with it, if any.
+    ws: Option<Option<IpAddr>>,
+}
+
+impl Slot {
+    /// This WebSocket's slot, also holding its TCP connection's `tcp`.
+    pub fn with(mut self, tcp: Option<Slot>) -> Self {
+        if let Some(mut tcp) = tcp {
+            self.tcp = tcp.tcp.take();
+        }
+        self
+    }
+
+    fn ip_mut(&mut self) -> &mut Option<IpAddr> {
+        match (&mut self.ws, &mut self.tcp) {
+            (Some(ip), _) | (None, Some(ip)) => ip,
+            (None, None) => unreachable!("a slot holds a place"),
+        }
+    }
 }
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        self.open.fetch_sub(1, Ordering::SeqCst);
-        if let Some((per_ip, ip)) = &self.per_ip {
-            per_ip.remove_if_mut(ip, |_, count| {
-                *count -= 1;
-                *count == 0
-            });
+        for (place, open) in [
+            (self.tcp.take(), &self.counts.tcp_open),
+            (self.ws.take(), &self.counts.ws_open),
+        ] {
+            let Some(ip) = place else { continue };
+            open.fetch_sub(1, Ordering::SeqCst);
+            if let Some(ip) = ip {
+                self.counts.release_ip(&ip);
+            }
         }
     }
 }
 
 /// Reserves one place below `max` (0: no cap) by compare-and-swap, so
 /// concurrent callers cannot pass the cap together.
-fn reserve(open: &Arc<AtomicUsize>, max: usize) -> Option<Slot> {
+fn reserve(counts: &Arc<Counts>, kind: Kind, max: usize) -> Option<Slot> {
+    let open = match kind {
+        Kind::Tcp => &counts.tcp_open,
+        Kind::WebSocket => &counts.ws_open,
+    };
     open.fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
         (max == 0 || n < max).then_some(n + 1)
     })
     .ok()?;
+    let (tcp, ws) = match kind {
+        Kind::Tcp => (Some(None), None),
+        Kind::WebSocket => (None, Some(None)),
+    };
     Some(Slot {
-        open: Arc::clone(open),
-        per_ip: None,
+        counts: Arc::clone(counts),
+        tcp,
+        ws,
     })
+}
+
+#[derive(Debug, Clone, Copy)]
+enum Kind {
+    Tcp,
+    WebSocket,
 }
 
 /// One hop of `X-Forwarded-For` (`ip`, `ip:port`, `[v6]:port`) or of a
@@ -154,9 +210,7 @@ impl Gate {
             .map(|per_second| RateLimiter::keyed(Quota::per_second(per_second)));
         Self {
             limits,
-            tcp_open: Arc::default(),
-            ws_open: Arc::default(),
-            per_ip: Arc::default(),
+            counts: Arc::default(),
             rate,
         }
     }
@@ -204,15 +258,16 @@ impl Gate {
         }
         let max = self.limits.connections_per_ip;
         {
-            let mut count = self.per_ip.entry(ip).or_insert(0);
+            let per_ip = &self.counts.per_ip;
+            let mut count = per_ip.entry(ip).or_insert(0);
             if max > 0 && *count >= max {
                 drop(count);
-                self.per_ip.remove_if(&ip, |_, count| *count == 0);
+                per_ip.remove_if(&ip, |_, count| *count == 0);
                 return Err(Refusal::TooManyFromIp);
             }
             *count += 1;
         }
-        slot.per_ip = Some((Arc::clone(&self.per_ip), ip));
+        *slot.ip_mut() = Some(ip);
         Ok(slot)
     }
 
@@ -225,7 +280,7 @@ impl Gate {
             0 => 0,
             max => max.saturating_add(HTTP_HEADROOM),
         };
-        let slot = reserve(&self.tcp_open, max).ok_or(Refusal::ServerFull)?;
+        let slot = reserve(&self.counts, Kind::Tcp, max).ok_or(Refusal::ServerFull)?;
         if self.is_trusted_proxy(peer) {
             return Ok(slot);
         }
@@ -236,8 +291,8 @@ impl Gate {
     /// `max_connections` and, for a client behind a trusted proxy (whose
     /// own address was not counted at accept), its rate and count.
     pub fn admit(&self, client: IpAddr, via_proxy: bool) -> Result<Slot, Refusal> {
-        let slot =
-            reserve(&self.ws_open, self.limits.max_connections).ok_or(Refusal::ServerFull)?;
+        let slot = reserve(&self.counts, Kind::WebSocket, self.limits.max_connections)
+            .ok_or(Refusal::ServerFull)?;
         if via_proxy {
             return self.per_ip(client, slot);
         }
@@ -255,12 +310,12 @@ impl Gate {
 
     /// WebSocket connections admitted and still open.
     pub fn open(&self) -> usize {
-        self.ws_open.load(Ordering::SeqCst)
+        self.counts.ws_open.load(Ordering::SeqCst)
     }
 
     /// TCP connections accepted and still open.
     pub fn tcp_open(&self) -> usize {
-        self.tcp_open.load(Ordering::SeqCst)
+        self.counts.tcp_open.load(Ordering::SeqCst)
     }
 }
 

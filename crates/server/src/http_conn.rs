@@ -11,6 +11,7 @@ use std::time::Duration;
 use hyper::server::conn::http1;
 use hyper_util::rt::{TokioIo, TokioTimer};
 use hyper_util::service::TowerToHyperService;
+use parking_lot::Mutex;
 use tokio::net::TcpStream;
 use tokio::time::Instant;
 use tokio_util::sync::CancellationToken;
@@ -35,10 +36,10 @@ pub struct HttpTimeouts {
 pub struct ConnContext {
     /// The TCP peer.
     pub peer: SocketAddr,
-    /// The connection's place in the admission counts, freed when the last
-    /// holder of the context (the HTTP task, or the WebSocket it became)
-    /// ends.
-    _tcp_slot: Slot,
+    /// The connection's place in the admission counts: freed with the
+    /// context when the connection ends as HTTP, or handed to the WebSocket
+    /// it becomes (which then frees it when the socket closes).
+    tcp_slot: Mutex<Option<Slot>>,
     activity: Activity,
 }
 
@@ -63,6 +64,11 @@ impl Drop for InFlight {
 }
 
 impl ConnContext {
+    /// Hands the TCP slot to the WebSocket this connection becomes.
+    pub fn take_tcp_slot(&self) -> Option<Slot> {
+        self.tcp_slot.lock().take()
+    }
+
     fn in_flight(&self) -> usize {
         self.activity.in_flight.load(Ordering::SeqCst)
     }
@@ -95,7 +101,7 @@ pub fn serve(
     }
     let context = Arc::new(ConnContext {
         peer,
-        _tcp_slot: slot,
+        tcp_slot: Mutex::new(Some(slot)),
         activity: Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),

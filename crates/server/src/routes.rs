@@ -189,9 +189,13 @@ fn websocket<B>(
             }
         }
     };
-    // The WebSocket holds its own slot and, through the context, the TCP
-    // connection's slot taken at accept.
-    let guard: (crate::admission::Slot, Arc<ConnContext>) = (slot, Arc::clone(context));
+    // Every check that can still refuse the handshake runs before the TCP
+    // slot moves to the WebSocket: a refused upgrade leaves the connection
+    // counted as HTTP, not uncounted.
+    if let Err(refused) = state.upgrade.check(request) {
+        return refused;
+    }
+    let guard = slot.with(context.take_tcp_slot());
     state.upgrade.accept(
         request,
         peer,

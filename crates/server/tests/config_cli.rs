@@ -328,3 +328,14 @@ fn a_port_in_use_is_reported_once() {
         "{stderr}"
     );
 }
+
+#[test]
+fn help_says_what_the_command_does_and_names_the_environment() {
+    let output = wshub(&["--help"], &[]);
+    let help = String::from_utf8_lossy(&output.stdout);
+    assert!(help.starts_with("Runs the wshub WebSocket hub"), "{help}");
+    assert!(
+        help.contains("WSHUB_") && help.contains("[env: WSHUB_LISTEN]"),
+        "{help}"
+    );
+}

@@ -124,6 +124,21 @@ impl WsUpgrade {
         &self.tasks
     }
 
+    /// Checks what [`accept`](Self::accept) would refuse for the request
+    /// itself (not an upgrade: 426; a broken handshake: 400), so a caller
+    /// can commit resources only to a handshake that will succeed.
+    pub fn check<B>(&self, request: &Request<B>) -> Result<(), Response<Full<Bytes>>> {
+        if !is_upgrade_request(request) {
+            return Err(upgrade_required());
+        }
+        check_handshake(request).map_err(|reason| {
+            text_response(
+                StatusCode::BAD_REQUEST,
+                format!("400 Bad Request: invalid WebSocket handshake: {reason}\n"),
+            )
+        })
+    }
+
     /// Answers `request`: `101 Switching Protocols` and a driver for the new
     /// connection, `426` for a plain HTTP request, `400` for a broken
     /// handshake, `503` while the hub shuts down. Authentication and the
@@ -134,14 +149,8 @@ impl WsUpgrade {
         peer: SocketAddr,
         admission: Admission,
     ) -> Response<Full<Bytes>> {
-        if !is_upgrade_request(request) {
-            return upgrade_required();
-        }
-        if let Err(reason) = check_handshake(request) {
-            return text_response(
-                StatusCode::BAD_REQUEST,
-                format!("400 Bad Request: invalid WebSocket handshake: {reason}\n"),
-            );
+        if let Err(refused) = self.check(request) {
+            return refused;
         }
         let (mut response, websocket) =
             match hyper_tungstenite::upgrade(&mut *request, Some(self.config.websocket_config())) {
