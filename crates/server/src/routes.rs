@@ -192,7 +192,7 @@ fn websocket<B>(
     // Every check that can still refuse the handshake runs before the TCP
     // slot moves to the WebSocket: a refused upgrade leaves the connection
     // counted as HTTP, not uncounted.
-    if let Err(refused) = state.upgrade.check(request) {
+    if let Some(refused) = state.upgrade.refusal(request) {
         return refused;
     }
     let guard = slot.with(context.take_tcp_slot());

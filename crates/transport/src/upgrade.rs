@@ -124,14 +124,14 @@ impl WsUpgrade {
         &self.tasks
     }
 
-    /// Checks what [`accept`](Self::accept) would refuse for the request
-    /// itself (not an upgrade: 426; a broken handshake: 400), so a caller
-    /// can commit resources only to a handshake that will succeed.
-    pub fn check<B>(&self, request: &Request<B>) -> Result<(), Response<Full<Bytes>>> {
+    /// The answer [`accept`](Self::accept) would refuse the request itself
+    /// with (not an upgrade: 426; a broken handshake: 400), if any, so a
+    /// caller can commit resources only to a handshake that will succeed.
+    pub fn refusal<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
         if !is_upgrade_request(request) {
-            return Err(upgrade_required());
+            return Some(upgrade_required());
         }
-        check_handshake(request).map_err(|reason| {
+        check_handshake(request).err().map(|reason| {
             text_response(
                 StatusCode::BAD_REQUEST,
                 format!("400 Bad Request: invalid WebSocket handshake: {reason}\n"),
@@ -149,7 +149,7 @@ impl WsUpgrade {
         peer: SocketAddr,
         admission: Admission,
     ) -> Response<Full<Bytes>> {
-        if let Err(refused) = self.check(request) {
+        if let Some(refused) = self.refusal(request) {
             return refused;
         }
         let (mut response, websocket) =
