@@ -77,6 +77,10 @@ impl Identity {
         self.user.as_deref()
     }
 
+    pub(crate) fn shared_user(&self) -> Option<&Arc<str>> {
+        self.user.as_ref()
+    }
+
     /// Whether the connection proved a user.
     pub fn is_authenticated(&self) -> bool {
         self.user.is_some()

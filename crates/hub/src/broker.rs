@@ -15,6 +15,8 @@ pub enum Audience {
     Room(RoomName),
     /// Every connection.
     Everyone,
+    /// Every connection of one user.
+    User(std::sync::Arc<str>),
 }
 
 /// A message on its way to its audience: encoded once, shared by all.

@@ -6,7 +6,8 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
 use wshub_protocol::{
-    CloseReason, Content, RoomName, SystemEvent, TextFrame, encode_message, encode_system,
+    CloseReason, Content, RoomName, SystemEvent, TextFrame, encode_disconnect, encode_message,
+    encode_system, encode_user_message,
 };
 
 use crate::access::Identity;
@@ -21,6 +22,15 @@ use crate::stats::{CloseCause, Counters, Fanout, HubStats, QueueDepth};
 
 /// The `from` of messages the server itself publishes (not a connection).
 pub const SERVER_SENDER: &str = "server";
+
+/// Whom [`Hub::disconnect`] closes.
+#[derive(Debug, Clone, Copy)]
+pub enum DisconnectTarget<'a> {
+    /// One connection, by its wire id (`<node>.<n>`).
+    Connection(&'a str),
+    /// Every connection of a user.
+    User(&'a str),
+}
 
 /// Verifies credentials for the hub, e.g. a JWT for a `refresh` frame. The
 /// hub knows no token format; the embedding service plugs its checker in
@@ -64,6 +74,7 @@ impl HubBuilder {
                 next_id: AtomicU64::new(1),
                 connections: DashMap::with_hasher(FxBuildHasher),
                 rooms: DashMap::new(),
+                users: DashMap::new(),
                 room_count: AtomicUsize::new(0),
                 counters: Counters::default(),
                 shutting_down: AtomicBool::new(false),
@@ -90,6 +101,9 @@ struct Inner {
     connections: DashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
     // Keys are client-chosen strings: keep std's DoS-resistant hasher.
     rooms: DashMap<RoomName, Room>,
+    /// Each authenticated user's connections, for user-addressed sends and
+    /// disconnects without a scan of every connection.
+    users: DashMap<Arc<str>, Vec<Arc<Outbox>>>,
     /// Entries in `rooms`, kept beside it for the `max_rooms` cap.
     room_count: AtomicUsize,
     counters: Counters,
@@ -155,8 +169,16 @@ impl Hub {
             return Err(HubError::ShuttingDown);
         }
         let id = ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
-        let outbox = Arc::new(Outbox::new(id, &self.inner.config));
+        let user = identity.shared_user().cloned();
+        let outbox = Arc::new(Outbox::new(id, user.clone(), &self.inner.config));
         self.inner.connections.insert(id, Arc::clone(&outbox));
+        if let Some(user) = user {
+            self.inner
+                .users
+                .entry(user)
+                .or_default()
+                .push(Arc::clone(&outbox));
+        }
         Counters::add(&self.inner.counters.connections_total, 1);
         let connection = Connection::new(self.clone(), outbox, identity, now_ms);
         // A shutdown that started after the check above may have missed this
@@ -179,7 +201,14 @@ impl Hub {
         for room in rooms {
             self.remove_member(&room, id, now_ms);
         }
-        self.inner.connections.remove(&id);
+        if let Some((_, outbox)) = self.inner.connections.remove(&id)
+            && let Some(user) = outbox.user()
+        {
+            self.inner.users.remove_if_mut(user, |_, outboxes| {
+                outboxes.retain(|o| o.id() != id);
+                outboxes.is_empty()
+            });
+        }
     }
 
     pub(crate) fn add_member(
@@ -242,7 +271,7 @@ impl Hub {
     /// nodes, then delivered to this node's audience (except its origin).
     pub fn publish(&self, publication: &Publication) -> Fanout {
         let counter = match publication.audience {
-            Audience::Room(_) => &self.inner.counters.published,
+            Audience::Room(_) | Audience::User(_) => &self.inner.counters.published,
             Audience::Everyone => &self.inner.counters.broadcasts,
         };
         Counters::add(counter, 1);
@@ -285,6 +314,11 @@ impl Hub {
                     fanout.push(&outbox, &publication.frame, origin);
                 }
             }
+            Audience::User(user) => {
+                for outbox in self.user_outboxes(user) {
+                    fanout.push(&outbox, &publication.frame, origin);
+                }
+            }
         }
         self.count(&fanout);
         fanout
@@ -312,6 +346,87 @@ impl Hub {
             time_ms: now_ms,
             frame,
         })
+    }
+
+    fn user_outboxes(&self, user: &str) -> Vec<Arc<Outbox>> {
+        self.inner
+            .users
+            .get(user)
+            .map(|outboxes| outboxes.clone())
+            .unwrap_or_default()
+    }
+
+    /// Sends `content` to every connection of `user` (on every node, through
+    /// the broker), as `{"type":"message","user_target":..,"from":"server"}`.
+    pub fn send_to_user(&self, user: &str, content: &Content, now_ms: u64) -> Fanout {
+        let frame = encode_user_message(user, content.as_raw(), now_ms);
+        self.publish(&Publication {
+            audience: Audience::User(Arc::from(user)),
+            node: self.inner.config.node_id.clone(),
+            origin: None,
+            time_ms: now_ms,
+            frame,
+        })
+    }
+
+    /// Closes this node's connections named by `target` (a wire id, or every
+    /// connection of a user) with `code` (4000–4999): each gets what is
+    /// queued, a `system`/`disconnect` frame carrying `reason`, then the
+    /// close. Returns how many.
+    pub fn disconnect(&self, target: &DisconnectTarget<'_>, code: u16, reason: &str) -> usize {
+        let outboxes = match target {
+            DisconnectTarget::Connection(wire) => ConnectionId::from_wire(wire, self.node_id())
+                .and_then(|id| self.inner.connections.get(&id).map(|o| Arc::clone(&o)))
+                .into_iter()
+                .collect(),
+            DisconnectTarget::User(user) => self.user_outboxes(user),
+        };
+        let frame = encode_disconnect(reason);
+        outboxes
+            .iter()
+            .filter(|outbox| {
+                outbox.close_after_flush(Some(frame.clone()), CloseReason::disconnected(code))
+            })
+            .count()
+    }
+
+    /// How many connections `user` has on this node.
+    pub fn user_connections(&self, user: &str) -> usize {
+        self.inner
+            .users
+            .get(user)
+            .map_or(0, |outboxes| outboxes.len())
+    }
+
+    /// Rooms whose name starts with `prefix`, with their local member
+    /// counts, in name order, at most `limit`.
+    pub fn rooms(&self, prefix: &str, limit: usize) -> Vec<(RoomName, usize)> {
+        let mut rooms: Vec<(RoomName, usize)> = self
+            .inner
+            .rooms
+            .iter()
+            .filter(|entry| entry.key().as_str().starts_with(prefix))
+            .map(|entry| (entry.key().clone(), entry.value().len()))
+            .collect();
+        rooms.sort_unstable_by(|a, b| a.0.cmp(&b.0));
+        rooms.truncate(limit);
+        rooms
+    }
+
+    /// `room`'s local members: wire ids and users.
+    pub fn room_member_details(&self, room: &str) -> Vec<(String, Option<String>)> {
+        let node = self.node_id();
+        self.inner
+            .rooms
+            .get(room)
+            .map(|state| state.snapshot())
+            .map(|members| {
+                members
+                    .iter()
+                    .map(|o| (o.id().to_wire(node), o.user().map(str::to_owned)))
+                    .collect()
+            })
+            .unwrap_or_default()
     }
 
     /// Sends `frame` (an encoded server frame) to every connection's data lane.

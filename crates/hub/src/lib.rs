@@ -118,7 +118,7 @@ pub use config::{Heartbeat, HubConfig, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome, TimerOutcome};
 pub use error::{AuthError, HubError};
 pub use flood::MessageRateLimit;
-pub use hub::{Authenticator, Hub, HubBuilder, SERVER_SENDER};
+pub use hub::{Authenticator, DisconnectTarget, Hub, HubBuilder, SERVER_SENDER};
 pub use node::{ConnectionId, NodeId, NodeIdError};
 pub use outbox::{Drained, Lane, Outbox, PushOutcome};
 pub use stats::{CloseCause, Fanout, HubStats, QueueDepth};

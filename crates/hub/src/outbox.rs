@@ -95,6 +95,7 @@ fn wake_after_unlock(mut lanes: parking_lot::MutexGuard<'_, Lanes>) {
 #[derive(Debug)]
 pub struct Outbox {
     id: ConnectionId,
+    user: Option<std::sync::Arc<str>>,
     data_limit: usize,
     control_limit: usize,
     policy: SlowConsumerPolicy,
@@ -102,9 +103,14 @@ pub struct Outbox {
 }
 
 impl Outbox {
-    pub(crate) fn new(id: ConnectionId, config: &HubConfig) -> Self {
+    pub(crate) fn new(
+        id: ConnectionId,
+        user: Option<std::sync::Arc<str>>,
+        config: &HubConfig,
+    ) -> Self {
         Self {
             id,
+            user,
             data_limit: config.data_queue_bytes,
             control_limit: config.control_queue_bytes,
             policy: config.slow_consumer,
@@ -115,6 +121,11 @@ impl Outbox {
     /// The connection this outbox belongs to.
     pub fn id(&self) -> ConnectionId {
         self.id
+    }
+
+    /// The connection's authenticated user, if any.
+    pub fn user(&self) -> Option<&str> {
+        self.user.as_deref()
     }
 
     /// Queues `frame` on `lane` and wakes the driver.
@@ -284,6 +295,7 @@ mod tests {
     fn outbox(data: usize, control: usize, policy: SlowConsumerPolicy) -> Outbox {
         Outbox::new(
             ConnectionId(1),
+            None,
             &HubConfig {
                 data_queue_bytes: data,
                 control_queue_bytes: control,

@@ -54,13 +54,15 @@ pub enum CloseCause {
     ProtocolError,
     /// The server shut down.
     Shutdown,
+    /// An operator disconnected it (HTTP API).
+    Disconnected,
     /// The socket failed.
     SocketError,
 }
 
 impl CloseCause {
     /// Every cause, in label order.
-    pub const ALL: [Self; 9] = [
+    pub const ALL: [Self; 10] = [
         Self::Client,
         Self::SlowConsumer,
         Self::WriteTimeout,
@@ -69,6 +71,7 @@ impl CloseCause {
         Self::RateLimited,
         Self::ProtocolError,
         Self::Shutdown,
+        Self::Disconnected,
         Self::SocketError,
     ];
 
@@ -83,6 +86,7 @@ impl CloseCause {
             Self::RateLimited => "rate_limited",
             Self::ProtocolError => "protocol_error",
             Self::Shutdown => "shutdown",
+            Self::Disconnected => "api_disconnect",
             Self::SocketError => "socket_error",
         }
     }
@@ -97,6 +101,10 @@ impl CloseCause {
             R::RATE_LIMITED => Self::RateLimited,
             R::SHUTDOWN => Self::Shutdown,
             R::NORMAL => Self::Client,
+            R {
+                reason: "disconnected by the server",
+                ..
+            } => Self::Disconnected,
             _ => Self::ProtocolError,
         }
     }

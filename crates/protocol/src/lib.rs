@@ -22,6 +22,7 @@
 //! }
 //! ```
 
+pub mod api;
 mod auth;
 mod client;
 mod frame;
@@ -36,7 +37,7 @@ pub use frame::{Content, ContentError, TextFrame};
 pub use room::{MAX_ROOM_NAME_LEN, RoomName, RoomNameError};
 pub use serde_json::value::RawValue;
 pub use server::{
-    CloseReason, MAX_ERROR_MESSAGE_BYTES, SystemEvent, encode_ack, encode_error,
-    encode_error_with_reason, encode_http_refusal, encode_message, encode_system,
-    encode_unsubscribed, encode_welcome,
+    CloseReason, MAX_ERROR_MESSAGE_BYTES, SystemEvent, encode_ack, encode_broadcast,
+    encode_disconnect, encode_error, encode_error_with_reason, encode_http_refusal, encode_message,
+    encode_system, encode_unsubscribed, encode_user_message, encode_welcome,
 };

@@ -78,6 +78,14 @@ impl CloseReason {
         code: 4001,
         reason: "token expired",
     };
+    /// 4000–4999 chosen by the server's operator (HTTP API disconnect); the
+    /// reason the operator gave arrives in a `system`/`disconnect` frame.
+    pub const fn disconnected(code: u16) -> Self {
+        Self {
+            code,
+            reason: "disconnected by the server",
+        }
+    }
     /// 1000: normal closure, answering the client's close.
     pub const NORMAL: Self = Self {
         code: 1000,
@@ -248,6 +256,68 @@ pub fn encode_message(
             time: time_ms,
         },
         80 + room.as_str().len() + from.len() + content.get().len(),
+    )
+}
+
+#[derive(Serialize)]
+struct UserMessage<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    user_target: &'a str,
+    from: &'static str,
+    content: &'a RawValue,
+    time: u64,
+}
+
+/// `{"type":"message","user_target":..,"from":"server","content":..,"time":..}`:
+/// a message the server addressed to one user, on every connection of theirs.
+pub fn encode_user_message(user: &str, content: &RawValue, time_ms: u64) -> TextFrame {
+    encode(
+        &UserMessage {
+            kind: "message",
+            user_target: user,
+            from: "server",
+            content,
+            time: time_ms,
+        },
+        80 + user.len() + content.get().len(),
+    )
+}
+
+#[derive(Serialize)]
+struct Broadcast<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    from: &'static str,
+    content: &'a RawValue,
+    time: u64,
+}
+
+/// `{"type":"message","from":"server","content":..,"time":..}`: a message
+/// the server sent to every connection (no room).
+pub fn encode_broadcast(content: &RawValue, time_ms: u64) -> TextFrame {
+    encode(
+        &Broadcast {
+            kind: "message",
+            from: "server",
+            content,
+            time: time_ms,
+        },
+        64 + content.get().len(),
+    )
+}
+
+/// `{"type":"system","event":"disconnect","reason":..}`: the server is
+/// closing this connection on purpose (its close frame follows).
+pub fn encode_disconnect(reason: &str) -> TextFrame {
+    encode(
+        &System {
+            kind: "system",
+            event: "disconnect",
+            room: None,
+            reason: Some(reason),
+        },
+        64 + reason.len(),
     )
 }
 

@@ -115,6 +115,9 @@ pub struct ConfigArgs {
     /// Path of the WebSocket endpoint [env: WSHUB_WS_PATH].
     #[arg(long, value_name = "PATH")]
     pub ws_path: Option<String>,
+    /// Admin listener address, or `off` [env: WSHUB_ADMIN__LISTEN].
+    #[arg(long, value_name = "ADDR")]
+    pub admin_listen: Option<String>,
     /// Log format: text or json [env: WSHUB_LOG__FORMAT].
     #[arg(long, value_name = "FORMAT")]
     pub log_format: Option<String>,
@@ -128,8 +131,9 @@ pub struct ConfigArgs {
 
 /// The keys that have a flag; the flag is `--` and the key with `.` and `_`
 /// written as `-`.
-pub const FLAG_KEYS: [&str; 5] = [
+pub const FLAG_KEYS: [&str; 6] = [
     "listen",
+    "admin.listen",
     "ws_path",
     "log.format",
     "log.level",
@@ -143,6 +147,7 @@ impl ConfigArgs {
         Self {
             config: later.config.or(self.config),
             listen: later.listen.or(self.listen),
+            admin_listen: later.admin_listen.or(self.admin_listen),
             ws_path: later.ws_path.or(self.ws_path),
             log_format: later.log_format.or(self.log_format),
             log_level: later.log_level.or(self.log_level),
@@ -154,6 +159,7 @@ impl ConfigArgs {
     fn serving_flag(&self) -> Option<&'static str> {
         [
             ("--listen", self.listen.is_some()),
+            ("--admin-listen", self.admin_listen.is_some()),
             ("--ws-path", self.ws_path.is_some()),
             ("--log-format", self.log_format.is_some()),
             ("--log-level", self.log_level.is_some()),
@@ -168,6 +174,7 @@ impl ConfigArgs {
         let mut figment = Config::figment(self.config.as_deref());
         let values = [
             &self.listen,
+            &self.admin_listen,
             &self.ws_path,
             &self.log_format,
             &self.log_level,

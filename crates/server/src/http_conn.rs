@@ -86,11 +86,22 @@ impl ConnContext {
     }
 }
 
+/// Which routes a listener serves.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Router {
+    /// The WebSocket path, `/healthz`, `/readyz`.
+    Public,
+    /// `/metrics`, `/debug/stats`, `/api/*`, `/healthz`, `/readyz`.
+    Admin,
+}
+
 /// Serves one accepted connection on a tracked task.
+#[allow(clippy::too_many_arguments)]
 pub fn serve(
     stream: TcpStream,
     peer: SocketAddr,
-    slot: Slot,
+    slot: Option<Slot>,
+    router: Router,
     state: &AppState,
     tasks: &tokio_util::task::TaskTracker,
     timeouts: HttpTimeouts,
@@ -101,7 +112,7 @@ pub fn serve(
     }
     let context = Arc::new(ConnContext {
         peer,
-        tcp_slot: Mutex::new(Some(slot)),
+        tcp_slot: Mutex::new(slot),
         activity: Activity {
             started: Instant::now(),
             in_flight: AtomicUsize::new(0),
@@ -119,7 +130,10 @@ pub fn serve(
             let in_flight = InFlight(Arc::clone(&context));
             let state = state.clone();
             async move {
-                let response = route(state, request, &context).await;
+                let response = match router {
+                    Router::Public => route(state, request, &context).await,
+                    Router::Admin => crate::admin::route(state, request).await,
+                };
                 drop(in_flight);
                 response
             }

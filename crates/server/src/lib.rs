@@ -4,6 +4,7 @@
 //! holds no routing logic of its own.
 
 pub mod accept_limit;
+pub mod admin;
 pub mod admission;
 pub mod auth;
 pub mod cli;

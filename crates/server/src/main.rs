@@ -62,7 +62,10 @@ fn serve(config: wshub_server::Config) -> anyhow::Result<()> {
         let server =
             Server::bind(&config).with_context(|| format!("cannot listen on {}", config.listen))?;
         let addr = server.local_addr()?;
-        tracing::info!(%addr, ws_path = %config.ws_path, "listening");
+        let admin = server
+            .admin_addr()
+            .map_or_else(|| "off".to_owned(), |admin| admin.to_string());
+        tracing::info!(%addr, ws_path = %config.ws_path, %admin, "listening");
         let report = server.run(shutdown_signal()).await;
         tracing::info!(
             told = report.connections_told,

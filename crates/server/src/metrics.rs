@@ -103,6 +103,32 @@ impl Metrics {
         }
     }
 
+    /// Counts one API request by endpoint and status, and its duration.
+    pub fn api_request(&self, path: &str, status: u16, elapsed: std::time::Duration) {
+        let endpoint = match path {
+            "publish" | "broadcast" | "send" | "disconnect" | "batch" | "rooms" | "info" => path,
+            room if room.starts_with("rooms/") => "room",
+            _ => "other",
+        };
+        let endpoint = match endpoint {
+            "publish" => "publish",
+            "broadcast" => "broadcast",
+            "send" => "send",
+            "disconnect" => "disconnect",
+            "batch" => "batch",
+            "rooms" => "rooms",
+            "info" => "info",
+            "room" => "room",
+            _ => "other",
+        };
+        metrics::with_local_recorder(&self.recorder, || {
+            counter!("wshub_api_requests_total", "endpoint" => endpoint, "status" => status.to_string())
+                .increment(1);
+            metrics::histogram!("wshub_api_request_duration_seconds", "endpoint" => endpoint)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
     /// Samples `hub` and renders every metric.
     pub fn render(&self, hub: &Hub, draining: bool) -> String {
         let stats = hub.stats();

@@ -32,9 +32,19 @@ pub struct AppState {
     /// Whether a refused page origin was logged at info yet (once per
     /// process: a hint for the first run, not a log flood).
     pub(crate) origin_hint_logged: Arc<AtomicBool>,
+    /// The `Host` values the admin listener answers: the loopback names
+    /// with its port when it listens on loopback (a browser page rebound to
+    /// 127.0.0.1 must not reach the API), any otherwise.
+    pub(crate) admin_hosts: Arc<HostPolicy>,
+    /// `api.key`, when set.
+    pub(crate) api_key: Option<Arc<str>>,
+    /// `api.max_body_bytes`.
+    pub(crate) api_max_body: usize,
+    /// When the server started, for `/api/info`.
+    pub(crate) started: std::time::Instant,
 }
 
-fn response(
+pub(crate) fn response(
     status: StatusCode,
     content_type: &'static str,
     body: impl Into<Bytes>,
@@ -68,33 +78,35 @@ pub async fn route<B>(
     if path == &*state.ws_path {
         return Ok(websocket(&state, &mut request, context));
     }
-    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
-    let answer = match path {
-        "/healthz" | "/readyz" | "/metrics" if !is_read => {
-            let mut answer = text(
-                StatusCode::METHOD_NOT_ALLOWED,
-                "405 Method Not Allowed: use GET\n",
-            );
-            answer
-                .headers_mut()
-                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
-            answer
-        }
+    if let Some(answer) = health(&state, &request) {
+        return Ok(answer);
+    }
+    // `/metrics`, `/debug/stats` and the API live on the admin listener.
+    Ok(text(StatusCode::NOT_FOUND, "404 Not Found\n"))
+}
+
+/// `/healthz` and `/readyz`, served on both listeners; `None` for any
+/// other path.
+pub(crate) fn health<B>(state: &AppState, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    let path = request.uri().path();
+    if !matches!(path, "/healthz" | "/readyz") {
+        return None;
+    }
+    if !matches!(*request.method(), Method::GET | Method::HEAD) {
+        let mut answer = text(
+            StatusCode::METHOD_NOT_ALLOWED,
+            "405 Method Not Allowed: use GET\n",
+        );
+        answer
+            .headers_mut()
+            .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+        return Some(answer);
+    }
+    Some(match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        "/readyz" if state.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
-        "/readyz" => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
-        "/metrics" => {
-            let draining = !state.ready.load(Ordering::SeqCst);
-            let body = state.metrics.render(state.upgrade.hub(), draining);
-            response(
-                StatusCode::OK,
-                "text/plain; version=0.0.4; charset=utf-8",
-                body,
-            )
-        }
-        _ => text(StatusCode::NOT_FOUND, "404 Not Found\n"),
-    };
-    Ok(answer)
+        _ if state.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
+        _ => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+    })
 }
 
 /// `{"error":..,"reason":..}` with `status`.

@@ -27,6 +27,7 @@ use crate::routes::AppState;
 #[derive(Debug)]
 pub struct Server {
     listener: TcpListener,
+    admin_listener: Option<TcpListener>,
     state: AppState,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -72,8 +73,19 @@ impl Server {
                 .map_err(|reason| ConfigError::invalid("trusted_proxies", reason))?,
         });
         let listener = listen(config.listen, config.listen_backlog)?;
+        let admin_listener: Option<TcpListener> = match config.admin.listen {
+            crate::config::AdminListen::Off => None,
+            crate::config::AdminListen::At(addr) => Some(listen(addr, 1024).map_err(|err| {
+                io::Error::new(err.kind(), format!("admin.listen {addr}: {err}"))
+            })?),
+        };
         // With port 0 the port is known only now; the defaults name it.
         let bound = listener.local_addr()?;
+        let admin_hosts = admin_listener
+            .as_ref()
+            .and_then(|l| l.local_addr().ok())
+            .and_then(|addr| HostPolicy::new(&[], addr).ok())
+            .unwrap_or_default();
         let origins = OriginPolicy::new(&config.allowed_origins, bound)
             .map_err(|err| ConfigError::invalid("allowed_origins", err.to_string()))?;
         let hosts = HostPolicy::new(&config.allowed_hosts, bound)
@@ -87,6 +99,7 @@ impl Server {
         let upgrade = WsUpgrade::new(hub, config.transport_config(), tasks.clone());
         Ok(Self {
             listener,
+            admin_listener,
             state: AppState {
                 upgrade,
                 ws_path: Arc::from(config.ws_path.as_str()),
@@ -97,6 +110,10 @@ impl Server {
                 hosts: Arc::new(hosts),
                 gate: Arc::new(gate),
                 origin_hint_logged: Arc::default(),
+                admin_hosts: Arc::new(admin_hosts),
+                api_key: (!config.api.key.is_empty()).then(|| Arc::from(config.api.key.as_str())),
+                api_max_body: config.api.max_body_bytes,
+                started: std::time::Instant::now(),
             },
             tasks,
             shutdown_timeout: config.shutdown_timeout,
@@ -113,6 +130,13 @@ impl Server {
         self.listener.local_addr()
     }
 
+    /// The admin listener's address, unless `admin.listen = "off"`.
+    pub fn admin_addr(&self) -> Option<SocketAddr> {
+        self.admin_listener
+            .as_ref()
+            .and_then(|listener| listener.local_addr().ok())
+    }
+
     /// The hub, for embedding and tests.
     pub fn hub(&self) -> &Hub {
         self.state.upgrade.hub()
@@ -122,6 +146,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
         let Self {
             listener,
+            admin_listener,
             state,
             tasks,
             shutdown_timeout,
@@ -135,6 +160,15 @@ impl Server {
         // which /readyz answers 503 so load balancers stop sending clients
         // here, while the listener still answers them.
         let mut accept_until: Option<tokio::time::Instant> = None;
+        if let Some(admin) = admin_listener {
+            tasks.spawn(serve_admin(
+                admin,
+                state.clone(),
+                tasks.clone(),
+                timeouts,
+                http_shutdown.clone(),
+            ));
+        }
         let mut reserve = FdReserve::new();
         let mut accept_errors = accept_limit::AcceptErrors::default();
         loop {
@@ -160,7 +194,8 @@ impl Server {
                         Ok(slot) => http_conn::serve(
                             stream,
                             peer,
-                            slot,
+                            Some(slot),
+                            http_conn::Router::Public,
                             &state,
                             &tasks,
                             timeouts,
@@ -248,4 +283,36 @@ fn refuse_at_accept(stream: &TcpStream, state: &AppState, refused: &Refusal) {
     state.metrics.reject(rejection);
     // Best effort and never waiting: the socket is dropped right after.
     let _ = stream.try_write(&accept_limit::canned_refusal(status, error, reason));
+}
+
+/// The admin listener's accept loop: no admission caps (it is for
+/// operators), the same request timeouts, until the shutdown.
+async fn serve_admin(
+    listener: TcpListener,
+    state: AppState,
+    tasks: TaskTracker,
+    timeouts: HttpTimeouts,
+    shutdown: CancellationToken,
+) {
+    loop {
+        tokio::select! {
+            () = shutdown.cancelled() => return,
+            accepted = listener.accept() => match accepted {
+                Ok((stream, peer)) => http_conn::serve(
+                    stream,
+                    peer,
+                    None,
+                    http_conn::Router::Admin,
+                    &state,
+                    &tasks,
+                    timeouts,
+                    shutdown.clone(),
+                ),
+                Err(err) => {
+                    tracing::debug!(%err, "admin accept failed");
+                    tokio::time::sleep(Duration::from_millis(50)).await;
+                }
+            },
+        }
+    }
 }

@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 
 use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
-use support::{TestServer, connect_with_token, http_get, test_config};
+use support::{TestServer, connect_with_token, test_config};
 use wshub_server::config::{AuthMode, NamespacePermissions, Permission};
 
 const SECRET: &str = "browser-test-secret-browser-test-secret";
@@ -156,7 +156,7 @@ async fn chromium_on_a_disallowed_origin_is_refused() {
     let _browser = launch_chromium(&page_url(page, &server, "browser:room"));
     let deadline = Instant::now() + Duration::from_secs(60);
     loop {
-        let (_, metrics) = http_get(server.addr, "/metrics").await;
+        let metrics = server.metrics().await;
         if metrics.contains(r#"wshub_rejected_upgrades_total{reason="origin"} 1"#) {
             break;
         }

@@ -339,3 +339,24 @@ fn help_says_what_the_command_does_and_names_the_environment() {
         "{help}"
     );
 }
+
+#[test]
+fn an_admin_listener_off_loopback_needs_an_api_key() {
+    let stderr = refused(&wshub(
+        &["print-config", "--admin-listen", "0.0.0.0:9090"],
+        &[],
+    ));
+    assert!(stderr.contains("--admin-listen: 0.0.0.0:9090 is not a loopback address, so api.key (WSHUB_API__KEY) must be set"), "{stderr}");
+    let output = wshub(
+        &["print-config", "--admin-listen", "0.0.0.0:9090"],
+        &[("WSHUB_API__KEY", "secret-api-key")],
+    );
+    assert!(output.status.success());
+    let printed = String::from_utf8_lossy(&output.stdout);
+    assert!(
+        !printed.contains("secret-api-key"),
+        "the key is never printed"
+    );
+    let off = wshub(&["print-config", "--admin-listen", "off"], &[]);
+    assert!(String::from_utf8_lossy(&off.stdout).contains("listen = \"off\""));
+}

@@ -29,6 +29,8 @@ fn spawn_server_with_env(
         .args([
             "--listen",
             "127.0.0.1:0",
+            "--admin-listen",
+            "127.0.0.1:0",
             "--log-format",
             "json",
             "--shutdown-timeout",
@@ -59,6 +61,8 @@ fn spawn_server_with_env(
         let entry: serde_json::Value = serde_json::from_str(&line).expect("JSON log lines");
         if entry["fields"]["message"] == "listening" {
             let addr = entry["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            let admin: SocketAddr = entry["fields"]["admin"].as_str().unwrap().parse().unwrap();
+            ADMIN.with(|cell| cell.set(Some(admin)));
             return (child, addr, lines);
         }
     }
@@ -78,9 +82,16 @@ fn wait_for_exit(child: &mut Child, limit: Duration) -> std::process::ExitStatus
     }
 }
 
-fn metric(addr: SocketAddr, name: &str) -> f64 {
+thread_local! {
+    /// The admin address of the server this test thread spawned last.
+    static ADMIN: std::cell::Cell<Option<SocketAddr>> = const { std::cell::Cell::new(None) };
+}
+
+/// A figure from the spawned server's `/metrics` (on its admin listener).
+fn metric(name: &str) -> f64 {
+    let admin = ADMIN.with(std::cell::Cell::get).expect("a spawned server");
     let output = Command::new("curl")
-        .args(["-s", &format!("http://{addr}/metrics")])
+        .args(["-s", &format!("http://{admin}/metrics")])
         .output()
         .unwrap();
     String::from_utf8_lossy(&output.stdout)
@@ -121,7 +132,7 @@ async fn sigterm_drains_every_client_and_exits_promptly() {
             .publish("news", json!({ "seq": seq, "padding": padding }))
             .await;
     }
-    let queued = metric(addr, "wshub_outbox_queued_bytes");
+    let queued = metric("wshub_outbox_queued_bytes");
     eprintln!("queued in outboxes at the signal: {queued} bytes");
     assert!(
         queued > 3.0 * 2_000_000.0,

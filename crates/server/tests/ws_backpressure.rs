@@ -115,7 +115,7 @@ async fn a_write_stuck_longer_than_write_timeout_ends_the_connection() {
         0,
         "no overflow"
     );
-    let (_, metrics) = support::http_get(server.addr, "/metrics").await;
+    let metrics = server.metrics().await;
     assert!(
         metrics.contains(r#"wshub_connections_closed_total{reason="write_timeout"} 1"#),
         "{metrics}"

@@ -242,11 +242,15 @@ async fn plain_http_gets_426_and_the_health_routes_answer() {
     assert_eq!(http_get(server.addr, "/healthz").await.0, 200);
     assert_eq!(http_get(server.addr, "/readyz").await.0, 200);
     assert_eq!(http_get(server.addr, "/nope").await.0, 404);
+    assert_eq!(
+        http_get(server.addr, "/metrics").await.0,
+        404,
+        "metrics are on the admin listener only"
+    );
 
     let mut client = server.client().await;
     client.join("lobby").await;
-    let (status, metrics) = http_get(server.addr, "/metrics").await;
-    assert_eq!(status, 200);
+    let metrics = server.metrics().await;
     assert!(metrics.contains("wshub_connections 1"), "{metrics}");
     assert!(metrics.contains("wshub_rooms 1"), "{metrics}");
 }

@@ -410,6 +410,7 @@ fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
 mod access;
 mod broker;
 mod engine;
+mod server_side;
 
 #[test]
 fn the_hub_wide_room_cap_refuses_new_rooms_but_not_existing_ones() {

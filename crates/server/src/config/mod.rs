@@ -19,8 +19,9 @@ use figment::{Figment, Provider};
 pub use issues::{ConfigError, ConfigIssue, Origin};
 pub use keys::{KeyDoc, Section, env_var};
 pub use sections::{
-    AuthConfig, AuthMode, Config, HttpSection, HubSection, JwtAlgorithm, LimitsConfig, LogConfig,
-    LogFormat, NamespacePermissions, Permission, PermissionsConfig, SlowConsumer, TransportSection,
+    AdminListen, AdminSection, ApiSection, AuthConfig, AuthMode, Config, HttpSection, HubSection,
+    JwtAlgorithm, LimitsConfig, LogConfig, LogFormat, NamespacePermissions, Permission,
+    PermissionsConfig, SlowConsumer, TransportSection,
 };
 
 use issues::Issues;

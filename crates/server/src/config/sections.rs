@@ -44,6 +44,10 @@ config_section! {
         allowed_hosts: Vec<String> = Vec::new(),
     }
     sections {
+        /// `[admin]`
+        admin: AdminSection,
+        /// `[api]`
+        api: ApiSection,
         /// `[log]`
         log: LogConfig,
         /// `[http]`: the HTTP side of every connection
@@ -58,6 +62,55 @@ config_section! {
         permissions: PermissionsConfig,
         /// `[limits]`
         limits: LimitsConfig,
+    }
+}
+
+/// Where the admin listener binds, or `off`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AdminListen {
+    /// No admin listener.
+    Off,
+    /// This address.
+    At(SocketAddr),
+}
+
+impl ConfigValue for AdminListen {
+    const TYPE: &'static str = "address or off";
+
+    fn parse(value: &Value) -> Result<Self, String> {
+        if let Value::String(_, text) = value
+            && text.trim().eq_ignore_ascii_case("off")
+        {
+            return Ok(Self::Off);
+        }
+        SocketAddr::parse(value)
+            .map(Self::At)
+            .map_err(|reason| format!("{reason}; or \"off\" for no admin listener"))
+    }
+
+    fn render(&self) -> Option<toml::Value> {
+        Some(toml::Value::String(match self {
+            Self::Off => "off".into(),
+            Self::At(addr) => addr.to_string(),
+        }))
+    }
+}
+
+config_section! {
+    /// `[admin]`: the operator's listener.
+    pub struct AdminSection {
+        /// Address of the admin listener (`/metrics`, `/debug/stats`, `/api/*`, `/healthz`, `/readyz`), or `off`; off loopback it needs `api.key`
+        listen: AdminListen = AdminListen::At(SocketAddr::from(([127, 0, 0, 1], 9090))),
+    }
+}
+
+config_section! {
+    /// `[api]`: the server HTTP API on the admin listener.
+    pub struct ApiSection {
+        /// Key every `/api/*` request must present (`X-API-Key: <key>` or `Authorization: apikey <key>`); unset: no key needed (loopback admin only)
+        @secret key: String = String::new(),
+        /// Largest API request body; larger gets 400
+        max_body_bytes: usize = 1 << 20,
     }
 }
 

@@ -55,6 +55,23 @@ impl Config {
         if let Err(err) = crate::origin::HostPolicy::new(&self.allowed_hosts, self.listen) {
             issues.push("allowed_hosts", err);
         }
+        if let super::sections::AdminListen::At(addr) = self.admin.listen {
+            if !addr.ip().is_loopback() && self.api.key.is_empty() {
+                issues.push(
+                    "admin.listen",
+                    format!("{addr} is not a loopback address, so api.key (WSHUB_API__KEY) must be set: the admin listener serves the API"),
+                );
+            }
+            if addr == self.listen && addr.port() != 0 {
+                issues.push(
+                    "admin.listen",
+                    format!("{addr} is also `listen`; use another port"),
+                );
+            }
+        }
+        if self.api.max_body_bytes < 64 {
+            issues.push("api.max_body_bytes", "must be at least 64, e.g. 1048576");
+        }
         self.check_transport(issues);
         self.check_hub(issues);
         if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins, self.listen) {

@@ -20,14 +20,19 @@ use wshub_server::{Config, Server, ShutdownReport};
 pub const WAIT: Duration = Duration::from_secs(10);
 
 pub fn test_config() -> Config {
-    Config {
+    let mut config = Config {
         listen: SocketAddr::from(([127, 0, 0, 1], 0)),
         ..Config::default()
-    }
+    };
+    config.admin.listen =
+        wshub_server::config::AdminListen::At(SocketAddr::from(([127, 0, 0, 1], 0)));
+    config
 }
 
 pub struct TestServer {
     pub addr: SocketAddr,
+    /// The admin listener (`/metrics`, `/debug/stats`, `/api/*`).
+    pub admin: SocketAddr,
     pub hub: Hub,
     stop: Option<oneshot::Sender<()>>,
     task: Option<JoinHandle<ShutdownReport>>,
@@ -42,6 +47,7 @@ impl TestServer {
         config.validate().unwrap();
         let server = Server::bind(&config).unwrap();
         let addr = server.local_addr().unwrap();
+        let admin = server.admin_addr().expect("tests run an admin listener");
         let hub = server.hub().clone();
         let (stop, stopped) = oneshot::channel::<()>();
         let task = tokio::spawn(server.run(async move {
@@ -49,10 +55,18 @@ impl TestServer {
         }));
         Self {
             addr,
+            admin,
             hub,
             stop: Some(stop),
             task: Some(task),
         }
+    }
+
+    /// The Prometheus text from the admin listener.
+    pub async fn metrics(&self) -> String {
+        let (status, body) = http_get(self.admin, "/metrics").await;
+        assert_eq!(status, 200);
+        body
     }
 
     pub fn ws_url(&self) -> String {

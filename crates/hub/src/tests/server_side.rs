@@ -1,0 +1,105 @@
+//! What the server itself does to connections: user-addressed sends,
+//! disconnects, and room listings, as the HTTP API uses them.
+
+use super::*;
+use crate::{DisconnectTarget, Identity};
+use wshub_protocol::Content;
+
+#[test]
+fn a_send_reaches_every_connection_of_the_user_and_nobody_else() {
+    let hub = hub();
+    let alice_phone = connect_with(&hub, Identity::user("alice"));
+    let alice_laptop = connect_with(&hub, Identity::user("alice"));
+    let bob = connect_with(&hub, Identity::user("bob"));
+    let guest = connect(&hub);
+    assert_eq!(hub.user_connections("alice"), 2);
+    let fanout = hub.send_to_user("alice", &Content::parse(r#"{"n" : 1}"#).unwrap(), NOW);
+    assert_eq!(fanout.delivered, 2);
+    for conn in [&alice_phone, &alice_laptop] {
+        assert_eq!(
+            frames(conn),
+            [
+                serde_json::json!({"type":"message","user_target":"alice","from":"server","content":{"n":1},"time":NOW})
+            ]
+        );
+    }
+    assert!(frames(&bob).is_empty() && frames(&guest).is_empty());
+    drop(alice_phone);
+    assert_eq!(
+        hub.user_connections("alice"),
+        1,
+        "the index follows disconnects"
+    );
+    drop(alice_laptop);
+    assert_eq!(hub.user_connections("alice"), 0);
+    assert_eq!(
+        hub.send_to_user("alice", &Content::null(), NOW).delivered,
+        0
+    );
+}
+
+#[test]
+fn a_disconnect_delivers_the_queue_then_a_system_frame_then_closes_with_the_code() {
+    let hub = hub();
+    let mut alice = connect_with(&hub, Identity::user("alice"));
+    let mut bob = connect(&hub);
+    join(&mut alice, "r");
+    join(&mut bob, "r");
+    publish(&mut bob, "r", "1");
+    assert_eq!(
+        hub.disconnect(&DisconnectTarget::User("alice"), 4100, "banned"),
+        1
+    );
+    let (got, close) = take(&alice);
+    assert_eq!(types(&got), ["system", "message"]);
+    assert_eq!(
+        got[0],
+        serde_json::json!({"type":"system","event":"disconnect","reason":"banned"})
+    );
+    let close = close.unwrap();
+    assert_eq!(close.code, 4100);
+    assert_eq!(
+        crate::CloseCause::of(close),
+        crate::CloseCause::Disconnected
+    );
+    let wire = bob.wire_id().to_owned();
+    assert_eq!(
+        hub.disconnect(&DisconnectTarget::Connection(&wire), 4000, ""),
+        1
+    );
+    assert_eq!(
+        hub.disconnect(&DisconnectTarget::Connection("othernode.1"), 4000, ""),
+        0
+    );
+    assert_eq!(
+        hub.disconnect(&DisconnectTarget::User("nobody"), 4000, ""),
+        0
+    );
+}
+
+#[test]
+fn rooms_are_listed_by_prefix_with_their_members() {
+    let hub = hub();
+    let mut alice = connect_with(&hub, Identity::user("alice"));
+    let mut guest = connect(&hub);
+    for room in ["chat:2", "chat:1", "news"] {
+        join(&mut alice, room);
+    }
+    join(&mut guest, "chat:1");
+    let listed: Vec<(String, usize)> = hub
+        .rooms("chat:", 10)
+        .into_iter()
+        .map(|(room, n)| (room.as_str().to_owned(), n))
+        .collect();
+    assert_eq!(listed, [("chat:1".into(), 2), ("chat:2".into(), 1)]);
+    assert_eq!(hub.rooms("", 1).len(), 1, "bounded");
+    let mut members = hub.room_member_details("chat:1");
+    members.sort();
+    assert_eq!(
+        members,
+        [
+            (alice.wire_id().to_owned(), Some("alice".to_owned())),
+            (guest.wire_id().to_owned(), None)
+        ]
+    );
+}

@@ -1,0 +1,323 @@
+//! The admin listener's routes: `/metrics`, `/debug/stats`, the server HTTP
+//! API (`/api/*`, see docs/api.md), `/healthz` and `/readyz`. It is for
+//! operators and backends, never for browsers: off loopback it requires
+//! `api.key`.
+
+use std::convert::Infallible;
+use std::sync::atomic::Ordering;
+
+use bytes::Bytes;
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::{Method, Request, Response, StatusCode, header};
+use subtle::ConstantTimeEq;
+use wshub_hub::DisconnectTarget;
+use wshub_protocol::api::{
+    ApiCommand, ApiError, BatchResults, CommandResult, DebugStats, Info, Member, RoomCount,
+    RoomDetail, RoomList, Target, encode_api_answer, encode_api_error,
+};
+use wshub_protocol::{Content, RoomName};
+
+use crate::routes::{AppState, health, response};
+
+fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
+    response(status, "application/json", body)
+}
+
+fn api_error(
+    status: StatusCode,
+    code: &'static str,
+    message: impl Into<String>,
+) -> Response<Full<Bytes>> {
+    json(status, encode_api_error(&ApiError::new(code, message)))
+}
+
+/// Routes one request on the admin listener.
+pub async fn route(
+    state: AppState,
+    request: Request<Incoming>,
+) -> Result<Response<Full<Bytes>>, Infallible> {
+    if let Err(reason) = state.admin_hosts.check(request.headers()) {
+        return Ok(api_error(StatusCode::FORBIDDEN, "forbidden_host", reason));
+    }
+    let path = request.uri().path().to_owned();
+    if let Some(answer) = health(&state, &request) {
+        return Ok(answer);
+    }
+    if let Some(api_path) = path.strip_prefix("/api/") {
+        let started = std::time::Instant::now();
+        let answer = api(&state, request, api_path).await;
+        state
+            .metrics
+            .api_request(api_path, answer.status().as_u16(), started.elapsed());
+        return Ok(answer);
+    }
+    let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
+    Ok(match path.as_str() {
+        "/metrics" | "/debug/stats" if !is_read => method_not_allowed("GET, HEAD"),
+        "/metrics" => {
+            let draining = !state.ready.load(Ordering::SeqCst);
+            let body = state.metrics.render(state.upgrade.hub(), draining);
+            response(
+                StatusCode::OK,
+                "text/plain; version=0.0.4; charset=utf-8",
+                body,
+            )
+        }
+        "/debug/stats" => json(StatusCode::OK, encode_api_answer(&debug_stats(&state))),
+        _ => api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no route {path}"),
+        ),
+    })
+}
+
+fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
+    let mut answer = api_error(
+        StatusCode::METHOD_NOT_ALLOWED,
+        "method_not_allowed",
+        format!("use {allow}"),
+    );
+    answer
+        .headers_mut()
+        .insert(header::ALLOW, header::HeaderValue::from_static(allow));
+    answer
+}
+
+/// Whether the request presents the configured key (`X-API-Key: <key>` or
+/// `Authorization: apikey <key>`), compared in constant time.
+fn authorized(state: &AppState, request: &Request<Incoming>) -> bool {
+    let Some(key) = &state.api_key else {
+        return true;
+    };
+    let headers = request.headers();
+    let presented = headers
+        .get("x-api-key")
+        .map(|value| value.as_bytes())
+        .or_else(|| {
+            headers
+                .get(header::AUTHORIZATION)
+                .and_then(|value| value.as_bytes().strip_prefix(b"apikey "))
+        });
+    presented.is_some_and(|presented| bool::from(presented.ct_eq(key.as_bytes())))
+}
+
+async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
+    if !authorized(state, &request) {
+        return api_error(
+            StatusCode::UNAUTHORIZED,
+            "unauthorized",
+            "send the API key as X-API-Key: <key> or Authorization: apikey <key>",
+        );
+    }
+    let hub = state.upgrade.hub();
+    let now = wshub_transport::now_ms();
+    match (request.method().clone(), path) {
+        (Method::GET, "info") => json(
+            StatusCode::OK,
+            encode_api_answer(&Info {
+                node: hub.node_id().to_string(),
+                version: env!("CARGO_PKG_VERSION"),
+                uptime_seconds: state.started.elapsed().as_secs(),
+                connections: hub.stats().connections,
+                rooms: hub.stats().rooms,
+            }),
+        ),
+        (Method::GET, "rooms") => {
+            let query: Vec<(String, String)> =
+                form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
+                    .into_owned()
+                    .collect();
+            let get = |name: &str| {
+                query
+                    .iter()
+                    .find(|(k, _)| k == name)
+                    .map(|(_, v)| v.as_str())
+            };
+            let limit = match get("limit").map(str::parse::<usize>) {
+                None => 100,
+                Some(Ok(limit)) if (1..=10_000).contains(&limit) => limit,
+                Some(_) => {
+                    return api_error(
+                        StatusCode::BAD_REQUEST,
+                        "invalid_field",
+                        "limit must be 1 to 10000",
+                    );
+                }
+            };
+            let rooms = hub
+                .rooms(get("prefix").unwrap_or(""), limit)
+                .into_iter()
+                .map(|(room, members)| RoomCount {
+                    room: room.as_str().to_owned(),
+                    members,
+                })
+                .collect();
+            json(StatusCode::OK, encode_api_answer(&RoomList { rooms }))
+        }
+        (Method::GET, room_path) if room_path.starts_with("rooms/") => {
+            let name = &room_path["rooms/".len()..];
+            let room = match RoomName::new(name) {
+                Ok(room) => room,
+                Err(err) => {
+                    return api_error(StatusCode::BAD_REQUEST, "room_invalid", err.to_string());
+                }
+            };
+            if !hub.has_room(room.as_str()) {
+                return api_error(
+                    StatusCode::NOT_FOUND,
+                    "room_not_found",
+                    format!("no room {:?} on this node", room.as_str()),
+                );
+            }
+            let members = hub
+                .room_member_details(room.as_str())
+                .into_iter()
+                .map(|(connection, user)| Member { connection, user })
+                .collect();
+            json(
+                StatusCode::OK,
+                encode_api_answer(&RoomDetail {
+                    room: room.as_str().to_owned(),
+                    members,
+                }),
+            )
+        }
+        (Method::POST, "batch") => match read_body(state, request).await {
+            Err(refused) => refused,
+            Ok(body) => match ApiCommand::parse_batch(&body) {
+                Err(err) => json(StatusCode::BAD_REQUEST, encode_api_error(&err)),
+                Ok(commands) => {
+                    let results = commands
+                        .into_iter()
+                        .map(|command| match command {
+                            Ok(command) => execute(state, command, now),
+                            Err(err) => CommandResult::Failed {
+                                error: err.code,
+                                message: err.message,
+                            },
+                        })
+                        .collect();
+                    json(StatusCode::OK, encode_api_answer(&BatchResults { results }))
+                }
+            },
+        },
+        (Method::POST, name @ ("publish" | "broadcast" | "send" | "disconnect")) => {
+            match read_body(state, request).await {
+                Err(refused) => refused,
+                Ok(body) => match ApiCommand::parse(name, &body) {
+                    Err(err) => json(StatusCode::BAD_REQUEST, encode_api_error(&err)),
+                    Ok(command) => json(
+                        StatusCode::OK,
+                        encode_api_answer(&execute(state, command, now)),
+                    ),
+                },
+            }
+        }
+        (_, "info" | "rooms" | "batch" | "publish" | "broadcast" | "send" | "disconnect") => {
+            method_not_allowed(if matches!(path, "info" | "rooms") {
+                "GET"
+            } else {
+                "POST"
+            })
+        }
+        (_, room_path) if room_path.starts_with("rooms/") => method_not_allowed("GET"),
+        _ => api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no API call /api/{path}"),
+        ),
+    }
+}
+
+/// The body as UTF-8 text, at most `api.max_body_bytes`.
+async fn read_body(
+    state: &AppState,
+    request: Request<Incoming>,
+) -> Result<String, Response<Full<Bytes>>> {
+    let limit = state.api_max_body;
+    let collected = Limited::new(request.into_body(), limit).collect().await;
+    let bytes = match collected {
+        Ok(body) => body.to_bytes(),
+        Err(_) => {
+            return Err(api_error(
+                StatusCode::BAD_REQUEST,
+                "body_too_large",
+                format!("the body is over api.max_body_bytes ({limit} bytes)"),
+            ));
+        }
+    };
+    String::from_utf8(bytes.to_vec())
+        .map_err(|_| api_error(StatusCode::BAD_REQUEST, "bad_json", "the body is not UTF-8"))
+}
+
+/// Runs one API command against the hub. Never blocks on a recipient: the
+/// hub pushes to outboxes and applies the slow-consumer policy.
+fn execute(state: &AppState, command: ApiCommand, now: u64) -> CommandResult {
+    let hub = state.upgrade.hub();
+    let delivered = |fanout: wshub_hub::Fanout| CommandResult::Delivered {
+        delivered: fanout.delivered,
+    };
+    match command {
+        ApiCommand::Publish { room, content } => {
+            delivered(hub.publish_to_room(&room, &Content::from(&*content), now))
+        }
+        ApiCommand::Broadcast { content } => {
+            let frame = wshub_protocol::encode_broadcast(&content, now);
+            delivered(hub.broadcast(frame, now))
+        }
+        ApiCommand::Send { user, content } => {
+            delivered(hub.send_to_user(&user, &Content::from(&*content), now))
+        }
+        ApiCommand::Disconnect {
+            target,
+            code,
+            reason,
+        } => {
+            let target = match &target {
+                Target::Connection(id) => DisconnectTarget::Connection(id),
+                Target::User(user) => DisconnectTarget::User(user),
+            };
+            CommandResult::Disconnected {
+                disconnected: hub.disconnect(&target, code, reason.as_deref().unwrap_or("")),
+            }
+        }
+    }
+}
+
+fn debug_stats(state: &AppState) -> DebugStats {
+    let hub = state.upgrade.hub();
+    let stats = hub.stats();
+    let depth = hub.queue_depth();
+    let mut largest = hub.rooms("", usize::MAX);
+    largest.sort_unstable_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+    largest.truncate(10);
+    let runtime = tokio::runtime::Handle::current().metrics();
+    DebugStats {
+        connections: stats.connections,
+        rooms: stats.rooms,
+        largest_rooms: largest
+            .into_iter()
+            .map(|(room, members)| RoomCount {
+                room: room.as_str().to_owned(),
+                members,
+            })
+            .collect(),
+        queued_bytes_total: depth.total_bytes,
+        queued_bytes_max: depth.max_bytes,
+        slow_consumer_disconnects: stats.slow_consumer_disconnects,
+        dropped_frames: stats.dropped_frames,
+        runtime_workers: runtime.num_workers(),
+        runtime_alive_tasks: runtime.num_alive_tasks(),
+        process_rss_bytes: process_rss_bytes(),
+        process_open_fds: std::fs::read_dir("/proc/self/fd").map_or(0, |dir| dir.count() as u64),
+    }
+}
+
+fn process_rss_bytes() -> u64 {
+    std::fs::read_to_string("/proc/self/statm")
+        .ok()
+        .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
+        .map_or(0, |pages| pages * 4096)
+}

@@ -1,0 +1,309 @@
+//! The server HTTP API on the admin listener, driven by a real HTTP client
+//! (curl) against the real server: each call's success, bad input, and the
+//! API key.
+#![allow(clippy::unwrap_used)]
+
+mod support;
+
+use std::net::SocketAddr;
+
+use jsonwebtoken::{EncodingKey, Header};
+use serde_json::{Value, json};
+use support::{TestServer, connect_with_token, test_config};
+use wshub_server::config::AuthMode;
+
+const SECRET: &str = "api-test-secret-api-test-secret-api";
+
+/// `curl` with a method, an optional JSON body and extra headers: the
+/// status and the parsed body.
+fn curl(
+    admin: SocketAddr,
+    method: &str,
+    path: &str,
+    body: Option<&str>,
+    headers: &[&str],
+) -> (u16, Value) {
+    let mut command = std::process::Command::new("curl");
+    command.args([
+        "-s",
+        "--max-time",
+        "10",
+        "-o",
+        "-",
+        "-w",
+        "\n%{http_code}",
+        "-X",
+        method,
+    ]);
+    for header in headers {
+        command.args(["-H", header]);
+    }
+    if let Some(body) = body {
+        command.args([
+            "-H",
+            "content-type: application/json",
+            "--data-binary",
+            body,
+        ]);
+    }
+    let output = command
+        .arg(format!("http://{admin}{path}"))
+        .output()
+        .unwrap();
+    let text = String::from_utf8_lossy(&output.stdout).into_owned();
+    let (body, status) = text.rsplit_once('\n').unwrap();
+    let value = serde_json::from_str(body).unwrap_or(Value::String(body.to_owned()));
+    (status.parse().unwrap(), value)
+}
+
+fn post(server: &TestServer, path: &str, body: &str) -> (u16, Value) {
+    curl(server.admin, "POST", path, Some(body), &[])
+}
+
+fn token(sub: &str) -> String {
+    let claims = json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 600});
+    jsonwebtoken::encode(
+        &Header::default(),
+        &claims,
+        &EncodingKey::from_secret(SECRET.as_bytes()),
+    )
+    .unwrap()
+}
+
+async fn authed_server() -> TestServer {
+    let mut config = test_config();
+    config.auth.mode = AuthMode::Jwt;
+    config.auth.secret = SECRET.into();
+    config.permissions.namespaces.insert(
+        "chat".into(),
+        wshub_server::config::NamespacePermissions {
+            join: wshub_server::config::Permission::Authenticated,
+            publish: wshub_server::config::Permission::Authenticated,
+        },
+    );
+    TestServer::start_with(config).await
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn publish_broadcast_and_send_reach_their_audiences() {
+    let server = authed_server().await;
+    let (mut alice_phone, _) = connect_with_token(&server, &token("alice")).await;
+    let (mut alice_laptop, _) = connect_with_token(&server, &token("alice")).await;
+    let (mut bob, _) = connect_with_token(&server, &token("bob")).await;
+    alice_phone.join("chat:1").await;
+    bob.join("chat:1").await;
+
+    let (status, answer) = post(
+        &server,
+        "/api/publish",
+        r#"{"room":"chat:1","content":{"price" : 101.50}}"#,
+    );
+    assert_eq!((status, answer), (200, json!({"delivered": 2})));
+    for client in [&mut alice_phone, &mut bob] {
+        let message = client.recv().await;
+        assert_eq!(
+            (message["room"].as_str(), message["from"].as_str()),
+            (Some("chat:1"), Some("server"))
+        );
+        assert!(message.get("user").is_none(), "{message}");
+        assert_eq!(message["content"], json!({"price": 101.5}));
+    }
+
+    let (status, answer) = post(
+        &server,
+        "/api/send",
+        r#"{"user":"alice","content":"for alice"}"#,
+    );
+    assert_eq!((status, answer), (200, json!({"delivered": 2})));
+    for tab in [&mut alice_phone, &mut alice_laptop] {
+        let message = tab.recv().await;
+        assert_eq!(message["user_target"], "alice", "{message}");
+        assert_eq!(message["content"], "for alice");
+    }
+
+    let (status, answer) = post(&server, "/api/broadcast", r#"{"content":null}"#);
+    assert_eq!((status, answer), (200, json!({"delivered": 3})));
+    for client in [&mut alice_phone, &mut alice_laptop, &mut bob] {
+        let message = client.recv().await;
+        assert_eq!(
+            (message["type"].as_str(), message["from"].as_str()),
+            (Some("message"), Some("server"))
+        );
+    }
+    // bob got neither the send nor anything twice: his next frame is an ack.
+    bob.join("chat:2").await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn disconnect_by_user_or_connection_and_a_batch_with_a_bad_command() {
+    let server = authed_server().await;
+    let (mut phone, _) = connect_with_token(&server, &token("alice")).await;
+    let (mut laptop, _) = connect_with_token(&server, &token("alice")).await;
+    let (mut bob, _) = connect_with_token(&server, &token("bob")).await;
+    bob.join("chat:1").await;
+
+    let (status, answer) = post(
+        &server,
+        "/api/disconnect",
+        r#"{"user":"alice","code":4100,"reason":"banned"}"#,
+    );
+    assert_eq!((status, answer), (200, json!({"disconnected": 2})));
+    for tab in [&mut phone, &mut laptop] {
+        assert_eq!(
+            tab.recv().await,
+            json!({"type":"system","event":"disconnect","reason":"banned"})
+        );
+        assert_eq!(tab.expect_close().await.0, 4100);
+    }
+    let batch = format!(
+        r#"{{"commands":[{{"publish":{{"room":"chat:1","content":1}}}},{{"publish":{{"content":2}}}},{{"disconnect":{{"connection":"{}"}}}}]}}"#,
+        bob.id
+    );
+    let (status, answer) = post(&server, "/api/batch", &batch);
+    assert_eq!(status, 200);
+    assert_eq!(answer["results"][0], json!({"delivered": 1}));
+    assert_eq!(answer["results"][1]["error"], "missing_field");
+    assert_eq!(answer["results"][2], json!({"disconnected": 1}));
+    // The disconnect's system frame overtakes queued messages (control
+    // lane); the message published first is still delivered before the close.
+    assert_eq!(bob.recv().await["event"], "disconnect");
+    assert_eq!(
+        bob.recv().await["content"],
+        1,
+        "the first command ran before the third"
+    );
+    assert_eq!(bob.expect_close().await.0, 4000);
+    server
+        .wait_for("the disconnects to be counted", |hub| {
+            hub.stats().connections == 0
+        })
+        .await;
+    assert!(
+        server
+            .metrics()
+            .await
+            .contains(r#"wshub_connections_closed_total{reason="api_disconnect"} 3"#)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rooms_info_and_debug_stats_follow_the_hub() {
+    let server = TestServer::start().await;
+    let mut a = server.client().await;
+    let mut b = server.client().await;
+    a.join("chat:1").await;
+    b.join("chat:1").await;
+    a.join("chat:2").await;
+    let (status, rooms) = curl(
+        server.admin,
+        "GET",
+        "/api/rooms?prefix=chat:&limit=10",
+        None,
+        &[],
+    );
+    assert_eq!(
+        (status, rooms),
+        (
+            200,
+            json!({"rooms":[{"room":"chat:1","members":2},{"room":"chat:2","members":1}]})
+        )
+    );
+    let (status, room) = curl(server.admin, "GET", "/api/rooms/chat:2", None, &[]);
+    assert_eq!(
+        (status, room),
+        (
+            200,
+            json!({"room":"chat:2","members":[{"connection": a.id}]})
+        )
+    );
+    assert_eq!(
+        curl(server.admin, "GET", "/api/rooms/nope", None, &[]).0,
+        404
+    );
+    let (_, info) = curl(server.admin, "GET", "/api/info", None, &[]);
+    assert_eq!(
+        (info["connections"].as_u64(), info["rooms"].as_u64()),
+        (Some(2), Some(2))
+    );
+    assert_eq!(
+        info["node"].as_str().unwrap(),
+        a.id.split('.').next().unwrap()
+    );
+
+    let (_, stats) = curl(server.admin, "GET", "/debug/stats", None, &[]);
+    assert_eq!(stats["connections"], 2);
+    assert_eq!(
+        stats["largest_rooms"][0],
+        json!({"room":"chat:1","members":2})
+    );
+    assert!(stats["runtime_workers"].as_u64().unwrap() >= 1);
+    assert!(stats["process_rss_bytes"].as_u64().unwrap() > 1_000_000);
+    assert!(stats["process_open_fds"].as_u64().unwrap() > 4);
+    drop(b);
+    server
+        .wait_for("b to leave", |hub| hub.stats().connections == 1)
+        .await;
+    let (_, stats) = curl(server.admin, "GET", "/debug/stats", None, &[]);
+    assert_eq!(stats["connections"], 1);
+    assert_eq!(
+        stats["largest_rooms"][0],
+        json!({"room":"chat:1","members":1})
+    );
+}
+
+// curl blocks its thread: the server needs another runtime worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn bad_requests_get_json_errors_and_the_key_is_required_when_set() {
+    let mut config = test_config();
+    config.api.key = "k3y-for-the-api".into();
+    config.api.max_body_bytes = 1024;
+    let server = TestServer::start_with(config).await;
+    let key = ["x-api-key: k3y-for-the-api"];
+    let publish = |body: &str, headers: &[&str]| {
+        curl(server.admin, "POST", "/api/publish", Some(body), headers)
+    };
+    let good = r#"{"room":"r","content":1}"#;
+    let refused = publish(good, &[]);
+    assert_eq!(refused.1["error"], "unauthorized", "{refused:?}");
+    assert_eq!(publish(good, &["x-api-key: wrong"]).0, 401);
+    assert_eq!(publish(good, &key).0, 200);
+    assert_eq!(
+        publish(good, &["authorization: apikey k3y-for-the-api"]).0,
+        200
+    );
+    for (body, error) in [
+        ("not json", "bad_json"),
+        (r#"{"content":1}"#, "missing_field"),
+        (r#"{"room":"bad room","content":1}"#, "room_invalid"),
+    ] {
+        let (status, answer) = publish(body, &key);
+        assert_eq!(
+            (status, answer["error"].as_str()),
+            (400, Some(error)),
+            "{body}"
+        );
+        assert!(answer["message"].as_str().is_some());
+    }
+    let big = format!(r#"{{"room":"r","content":"{}"}}"#, "x".repeat(2000));
+    assert_eq!(publish(&big, &key).1["error"], "body_too_large");
+    assert_eq!(curl(server.admin, "GET", "/api/publish", None, &key).0, 405);
+    assert_eq!(curl(server.admin, "GET", "/api/nowhere", None, &key).0, 404);
+    // The public listener serves no API and no metrics.
+    assert_eq!(
+        curl(server.addr, "POST", "/api/publish", Some(good), &key).0,
+        404
+    );
+    assert_eq!(curl(server.addr, "GET", "/metrics", None, &[]).0, 404);
+    // A rebound Host is refused on the admin listener too.
+    let port = server.admin.port();
+    let rebound = format!("host: attacker.example:{port}");
+    assert_eq!(
+        curl(server.admin, "GET", "/api/info", None, &[&rebound, key[0]]).0,
+        403
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        metrics.contains(r#"wshub_api_requests_total{endpoint="publish",status="400"} 4"#),
+        "{metrics}"
+    );
+}
