@@ -36,6 +36,18 @@ pub enum Command {
     PrintConfig(ConfigArgs),
     /// Print a JWT signed with the configured key, for tests and users.
     Token(TokenArgs),
+    /// Configuration tools: `config default`, `config check`.
+    #[command(subcommand)]
+    Config(ConfigCommand),
+}
+
+/// `wshub config …`.
+#[derive(Debug, Subcommand)]
+pub enum ConfigCommand {
+    /// Print every key with its default and a comment, as TOML that --config accepts.
+    Default,
+    /// Check a configuration (file, environment, flags); print every problem; exit 1 on any.
+    Check(ConfigArgs),
 }
 
 /// What the command line asks for, with the flags written before and after
@@ -48,6 +60,10 @@ pub enum Invocation {
     PrintConfig(ConfigArgs),
     /// Sign a token with the key this configuration selects.
     Token(TokenArgs, ConfigArgs),
+    /// Print the documented defaults.
+    ConfigDefault,
+    /// Check this configuration.
+    ConfigCheck(ConfigArgs),
 }
 
 impl Cli {
@@ -59,6 +75,18 @@ impl Cli {
             None => Invocation::Serve(before),
             Some(Command::Serve(after)) => Invocation::Serve(before.then(after)),
             Some(Command::PrintConfig(after)) => Invocation::PrintConfig(before.then(after)),
+            Some(Command::Config(ConfigCommand::Default)) => {
+                if let Some(flag) = before
+                    .serving_flag()
+                    .or(before.config.as_ref().map(|_| "--config"))
+                {
+                    return Err(format!("{flag} does not apply to `wshub config default`"));
+                }
+                Invocation::ConfigDefault
+            }
+            Some(Command::Config(ConfigCommand::Check(after))) => {
+                Invocation::ConfigCheck(before.then(after))
+            }
             Some(Command::Token(token)) => {
                 if let Some(flag) = before.serving_flag() {
                     return Err(format!(

@@ -16,6 +16,22 @@ fn main() -> std::process::ExitCode {
     let (args, print_only) = match invocation {
         Invocation::Serve(args) => (args, false),
         Invocation::PrintConfig(args) => (args, true),
+        Invocation::ConfigDefault => {
+            print!("{}", wshub_server::config::default_toml());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Invocation::ConfigCheck(args) => {
+            return match args.load() {
+                Ok(_) => {
+                    println!("configuration ok");
+                    std::process::ExitCode::SUCCESS
+                }
+                Err(err) => {
+                    eprintln!("wshub: {err}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Invocation::Token(token, args) => {
             return match token.sign(&args) {
                 Ok(token) => {

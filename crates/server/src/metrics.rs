@@ -73,10 +73,79 @@ struct RefusalSummary {
 
 const SUMMARY_EVERY: std::time::Duration = std::time::Duration::from_secs(10);
 
+/// Every metric and its HELP text: a metric without one here is a bug
+/// (`tests` check that every TYPE line has a HELP line).
+const DESCRIPTIONS: &[(&str, &str)] = &[
+    (
+        "wshub_build_info",
+        "Always 1; the version label says which build runs",
+    ),
+    ("wshub_connections", "WebSocket connections registered now"),
+    ("wshub_rooms", "Rooms held now (with members, or lingering)"),
+    (
+        "wshub_draining",
+        "1 while the server drains before shutdown",
+    ),
+    (
+        "wshub_outbox_queued_bytes",
+        "Bytes waiting in every connection's outbox together",
+    ),
+    (
+        "wshub_outbox_queued_bytes_max",
+        "Bytes waiting in the fullest outbox",
+    ),
+    (
+        "wshub_connections_total",
+        "Connections registered since start",
+    ),
+    (
+        "wshub_messages_published_total",
+        "Messages published to rooms or users since start",
+    ),
+    (
+        "wshub_broadcasts_total",
+        "Broadcasts to every connection since start",
+    ),
+    (
+        "wshub_deliveries_total",
+        "Frames queued for recipients by fan-out since start",
+    ),
+    (
+        "wshub_slow_consumer_disconnects_total",
+        "Connections cut off because their queue overflowed",
+    ),
+    (
+        "wshub_dropped_frames_total",
+        "Queued frames dropped under the drop_oldest policy",
+    ),
+    (
+        "wshub_connections_closed_total",
+        "Connections ended, by cause",
+    ),
+    (
+        "wshub_rejected_upgrades_total",
+        "Connections or upgrades refused, by reason",
+    ),
+    (
+        "wshub_api_requests_total",
+        "Server API requests, by endpoint and HTTP status",
+    ),
+    (
+        "wshub_api_request_duration_seconds",
+        "Server API request handling time",
+    ),
+];
+
 impl Default for Metrics {
     fn default() -> Self {
+        let recorder = PrometheusBuilder::new().build_recorder();
+        metrics::with_local_recorder(&recorder, || {
+            for (name, help) in DESCRIPTIONS {
+                metrics::describe_counter!(*name, *help);
+            }
+        });
         Self {
-            recorder: PrometheusBuilder::new().build_recorder(),
+            recorder,
             rejections: Default::default(),
             summary: parking_lot::Mutex::default(),
         }
@@ -134,6 +203,7 @@ impl Metrics {
         let stats = hub.stats();
         let depth = hub.queue_depth();
         metrics::with_local_recorder(&self.recorder, || {
+            gauge!("wshub_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             gauge!("wshub_connections").set(stats.connections as f64);
             gauge!("wshub_rooms").set(stats.rooms as f64);
             gauge!("wshub_draining").set(if draining { 1.0 } else { 0.0 });
@@ -156,5 +226,28 @@ impl Metrics {
             }
         });
         self.recorder.handle().render()
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn every_rendered_metric_has_help() {
+        let metrics = super::Metrics::default();
+        metrics.api_request("publish", 200, std::time::Duration::from_millis(1));
+        let text = metrics.render(&wshub_hub::Hub::default(), false);
+        let types: Vec<&str> = text
+            .lines()
+            .filter_map(|line| line.strip_prefix("# TYPE "))
+            .filter_map(|rest| rest.split_whitespace().next())
+            .collect();
+        assert!(types.len() >= 15, "{text}");
+        for name in types {
+            assert!(
+                text.contains(&format!("# HELP {name} ")),
+                "no HELP for {name}:\n{text}"
+            );
+        }
+        assert!(text.contains("wshub_build_info{version=\""), "{text}");
     }
 }

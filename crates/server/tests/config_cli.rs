@@ -360,3 +360,41 @@ fn an_admin_listener_off_loopback_needs_an_api_key() {
     let off = wshub(&["print-config", "--admin-listen", "off"], &[]);
     assert!(String::from_utf8_lossy(&off.stdout).contains("listen = \"off\""));
 }
+
+#[test]
+fn config_default_is_accepted_back_and_config_check_reports_every_problem() {
+    let output = wshub(&["config", "default"], &[]);
+    assert!(output.status.success());
+    let defaults = String::from_utf8_lossy(&output.stdout).into_owned();
+    assert!(
+        defaults.contains("# Bytes of room messages queued per connection"),
+        "{defaults}"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(dir.path(), &defaults);
+    let ok = wshub(&["config", "check", "--config", &file], &[]);
+    assert!(
+        ok.status.success(),
+        "{}",
+        String::from_utf8_lossy(&ok.stderr)
+    );
+    // The defaults file and the built-in defaults are the same config.
+    let from_file = wshub(&["print-config", "--config", &file], &[]);
+    let builtin = wshub(&["print-config"], &[]);
+    assert_eq!(from_file.stdout, builtin.stdout);
+
+    let bad = write_toml(
+        dir.path(),
+        "listen = \"x\"\n[hub]\nslow_consumer = \"fast\"\n",
+    );
+    let checked = wshub(
+        &["config", "check", "--config", &bad],
+        &[("WSHUB_LISTN", "1")],
+    );
+    assert_eq!(checked.status.code(), Some(1));
+    let stderr = String::from_utf8_lossy(&checked.stderr);
+    assert!(stderr.contains("3 problems"), "{stderr}");
+    for key in ["listen (in", "hub.slow_consumer (in", "WSHUB_LISTN"] {
+        assert!(stderr.contains(key), "{key}: {stderr}");
+    }
+}

@@ -77,6 +77,39 @@ impl Config {
     }
 }
 
+/// Every key with its default and a one-line comment, as TOML that
+/// `--config` accepts (`wshub config default`). Unset keys and secrets are
+/// commented out.
+pub fn default_toml() -> String {
+    let mut out = String::from(
+        "# wshub configuration: every key with its default (`wshub config default`).\n\
+         # Layers: these defaults <- this file (--config) <- WSHUB_* environment <- flags.\n",
+    );
+    let mut section = String::new();
+    for doc in Config::key_docs() {
+        let (table, name) = doc.key.rsplit_once('.').unwrap_or(("", &doc.key));
+        if table != section {
+            out.push_str(&format!("\n[{table}]\n"));
+            section = table.to_owned();
+        }
+        out.push_str(&format!(
+            "# {} ({}; env {})\n",
+            doc.doc,
+            doc.ty,
+            doc.env_var()
+        ));
+        match (&doc.default, doc.secret) {
+            (Some(value), false) => out.push_str(&format!("{name} = {value}\n")),
+            _ => out.push_str(&format!("# {name} = ...\n")),
+        }
+    }
+    out.push_str(
+        "\n# Rules per namespace (rooms `chat:*`): anyone, authenticated, claim or nobody.\n\
+         # [permissions.namespaces.chat]\n# join = \"claim\"\n# publish = \"claim\"\n",
+    );
+    out
+}
+
 /// The README's configuration table, generated from the declarations.
 pub fn readme_table() -> String {
     let mut out = String::from(
@@ -127,6 +160,13 @@ mod tests {
         let end = readme.find(end_marker).expect("end marker");
         let current = &readme[body_start..end];
         let wanted = super::readme_table();
+        for doc in super::Config::key_docs() {
+            assert!(
+                super::default_toml().contains(&format!("env {})", doc.env_var())),
+                "`config default` lacks {}",
+                doc.key
+            );
+        }
         if current != wanted {
             let updated = format!("{}{wanted}{}", &readme[..body_start], &readme[end..]);
             std::fs::write(&path, updated).expect("rewrite README.md");
