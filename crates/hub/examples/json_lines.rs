@@ -76,6 +76,7 @@ async fn drive(stream: TcpStream, hub: Hub) {
         .await;
         match event {
             Event::Outbox(drained) => {
+                conn.handle_server_commands();
                 let mut bytes = Vec::new();
                 for frame in batch.drain(..) {
                     bytes.extend_from_slice(&frame);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use wshub_protocol::{
     ClientFrame, CloseReason, ErrorCode, RawValue, Ref, RoomName, SystemEvent, TextFrame,
-    encode_ack, encode_error, encode_error_with_reason, encode_message, encode_system,
-    encode_unsubscribed, encode_welcome, parse_client_frame,
+    encode_ack, encode_error, encode_error_with_reason, encode_message, encode_subscribed,
+    encode_system, encode_unsubscribed, encode_welcome, parse_client_frame,
 };
 
 use crate::access::{Action, Identity};
@@ -16,7 +16,7 @@ use crate::error::{AuthError, HubError};
 use crate::flood::{FloodGuard, FloodVerdict};
 use crate::hub::Hub;
 use crate::node::ConnectionId;
-use crate::outbox::{Lane, Outbox, PushOutcome};
+use crate::outbox::{Lane, Outbox, PushOutcome, ServerCommand};
 use crate::stats::{CloseCause, Fanout};
 use crate::timers::{TimerConfig, TimerEvent, Timers};
 
@@ -354,6 +354,51 @@ impl Connection {
             self.send_control(encode_unsubscribed(&room, "permission_revoked"));
         }
         Ok(())
+    }
+
+    /// Applies what the server asked of this connection (the HTTP API's
+    /// subscribe and unsubscribe), each answered with a `system` frame
+    /// (`subscribed`, or `unsubscribed` with reason `server`). A driver calls
+    /// it after every drain of the outbox.
+    pub fn handle_server_commands(&mut self) {
+        for command in self.outbox.take_commands() {
+            match command {
+                ServerCommand::Subscribe(room) => {
+                    if self.rooms.contains(&room) {
+                        continue;
+                    }
+                    let limit = self.hub.config().max_rooms_per_connection;
+                    let joined = if self.rooms.len() >= limit {
+                        Err(HubError::TooManyRooms { limit })
+                    } else {
+                        self.hub.add_member(&room, &self.outbox, self.now_ms())
+                    };
+                    match joined {
+                        Ok(_) => {
+                            self.send_control(encode_subscribed(&room));
+                            self.rooms.insert(room);
+                        }
+                        Err(err) => {
+                            self.send_control(encode_error_with_reason(
+                                None,
+                                err.code(),
+                                err.reason(),
+                                &format!(
+                                    "the server could not subscribe you to {:?}: {err}",
+                                    room.as_str()
+                                ),
+                            ));
+                        }
+                    }
+                }
+                ServerCommand::Unsubscribe(room) => {
+                    if self.rooms.remove(&room) {
+                        self.hub.remove_member(&room, self.id(), self.now_ms());
+                        self.send_control(encode_unsubscribed(&room, "server"));
+                    }
+                }
+            }
+        }
     }
 
     /// Leaves `room`.

@@ -16,14 +16,14 @@ use crate::config::HubConfig;
 use crate::connection::Connection;
 use crate::error::{AuthError, HubError};
 use crate::node::{ConnectionId, NodeId};
-use crate::outbox::{Outbox, PushOutcome};
+use crate::outbox::{Outbox, PushOutcome, ServerCommand};
 use crate::room::Room;
 use crate::stats::{CloseCause, Counters, Fanout, HubStats, QueueDepth};
 
 /// The `from` of messages the server itself publishes (not a connection).
 pub const SERVER_SENDER: &str = "server";
 
-/// Whom [`Hub::disconnect`] closes.
+/// Whom [`Hub::disconnect`] closes (or [`Hub::command`] asks).
 #[derive(Debug, Clone, Copy)]
 pub enum DisconnectTarget<'a> {
     /// One connection, by its wire id (`<node>.<n>`).
@@ -374,13 +374,7 @@ impl Hub {
     /// queued, a `system`/`disconnect` frame carrying `reason`, then the
     /// close. Returns how many.
     pub fn disconnect(&self, target: &DisconnectTarget<'_>, code: u16, reason: &str) -> usize {
-        let outboxes = match target {
-            DisconnectTarget::Connection(wire) => ConnectionId::from_wire(wire, self.node_id())
-                .and_then(|id| self.inner.connections.get(&id).map(|o| Arc::clone(&o)))
-                .into_iter()
-                .collect(),
-            DisconnectTarget::User(user) => self.user_outboxes(user),
-        };
+        let outboxes = self.target_outboxes(target);
         let frame = encode_disconnect(reason);
         outboxes
             .iter()
@@ -388,6 +382,26 @@ impl Hub {
                 outbox.close_after_flush(Some(frame.clone()), CloseReason::disconnected(code))
             })
             .count()
+    }
+
+    /// Asks this node's connections named by `target` to join (or leave)
+    /// `room` on their own behalf; each applies it and is told with a
+    /// `system` frame. Returns how many were asked.
+    pub fn command(&self, target: &DisconnectTarget<'_>, command: &ServerCommand) -> usize {
+        self.target_outboxes(target)
+            .iter()
+            .filter(|outbox| outbox.push_command(command.clone()))
+            .count()
+    }
+
+    fn target_outboxes(&self, target: &DisconnectTarget<'_>) -> Vec<Arc<Outbox>> {
+        match target {
+            DisconnectTarget::Connection(wire) => ConnectionId::from_wire(wire, self.node_id())
+                .and_then(|id| self.inner.connections.get(&id).map(|o| Arc::clone(&o)))
+                .into_iter()
+                .collect(),
+            DisconnectTarget::User(user) => self.user_outboxes(user),
+        }
     }
 
     /// How many connections `user` has on this node.

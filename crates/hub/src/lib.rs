@@ -120,7 +120,7 @@ pub use error::{AuthError, HubError};
 pub use flood::MessageRateLimit;
 pub use hub::{Authenticator, DisconnectTarget, Hub, HubBuilder, SERVER_SENDER};
 pub use node::{ConnectionId, NodeId, NodeIdError};
-pub use outbox::{Drained, Lane, Outbox, PushOutcome};
+pub use outbox::{Drained, Lane, Outbox, PushOutcome, ServerCommand};
 pub use stats::{CloseCause, Fanout, HubStats, QueueDepth};
 pub use wshub_protocol as protocol;
 

@@ -53,8 +53,20 @@ enum Closing {
     AfterFlush(CloseReason),
 }
 
+/// What the server asks a connection to do on its own behalf (the HTTP
+/// API's subscribe and unsubscribe): applied by the connection itself, since
+/// only it owns its room set.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ServerCommand {
+    /// Join this room (the API is trusted: permissions do not apply).
+    Subscribe(wshub_protocol::RoomName),
+    /// Leave this room.
+    Unsubscribe(wshub_protocol::RoomName),
+}
+
 #[derive(Debug, Default)]
 struct Lanes {
+    commands: VecDeque<ServerCommand>,
     control: VecDeque<TextFrame>,
     control_bytes: usize,
     data: VecDeque<TextFrame>,
@@ -65,7 +77,7 @@ struct Lanes {
 
 impl Lanes {
     fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.data.is_empty()
+        self.control.is_empty() && self.data.is_empty() && self.commands.is_empty()
     }
 
     fn discard_all(&mut self) {
@@ -176,6 +188,23 @@ impl Outbox {
         PushOutcome::Overflowed
     }
 
+    /// Queues a command for the connection and wakes its driver, which
+    /// applies it with [`Connection::handle_server_commands`](crate::Connection::handle_server_commands).
+    /// False if the connection is closing.
+    pub fn push_command(&self, command: ServerCommand) -> bool {
+        let mut lanes = self.lanes.lock();
+        if lanes.closing.is_some() || lanes.commands.len() >= 1024 {
+            return false;
+        }
+        lanes.commands.push_back(command);
+        wake_after_unlock(lanes);
+        true
+    }
+
+    pub(crate) fn take_commands(&self) -> VecDeque<ServerCommand> {
+        std::mem::take(&mut self.lanes.lock().commands)
+    }
+
     /// Asks the driver to deliver what is queued, then `final_frame` (control
     /// lane), then close with `reason`. Later pushes are refused. Used for
     /// graceful shutdown; returns false if the connection was already closing.
@@ -243,6 +272,7 @@ impl Outbox {
             taken += frame.len();
             out.push(frame);
         }
+        let commands_waiting = !lanes.commands.is_empty();
         if lanes.is_empty() {
             // An idle connection should not keep the capacity of its last burst.
             if lanes.data.capacity() > 64 {
@@ -252,7 +282,9 @@ impl Outbox {
                 return Some(Drained::Close(reason));
             }
         }
-        (out.len() > before).then_some(Drained::Frames)
+        // Commands waiting make the drain ready too, with or without frames,
+        // so the driver calls `handle_server_commands`.
+        (out.len() > before || commands_waiting).then_some(Drained::Frames)
     }
 
     /// Polls for the next batch: ready when frames were appended to `out` or a

@@ -41,6 +41,21 @@ pub enum ApiCommand {
         /// the close frame).
         reason: Option<String>,
     },
+    /// `{"connection"|"user":..,"room":..}`: join those connections to a
+    /// room on their behalf.
+    Subscribe {
+        /// Whom.
+        target: Target,
+        /// The room.
+        room: RoomName,
+    },
+    /// The same, leaving the room.
+    Unsubscribe {
+        /// Whom.
+        target: Target,
+        /// The room.
+        room: RoomName,
+    },
 }
 
 /// A connection by wire id, or every connection of a user.
@@ -109,6 +124,20 @@ fn required<T>(field: &str, value: Option<T>) -> Result<T, ApiError> {
     value.ok_or_else(|| ApiError::new("missing_field", format!("missing field \"{field}\"")))
 }
 
+fn target(fields: &Fields<'_>) -> Result<Target, ApiError> {
+    match (
+        string("connection", fields.connection)?,
+        string("user", fields.user)?,
+    ) {
+        (Some(id), None) => Ok(Target::Connection(id)),
+        (None, Some(user)) => Ok(Target::User(user)),
+        _ => Err(ApiError::new(
+            "missing_field",
+            "give exactly one of \"connection\" and \"user\"",
+        )),
+    }
+}
+
 fn parse_fields(json: &str) -> Result<Fields<'_>, ApiError> {
     if !json.trim_start().starts_with('{') {
         return Err(ApiError::new("bad_json", "the body must be a JSON object"));
@@ -143,20 +172,19 @@ impl ApiCommand {
                 user: required("user", string("user", fields.user)?)?,
                 content: content()?,
             }),
+            "subscribe" | "unsubscribe" => {
+                let target = target(fields)?;
+                let room = required("room", string("room", fields.room)?)?;
+                let room = RoomName::new(&room)
+                    .map_err(|err| ApiError::new("room_invalid", err.to_string()))?;
+                Ok(if name == "subscribe" {
+                    Self::Subscribe { target, room }
+                } else {
+                    Self::Unsubscribe { target, room }
+                })
+            }
             "disconnect" => {
-                let target = match (
-                    string("connection", fields.connection)?,
-                    string("user", fields.user)?,
-                ) {
-                    (Some(id), None) => Target::Connection(id),
-                    (None, Some(user)) => Target::User(user),
-                    _ => {
-                        return Err(ApiError::new(
-                            "missing_field",
-                            "give exactly one of \"connection\" and \"user\"",
-                        ));
-                    }
-                };
+                let target = target(fields)?;
                 let code = match fields.code {
                     None => 4000,
                     Some(raw) => raw
@@ -184,7 +212,7 @@ impl ApiCommand {
             other => Err(ApiError::new(
                 "unknown_command",
                 format!(
-                    "unknown command {}; expected publish, broadcast, send or disconnect",
+                    "unknown command {}; expected publish, broadcast, send, disconnect, subscribe or unsubscribe",
                     crate::client::quote_prefix(other)
                 ),
             )),
@@ -241,6 +269,16 @@ pub enum CommandResult {
     Disconnected {
         /// How many.
         disconnected: usize,
+    },
+    /// A subscribe: connections asked to join.
+    Subscribed {
+        /// How many.
+        subscribed: usize,
+    },
+    /// An unsubscribe: connections asked to leave.
+    Unsubscribed {
+        /// How many.
+        unsubscribed: usize,
     },
     /// A batch entry that was refused.
     Failed {

@@ -307,6 +307,20 @@ pub fn encode_broadcast(content: &RawValue, time_ms: u64) -> TextFrame {
     )
 }
 
+/// `{"type":"system","event":"subscribed","room":..}`: the server joined
+/// this connection to `room` on its behalf.
+pub fn encode_subscribed(room: &RoomName) -> TextFrame {
+    encode(
+        &System {
+            kind: "system",
+            event: "subscribed",
+            room: Some(room.as_str()),
+            reason: None,
+        },
+        64 + room.as_str().len(),
+    )
+}
+
 /// `{"type":"system","event":"disconnect","reason":..}`: the server is
 /// closing this connection on purpose (its close frame follows).
 pub fn encode_disconnect(reason: &str) -> TextFrame {

@@ -11,7 +11,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use subtle::ConstantTimeEq;
-use wshub_hub::DisconnectTarget;
+use wshub_hub::{DisconnectTarget, ServerCommand};
 use wshub_protocol::api::{
     ApiCommand, ApiError, BatchResults, CommandResult, DebugStats, Info, Member, RoomCount,
     RoomDetail, RoomList, Target, encode_api_answer, encode_api_error,
@@ -203,25 +203,28 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
                 }
             },
         },
-        (Method::POST, name @ ("publish" | "broadcast" | "send" | "disconnect")) => {
-            match read_body(state, request).await {
-                Err(refused) => refused,
-                Ok(body) => match ApiCommand::parse(name, &body) {
-                    Err(err) => json(StatusCode::BAD_REQUEST, encode_api_error(&err)),
-                    Ok(command) => json(
-                        StatusCode::OK,
-                        encode_api_answer(&execute(state, command, now)),
-                    ),
-                },
-            }
-        }
-        (_, "info" | "rooms" | "batch" | "publish" | "broadcast" | "send" | "disconnect") => {
-            method_not_allowed(if matches!(path, "info" | "rooms") {
-                "GET"
-            } else {
-                "POST"
-            })
-        }
+        (
+            Method::POST,
+            name @ ("publish" | "broadcast" | "send" | "disconnect" | "subscribe" | "unsubscribe"),
+        ) => match read_body(state, request).await {
+            Err(refused) => refused,
+            Ok(body) => match ApiCommand::parse(name, &body) {
+                Err(err) => json(StatusCode::BAD_REQUEST, encode_api_error(&err)),
+                Ok(command) => json(
+                    StatusCode::OK,
+                    encode_api_answer(&execute(state, command, now)),
+                ),
+            },
+        },
+        (
+            _,
+            "info" | "rooms" | "batch" | "publish" | "broadcast" | "send" | "disconnect"
+            | "subscribe" | "unsubscribe",
+        ) => method_not_allowed(if matches!(path, "info" | "rooms") {
+            "GET"
+        } else {
+            "POST"
+        }),
         (_, room_path) if room_path.starts_with("rooms/") => method_not_allowed("GET"),
         _ => api_error(
             StatusCode::NOT_FOUND,
@@ -275,14 +278,24 @@ fn execute(state: &AppState, command: ApiCommand, now: u64) -> CommandResult {
             code,
             reason,
         } => {
-            let target = match &target {
-                Target::Connection(id) => DisconnectTarget::Connection(id),
-                Target::User(user) => DisconnectTarget::User(user),
-            };
+            let target = hub_target(&target);
             CommandResult::Disconnected {
                 disconnected: hub.disconnect(&target, code, reason.as_deref().unwrap_or("")),
             }
         }
+        ApiCommand::Subscribe { target, room } => CommandResult::Subscribed {
+            subscribed: hub.command(&hub_target(&target), &ServerCommand::Subscribe(room)),
+        },
+        ApiCommand::Unsubscribe { target, room } => CommandResult::Unsubscribed {
+            unsubscribed: hub.command(&hub_target(&target), &ServerCommand::Unsubscribe(room)),
+        },
+    }
+}
+
+fn hub_target(target: &Target) -> DisconnectTarget<'_> {
+    match target {
+        Target::Connection(id) => DisconnectTarget::Connection(id),
+        Target::User(user) => DisconnectTarget::User(user),
     }
 }
 

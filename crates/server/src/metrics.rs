@@ -175,7 +175,8 @@ impl Metrics {
     /// Counts one API request by endpoint and status, and its duration.
     pub fn api_request(&self, path: &str, status: u16, elapsed: std::time::Duration) {
         let endpoint = match path {
-            "publish" | "broadcast" | "send" | "disconnect" | "batch" | "rooms" | "info" => path,
+            "publish" | "broadcast" | "send" | "disconnect" | "subscribe" | "unsubscribe"
+            | "batch" | "rooms" | "info" => path,
             room if room.starts_with("rooms/") => "room",
             _ => "other",
         };
@@ -184,6 +185,8 @@ impl Metrics {
             "broadcast" => "broadcast",
             "send" => "send",
             "disconnect" => "disconnect",
+            "subscribe" => "subscribe",
+            "unsubscribe" => "unsubscribe",
             "batch" => "batch",
             "rooms" => "rooms",
             "info" => "info",

@@ -307,3 +307,38 @@ async fn bad_requests_get_json_errors_and_the_key_is_required_when_set() {
         "{metrics}"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn subscribe_and_unsubscribe_act_on_a_clients_behalf() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    let id = client.id.clone();
+    let body = |room: &str| format!(r#"{{"connection":"{id}","room":"{room}"}}"#);
+    let (status, answer) = post(&server, "/api/subscribe", &body("alerts"));
+    assert_eq!((status, answer), (200, json!({"subscribed": 1})));
+    assert_eq!(
+        client.recv().await,
+        json!({"type":"system","event":"subscribed","room":"alerts"})
+    );
+    post(
+        &server,
+        "/api/publish",
+        r#"{"room":"alerts","content":"fire"}"#,
+    );
+    assert_eq!(client.recv().await["content"], "fire");
+    let (_, answer) = post(&server, "/api/unsubscribe", &body("alerts"));
+    assert_eq!(answer, json!({"unsubscribed": 1}));
+    assert_eq!(client.recv().await["event"], "unsubscribed");
+    let (_, answer) = post(
+        &server,
+        "/api/publish",
+        r#"{"room":"alerts","content":"again"}"#,
+    );
+    assert_eq!(answer, json!({"delivered": 0}));
+    let (status, answer) = post(&server, "/api/subscribe", r#"{"room":"alerts"}"#);
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (400, Some("missing_field"))
+    );
+    client.join("still-mine").await;
+}

@@ -87,6 +87,9 @@ async fn serve(
             // consumer, heartbeat, expiry, rate limit) comes out here too.
             biased;
             drained = conn.outbox().drain(&mut batch, config.max_batch_bytes) => {
+                // The server's requests (subscribe, unsubscribe) ride the
+                // outbox; their answers go out with the next batch.
+                conn.handle_server_commands();
                 let written = Box::pin(write_batch(ws, &mut batch, config.write_timeout)).await;
                 match (drained, written) {
                     (_, Err(exit)) => return exit,

@@ -103,3 +103,44 @@ fn rooms_are_listed_by_prefix_with_their_members() {
         ]
     );
 }
+
+#[test]
+fn the_server_subscribes_and_unsubscribes_a_connection_through_its_outbox() {
+    let hub = hub();
+    let mut alice = connect_with(&hub, Identity::user("alice"));
+    let mut bob = connect(&hub);
+    join(&mut bob, "news");
+    let room = wshub_protocol::RoomName::new("news").unwrap();
+    let asked = hub.command(
+        &DisconnectTarget::User("alice"),
+        &crate::ServerCommand::Subscribe(room.clone()),
+    );
+    assert_eq!(asked, 1);
+    // The driver applies it after its next drain.
+    let mut batch = Vec::new();
+    assert_eq!(
+        alice.outbox().try_drain(&mut batch, 1024),
+        Some(crate::Drained::Frames)
+    );
+    alice.handle_server_commands();
+    assert_eq!(
+        frames(&alice),
+        [serde_json::json!({"type":"system","event":"subscribed","room":"news"})]
+    );
+    publish(&mut bob, "news", "1");
+    assert_eq!(frames(&alice)[0]["content"], 1);
+    hub.command(
+        &DisconnectTarget::User("alice"),
+        &crate::ServerCommand::Unsubscribe(room),
+    );
+    alice.handle_server_commands();
+    assert_eq!(
+        frames(&alice),
+        [
+            serde_json::json!({"type":"system","event":"unsubscribed","room":"news","reason":"server"})
+        ]
+    );
+    publish(&mut bob, "news", "2");
+    assert!(frames(&alice).is_empty());
+    assert_eq!(hub.room_size("news"), 1);
+}
