@@ -478,6 +478,30 @@ impl Hub {
         freed
     }
 
+    /// Stops taking new connections (the first step of a shutdown) without
+    /// telling anyone yet: for a drain that closes connections in paced
+    /// batches with [`shutdown_connection`](Self::shutdown_connection).
+    pub fn stop_accepting(&self) {
+        self.inner.shutting_down.store(true, Ordering::SeqCst);
+    }
+
+    /// The ids of this node's connections, in id order.
+    pub fn connection_ids(&self) -> Vec<ConnectionId> {
+        let mut ids: Vec<ConnectionId> = self.inner.connections.iter().map(|e| *e.key()).collect();
+        ids.sort_unstable();
+        ids
+    }
+
+    /// Tells one connection to go: what is queued, then `frame` (a shutdown
+    /// frame, e.g. with a reconnect hint), then close 1001. Until then it
+    /// keeps receiving. False if it is gone or already closing.
+    pub fn shutdown_connection(&self, id: ConnectionId, frame: TextFrame) -> bool {
+        let Some(outbox) = self.inner.connections.get(&id).map(|o| Arc::clone(&o)) else {
+            return false;
+        };
+        outbox.close_after_flush(Some(frame), CloseReason::SHUTDOWN)
+    }
+
     /// Starts a graceful shutdown: no new connections are taken, and every
     /// connection gets `{"type":"system","event":"shutdown"}` after what is
     /// already queued for it, then is closed with 1001 "server shutdown".

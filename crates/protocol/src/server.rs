@@ -307,6 +307,28 @@ pub fn encode_broadcast(content: &RawValue, time_ms: u64) -> TextFrame {
     )
 }
 
+#[derive(Serialize)]
+struct Shutdown {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'static str,
+    reconnect_after_ms: u64,
+}
+
+/// `{"type":"system","event":"shutdown","reconnect_after_ms":..}`: the node
+/// is draining; reconnect (to another node) after this long, so that a
+/// fleet's clients do not all come back at once.
+pub fn encode_shutdown(reconnect_after_ms: u64) -> TextFrame {
+    encode(
+        &Shutdown {
+            kind: "system",
+            event: "shutdown",
+            reconnect_after_ms,
+        },
+        80,
+    )
+}
+
 /// `{"type":"system","event":"subscribed","room":..}`: the server joined
 /// this connection to `room` on its behalf.
 pub fn encode_subscribed(room: &RoomName) -> TextFrame {

@@ -58,6 +58,7 @@ impl Rejection {
 #[derive(Debug)]
 pub struct Metrics {
     recorder: PrometheusRecorder,
+    process: metrics_process::Collector,
     rejections: [AtomicU64; Rejection::ALL.len()],
     summary: parking_lot::Mutex<RefusalSummary>,
 }
@@ -139,13 +140,18 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
 impl Default for Metrics {
     fn default() -> Self {
         let recorder = PrometheusBuilder::new().build_recorder();
+        // Process figures (RSS, CPU seconds, open descriptors, threads) under
+        // the conventional `process_*` names, read at scrape time.
+        let process = metrics_process::Collector::default();
         metrics::with_local_recorder(&recorder, || {
             for (name, help) in DESCRIPTIONS {
                 metrics::describe_counter!(*name, *help);
             }
+            process.describe();
         });
         Self {
             recorder,
+            process,
             rejections: Default::default(),
             summary: parking_lot::Mutex::default(),
         }
@@ -206,6 +212,7 @@ impl Metrics {
         let stats = hub.stats();
         let depth = hub.queue_depth();
         metrics::with_local_recorder(&self.recorder, || {
+            self.process.collect();
             gauge!("wshub_build_info", "version" => env!("CARGO_PKG_VERSION")).set(1.0);
             gauge!("wshub_connections").set(stats.connections as f64);
             gauge!("wshub_rooms").set(stats.rooms as f64);
@@ -252,5 +259,15 @@ mod tests {
             );
         }
         assert!(text.contains("wshub_build_info{version=\""), "{text}");
+        for process in [
+            "process_resident_memory_bytes",
+            "process_cpu_seconds_total",
+            "process_open_fds",
+        ] {
+            assert!(
+                text.contains(&format!("\n{process} ")),
+                "no {process}:\n{text}"
+            );
+        }
     }
 }

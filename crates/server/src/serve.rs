@@ -33,6 +33,16 @@ pub struct Server {
     shutdown_timeout: Duration,
     drain_delay: Duration,
     timeouts: HttpTimeouts,
+    drain: Drain,
+}
+
+/// How connections are let go after the listener closes.
+#[derive(Debug, Clone, Copy)]
+struct Drain {
+    /// Spread the closes evenly over this long (0: all at once).
+    period: Duration,
+    /// Each client's reconnect hint is drawn from 0 to this.
+    jitter: Duration,
 }
 
 /// Why the server could not start.
@@ -122,6 +132,10 @@ impl Server {
                 header_read: config.http.header_read_timeout,
                 idle: config.http.idle_timeout,
             },
+            drain: Drain {
+                period: config.shutdown_drain_period,
+                jitter: config.shutdown_reconnect_jitter,
+            },
         })
     }
 
@@ -152,6 +166,7 @@ impl Server {
             shutdown_timeout,
             drain_delay,
             timeouts,
+            drain,
         } = self;
         let http_shutdown = CancellationToken::new();
         let mut shutdown = std::pin::pin!(shutdown);
@@ -219,11 +234,13 @@ impl Server {
 
         tracing::info!("shutting down: listener closed");
         drop(listener);
-        let connections_told = state.upgrade.hub().shutdown();
+        let paced = drain_paced(state.upgrade.hub(), drain).await;
+        let connections_told = paced + state.upgrade.hub().shutdown();
         tracing::info!(
             connections = connections_told,
             "told clients; flushing their queues"
         );
+        // The admin listener (and so the API) served through the paced drain.
         http_shutdown.cancel();
         tasks.close();
         let drained = tokio::time::timeout(shutdown_timeout, tasks.wait())
@@ -315,4 +332,38 @@ async fn serve_admin(
             },
         }
     }
+}
+
+/// Closes the hub's connections in evenly paced batches across
+/// `drain.period` (Phoenix's connection draining), each told to reconnect
+/// after a hint drawn uniformly from `0..=drain.jitter`, so that a fleet's
+/// clients neither leave nor come back in one burst. Until its turn a
+/// connection keeps receiving. Returns how many were told.
+async fn drain_paced(hub: &Hub, drain: Drain) -> usize {
+    let jitter_ms = u64::try_from(drain.jitter.as_millis()).unwrap_or(u64::MAX);
+    let hint = || wshub_protocol::encode_shutdown(fastrand::u64(0..=jitter_ms));
+    hub.stop_accepting();
+    let ids = hub.connection_ids();
+    if ids.is_empty() {
+        return 0;
+    }
+    // At most one batch every 10 ms; at least one connection per batch.
+    let steps = (drain.period.as_millis() / 10).clamp(1, ids.len() as u128) as usize;
+    let per_step = ids.len().div_ceil(steps);
+    let pause = drain.period / u32::try_from(steps).unwrap_or(u32::MAX);
+    let mut told = 0;
+    let mut next = tokio::time::Instant::now();
+    for batch in ids.chunks(per_step) {
+        told += batch
+            .iter()
+            .filter(|id| hub.shutdown_connection(**id, hint()))
+            .count();
+        if drain.period.is_zero() {
+            continue;
+        }
+        next += pause;
+        tokio::time::sleep_until(next).await;
+    }
+    tracing::info!(told, period = ?drain.period, "drained connections in paced batches");
+    told
 }

@@ -254,9 +254,11 @@ async fn readiness_turns_503_while_draining_and_new_clients_are_sent_elsewhere()
     // Connected clients keep working during the drain, then get the
     // shutdown frame and 1001.
     client.join("still-served").await;
-    assert_eq!(
-        client.recv().await,
-        serde_json::json!({"type":"system","event":"shutdown"})
+    let shutdown = client.recv().await;
+    assert_eq!(shutdown["event"], "shutdown", "{shutdown}");
+    assert!(
+        shutdown["reconnect_after_ms"].as_u64().unwrap() <= 5000,
+        "a reconnect hint within the default 5 s jitter: {shutdown}"
     );
     assert_eq!(client.expect_close().await.0, 1001);
     assert!(

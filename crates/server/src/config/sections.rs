@@ -36,6 +36,10 @@ config_section! {
         shutdown_timeout: Duration = Duration::from_secs(30),
         /// After a shutdown signal, how long /readyz answers 503 before the listener closes (5-10 s behind a Kubernetes Service)
         shutdown_drain_delay: Duration = Duration::ZERO,
+        /// After the listener closes, spread the connections' closes evenly over this long (0: all at once), against reconnect storms
+        shutdown_drain_period: Duration = Duration::ZERO,
+        /// Each client's shutdown frame carries `reconnect_after_ms`, drawn from 0 to this
+        shutdown_reconnect_jitter: Duration = Duration::from_secs(5),
         /// Page origins allowed to open WebSockets (`https://app.example.com`, `https://*.example.com`, `http://localhost:*`); empty: same origin only. Comma-separated in the environment
         allowed_origins: Vec<String> = Vec::new(),
         /// Proxies (addresses or CIDRs) whose X-Forwarded-For is believed. Comma-separated in the environment
