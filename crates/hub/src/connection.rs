@@ -205,6 +205,16 @@ impl Connection {
         }
     }
 
+    /// A driver wrote `frame` to the socket at `now_ms`: when it is a
+    /// message, records how long it took from its publish. Call it for one
+    /// written frame in [`SAMPLE_EVERY`](crate::SAMPLE_EVERY).
+    pub fn sample_delivery(&self, frame: &[u8], now_ms: u64) {
+        if let Some(published) = crate::latency::stamped_time_ms(frame) {
+            self.hub
+                .record_delivery_latency(now_ms.saturating_sub(published));
+        }
+    }
+
     /// Records why the connection is ending, for the hub's close counts. The
     /// driver calls it once before dropping the connection; the first cause
     /// recorded wins, and a connection dropped without one counts as a

@@ -77,6 +77,7 @@ impl HubBuilder {
                 users: DashMap::new(),
                 room_count: AtomicUsize::new(0),
                 counters: Counters::default(),
+                delivery_latency: crate::latency::LatencyHistogram::default(),
                 shutting_down: AtomicBool::new(false),
             }),
         }
@@ -107,6 +108,7 @@ struct Inner {
     /// Entries in `rooms`, kept beside it for the `max_rooms` cap.
     room_count: AtomicUsize,
     counters: Counters,
+    delivery_latency: crate::latency::LatencyHistogram,
     shutting_down: AtomicBool,
 }
 
@@ -562,6 +564,15 @@ impl Hub {
             depth.max_bytes = depth.max_bytes.max(queued);
         }
         depth
+    }
+
+    /// Delivery latencies the drivers sampled (publish to socket write).
+    pub fn delivery_latency(&self) -> crate::latency::LatencySnapshot {
+        self.inner.delivery_latency.snapshot()
+    }
+
+    pub(crate) fn record_delivery_latency(&self, ms: u64) {
+        self.inner.delivery_latency.record(ms);
     }
 
     /// Gauges and counters.

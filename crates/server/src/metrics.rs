@@ -235,8 +235,33 @@ impl Metrics {
                 counter!("wshub_rejected_upgrades_total", "reason" => why.label()).absolute(count);
             }
         });
-        self.recorder.handle().render()
+        let mut text = self.recorder.handle().render();
+        render_latency(&mut text, &hub.delivery_latency());
+        text
     }
+}
+
+/// `wshub_delivery_latency_seconds`, a Prometheus histogram of the
+/// drivers' samples (publish to socket write, one delivery in 64).
+fn render_latency(out: &mut String, latency: &wshub_hub::LatencySnapshot) {
+    use std::fmt::Write as _;
+    let name = "wshub_delivery_latency_seconds";
+    let _ = writeln!(
+        out,
+        "# HELP {name} From a publish entering the hub to its frame written to a recipient's socket (sampled, one delivery in {})",
+        wshub_hub::SAMPLE_EVERY
+    );
+    let _ = writeln!(out, "# TYPE {name} histogram");
+    for (bound, count) in wshub_hub::BUCKETS_MS.iter().zip(latency.buckets) {
+        let _ = writeln!(
+            out,
+            "{name}_bucket{{le=\"{}\"}} {count}",
+            *bound as f64 / 1000.0
+        );
+    }
+    let _ = writeln!(out, "{name}_bucket{{le=\"+Inf\"}} {}", latency.count);
+    let _ = writeln!(out, "{name}_sum {}", latency.sum_ms as f64 / 1000.0);
+    let _ = writeln!(out, "{name}_count {}", latency.count);
 }
 
 #[cfg(test)]

@@ -342,3 +342,39 @@ async fn subscribe_and_unsubscribe_act_on_a_clients_behalf() {
     );
     client.join("still-mine").await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn delivery_latency_is_sampled_into_a_histogram() {
+    let server = TestServer::start().await;
+    let mut publisher = server.client().await;
+    let mut reader = server.client().await;
+    publisher.join("r").await;
+    reader.join("r").await;
+    for n in 0..200 {
+        publisher.publish("r", json!(n)).await;
+    }
+    for _ in 0..200 {
+        reader.recv().await;
+    }
+    let metrics = server.metrics().await;
+    let value = |line: &str| -> f64 {
+        metrics
+            .lines()
+            .find_map(|l| l.strip_prefix(line))
+            .unwrap_or_else(|| panic!("no {line}:\n{metrics}"))
+            .trim()
+            .parse()
+            .unwrap()
+    };
+    let count = value("wshub_delivery_latency_seconds_count ");
+    assert!(
+        (3.0..=4.0).contains(&count),
+        "one delivery in 64 of 200: {count}"
+    );
+    assert_eq!(
+        value("wshub_delivery_latency_seconds_bucket{le=\"+Inf\"} "),
+        count
+    );
+    assert!(value("wshub_delivery_latency_seconds_bucket{le=\"10\"} ") <= count);
+    assert!(metrics.contains("# HELP wshub_delivery_latency_seconds "));
+}

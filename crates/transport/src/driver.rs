@@ -16,7 +16,7 @@ use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, O
 use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
 use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
 use tokio::time::timeout;
-use wshub_hub::{CloseCause, Connection, Drained, TimerOutcome};
+use wshub_hub::{CloseCause, Connection, Drained, SAMPLE_EVERY, TimerOutcome};
 use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
@@ -79,6 +79,8 @@ async fn serve(
     config: &TransportConfig,
 ) -> Exit {
     let mut batch: Vec<TextFrame> = Vec::new();
+    // Counts written frames down to the next one whose latency is sampled.
+    let mut sample_countdown = SAMPLE_EVERY;
     let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
     loop {
         tokio::select! {
@@ -90,7 +92,11 @@ async fn serve(
                 // The server's requests (subscribe, unsubscribe) ride the
                 // outbox; their answers go out with the next batch.
                 conn.handle_server_commands();
+                let sample = pick_sample(&batch, &mut sample_countdown);
                 let written = Box::pin(write_batch(ws, &mut batch, config.write_timeout)).await;
+                if let (Some(frame), Ok(())) = (sample, &written) {
+                    conn.sample_delivery(&frame, now_ms());
+                }
                 match (drained, written) {
                     (_, Err(exit)) => return exit,
                     (Drained::Close(reason), Ok(())) => return Exit::Close(reason),
@@ -131,6 +137,19 @@ async fn serve(
             }
         }
     }
+}
+
+/// The frame of `batch` that is the next one in [`SAMPLE_EVERY`] written,
+/// if the batch reaches it: a reference-count increment, no allocation.
+fn pick_sample(batch: &[TextFrame], countdown: &mut u32) -> Option<TextFrame> {
+    let written = u32::try_from(batch.len()).unwrap_or(u32::MAX);
+    if written < *countdown {
+        *countdown -= written;
+        return None;
+    }
+    let sample = batch.get(*countdown as usize - 1).cloned();
+    *countdown = SAMPLE_EVERY - (written - *countdown) % SAMPLE_EVERY;
+    sample
 }
 
 /// Feeds every frame of the batch, then flushes once.
