@@ -77,6 +77,8 @@ const FULL: &[Scenario] = &[
             "2000",
         ],
     },
+    API_PUBLISH,
+    API_BATCH,
     Scenario {
         name: "churn",
         args: &[
@@ -87,9 +89,42 @@ const FULL: &[Scenario] = &[
             "10",
             "--rooms",
             "20",
+            "--admin",
+            "{admin}",
         ],
     },
 ];
+
+/// The `api` scenarios: a backend publishing through the HTTP API, one
+/// message per request and batched. `{admin}` is the server's admin address.
+const API_PUBLISH: Scenario = Scenario {
+    name: "api-publish-100",
+    args: &[
+        "api",
+        "--subscribers",
+        "100",
+        "--messages",
+        "20000",
+        "--batch",
+        "1",
+        "--admin",
+        "{admin}",
+    ],
+};
+const API_BATCH: Scenario = Scenario {
+    name: "api-batch-100",
+    args: &[
+        "api",
+        "--subscribers",
+        "100",
+        "--messages",
+        "200000",
+        "--batch",
+        "500",
+        "--admin",
+        "{admin}",
+    ],
+};
 
 const QUICK: &[Scenario] = &[
     Scenario {
@@ -125,6 +160,20 @@ const QUICK: &[Scenario] = &[
         ],
     },
     Scenario {
+        name: "api-batch-small",
+        args: &[
+            "api",
+            "--subscribers",
+            "20",
+            "--messages",
+            "5000",
+            "--batch",
+            "100",
+            "--admin",
+            "{admin}",
+        ],
+    },
+    Scenario {
         name: "churn-small",
         args: &[
             "churn",
@@ -134,14 +183,16 @@ const QUICK: &[Scenario] = &[
             "3",
             "--rooms",
             "5",
+            "--admin",
+            "{admin}",
         ],
     },
 ];
 
 /// The server's configuration for every scenario, stated in the report:
-/// the defaults, as a user would run it, with the admin listener on a free
-/// port so that a server already on 9090 cannot collide with the bench.
-const SERVER_ARGS: &[&str] = &["--admin-listen", "127.0.0.1:0"];
+/// the defaults, as a user would run it (its admin listener moves to a free
+/// port, so a server already on 9090 cannot collide with the bench).
+const SERVER_ARGS: &[&str] = &[];
 
 struct Options {
     quick: bool,
@@ -273,10 +324,12 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(server_bin: &Path) -> anyhow::Result<(ServerProcess, SocketAddr)> {
+fn start_server(server_bin: &Path) -> anyhow::Result<(ServerProcess, SocketAddr, SocketAddr)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let child = Command::new(server_bin)
         .args(["--listen", &addr.to_string()])
+        .args(["--admin-listen", &admin.to_string()])
         .args(SERVER_ARGS)
         .stdout(Stdio::null())
         .spawn()
@@ -289,7 +342,7 @@ fn start_server(server_bin: &Path) -> anyhow::Result<(ServerProcess, SocketAddr)
         }
         std::thread::sleep(Duration::from_millis(20));
     }
-    Ok((server, addr))
+    Ok((server, addr, admin))
 }
 
 fn healthy(addr: SocketAddr) -> bool {
@@ -309,9 +362,17 @@ fn run_scenario(
     scenario: &Scenario,
     bind_ips: &str,
 ) -> anyhow::Result<Value> {
-    let (server, addr) = start_server(server_bin)?;
+    let (server, addr, admin) = start_server(server_bin)?;
+    let admin = admin.to_string();
+    let args = scenario.args.iter().map(|arg| {
+        if *arg == "{admin}" {
+            admin.as_str()
+        } else {
+            arg
+        }
+    });
     let output = Command::new(loadgen_bin)
-        .args(scenario.args)
+        .args(args)
         .args(["--url", &format!("ws://{addr}/ws"), "--bind-ips", bind_ips])
         .args(["--server-pid", &server.0.id().to_string()])
         .stderr(Stdio::inherit())

@@ -43,6 +43,8 @@ enum Scenario {
     Throughput(scenario::throughput::Args),
     /// Connect/join/publish/leave/disconnect in a loop; check nothing leaks.
     Churn(scenario::churn::Args),
+    /// A backend publishing through the HTTP API (one per request or batched).
+    Api(scenario::api::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -61,6 +63,7 @@ fn main() -> anyhow::Result<()> {
                 scenario::throughput::run(target, args, cli.server_pid).await
             }
             Scenario::Churn(args) => scenario::churn::run(target, args, cli.server_pid).await,
+            Scenario::Api(args) => scenario::api::run(target, args, cli.server_pid).await,
         }
     })?;
     // How many connections this process could hold: the open-file limit.

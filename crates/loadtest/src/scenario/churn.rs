@@ -23,6 +23,10 @@ pub struct Args {
     /// Rooms the workers spread over.
     #[arg(long, default_value_t = 20)]
     pub rooms: usize,
+    /// The server's admin listener, whose `/metrics` says whether
+    /// connections and rooms returned to zero.
+    #[arg(long, default_value = "127.0.0.1:9090")]
+    pub admin: std::net::SocketAddr,
 }
 
 async fn cycle(target: &Target, room: &str, seq: u64) -> anyhow::Result<()> {
@@ -51,7 +55,7 @@ pub async fn run(
     server_pid: Option<u32>,
 ) -> anyhow::Result<serde_json::Value> {
     check_fd_budget(args.workers)?;
-    let base = target.http_base();
+    let base = format!("http://{}", args.admin);
     let baseline = ServerSample::take(server_pid);
     let started = Instant::now();
     let until = started + Duration::from_secs(args.duration);

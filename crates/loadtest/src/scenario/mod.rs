@@ -1,5 +1,6 @@
 //! The load scenarios, and what they share: ramped connects and progress.
 
+pub mod api;
 pub mod churn;
 pub mod connect;
 pub mod fanout;
