@@ -220,6 +220,12 @@ impl ConfigArgs {
     /// `--config` file that cannot be read stops here, never falls back to
     /// the defaults.
     pub fn load(&self) -> Result<Config, ConfigError> {
+        self.load_with_warnings().map(|(config, _)| config)
+    }
+
+    /// [`load`](Self::load), with the warnings (unknown `WSHUB_*`
+    /// variables, ignored).
+    pub fn load_with_warnings(&self) -> Result<(Config, Vec<String>), ConfigError> {
         if let Some(path) = &self.config
             && let Err(err) = std::fs::File::open(path)
         {
@@ -228,6 +234,6 @@ impl ConfigArgs {
                 format!("cannot read {}: {err}", path.display()),
             ));
         }
-        Config::load(&self.figment())
+        Config::load_with_warnings(&self.figment())
     }
 }

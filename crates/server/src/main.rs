@@ -21,8 +21,11 @@ fn main() -> std::process::ExitCode {
             return std::process::ExitCode::SUCCESS;
         }
         Invocation::ConfigCheck(args) => {
-            return match args.load() {
-                Ok(_) => {
+            return match args.load_with_warnings() {
+                Ok((_, warnings)) => {
+                    for warning in warnings {
+                        eprintln!("wshub: warning: {warning}");
+                    }
                     println!("configuration ok");
                     std::process::ExitCode::SUCCESS
                 }
@@ -47,18 +50,21 @@ fn main() -> std::process::ExitCode {
     };
     // A bad config prints every problem, each naming its key, and exits
     // before binding.
-    let config = match args.load() {
-        Ok(config) => config,
+    let (config, warnings) = match args.load_with_warnings() {
+        Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("wshub: {err}");
             return std::process::ExitCode::from(2);
         }
     };
     if print_only {
+        for warning in &warnings {
+            eprintln!("wshub: warning: {warning}");
+        }
         print!("{}", config.to_toml());
         return std::process::ExitCode::SUCCESS;
     }
-    match serve(config) {
+    match serve(config, &warnings) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("wshub: {err:#}");
@@ -67,8 +73,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(config: wshub_server::Config) -> anyhow::Result<()> {
+fn serve(config: wshub_server::Config, warnings: &[String]) -> anyhow::Result<()> {
     logging::init(&config.log)?;
+    for warning in warnings {
+        tracing::warn!("{warning}");
+    }
     raise_open_file_limit();
     let runtime = tokio::runtime::Builder::new_multi_thread()
         .enable_all()

@@ -105,12 +105,68 @@ fn a_hostname_in_listen_is_refused_with_the_reason() {
 }
 
 #[test]
-fn an_unknown_variable_suggests_the_closest_real_one() {
-    let stderr = refused(&wshub(&["print-config"], &[("WSHUB_LISTN", "127.0.0.1:1")]));
+fn an_unknown_variable_warns_with_the_closest_real_one_and_does_not_stop_start_up() {
+    let output = wshub(&["print-config"], &[("WSHUB_LISTN", "127.0.0.1:1")]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert!(output.status.success(), "{stderr}");
     assert!(
-        stderr.contains("WSHUB_LISTN: unknown key; did you mean WSHUB_LISTEN?"),
+        stderr.contains(
+            "WSHUB_LISTN is not a wshub setting and is ignored; did you mean WSHUB_LISTEN?"
+        ),
         "{stderr}"
     );
+    // In a file, an unknown key is still an error.
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(dir.path(), "listn = \"127.0.0.1:1\"\n");
+    let stderr = refused(&wshub(&["print-config", "--config", &file], &[]));
+    assert!(
+        stderr.contains("unknown key; did you mean listen?"),
+        "{stderr}"
+    );
+}
+
+/// Kubernetes injects service links into every pod of a namespace; with a
+/// Service named `wshub` they look like settings.
+#[test]
+fn kubernetes_service_link_variables_do_not_stop_the_server() {
+    use std::io::{BufRead, BufReader};
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "off"])
+        .env("WSHUB_PORT", "tcp://10.0.0.7:8080")
+        .env("WSHUB_SERVICE_HOST", "10.0.0.7")
+        .env("WSHUB_SERVICE_PORT", "8080")
+        .env("WSHUB_PORT_8080_TCP_ADDR", "10.0.0.7")
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = BufReader::new(child.stderr.take().unwrap()).lines();
+    let mut seen = Vec::new();
+    let listening = loop {
+        let Some(Ok(line)) = lines.next() else {
+            break false;
+        };
+        if line.contains("listening") {
+            break true;
+        }
+        seen.push(line);
+    };
+    let _ = child.kill();
+    let _ = child.wait();
+    assert!(listening, "the server did not start: {seen:#?}");
+    for variable in [
+        "WSHUB_PORT ",
+        "WSHUB_SERVICE_HOST",
+        "WSHUB_SERVICE_PORT",
+        "WSHUB_PORT_8080_TCP_ADDR",
+    ] {
+        assert_eq!(
+            seen.iter()
+                .filter(|line| line.contains(variable) && line.contains("WARN"))
+                .count(),
+            1,
+            "one warning for {variable}: {seen:#?}"
+        );
+    }
 }
 
 #[test]
@@ -389,12 +445,16 @@ fn config_default_is_accepted_back_and_config_check_reports_every_problem() {
     );
     let checked = wshub(
         &["config", "check", "--config", &bad],
-        &[("WSHUB_LISTN", "1")],
+        &[("WSHUB_HUB__DATA_QUEUE_BYTES", "x"), ("WSHUB_LISTN", "1")],
     );
     assert_eq!(checked.status.code(), Some(1));
     let stderr = String::from_utf8_lossy(&checked.stderr);
     assert!(stderr.contains("3 problems"), "{stderr}");
-    for key in ["listen (in", "hub.slow_consumer (in", "WSHUB_LISTN"] {
+    for key in [
+        "listen (in",
+        "hub.slow_consumer (in",
+        "WSHUB_HUB__DATA_QUEUE_BYTES",
+    ] {
         assert!(stderr.contains(key), "{key}: {stderr}");
     }
 }

@@ -109,11 +109,17 @@ impl fmt::Display for ConfigError {
     }
 }
 
-/// Problems found while reading and checking, keyed by dotted key.
+/// Problems found while reading and checking, keyed by dotted key, and
+/// warnings that do not stop start-up.
 #[derive(Debug, Default)]
-pub struct Issues(Vec<(String, String)>);
+pub struct Issues(Vec<(String, String)>, Vec<String>);
 
 impl Issues {
+    /// Warnings so far (unknown `WSHUB_*` variables).
+    pub fn warnings(&self) -> &[String] {
+        &self.1
+    }
+
     /// Records that `key` cannot be used, and why.
     pub fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.0.push((key.into(), reason.into()));
@@ -210,6 +216,19 @@ fn walk(
         match value {
             Value::Dict(_, nested) if is_section => {
                 walk(nested, &key, known, dynamic, figment, issues);
+            }
+            _ if origin_of(figment, &key) == Origin::Env => {
+                // Kubernetes injects `<SERVICE>_PORT=tcp://…` and friends
+                // into every pod: with a Service named `wshub` they are
+                // `WSHUB_*`. They must not stop the server; a typo should
+                // still be obvious.
+                let near = closest(&key, known)
+                    .map(|near| format!("; did you mean {}?", env_var(near)))
+                    .unwrap_or_default();
+                issues.1.push(format!(
+                    "{} is not a wshub setting and is ignored{near}",
+                    env_var(&key)
+                ));
             }
             _ => {
                 let origin = origin_of(figment, &key);

@@ -41,6 +41,13 @@ impl Config {
     /// Reads every key from `figment` and validates the result; the error
     /// lists every problem.
     pub fn load(figment: &Figment) -> Result<Self, ConfigError> {
+        Self::load_with_warnings(figment).map(|(config, _)| config)
+    }
+
+    /// Like [`load`](Self::load), also returning the warnings: unknown
+    /// `WSHUB_*` variables are ignored with a warning (Kubernetes' service
+    /// links), while unknown keys in the file or flags stay errors.
+    pub fn load_with_warnings(figment: &Figment) -> Result<(Self, Vec<String>), ConfigError> {
         // A file that is missing or not TOML cannot be read key by key.
         if let Err(err) = figment.data() {
             return Err(ConfigError::unreadable(&err));
@@ -50,8 +57,9 @@ impl Config {
         issues::unknown_keys(figment, &keys, sections::dynamic_key, &mut issues);
         let config = <Self as Section>::extract(figment, "", &mut issues);
         config.check(&mut issues);
+        let warnings = issues.warnings().to_vec();
         issues.finish(Some(figment))?;
-        Ok(config)
+        Ok((config, warnings))
     }
 
     /// Checks the values that parse but cannot work, reporting all of them.
