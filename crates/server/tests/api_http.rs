@@ -7,7 +7,6 @@ mod support;
 
 use std::net::SocketAddr;
 
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::{Value, json};
 use support::{TestServer, connect_with_token, test_config};
 use wshub_server::config::AuthMode;
@@ -61,13 +60,7 @@ fn post(server: &TestServer, path: &str, body: &str) -> (u16, Value) {
 }
 
 fn token(sub: &str) -> String {
-    let claims = json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 600});
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    support::hs256_token(SECRET, sub)
 }
 
 async fn authed_server() -> TestServer {

@@ -12,7 +12,6 @@ use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
-use jsonwebtoken::{EncodingKey, Header};
 use serde_json::json;
 use support::{TestServer, connect_with_token, test_config};
 use wshub_server::config::{AuthMode, NamespacePermissions, Permission};
@@ -20,13 +19,7 @@ use wshub_server::config::{AuthMode, NamespacePermissions, Permission};
 const SECRET: &str = "browser-test-secret-browser-test-secret";
 
 fn token(sub: &str) -> String {
-    let claims = json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 600});
-    jsonwebtoken::encode(
-        &Header::default(),
-        &claims,
-        &EncodingKey::from_secret(SECRET.as_bytes()),
-    )
-    .unwrap()
+    support::hs256_token(SECRET, sub)
 }
 
 /// Serves the test page on a loopback port (one thread, bounded by the test).

@@ -382,3 +382,14 @@ pub async fn stalled_reader(url: &str) -> Client {
             .unwrap();
     client_from(ws).await.0
 }
+
+/// An HS256 token for `sub` signed with `secret`, valid for 10 minutes.
+pub fn hs256_token(secret: &str, sub: &str) -> String {
+    let claims = json!({"sub": sub, "exp": jsonwebtoken::get_current_timestamp() + 600});
+    jsonwebtoken::encode(
+        &jsonwebtoken::Header::default(),
+        &claims,
+        &jsonwebtoken::EncodingKey::from_secret(secret.as_bytes()),
+    )
+    .unwrap()
+}
