@@ -2,10 +2,12 @@
 //! needs to know about local room membership.
 
 use std::fmt;
+use std::sync::Arc;
 
 use wshub_protocol::{RoomName, TextFrame};
 
 use crate::node::{ConnectionId, NodeId};
+use crate::outbox::ServerCommand;
 
 /// Who a publication is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -16,7 +18,7 @@ pub enum Audience {
     /// Every connection.
     Everyone,
     /// Every connection of one user.
-    User(std::sync::Arc<str>),
+    User(Arc<str>),
 }
 
 /// A message on its way to its audience: encoded once, shared by all.
@@ -41,6 +43,59 @@ pub struct Publication {
     pub frame: TextFrame,
 }
 
+/// Whom a [`Directive`] is for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DirectiveTarget {
+    /// One connection, by its wire id (`<node>.<n>`): only its node acts.
+    Connection(String),
+    /// Every connection of a user, on every node.
+    User(Arc<str>),
+}
+
+impl DirectiveTarget {
+    /// The node a connection target lives on (`None` for a user, who may
+    /// be on any node).
+    pub fn node(&self) -> Option<&str> {
+        match self {
+            Self::Connection(wire) => wire.rsplit_once('.').map(|(node, _)| node),
+            Self::User(_) => None,
+        }
+    }
+}
+
+/// What a [`Directive`] asks of its target connections.
+#[derive(Debug, Clone, PartialEq, Eq)]
+#[non_exhaustive]
+pub enum DirectiveAction {
+    /// Close with `code` (4000–4999) after a `system`/`disconnect` frame
+    /// carrying `reason`.
+    Disconnect {
+        /// The WebSocket close code.
+        code: u16,
+        /// Said in the `disconnect` frame and the close.
+        reason: String,
+    },
+    /// Join or leave a room on the connection's own behalf.
+    Command(ServerCommand),
+}
+
+/// An instruction for connections that may live on any node, e.g. "close
+/// every connection of user 7" from the HTTP API. It travels like a
+/// [`Publication`]: [`Hub::disconnect`](crate::Hub::disconnect) and
+/// [`Hub::command`](crate::Hub::command) act locally and hand it to
+/// [`Broker::direct`]; other nodes act through
+/// [`Hub::apply`](crate::Hub::apply).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Directive {
+    /// The node it was issued on (which already acted on it).
+    pub node: NodeId,
+    /// Whom it is for.
+    pub target: DirectiveTarget,
+    /// What to do.
+    pub action: DirectiveAction,
+}
+
 /// Carries publications between the nodes that form one hub, e.g. over Redis
 /// pub/sub. The hub calls it; it never calls back into the hub from these
 /// methods. Publications from other nodes enter through
@@ -55,6 +110,12 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// members get it from the hub directly, whether or not this succeeds.
     fn publish(&self, publication: &Publication);
 
+    /// A directive was issued on this node for connections that may live on
+    /// others (a user's, or a connection of another node); carry it to them.
+    fn direct(&self, directive: &Directive) {
+        let _ = directive;
+    }
+
     /// The first local member joined `room`: start receiving its
     /// publications. Called with the room's registry entry locked, so for one
     /// room `room_opened` and `room_closed` alternate in the order they
@@ -66,6 +127,17 @@ pub trait Broker: Send + Sync + fmt::Debug {
     /// The last local member left `room`: stop receiving its publications.
     fn room_closed(&self, room: &RoomName) {
         let _ = room;
+    }
+
+    /// The first local connection of `user` registered: start receiving
+    /// what is sent to the user. Ordered like [`Broker::room_opened`].
+    fn user_opened(&self, user: &str) {
+        let _ = user;
+    }
+
+    /// The last local connection of `user` left.
+    fn user_closed(&self, user: &str) {
+        let _ = user;
     }
 }
 

@@ -11,7 +11,9 @@ use wshub_protocol::{
 };
 
 use crate::access::Identity;
-use crate::broker::{Audience, Broker, LocalBroker, Publication};
+use crate::broker::{
+    Audience, Broker, Directive, DirectiveAction, DirectiveTarget, LocalBroker, Publication,
+};
 use crate::config::HubConfig;
 use crate::connection::Connection;
 use crate::error::{AuthError, HubError};
@@ -175,11 +177,15 @@ impl Hub {
         let outbox = Arc::new(Outbox::new(id, user.clone(), &self.inner.config));
         self.inner.connections.insert(id, Arc::clone(&outbox));
         if let Some(user) = user {
-            self.inner
-                .users
-                .entry(user)
-                .or_default()
-                .push(Arc::clone(&outbox));
+            // Under the entry lock, so the broker hears opened/closed for one
+            // user in the order they happened.
+            match self.inner.users.entry(user) {
+                dashmap::Entry::Occupied(mut entry) => entry.get_mut().push(Arc::clone(&outbox)),
+                dashmap::Entry::Vacant(entry) => {
+                    self.inner.broker.user_opened(entry.key());
+                    entry.insert(vec![Arc::clone(&outbox)]);
+                }
+            }
         }
         Counters::add(&self.inner.counters.connections_total, 1);
         let connection = Connection::new(self.clone(), outbox, identity, now_ms);
@@ -208,7 +214,11 @@ impl Hub {
         {
             self.inner.users.remove_if_mut(user, |_, outboxes| {
                 outboxes.retain(|o| o.id() != id);
-                outboxes.is_empty()
+                let last = outboxes.is_empty();
+                if last {
+                    self.inner.broker.user_closed(user);
+                }
+                last
             });
         }
     }
@@ -371,29 +381,84 @@ impl Hub {
         })
     }
 
-    /// Closes this node's connections named by `target` (a wire id, or every
-    /// connection of a user) with `code` (4000–4999): each gets what is
-    /// queued, a `system`/`disconnect` frame carrying `reason`, then the
-    /// close. Returns how many.
+    /// Closes the connections named by `target` (a wire id, or every
+    /// connection of a user) with `code` (4000–4999), on every node: each
+    /// gets what is queued, a `system`/`disconnect` frame carrying `reason`,
+    /// then the close. Returns how many were on this node.
     pub fn disconnect(&self, target: &DisconnectTarget<'_>, code: u16, reason: &str) -> usize {
-        let outboxes = self.target_outboxes(target);
-        let frame = encode_disconnect(reason);
-        outboxes
-            .iter()
-            .filter(|outbox| {
-                outbox.close_after_flush(Some(frame.clone()), CloseReason::disconnected(code))
-            })
-            .count()
+        self.issue(
+            target,
+            DirectiveAction::Disconnect {
+                code,
+                reason: reason.to_owned(),
+            },
+        )
     }
 
-    /// Asks this node's connections named by `target` to join (or leave)
-    /// `room` on their own behalf; each applies it and is told with a
-    /// `system` frame. Returns how many were asked.
+    /// Asks the connections named by `target`, on every node, to join (or
+    /// leave) `room` on their own behalf; each applies it and is told with a
+    /// `system` frame. Returns how many were asked on this node.
     pub fn command(&self, target: &DisconnectTarget<'_>, command: &ServerCommand) -> usize {
-        self.target_outboxes(target)
-            .iter()
-            .filter(|outbox| outbox.push_command(command.clone()))
-            .count()
+        self.issue(target, DirectiveAction::Command(command.clone()))
+    }
+
+    /// Acts on this node's share of a directive and hands the rest to the
+    /// broker: a user may have connections anywhere, a wire id names its node.
+    fn issue(&self, target: &DisconnectTarget<'_>, action: DirectiveAction) -> usize {
+        let target = match *target {
+            DisconnectTarget::Connection(wire) => DirectiveTarget::Connection(wire.to_owned()),
+            DisconnectTarget::User(user) => DirectiveTarget::User(Arc::from(user)),
+        };
+        let directive = Directive {
+            node: self.inner.config.node_id.clone(),
+            target,
+            action,
+        };
+        let elsewhere = directive
+            .target
+            .node()
+            .is_none_or(|node| node != self.node_id().as_str());
+        if elsewhere {
+            self.inner.broker.direct(&directive);
+        }
+        self.act(&directive)
+    }
+
+    /// A directive issued on another node enters this one: this node's
+    /// connections among its targets act on it. Returns how many. One of
+    /// this node's own directives, echoed back by a broker, is ignored.
+    pub fn apply(&self, directive: &Directive) -> usize {
+        if directive.node == self.inner.config.node_id {
+            return 0;
+        }
+        self.act(directive)
+    }
+
+    fn act(&self, directive: &Directive) -> usize {
+        let outboxes = match &directive.target {
+            DirectiveTarget::Connection(wire) => {
+                self.target_outboxes(&DisconnectTarget::Connection(wire))
+            }
+            DirectiveTarget::User(user) => self.user_outboxes(user),
+        };
+        match &directive.action {
+            DirectiveAction::Disconnect { code, reason } => {
+                let frame = encode_disconnect(reason);
+                outboxes
+                    .iter()
+                    .filter(|outbox| {
+                        outbox.close_after_flush(
+                            Some(frame.clone()),
+                            CloseReason::disconnected(*code),
+                        )
+                    })
+                    .count()
+            }
+            DirectiveAction::Command(command) => outboxes
+                .iter()
+                .filter(|outbox| outbox.push_command(command.clone()))
+                .count(),
+        }
     }
 
     fn target_outboxes(&self, target: &DisconnectTarget<'_>) -> Vec<Arc<Outbox>> {

@@ -114,7 +114,9 @@ mod timers;
 pub use access::{
     AccessDenied, AccessPolicy, Action, DenialCause, GrantError, Identity, NamespaceRules, Rule,
 };
-pub use broker::{Audience, Broker, LocalBroker, Publication};
+pub use broker::{
+    Audience, Broker, Directive, DirectiveAction, DirectiveTarget, LocalBroker, Publication,
+};
 pub use config::{Heartbeat, HubConfig, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome, TimerOutcome};
 pub use error::{AuthError, HubError};

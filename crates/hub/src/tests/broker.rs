@@ -8,7 +8,7 @@ use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use super::*;
-use crate::{Broker, NodeId, Publication};
+use crate::{Broker, Directive, DisconnectTarget, NodeId, Publication, ServerCommand};
 use wshub_protocol::RoomName;
 
 /// Records what the hub tells it and hands publications to its peers, the
@@ -28,6 +28,12 @@ impl Broker for LoopbackBroker {
         }
     }
 
+    fn direct(&self, directive: &Directive) {
+        for peer in self.peers.get().into_iter().flatten() {
+            peer.apply(directive);
+        }
+    }
+
     fn room_opened(&self, room: &RoomName) {
         self.events.lock().unwrap().push(format!("+{room:?}"));
     }
@@ -35,6 +41,25 @@ impl Broker for LoopbackBroker {
     fn room_closed(&self, room: &RoomName) {
         self.events.lock().unwrap().push(format!("-{room:?}"));
     }
+
+    fn user_opened(&self, user: &str) {
+        self.events.lock().unwrap().push(format!("+user {user}"));
+    }
+
+    fn user_closed(&self, user: &str) {
+        self.events.lock().unwrap().push(format!("-user {user}"));
+    }
+}
+
+/// Two nodes whose brokers carry everything to each other, A's with echo.
+fn joined_pair() -> (Hub, Hub, Arc<LoopbackBroker>) {
+    let broker_a = Arc::new(LoopbackBroker::default());
+    let broker_b = Arc::new(LoopbackBroker::default());
+    let a = node("a", &broker_a);
+    let b = node("b", &broker_b);
+    broker_a.peers.set(vec![b.clone(), a.clone()]).unwrap();
+    broker_b.peers.set(vec![a.clone()]).unwrap();
+    (a, b, broker_a)
 }
 
 fn node(id: &str, broker: &Arc<LoopbackBroker>) -> Hub {
@@ -127,6 +152,68 @@ fn the_broker_hears_when_a_room_gains_its_first_and_loses_its_last_local_member(
     assert_eq!(events(&broker), [r#"-"r""#]);
     join(&mut alice, "r");
     assert_eq!(events(&broker), [r#"+"r""#]);
+}
+
+#[test]
+fn directives_reach_a_users_connections_on_every_node_exactly_once() {
+    let (a, b, _) = joined_pair();
+    let mut on_a = connect_with(&a, crate::Identity::user("u7"));
+    let mut on_b = connect_with(&b, crate::Identity::user("u7"));
+    let bystander = connect_with(&b, crate::Identity::user("u8"));
+    for conn in [&mut on_a, &mut on_b] {
+        frames(conn);
+    }
+
+    let asked = a.command(
+        &DisconnectTarget::User("u7"),
+        &ServerCommand::Subscribe(RoomName::new("news").unwrap()),
+    );
+    assert_eq!(asked, 1, "the count is this node's share");
+    for conn in [&mut on_a, &mut on_b] {
+        conn.handle_server_commands();
+        let got = frames(conn);
+        assert_eq!(types(&got), ["system"], "told once: {got:?}");
+    }
+    assert!(a.has_room("news") && b.has_room("news"));
+
+    assert_eq!(a.disconnect(&DisconnectTarget::User("u7"), 4000, "bye"), 1);
+    for conn in [&on_a, &on_b] {
+        let (got, close) = take(conn);
+        assert_eq!(types(&got), ["system"]);
+        assert_eq!(close.map(|c| c.code), Some(4000));
+    }
+    assert!(take(&bystander).1.is_none(), "another user is untouched");
+}
+
+#[test]
+fn a_directive_for_one_connection_acts_only_on_its_node() {
+    let (a, b, _) = joined_pair();
+    let on_b = connect(&b);
+    let wire = on_b.wire_id().to_owned();
+    assert_eq!(
+        a.disconnect(&DisconnectTarget::Connection(&wire), 4001, "x"),
+        0,
+        "not on a"
+    );
+    assert_eq!(take(&on_b).1.map(|c| c.code), Some(4001));
+    assert_eq!(
+        b.disconnect(&DisconnectTarget::Connection("a.999"), 4000, "x"),
+        0
+    );
+}
+
+#[test]
+fn the_broker_hears_when_a_user_gains_its_first_and_loses_its_last_connection() {
+    let broker = Arc::new(LoopbackBroker::default());
+    let hub = node("a", &broker);
+    let first = connect_with(&hub, crate::Identity::user("u1"));
+    let second = connect_with(&hub, crate::Identity::user("u1"));
+    let _anonymous = connect(&hub);
+    assert_eq!(events(&broker), ["+user u1"]);
+    drop(first);
+    assert!(events(&broker).is_empty());
+    drop(second);
+    assert_eq!(events(&broker), ["-user u1"]);
 }
 
 #[test]
