@@ -1,0 +1,239 @@
+//! What crosses Redis: one JSON header line, then (for a publication) the
+//! frame exactly as recipients get it, so a receiving node forwards the bytes
+//! it read without re-encoding the content.
+//!
+//! ```text
+//! {"k":"p","n":"node-a","o":17,"t":1732550000000}\n{"type":"message",...}
+//! {"k":"d","n":"node-a","user":"u7","code":4000,"reason":"banned"}
+//! {"k":"c","n":"node-a","conn":"node-b.5","join":true,"room":"news"}
+//! ```
+
+use std::borrow::Cow;
+use std::sync::Arc;
+
+use bytes::{BufMut, Bytes, BytesMut};
+use serde::{Deserialize, Serialize};
+use wshub_hub::protocol::{RoomName, TextFrame};
+use wshub_hub::{
+    Audience, ConnectionId, Directive, DirectiveAction, DirectiveTarget, NodeId, Publication,
+    ServerCommand,
+};
+
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(tag = "k")]
+enum Header<'a> {
+    #[serde(rename = "p")]
+    Publication {
+        #[serde(borrow)]
+        n: Cow<'a, str>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        o: Option<u64>,
+        t: u64,
+    },
+    #[serde(rename = "d")]
+    Disconnect {
+        #[serde(borrow)]
+        n: Cow<'a, str>,
+        #[serde(flatten, borrow)]
+        to: Target<'a>,
+        code: u16,
+        #[serde(borrow)]
+        reason: Cow<'a, str>,
+    },
+    #[serde(rename = "c")]
+    Command {
+        #[serde(borrow)]
+        n: Cow<'a, str>,
+        #[serde(flatten, borrow)]
+        to: Target<'a>,
+        join: bool,
+        #[serde(borrow)]
+        room: Cow<'a, str>,
+    },
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+enum Target<'a> {
+    #[serde(rename = "user", borrow)]
+    User(Cow<'a, str>),
+    #[serde(rename = "conn", borrow)]
+    Connection(Cow<'a, str>),
+}
+
+/// A message read from Redis.
+#[derive(Debug)]
+pub(crate) enum Incoming {
+    Publication(Publication),
+    Directive(Directive),
+}
+
+/// Why a message on one of our channels was not ours to read (another
+/// program publishing there, or a newer wire format).
+#[derive(Debug, thiserror::Error)]
+#[error("{0}")]
+pub(crate) struct Malformed(String);
+
+pub(crate) fn encode_publication(publication: &Publication) -> Bytes {
+    let header = Header::Publication {
+        n: Cow::Borrowed(publication.node.as_str()),
+        o: publication.origin.map(ConnectionId::as_u64),
+        t: publication.time_ms,
+    };
+    let frame = publication.frame.bytes();
+    let mut out = BytesMut::with_capacity(64 + frame.len()).writer();
+    // Serializing a struct of strings and integers into memory cannot fail.
+    let _ = serde_json::to_writer(&mut out, &header);
+    let mut out = out.into_inner();
+    out.put_u8(b'\n');
+    out.extend_from_slice(frame);
+    out.freeze()
+}
+
+pub(crate) fn encode_directive(directive: &Directive) -> Bytes {
+    let n = Cow::Borrowed(directive.node.as_str());
+    let to = match &directive.target {
+        DirectiveTarget::Connection(wire) => Target::Connection(Cow::Borrowed(wire)),
+        DirectiveTarget::User(user) => Target::User(Cow::Borrowed(user)),
+        _ => return Bytes::new(),
+    };
+    let header = match &directive.action {
+        DirectiveAction::Disconnect { code, reason } => Header::Disconnect {
+            n,
+            to,
+            code: *code,
+            reason: Cow::Borrowed(reason),
+        },
+        DirectiveAction::Command(command) => {
+            let (join, room) = match command {
+                ServerCommand::Subscribe(room) => (true, room),
+                ServerCommand::Unsubscribe(room) => (false, room),
+            };
+            Header::Command {
+                n,
+                to,
+                join,
+                room: Cow::Borrowed(room.as_str()),
+            }
+        }
+        _ => return Bytes::new(),
+    };
+    serde_json::to_vec(&header).map_or_else(|_| Bytes::new(), Bytes::from)
+}
+
+/// Reads a message that arrived on a channel for `audience` (a
+/// publication's audience comes from its channel, not its header).
+pub(crate) fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incoming, Malformed> {
+    let (header_len, body) = match payload.iter().position(|&b| b == b'\n') {
+        Some(end) => (end, payload.slice(end + 1..)),
+        None => (payload.len(), Bytes::new()),
+    };
+    let header: Header<'_> = serde_json::from_slice(&payload[..header_len])
+        .map_err(|err| Malformed(format!("bad header: {err}")))?;
+    let node = |n: &str| NodeId::new(n).map_err(|err| Malformed(format!("bad node: {err}")));
+    let target = |to: Target<'_>| match to {
+        Target::User(user) => DirectiveTarget::User(Arc::from(user.as_ref())),
+        Target::Connection(wire) => DirectiveTarget::Connection(wire.into_owned()),
+    };
+    match header {
+        Header::Publication { n, o, t } => {
+            let audience = audience.ok_or_else(|| Malformed("a publication on a node channel".into()))?;
+            let frame = TextFrame::from_utf8(body)
+                .map_err(|err| Malformed(format!("frame is not UTF-8: {err}")))?;
+            let node = node(&n)?;
+            Ok(Incoming::Publication(Publication {
+                audience,
+                origin: o.map(ConnectionId::from_u64),
+                node,
+                time_ms: t,
+                frame,
+            }))
+        }
+        Header::Disconnect {
+            n,
+            to,
+            code,
+            reason,
+        } => Ok(Incoming::Directive(Directive {
+            node: node(&n)?,
+            target: target(to),
+            action: DirectiveAction::Disconnect {
+                code,
+                reason: reason.into_owned(),
+            },
+        })),
+        Header::Command { n, to, join, room } => {
+            let room = RoomName::new(&room).map_err(|err| Malformed(format!("bad room: {err}")))?;
+            Ok(Incoming::Directive(Directive {
+                node: node(&n)?,
+                target: target(to),
+                action: DirectiveAction::Command(if join {
+                    ServerCommand::Subscribe(room)
+                } else {
+                    ServerCommand::Unsubscribe(room)
+                }),
+            }))
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_publication_carries_the_frame_bytes_untouched() {
+        let node = NodeId::new("node-a").unwrap();
+        let origin = Some(ConnectionId::from_u64(17));
+        let publication = Publication {
+            audience: Audience::Everyone,
+            node: node.clone(),
+            origin,
+            time_ms: 42,
+            frame: TextFrame::from_static(r#"{"type":"message","content":"hé\n"}"#),
+        };
+        let wire = encode_publication(&publication);
+        assert!(wire.starts_with(br#"{"k":"p","n":"node-a","o":17,"t":42}"#));
+        let Ok(Incoming::Publication(back)) = decode(wire, Some(Audience::Everyone)) else {
+            panic!("decodes");
+        };
+        assert_eq!(back.frame.bytes(), publication.frame.bytes());
+        assert_eq!((back.node, back.origin, back.time_ms), (node, origin, 42));
+    }
+
+    #[test]
+    fn directives_round_trip() {
+        for directive in [
+            Directive {
+                node: NodeId::new("a").unwrap(),
+                target: DirectiveTarget::User(Arc::from("u \"7\"")),
+                action: DirectiveAction::Disconnect {
+                    code: 4000,
+                    reason: "bye\n".into(),
+                },
+            },
+            Directive {
+                node: NodeId::new("a").unwrap(),
+                target: DirectiveTarget::Connection("b.5".into()),
+                action: DirectiveAction::Command(ServerCommand::Unsubscribe(
+                    RoomName::new("news").unwrap(),
+                )),
+            },
+        ] {
+            let Ok(Incoming::Directive(back)) = decode(encode_directive(&directive), None) else {
+                panic!("decodes");
+            };
+            assert_eq!(back, directive);
+        }
+    }
+
+    #[test]
+    fn foreign_messages_are_refused_not_delivered() {
+        for junk in [&b"hello"[..], b"{\"k\":\"p\",\"n\":\"a b\",\"t\":1}\n{}", b"{\"k\":\"p\",\"n\":\"a\",\"t\":1}\n\xff"] {
+            assert!(decode(Bytes::from_static(junk), Some(Audience::Everyone)).is_err());
+        }
+        assert!(
+            decode(Bytes::from_static(b"{\"k\":\"p\",\"n\":\"a\",\"t\":1}\n{}"), None).is_err(),
+            "a publication needs an audience"
+        );
+    }
+}

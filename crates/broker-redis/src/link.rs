@@ -1,0 +1,239 @@
+//! One connection to Redis (or to every master of a Redis Cluster), and
+//! the few commands the broker sends over it.
+//!
+//! Built on redis-rs's multiplexed (single Redis) and cluster connections in
+//! RESP3, where pub/sub messages arrive as pushes beside command replies. The
+//! broker never lets redis-rs restore subscriptions by itself: its cluster
+//! connection re-subscribes every shard channel of a node in one
+//! `SSUBSCRIBE`, which Redis refuses with `CROSSSLOT` as soon as they span
+//! two slots, losing them all. A link that lost a connection is dropped
+//! whole, and the broker subscribes a fresh one, one slot per command.
+
+use std::time::Duration;
+
+use bytes::Bytes;
+use futures_util::{StreamExt, TryStreamExt, stream};
+use redis::aio::{AsyncPushSender, MultiplexedConnection, SendError};
+use redis::cluster::ClusterClientBuilder;
+use redis::cluster_async::ClusterConnection;
+use redis::cluster_routing::{MultipleNodeRoutingInfo, ResponsePolicy, RoutingInfo};
+use redis::{AsyncConnectionConfig, ProtocolVersion, PushInfo, RedisResult, cmd};
+use tokio::sync::mpsc::UnboundedSender;
+
+use crate::channels::slot;
+use crate::config::{RedisBrokerConfig, connection_info};
+
+/// Channels per subscribe command: large enough that re-subscribing 10,000
+/// rooms takes a few dozen commands, small enough to keep each reply short.
+pub(crate) const SUBSCRIBE_BATCH: usize = 512;
+
+/// Subscribe commands in flight at once on a cluster (one per slot).
+const CLUSTER_SUBSCRIBE_CONCURRENCY: usize = 256;
+
+/// Pushes from one link, tagged with the link's generation so that a
+/// replaced link's late messages are told apart and dropped.
+#[derive(Debug, Clone)]
+pub(crate) struct PushSink {
+    pub(crate) generation: u64,
+    pub(crate) tx: UnboundedSender<(u64, PushInfo)>,
+}
+
+impl AsyncPushSender for PushSink {
+    fn send(&self, info: PushInfo) -> Result<(), SendError> {
+        self.tx.send((self.generation, info)).map_err(|_| SendError)
+    }
+}
+
+/// A connection to Redis.
+#[derive(Clone)]
+pub(crate) enum Link {
+    Single(MultiplexedConnection),
+    Cluster(ClusterConnection),
+}
+
+impl std::fmt::Debug for Link {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Self::Single(_) => "Link::Single",
+            Self::Cluster(_) => "Link::Cluster",
+        })
+    }
+}
+
+impl Link {
+    /// Connects; pub/sub messages go to `push` when given.
+    pub(crate) async fn connect(
+        config: &RedisBrokerConfig,
+        push: Option<PushSink>,
+    ) -> RedisResult<Self> {
+        let timeout = config.probe_interval.max(Duration::from_secs(1));
+        let mut infos = Vec::with_capacity(config.urls.len());
+        for url in &config.urls {
+            let info = connection_info(url).map_err(|err| {
+                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad URL", err.to_string()))
+            })?;
+            let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+            infos.push(info.set_redis_settings(settings));
+        }
+        if config.cluster {
+            let mut builder = ClusterClientBuilder::new(infos)
+                .use_protocol(ProtocolVersion::RESP3)
+                .connection_timeout(timeout)
+                .response_timeout(timeout)
+                .retries(2);
+            if let Some(push) = push {
+                builder = builder.push_sender(push);
+            }
+            let client = builder.build()?;
+            Ok(Self::Cluster(client.get_async_connection().await?))
+        } else {
+            let mut settings = AsyncConnectionConfig::new()
+                .set_connection_timeout(Some(timeout))
+                .set_response_timeout(Some(timeout));
+            if let Some(push) = push {
+                settings = settings.set_push_sender(push);
+            }
+            let info = infos.into_iter().next().ok_or_else(|| {
+                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "no URL"))
+            })?;
+            let client = redis::Client::open(info)?;
+            Ok(Self::Single(
+                client
+                    .get_multiplexed_async_connection_with_config(&settings)
+                    .await?,
+            ))
+        }
+    }
+
+    /// Subscribes to `channels`: in batches on a single Redis; on a cluster,
+    /// one `SSUBSCRIBE` per slot, routed to the slot's owner.
+    pub(crate) async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Single(conn) => {
+                for batch in channels.chunks(SUBSCRIBE_BATCH) {
+                    conn.subscribe(batch).await?;
+                }
+                Ok(())
+            }
+            Self::Cluster(conn) => {
+                let conn = conn.clone();
+                stream::iter(by_slot(channels))
+                    .map(|group| {
+                        let mut conn = conn.clone();
+                        async move { conn.ssubscribe(group).await }
+                    })
+                    .buffer_unordered(CLUSTER_SUBSCRIBE_CONCURRENCY)
+                    .try_collect::<Vec<()>>()
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    /// Unsubscribes from `channels`, batched like [`Link::subscribe`].
+    pub(crate) async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        match self {
+            Self::Single(conn) => {
+                for batch in channels.chunks(SUBSCRIBE_BATCH) {
+                    conn.unsubscribe(batch).await?;
+                }
+                Ok(())
+            }
+            Self::Cluster(conn) => {
+                let conn = conn.clone();
+                stream::iter(by_slot(channels))
+                    .map(|group| {
+                        let mut conn = conn.clone();
+                        async move { conn.sunsubscribe(group).await }
+                    })
+                    .buffer_unordered(CLUSTER_SUBSCRIBE_CONCURRENCY)
+                    .try_collect::<Vec<()>>()
+                    .await
+                    .map(drop)
+            }
+        }
+    }
+
+    /// A `PING` (on a cluster, to every master): answered only by a link
+    /// whose every connection is alive and read.
+    pub(crate) async fn probe(&mut self) -> RedisResult<()> {
+        match self {
+            Self::Single(conn) => cmd("PING").query_async::<()>(conn).await,
+            Self::Cluster(conn) => conn
+                .route_command(
+                    cmd("PING"),
+                    RoutingInfo::MultiNode((
+                        MultipleNodeRoutingInfo::AllMasters,
+                        Some(ResponsePolicy::AllSucceeded),
+                    )),
+                )
+                .await
+                .map(drop),
+        }
+    }
+
+    /// Publishes a batch in order, pipelined; returns how many failed.
+    pub(crate) async fn publish(&mut self, batch: &[(String, Bytes)]) -> usize {
+        match self {
+            Self::Single(conn) => {
+                let mut pipe = redis::pipe();
+                for (channel, payload) in batch {
+                    pipe.cmd("PUBLISH").arg(channel).arg(payload.as_ref()).ignore();
+                }
+                match pipe.query_async::<()>(conn).await {
+                    Ok(()) => 0,
+                    Err(_) => batch.len(),
+                }
+            }
+            Self::Cluster(conn) => {
+                // Each command is routed to its channel's shard; the
+                // connection pipelines them per shard, in this order.
+                let sends = batch.iter().map(|(channel, payload)| {
+                    let mut conn = conn.clone();
+                    let command = cmd("SPUBLISH").arg(channel).arg(payload.as_ref()).take();
+                    async move { command.query_async::<i64>(&mut conn).await }
+                });
+                futures_util::future::join_all(sends)
+                    .await
+                    .iter()
+                    .filter(|result| result.is_err())
+                    .count()
+            }
+        }
+    }
+}
+
+/// `channels` grouped by hash slot, at most [`SUBSCRIBE_BATCH`] per group:
+/// a shard command may only name channels of one slot.
+fn by_slot(channels: &[String]) -> Vec<Vec<String>> {
+    let mut slots: std::collections::HashMap<u16, Vec<String>> = std::collections::HashMap::new();
+    for channel in channels {
+        slots.entry(slot(channel.as_bytes())).or_default().push(channel.clone());
+    }
+    slots
+        .into_values()
+        .flat_map(|group| {
+            group
+                .chunks(SUBSCRIBE_BATCH)
+                .map(<[String]>::to_vec)
+                .collect::<Vec<_>>()
+        })
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn shard_commands_never_mix_slots() {
+        let channels: Vec<String> = (0..2_000).map(|n| format!("wshub:room:r{n}")).collect();
+        let groups = by_slot(&channels);
+        assert!(groups.len() > 1_000, "rooms spread over many slots");
+        for group in &groups {
+            let first = slot(group[0].as_bytes());
+            assert!(group.iter().all(|c| slot(c.as_bytes()) == first));
+        }
+        assert_eq!(groups.iter().map(Vec::len).sum::<usize>(), channels.len());
+    }
+}

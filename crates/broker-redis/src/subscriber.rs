@@ -1,0 +1,295 @@
+//! The subscribing side: one task keeps the link's subscriptions equal to
+//! the channels this node needs (rooms and users with local members, its own
+//! channel, broadcasts), probes the link and replaces it when it fails or
+//! goes deaf; another hands what arrives to the hub.
+
+use std::collections::HashSet;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use redis::{PushInfo, PushKind, Value};
+use tokio::sync::mpsc;
+use tokio::time::{MissedTickBehavior, interval, timeout};
+use wshub_hub::Hub;
+
+use crate::Shared;
+use crate::channels::Route;
+use crate::envelope::{Incoming, decode};
+use crate::link::{Link, PushSink};
+use crate::status::{Backoff, LinkKind};
+
+/// A change in the channels this node needs, in the order the hub made it.
+#[derive(Debug)]
+pub(crate) enum Change {
+    Subscribe(String),
+    Unsubscribe(String),
+}
+
+/// What the delivery task tells the subscription task about its link.
+#[derive(Debug)]
+enum Event {
+    /// The link of this generation lost a connection.
+    Lost(u64),
+    /// Redis dropped a shard channel by itself (its slot moved).
+    Dropped(u64, String),
+}
+
+/// Longest wait for a full re-subscribe before the link is given up.
+const RESUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
+
+pub(crate) async fn run(shared: Arc<Shared>, hub: Hub, mut changes: mpsc::UnboundedReceiver<Change>) {
+    let (push_tx, push_rx) = mpsc::unbounded_channel();
+    let (event_tx, mut events) = mpsc::unbounded_channel();
+    let generation = Arc::new(AtomicU64::new(0));
+    tokio::spawn(deliver(
+        Arc::clone(&shared),
+        hub.clone(),
+        push_rx,
+        Arc::clone(&generation),
+        event_tx,
+    ));
+
+    let mut wanted: HashSet<String> = [
+        shared.channels.everyone(),
+        shared.channels.node(hub.node_id().as_str()),
+    ]
+    .into_iter()
+    .collect();
+    let mut backoff = Backoff::new();
+    loop {
+        if absorb(&mut changes, &mut wanted).is_none() {
+            return;
+        }
+        // From here on, pushes of the previous link are dropped: its
+        // subscriptions are about to be made again on the new one.
+        let current = generation.fetch_add(1, Ordering::SeqCst) + 1;
+        let sink = PushSink {
+            generation: current,
+            tx: push_tx.clone(),
+        };
+        let started = Instant::now();
+        let mut link = match Link::connect(&shared.config, Some(sink)).await {
+            Ok(link) => link,
+            Err(error) => {
+                shared.status.down(LinkKind::Subscribe, &error);
+                tokio::time::sleep(backoff.next()).await;
+                continue;
+            }
+        };
+        let all: Vec<String> = wanted.iter().cloned().collect();
+        match timeout(RESUBSCRIBE_TIMEOUT, link.subscribe(&all)).await {
+            Ok(Ok(())) => {}
+            Ok(Err(error)) => {
+                shared.status.down(LinkKind::Subscribe, &error);
+                tokio::time::sleep(backoff.next()).await;
+                continue;
+            }
+            Err(_) => {
+                shared.status.down(LinkKind::Subscribe, &"re-subscribe timed out");
+                continue;
+            }
+        }
+        shared.status.channels(wanted.len());
+        shared.status.up(LinkKind::Subscribe);
+        tracing::debug!(channels = all.len(), took_ms = started.elapsed().as_millis() as u64, "subscribed");
+        backoff.reset();
+
+        let failure = serve(&shared, &mut link, current, &mut changes, &mut events, &mut wanted).await;
+        let Some(failure) = failure else { return };
+        shared.status.down(LinkKind::Subscribe, &failure);
+    }
+}
+
+/// Keeps one link in step until it fails; `None` when the broker is gone.
+async fn serve(
+    shared: &Shared,
+    link: &mut Link,
+    current: u64,
+    changes: &mut mpsc::UnboundedReceiver<Change>,
+    events: &mut mpsc::UnboundedReceiver<Event>,
+    wanted: &mut HashSet<String>,
+) -> Option<String> {
+    let mut probe = interval(shared.config.probe_interval);
+    probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    probe.tick().await;
+    let mut pending = Vec::new();
+    loop {
+        tokio::select! {
+            received = changes.recv_many(&mut pending, 16_384) => {
+                if received == 0 {
+                    return None;
+                }
+                let (subscribe, unsubscribe) = apply(pending.drain(..), wanted);
+                if !unsubscribe.is_empty()
+                    && let Err(error) = link.unsubscribe(&unsubscribe).await
+                {
+                    return Some(error.to_string());
+                }
+                if !subscribe.is_empty()
+                    && let Err(error) = link.subscribe(&subscribe).await
+                {
+                    return Some(error.to_string());
+                }
+                shared.status.channels(wanted.len());
+            }
+            Some(event) = events.recv() => match event {
+                Event::Lost(generation) if generation == current => {
+                    return Some("connection lost".to_owned());
+                }
+                Event::Dropped(generation, channel) if generation == current && wanted.contains(&channel) => {
+                    // A slot migration: the new owner takes the channel.
+                    tracing::info!(%channel, "Redis dropped a shard channel; subscribing at its new owner");
+                    if let Err(error) = link.subscribe(&[channel]).await {
+                        return Some(error.to_string());
+                    }
+                }
+                _ => {}
+            },
+            _ = probe.tick() => {
+                match timeout(shared.config.probe_interval, link.probe()).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(error)) => return Some(error.to_string()),
+                    Err(_) => return Some("no answer to a probe: the connection is deaf".to_owned()),
+                }
+            }
+        }
+    }
+}
+
+/// Takes every change waiting; `None` once the broker is gone.
+fn absorb(changes: &mut mpsc::UnboundedReceiver<Change>, wanted: &mut HashSet<String>) -> Option<()> {
+    let mut pending = Vec::new();
+    loop {
+        match changes.try_recv() {
+            Ok(change) => pending.push(change),
+            Err(mpsc::error::TryRecvError::Empty) => break,
+            Err(mpsc::error::TryRecvError::Disconnected) => return None,
+        }
+    }
+    apply(pending.into_iter(), wanted);
+    Some(())
+}
+
+/// Applies changes in order and returns what Redis must be told: a room
+/// joined and left within one batch costs nothing.
+fn apply(changes: impl Iterator<Item = Change>, wanted: &mut HashSet<String>) -> (Vec<String>, Vec<String>) {
+    // Each channel touched, with whether it was wanted before the batch.
+    let mut touched: Vec<(String, bool)> = Vec::new();
+    let mut seen = HashSet::new();
+    for change in changes {
+        let (channel, now_wanted) = match change {
+            Change::Subscribe(channel) => (channel, true),
+            Change::Unsubscribe(channel) => (channel, false),
+        };
+        if seen.insert(channel.clone()) {
+            touched.push((channel.clone(), wanted.contains(&channel)));
+        }
+        if now_wanted {
+            wanted.insert(channel);
+        } else {
+            wanted.remove(&channel);
+        }
+    }
+    let mut subscribe = Vec::new();
+    let mut unsubscribe = Vec::new();
+    for (channel, was_wanted) in touched {
+        match (was_wanted, wanted.contains(&channel)) {
+            (false, true) => subscribe.push(channel),
+            (true, false) => unsubscribe.push(channel),
+            _ => {}
+        }
+    }
+    (subscribe, unsubscribe)
+}
+
+/// Hands each message of the current link to the hub.
+async fn deliver(
+    shared: Arc<Shared>,
+    hub: Hub,
+    mut pushes: mpsc::UnboundedReceiver<(u64, PushInfo)>,
+    generation: Arc<AtomicU64>,
+    events: mpsc::UnboundedSender<Event>,
+) {
+    while let Some((from, push)) = pushes.recv().await {
+        if from != generation.load(Ordering::SeqCst) {
+            continue;
+        }
+        match push.kind {
+            PushKind::Message | PushKind::SMessage => {
+                let mut data = push.data.into_iter();
+                let (Some(Value::BulkString(channel)), Some(Value::BulkString(payload))) =
+                    (data.next(), data.next())
+                else {
+                    continue;
+                };
+                handle_message(&shared, &hub, &channel, Bytes::from(payload));
+            }
+            PushKind::SUnsubscribe => {
+                if let Some(Value::BulkString(channel)) = push.data.into_iter().next()
+                    && let Ok(channel) = String::from_utf8(channel)
+                {
+                    let _ = events.send(Event::Dropped(from, channel));
+                }
+            }
+            PushKind::Disconnection => {
+                let _ = events.send(Event::Lost(from));
+            }
+            _ => {}
+        }
+    }
+}
+
+fn handle_message(shared: &Shared, hub: &Hub, channel: &[u8], payload: Bytes) {
+    let Some(route) = std::str::from_utf8(channel)
+        .ok()
+        .and_then(|channel| shared.channels.route(channel, hub.node_id()))
+    else {
+        return;
+    };
+    let audience = match route {
+        Route::Audience(audience) => Some(audience),
+        Route::Node => None,
+    };
+    match decode(payload, audience) {
+        Ok(Incoming::Publication(publication)) => {
+            shared.status.received();
+            hub.deliver(&publication);
+        }
+        Ok(Incoming::Directive(directive)) => {
+            shared.status.received();
+            hub.apply(&directive);
+        }
+        Err(error) => shared.status.malformed(&error),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn set(items: &[&str]) -> HashSet<String> {
+        items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn changes_collapse_to_what_redis_must_hear() {
+        let mut wanted = set(&["a", "b"]);
+        let (subscribe, unsubscribe) = apply(
+            [
+                Change::Subscribe("c".into()),
+                Change::Unsubscribe("c".into()),
+                Change::Unsubscribe("a".into()),
+                Change::Unsubscribe("b".into()),
+                Change::Subscribe("b".into()),
+                Change::Subscribe("d".into()),
+            ]
+            .into_iter(),
+            &mut wanted,
+        );
+        assert_eq!(subscribe, ["d"]);
+        assert_eq!(unsubscribe, ["a"]);
+        assert_eq!(wanted, set(&["b", "d"]));
+    }
+}
