@@ -74,6 +74,8 @@ const PREREQUISITES: &[(&str, &str)] = &[
     ("node", "nodejs"),
     ("npm", "npm"),
     ("chromium", "chromium"),
+    ("redis-server", "redis-server"),
+    ("redis-cli", "redis-tools"),
 ];
 
 fn on_path(command: &str) -> bool {

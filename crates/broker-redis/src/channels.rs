@@ -119,7 +119,10 @@ mod tests {
             channels.route(&channels.everyone(), &node),
             Some(Route::Audience(Audience::Everyone))
         );
-        assert_eq!(channels.route(&channels.node("n1"), &node), Some(Route::Node));
+        assert_eq!(
+            channels.route(&channels.node("n1"), &node),
+            Some(Route::Node)
+        );
         assert_eq!(channels.route(&channels.node("n2"), &node), None);
         assert_eq!(channels.route("other:room:x", &node), None);
         assert_eq!(channels.route("wshubx:all", &node), None);
@@ -133,7 +136,11 @@ mod tests {
         assert_eq!(slot(b"bar"), 5061);
         assert_eq!(slot(b"{user1000}.following"), slot(b"user1000"));
         let whole = |key: &[u8]| crc16::State::<crc16::XMODEM>::calculate(key) % 16_384;
-        assert_eq!(slot(b"foo{}{bar}"), whole(b"foo{}{bar}"), "an empty tag: the whole key");
+        assert_eq!(
+            slot(b"foo{}{bar}"),
+            whole(b"foo{}{bar}"),
+            "an empty tag: the whole key"
+        );
         assert_ne!(slot(b"foo{}{bar}"), slot(b"bar"));
         assert_eq!(slot(b"a{b}c{d}"), slot(b"b"), "the first tag counts");
         assert_eq!(slot(b"123456789"), 0x31C3);

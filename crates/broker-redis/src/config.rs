@@ -166,12 +166,18 @@ mod tests {
             with(&["redis://a:1", "redis://b:1"], false).validate(),
             Err(ConfigError::SeveralUrls(2))
         );
-        assert_eq!(with(&["redis://a:1", "redis://b:1"], true).validate(), Ok(()));
+        assert_eq!(
+            with(&["redis://a:1", "redis://b:1"], true).validate(),
+            Ok(())
+        );
         let bad_prefix = RedisBrokerConfig {
             prefix: "a b".into(),
             ..RedisBrokerConfig::default()
         };
-        assert!(matches!(bad_prefix.validate(), Err(ConfigError::BadPrefix(_))));
+        assert!(matches!(
+            bad_prefix.validate(),
+            Err(ConfigError::BadPrefix(_))
+        ));
     }
 
     #[test]

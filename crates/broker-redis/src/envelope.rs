@@ -3,7 +3,7 @@
 //! it read without re-encoding the content.
 //!
 //! ```text
-//! {"k":"p","n":"node-a","o":17,"t":1732550000000}\n{"type":"message",...}
+//! {"k":"p","n":"node-a","s":41,"o":17,"t":1732550000000}\n{"type":"message",...}
 //! {"k":"d","n":"node-a","user":"u7","code":4000,"reason":"banned"}
 //! {"k":"c","n":"node-a","conn":"node-b.5","join":true,"room":"news"}
 //! ```
@@ -26,6 +26,9 @@ enum Header<'a> {
     Publication {
         #[serde(borrow)]
         n: Cow<'a, str>,
+        /// The publishing node's sequence number on this channel: a
+        /// receiver that sees a jump knows how many it missed.
+        s: u64,
         #[serde(default, skip_serializing_if = "Option::is_none")]
         o: Option<u64>,
         t: u64,
@@ -63,7 +66,8 @@ enum Target<'a> {
 /// A message read from Redis.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    Publication(Publication),
+    /// A publication and its sequence number on its channel.
+    Publication(Publication, u64),
     Directive(Directive),
 }
 
@@ -73,9 +77,10 @@ pub(crate) enum Incoming {
 #[error("{0}")]
 pub(crate) struct Malformed(String);
 
-pub(crate) fn encode_publication(publication: &Publication) -> Bytes {
+pub(crate) fn encode_publication(publication: &Publication, sequence: u64) -> Bytes {
     let header = Header::Publication {
         n: Cow::Borrowed(publication.node.as_str()),
+        s: sequence,
         o: publication.origin.map(ConnectionId::as_u64),
         t: publication.time_ms,
     };
@@ -135,18 +140,22 @@ pub(crate) fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incom
         Target::Connection(wire) => DirectiveTarget::Connection(wire.into_owned()),
     };
     match header {
-        Header::Publication { n, o, t } => {
-            let audience = audience.ok_or_else(|| Malformed("a publication on a node channel".into()))?;
+        Header::Publication { n, s, o, t } => {
+            let audience =
+                audience.ok_or_else(|| Malformed("a publication on a node channel".into()))?;
             let frame = TextFrame::from_utf8(body)
                 .map_err(|err| Malformed(format!("frame is not UTF-8: {err}")))?;
             let node = node(&n)?;
-            Ok(Incoming::Publication(Publication {
-                audience,
-                origin: o.map(ConnectionId::from_u64),
-                node,
-                time_ms: t,
-                frame,
-            }))
+            Ok(Incoming::Publication(
+                Publication {
+                    audience,
+                    origin: o.map(ConnectionId::from_u64),
+                    node,
+                    time_ms: t,
+                    frame,
+                },
+                s,
+            ))
         }
         Header::Disconnect {
             n,
@@ -191,9 +200,9 @@ mod tests {
             time_ms: 42,
             frame: TextFrame::from_static(r#"{"type":"message","content":"hé\n"}"#),
         };
-        let wire = encode_publication(&publication);
-        assert!(wire.starts_with(br#"{"k":"p","n":"node-a","o":17,"t":42}"#));
-        let Ok(Incoming::Publication(back)) = decode(wire, Some(Audience::Everyone)) else {
+        let wire = encode_publication(&publication, 9);
+        assert!(wire.starts_with(br#"{"k":"p","n":"node-a","s":9,"o":17,"t":42}"#));
+        let Ok(Incoming::Publication(back, 9)) = decode(wire, Some(Audience::Everyone)) else {
             panic!("decodes");
         };
         assert_eq!(back.frame.bytes(), publication.frame.bytes());
@@ -228,11 +237,20 @@ mod tests {
 
     #[test]
     fn foreign_messages_are_refused_not_delivered() {
-        for junk in [&b"hello"[..], b"{\"k\":\"p\",\"n\":\"a b\",\"t\":1}\n{}", b"{\"k\":\"p\",\"n\":\"a\",\"t\":1}\n\xff"] {
+        for junk in [
+            &b"hello"[..],
+            b"{\"k\":\"p\",\"n\":\"a b\",\"s\":1,\"t\":1}\n{}",
+            b"{\"k\":\"p\",\"n\":\"a\",\"s\":1,\"t\":1}\n\xff",
+            b"{\"k\":\"p\",\"n\":\"a\",\"t\":1}\n{}",
+        ] {
             assert!(decode(Bytes::from_static(junk), Some(Audience::Everyone)).is_err());
         }
         assert!(
-            decode(Bytes::from_static(b"{\"k\":\"p\",\"n\":\"a\",\"t\":1}\n{}"), None).is_err(),
+            decode(
+                Bytes::from_static(b"{\"k\":\"p\",\"n\":\"a\",\"s\":1,\"t\":1}\n{}"),
+                None
+            )
+            .is_err(),
             "a publication needs an audience"
         );
     }

@@ -83,6 +83,8 @@ pub(crate) struct Shared {
     pub(crate) config: RedisBrokerConfig,
     pub(crate) channels: Channels,
     pub(crate) status: Status,
+    /// The last sequence number received per channel and publishing node.
+    pub(crate) received: Mutex<subscriber::Received>,
 }
 
 impl RedisBroker {
@@ -99,6 +101,7 @@ impl RedisBroker {
                 channels: Channels::new(&config.prefix),
                 config,
                 status: Status::default(),
+                received: Mutex::default(),
             }),
             publish,
             changes,
@@ -118,7 +121,11 @@ impl RedisBroker {
             return;
         };
         tokio::spawn(publisher::run(Arc::clone(&self.shared), receivers.publish));
-        tokio::spawn(subscriber::run(Arc::clone(&self.shared), hub, receivers.changes));
+        tokio::spawn(subscriber::run(
+            Arc::clone(&self.shared),
+            hub,
+            receivers.changes,
+        ));
     }
 
     /// The links' state and counters.
@@ -150,12 +157,9 @@ impl RedisBroker {
         true
     }
 
-    fn enqueue(&self, channel: String, payload: bytes::Bytes) {
-        if payload.is_empty() {
-            return;
-        }
+    fn enqueue(&self, outgoing: Outgoing) {
         self.shared.status.pending.fetch_add(1, Ordering::SeqCst);
-        if self.publish.try_send((channel, payload)).is_err() {
+        if self.publish.try_send(outgoing).is_err() {
             self.shared.status.pending.fetch_sub(1, Ordering::SeqCst);
             self.shared.status.publish_failed(1);
         }
@@ -170,7 +174,7 @@ impl RedisBroker {
 impl Broker for RedisBroker {
     fn publish(&self, publication: &Publication) {
         let channel = self.shared.channels.audience(&publication.audience);
-        self.enqueue(channel, envelope::encode_publication(publication));
+        self.enqueue(Outgoing::Publication(channel, publication.clone()));
     }
 
     fn direct(&self, directive: &Directive) {
@@ -181,7 +185,10 @@ impl Broker for RedisBroker {
                 None => return,
             },
         };
-        self.enqueue(channel, envelope::encode_directive(directive));
+        let payload = envelope::encode_directive(directive);
+        if !payload.is_empty() {
+            self.enqueue(Outgoing::Encoded(channel, payload));
+        }
     }
 
     fn room_opened(&self, room: &RoomName) {
@@ -189,7 +196,9 @@ impl Broker for RedisBroker {
     }
 
     fn room_closed(&self, room: &RoomName) {
-        self.change(Change::Unsubscribe(self.shared.channels.room(room.as_str())));
+        self.change(Change::Unsubscribe(
+            self.shared.channels.room(room.as_str()),
+        ));
     }
 
     fn user_opened(&self, user: &str) {

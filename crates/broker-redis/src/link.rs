@@ -70,9 +70,16 @@ impl Link {
         let mut infos = Vec::with_capacity(config.urls.len());
         for url in &config.urls {
             let info = connection_info(url).map_err(|err| {
-                redis::RedisError::from((redis::ErrorKind::InvalidClientConfig, "bad URL", err.to_string()))
+                redis::RedisError::from((
+                    redis::ErrorKind::InvalidClientConfig,
+                    "bad URL",
+                    err.to_string(),
+                ))
             })?;
-            let settings = info.redis_settings().clone().set_protocol(ProtocolVersion::RESP3);
+            let settings = info
+                .redis_settings()
+                .clone()
+                .set_protocol(ProtocolVersion::RESP3);
             infos.push(info.set_redis_settings(settings));
         }
         if config.cluster {
@@ -178,7 +185,10 @@ impl Link {
             Self::Single(conn) => {
                 let mut pipe = redis::pipe();
                 for (channel, payload) in batch {
-                    pipe.cmd("PUBLISH").arg(channel).arg(payload.as_ref()).ignore();
+                    pipe.cmd("PUBLISH")
+                        .arg(channel)
+                        .arg(payload.as_ref())
+                        .ignore();
                 }
                 match pipe.query_async::<()>(conn).await {
                     Ok(()) => 0,
@@ -208,7 +218,10 @@ impl Link {
 fn by_slot(channels: &[String]) -> Vec<Vec<String>> {
     let mut slots: std::collections::HashMap<u16, Vec<String>> = std::collections::HashMap::new();
     for channel in channels {
-        slots.entry(slot(channel.as_bytes())).or_default().push(channel.clone());
+        slots
+            .entry(slot(channel.as_bytes()))
+            .or_default()
+            .push(channel.clone());
     }
     slots
         .into_values()

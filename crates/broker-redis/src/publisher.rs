@@ -1,26 +1,85 @@
 //! The publishing task: drains the queue of encoded publications and sends
 //! them to Redis in pipelined batches, in order.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
+use std::time::{Duration, Instant};
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval, timeout};
+use wshub_hub::Publication;
 
 use crate::Shared;
+use crate::envelope::encode_publication;
 use crate::link::Link;
 use crate::status::{Backoff, LinkKind};
 
 /// Publications sent per pipeline.
 const BATCH: usize = 512;
 
-/// An encoded publication and its channel.
-pub(crate) type Outgoing = (String, Bytes);
+/// Something to publish, and its channel.
+#[derive(Debug)]
+pub(crate) enum Outgoing {
+    /// Encoded here, where it gets its sequence number on its channel.
+    Publication(String, Publication),
+    /// Already encoded (a directive).
+    Encoded(String, Bytes),
+}
+
+/// This node's sequence numbers per channel, assigned in publishing order
+/// so that receivers can count what they missed. A channel idle for
+/// [`SEQUENCE_IDLE`] is forgotten; its numbering restarts at 1, which
+/// receivers take as a restart, not a gap.
+#[derive(Debug, Default)]
+struct Sequences {
+    channels: HashMap<String, (u64, Instant)>,
+    pruned: Option<Instant>,
+}
+
+const SEQUENCE_IDLE: Duration = Duration::from_secs(600);
+
+impl Sequences {
+    fn next(&mut self, channel: &str, now: Instant) -> u64 {
+        if self
+            .pruned
+            .is_none_or(|at| now.duration_since(at) > SEQUENCE_IDLE)
+        {
+            self.channels
+                .retain(|_, (_, used)| now.duration_since(*used) < SEQUENCE_IDLE);
+            self.pruned = Some(now);
+        }
+        match self.channels.get_mut(channel) {
+            Some((sequence, used)) => {
+                *sequence += 1;
+                *used = now;
+                *sequence
+            }
+            None => {
+                self.channels.insert(channel.to_owned(), (1, now));
+                1
+            }
+        }
+    }
+
+    fn encode(&mut self, outgoing: Outgoing, now: Instant) -> (String, Bytes) {
+        match outgoing {
+            Outgoing::Publication(channel, publication) => {
+                let sequence = self.next(&channel, now);
+                let payload = encode_publication(&publication, sequence);
+                (channel, payload)
+            }
+            Outgoing::Encoded(channel, payload) => (channel, payload),
+        }
+    }
+}
 
 pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
     let mut backoff = Backoff::new();
     let mut batch = Vec::with_capacity(BATCH);
+    let mut encoded = Vec::with_capacity(BATCH);
+    let mut sequences = Sequences::default();
     loop {
         let mut link = match Link::connect(&shared.config, None).await {
             Ok(link) => link,
@@ -29,7 +88,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>
                 // Local members already have these; a copy reaching other
                 // nodes after the outage would arrive stale and out of
                 // order with what follows, so they are counted as lost.
-                if fail_queued(&shared, &mut queue).is_none() {
+                if fail_queued(&shared, &mut queue, &mut sequences).is_none() {
                     return;
                 }
                 tokio::time::sleep(backoff.next()).await;
@@ -47,11 +106,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>
                     if received == 0 {
                         return; // The broker is gone.
                     }
-                    let failed = link.publish(&batch).await;
-                    shared.status.published(batch.len() - failed);
+                    let now = Instant::now();
+                    encoded.extend(batch.drain(..).map(|item| sequences.encode(item, now)));
+                    let failed = link.publish(&encoded).await;
+                    shared.status.published(encoded.len() - failed);
                     shared.status.publish_failed(failed);
-                    shared.status.pending.fetch_sub(batch.len(), Ordering::SeqCst);
-                    batch.clear();
+                    shared.status.pending.fetch_sub(encoded.len(), Ordering::SeqCst);
+                    encoded.clear();
                     if failed > 0 {
                         break format!("{failed} publishes failed");
                     }
@@ -70,11 +131,23 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>
 }
 
 /// Counts everything queued as failed; `None` once the broker is gone.
-fn fail_queued(shared: &Shared, queue: &mut mpsc::Receiver<Outgoing>) -> Option<()> {
+/// Each failed publication still takes its sequence number, so receivers
+/// count it as missed.
+fn fail_queued(
+    shared: &Shared,
+    queue: &mut mpsc::Receiver<Outgoing>,
+    sequences: &mut Sequences,
+) -> Option<()> {
     let mut failed = 0;
+    let now = Instant::now();
     loop {
         match queue.try_recv() {
-            Ok(_) => failed += 1,
+            Ok(item) => {
+                if let Outgoing::Publication(channel, _) = item {
+                    sequences.next(&channel, now);
+                }
+                failed += 1;
+            }
             Err(mpsc::error::TryRecvError::Empty) => break,
             Err(mpsc::error::TryRecvError::Disconnected) => return None,
         }

@@ -41,6 +41,9 @@ pub struct BrokerStatus {
     pub received: u64,
     /// Messages on this hub's channels that were not in its format.
     pub malformed: u64,
+    /// Publications of other nodes this node never received: gaps in their
+    /// sequence numbers (a Redis outage, a replaced link).
+    pub missed: u64,
     /// Links replaced after a failure or a failed probe.
     pub reconnects: u64,
 }
@@ -54,6 +57,7 @@ pub(crate) struct Status {
     publish_failures: AtomicU64,
     received: AtomicU64,
     malformed: AtomicU64,
+    missed: AtomicU64,
     reconnects: AtomicU64,
     /// Publications queued or being sent, for `flush`.
     pub(crate) pending: AtomicUsize,
@@ -76,35 +80,37 @@ impl Status {
             publish_failures: self.publish_failures.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
+            missed: self.missed.load(Ordering::Relaxed),
             reconnects: self.reconnects.load(Ordering::Relaxed),
         }
     }
 
     pub(crate) fn published(&self, n: usize) {
         self.published.fetch_add(n as u64, Ordering::Relaxed);
-        metrics::counter!("wshub_broker_published_total").increment(n as u64);
     }
 
     pub(crate) fn publish_failed(&self, n: usize) {
         self.publish_failures.fetch_add(n as u64, Ordering::Relaxed);
-        metrics::counter!("wshub_broker_publish_failures_total").increment(n as u64);
     }
 
     pub(crate) fn received(&self) {
         self.received.fetch_add(1, Ordering::Relaxed);
-        metrics::counter!("wshub_broker_received_total").increment(1);
+    }
+
+    pub(crate) fn missed(&self, n: u64) {
+        if n > 0 {
+            self.missed.fetch_add(n, Ordering::Relaxed);
+        }
     }
 
     pub(crate) fn malformed(&self, why: &dyn std::fmt::Display) {
         if self.malformed.fetch_add(1, Ordering::Relaxed) == 0 {
             tracing::warn!(error = %why, "a message on this hub's Redis channels is not in wshub's format; counting such messages in wshub_broker_malformed_total");
         }
-        metrics::counter!("wshub_broker_malformed_total").increment(1);
     }
 
     pub(crate) fn channels(&self, n: usize) {
         self.channels.store(n, Ordering::Relaxed);
-        metrics::gauge!("wshub_broker_channels").set(n as f64);
     }
 
     fn flag(&self, link: LinkKind) -> &AtomicBool {
@@ -118,7 +124,6 @@ impl Status {
     /// line saying how long it lasted and what it cost.
     pub(crate) fn up(&self, link: LinkKind) {
         self.flag(link).store(true, Ordering::SeqCst);
-        metrics::gauge!("wshub_broker_up", "link" => link.label()).set(1.0);
         let ended = self.outages.lock()[link as usize].take();
         if let Some(outage) = ended {
             let failed = self.publish_failures.load(Ordering::Relaxed) - outage.failures_before;
@@ -134,10 +139,8 @@ impl Status {
     /// `link` failed (or never connected). Logs once per outage.
     pub(crate) fn down(&self, link: LinkKind, error: &dyn std::fmt::Display) {
         let was_up = self.flag(link).swap(false, Ordering::SeqCst);
-        metrics::gauge!("wshub_broker_up", "link" => link.label()).set(0.0);
         if was_up {
             self.reconnects.fetch_add(1, Ordering::Relaxed);
-            metrics::counter!("wshub_broker_reconnects_total", "link" => link.label()).increment(1);
         }
         let mut outages = self.outages.lock();
         if outages[link as usize].is_none() {

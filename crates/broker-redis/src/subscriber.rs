@@ -36,10 +36,50 @@ enum Event {
     Dropped(u64, String),
 }
 
+/// The last sequence number seen per channel, per publishing node.
+#[derive(Debug, Default)]
+pub(crate) struct Received {
+    channels: std::collections::HashMap<String, Vec<(wshub_hub::NodeId, u64)>>,
+}
+
+impl Received {
+    /// Records `sequence` from `node` on `channel`; returns how many of
+    /// that node's publications on the channel were skipped. A number at or
+    /// below the last one means the node restarted its numbering: a new
+    /// start, not a gap.
+    fn record(&mut self, channel: &str, node: &wshub_hub::NodeId, sequence: u64) -> u64 {
+        let nodes = match self.channels.get_mut(channel) {
+            Some(nodes) => nodes,
+            None => self.channels.entry(channel.to_owned()).or_default(),
+        };
+        match nodes.iter_mut().find(|(known, _)| known == node) {
+            Some((_, last)) => {
+                let missed = sequence.saturating_sub(*last + 1);
+                *last = sequence;
+                missed
+            }
+            None => {
+                nodes.push((node.clone(), sequence));
+                0
+            }
+        }
+    }
+
+    /// This node no longer listens on `channel`: what is published there
+    /// meanwhile is not missed.
+    pub(crate) fn forget(&mut self, channel: &str) {
+        self.channels.remove(channel);
+    }
+}
+
 /// Longest wait for a full re-subscribe before the link is given up.
 const RESUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
 
-pub(crate) async fn run(shared: Arc<Shared>, hub: Hub, mut changes: mpsc::UnboundedReceiver<Change>) {
+pub(crate) async fn run(
+    shared: Arc<Shared>,
+    hub: Hub,
+    mut changes: mpsc::UnboundedReceiver<Change>,
+) {
     let (push_tx, push_rx) = mpsc::unbounded_channel();
     let (event_tx, mut events) = mpsc::unbounded_channel();
     let generation = Arc::new(AtomicU64::new(0));
@@ -87,16 +127,30 @@ pub(crate) async fn run(shared: Arc<Shared>, hub: Hub, mut changes: mpsc::Unboun
                 continue;
             }
             Err(_) => {
-                shared.status.down(LinkKind::Subscribe, &"re-subscribe timed out");
+                shared
+                    .status
+                    .down(LinkKind::Subscribe, &"re-subscribe timed out");
                 continue;
             }
         }
         shared.status.channels(wanted.len());
         shared.status.up(LinkKind::Subscribe);
-        tracing::debug!(channels = all.len(), took_ms = started.elapsed().as_millis() as u64, "subscribed");
+        tracing::debug!(
+            channels = all.len(),
+            took_ms = started.elapsed().as_millis() as u64,
+            "subscribed"
+        );
         backoff.reset();
 
-        let failure = serve(&shared, &mut link, current, &mut changes, &mut events, &mut wanted).await;
+        let failure = serve(
+            &shared,
+            &mut link,
+            current,
+            &mut changes,
+            &mut events,
+            &mut wanted,
+        )
+        .await;
         let Some(failure) = failure else { return };
         shared.status.down(LinkKind::Subscribe, &failure);
     }
@@ -122,6 +176,12 @@ async fn serve(
                     return None;
                 }
                 let (subscribe, unsubscribe) = apply(pending.drain(..), wanted);
+                {
+                    let mut received = shared.received.lock();
+                    for channel in &unsubscribe {
+                        received.forget(channel);
+                    }
+                }
                 if !unsubscribe.is_empty()
                     && let Err(error) = link.unsubscribe(&unsubscribe).await
                 {
@@ -159,7 +219,10 @@ async fn serve(
 }
 
 /// Takes every change waiting; `None` once the broker is gone.
-fn absorb(changes: &mut mpsc::UnboundedReceiver<Change>, wanted: &mut HashSet<String>) -> Option<()> {
+fn absorb(
+    changes: &mut mpsc::UnboundedReceiver<Change>,
+    wanted: &mut HashSet<String>,
+) -> Option<()> {
     let mut pending = Vec::new();
     loop {
         match changes.try_recv() {
@@ -174,7 +237,10 @@ fn absorb(changes: &mut mpsc::UnboundedReceiver<Change>, wanted: &mut HashSet<St
 
 /// Applies changes in order and returns what Redis must be told: a room
 /// joined and left within one batch costs nothing.
-fn apply(changes: impl Iterator<Item = Change>, wanted: &mut HashSet<String>) -> (Vec<String>, Vec<String>) {
+fn apply(
+    changes: impl Iterator<Item = Change>,
+    wanted: &mut HashSet<String>,
+) -> (Vec<String>, Vec<String>) {
     // Each channel touched, with whether it was wanted before the batch.
     let mut touched: Vec<(String, bool)> = Vec::new();
     let mut seen = HashSet::new();
@@ -242,10 +308,10 @@ async fn deliver(
 }
 
 fn handle_message(shared: &Shared, hub: &Hub, channel: &[u8], payload: Bytes) {
-    let Some(route) = std::str::from_utf8(channel)
-        .ok()
-        .and_then(|channel| shared.channels.route(channel, hub.node_id()))
-    else {
+    let Ok(channel) = std::str::from_utf8(channel) else {
+        return;
+    };
+    let Some(route) = shared.channels.route(channel, hub.node_id()) else {
         return;
     };
     let audience = match route {
@@ -253,8 +319,15 @@ fn handle_message(shared: &Shared, hub: &Hub, channel: &[u8], payload: Bytes) {
         Route::Node => None,
     };
     match decode(payload, audience) {
-        Ok(Incoming::Publication(publication)) => {
+        Ok(Incoming::Publication(publication, sequence)) => {
             shared.status.received();
+            if publication.node != *hub.node_id() {
+                let missed = shared
+                    .received
+                    .lock()
+                    .record(channel, &publication.node, sequence);
+                shared.status.missed(missed);
+            }
             hub.deliver(&publication);
         }
         Ok(Incoming::Directive(directive)) => {
@@ -271,6 +344,29 @@ mod tests {
 
     fn set(items: &[&str]) -> HashSet<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
+    }
+
+    #[test]
+    fn gaps_in_a_nodes_sequence_are_counted_restarts_are_not() {
+        let a = wshub_hub::NodeId::new("a").unwrap();
+        let b = wshub_hub::NodeId::new("b").unwrap();
+        let mut received = Received::default();
+        assert_eq!(
+            received.record("r", &a, 5),
+            0,
+            "the first one sets the start"
+        );
+        assert_eq!(received.record("r", &a, 6), 0);
+        assert_eq!(received.record("r", &b, 1), 0, "each node counts apart");
+        assert_eq!(received.record("r", &a, 10), 3);
+        assert_eq!(received.record("r", &a, 1), 0, "a restart");
+        assert_eq!(received.record("r", &a, 2), 0);
+        received.forget("r");
+        assert_eq!(
+            received.record("r", &a, 40),
+            0,
+            "not listening is not missing"
+        );
     }
 
     #[test]

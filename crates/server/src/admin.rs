@@ -57,7 +57,9 @@ pub async fn route(
         "/metrics" | "/debug/stats" if !is_read => method_not_allowed("GET, HEAD"),
         "/metrics" => {
             let draining = !state.ready.load(Ordering::SeqCst);
-            let body = state.metrics.render(state.upgrade.hub(), draining);
+            let body = state
+                .metrics
+                .render(state.upgrade.hub(), draining, state.broker.as_deref());
             response(
                 StatusCode::OK,
                 "text/plain; version=0.0.4; charset=utf-8",

@@ -135,6 +135,38 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "wshub_api_request_duration_seconds",
         "Server API request handling time",
     ),
+    (
+        "wshub_broker_up",
+        "1 while the broker's link to Redis is up, by link (publish, subscribe)",
+    ),
+    (
+        "wshub_broker_channels",
+        "Redis channels this node is subscribed to",
+    ),
+    (
+        "wshub_broker_published_total",
+        "Publications Redis accepted from this node",
+    ),
+    (
+        "wshub_broker_publish_failures_total",
+        "Publications that did not reach Redis (down, or the publish queue full): other nodes missed them",
+    ),
+    (
+        "wshub_broker_received_total",
+        "Messages received from Redis and handed to the hub",
+    ),
+    (
+        "wshub_broker_malformed_total",
+        "Messages on this hub's Redis channels not in wshub's format",
+    ),
+    (
+        "wshub_broker_missed_total",
+        "Publications of other nodes this node never received (gaps in their sequence numbers, e.g. during a Redis outage)",
+    ),
+    (
+        "wshub_broker_reconnects_total",
+        "Redis links replaced after a failure or an unanswered probe",
+    ),
 ];
 
 impl Default for Metrics {
@@ -208,7 +240,12 @@ impl Metrics {
     }
 
     /// Samples `hub` and renders every metric.
-    pub fn render(&self, hub: &Hub, draining: bool) -> String {
+    pub fn render(
+        &self,
+        hub: &Hub,
+        draining: bool,
+        broker: Option<&wshub_broker_redis::RedisBroker>,
+    ) -> String {
         let stats = hub.stats();
         let depth = hub.queue_depth();
         metrics::with_local_recorder(&self.recorder, || {
@@ -233,6 +270,19 @@ impl Metrics {
             for why in Rejection::ALL {
                 let count = self.rejections[why as usize].load(Ordering::Relaxed);
                 counter!("wshub_rejected_upgrades_total", "reason" => why.label()).absolute(count);
+            }
+            if let Some(broker) = broker {
+                let status = broker.status();
+                let up = |flag: bool| if flag { 1.0 } else { 0.0 };
+                gauge!("wshub_broker_up", "link" => "publish").set(up(status.publisher_up));
+                gauge!("wshub_broker_up", "link" => "subscribe").set(up(status.subscriber_up));
+                gauge!("wshub_broker_channels").set(status.channels as f64);
+                counter!("wshub_broker_published_total").absolute(status.published);
+                counter!("wshub_broker_publish_failures_total").absolute(status.publish_failures);
+                counter!("wshub_broker_received_total").absolute(status.received);
+                counter!("wshub_broker_malformed_total").absolute(status.malformed);
+                counter!("wshub_broker_missed_total").absolute(status.missed);
+                counter!("wshub_broker_reconnects_total").absolute(status.reconnects);
             }
         });
         let mut text = self.recorder.handle().render();
@@ -270,7 +320,7 @@ mod tests {
     fn every_rendered_metric_has_help() {
         let metrics = super::Metrics::default();
         metrics.api_request("publish", 200, std::time::Duration::from_millis(1));
-        let text = metrics.render(&wshub_hub::Hub::default(), false);
+        let text = metrics.render(&wshub_hub::Hub::default(), false, None);
         let types: Vec<&str> = text
             .lines()
             .filter_map(|line| line.strip_prefix("# TYPE "))

@@ -42,6 +42,36 @@ pub struct AppState {
     pub(crate) api_max_body: usize,
     /// When the server started, for `/api/info`.
     pub(crate) started: std::time::Instant,
+    /// The Redis broker, when `broker.kind = "redis"`.
+    pub(crate) broker: Option<Arc<wshub_broker_redis::RedisBroker>>,
+    /// `broker.redis.required_for_ready`.
+    pub(crate) broker_required: bool,
+}
+
+impl AppState {
+    /// `/readyz`: 503 while draining, or while the broker cannot reach Redis
+    /// (if it is required); otherwise 200, `degraded` when the broker is down
+    /// but not required.
+    fn readiness(&self) -> (StatusCode, String) {
+        let json = |status: &str, reason: Option<&str>| {
+            let mut body = serde_json::json!({ "status": status });
+            if let Some(reason) = reason {
+                body["reason"] = reason.into();
+            }
+            format!("{body}\n")
+        };
+        if !self.ready.load(Ordering::SeqCst) {
+            return (StatusCode::SERVICE_UNAVAILABLE, json("draining", None));
+        }
+        match self.broker.as_ref().map(|broker| broker.ready()) {
+            Some(Err(reason)) if self.broker_required => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                json("degraded", Some(reason)),
+            ),
+            Some(Err(reason)) => (StatusCode::OK, json("degraded", Some(reason))),
+            _ => (StatusCode::OK, json("ready", None)),
+        }
+    }
 }
 
 pub(crate) fn response(
@@ -104,8 +134,10 @@ pub(crate) fn health<B>(state: &AppState, request: &Request<B>) -> Option<Respon
     }
     Some(match path {
         "/healthz" => text(StatusCode::OK, "ok\n"),
-        _ if state.ready.load(Ordering::SeqCst) => text(StatusCode::OK, "ready\n"),
-        _ => text(StatusCode::SERVICE_UNAVAILABLE, "draining\n"),
+        _ => {
+            let (status, body) = state.readiness();
+            response(status, "application/json", body)
+        }
     })
 }
 

@@ -11,13 +11,14 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
+use wshub_broker_redis::RedisBroker;
 use wshub_hub::Hub;
 use wshub_transport::WsUpgrade;
 
 use crate::accept_limit::{self, FdReserve, is_out_of_descriptors};
 use crate::admission::{AdmissionLimits, Gate, Refusal};
 use crate::auth::JwtAuth;
-use crate::config::{AuthMode, Config, ConfigError};
+use crate::config::{AuthMode, BrokerKind, Config, ConfigError};
 use crate::http_conn::{self, HttpTimeouts};
 use crate::metrics::{Metrics, Rejection};
 use crate::origin::{HostPolicy, OriginPolicy};
@@ -100,11 +101,25 @@ impl Server {
             .map_err(|err| ConfigError::invalid("allowed_origins", err.to_string()))?;
         let hosts = HostPolicy::new(&config.allowed_hosts, bound)
             .map_err(|reason| ConfigError::invalid("allowed_hosts", reason))?;
-        let mut hub = Hub::builder(config.hub_config()?);
+        let hub_config = config.hub_config()?;
+        let broker = match config.broker.kind {
+            BrokerKind::Memory => None,
+            BrokerKind::Redis => Some(
+                RedisBroker::new(config.redis_broker_config(), hub_config.node_id.clone())
+                    .map_err(|err| ConfigError::invalid("broker.redis.url", err.to_string()))?,
+            ),
+        };
+        let mut hub = Hub::builder(hub_config);
         if let Some(auth) = &auth {
             hub = hub.authenticator(Arc::clone(auth) as _);
         }
+        if let Some(broker) = &broker {
+            hub = hub.broker(Arc::clone(broker) as Arc<dyn wshub_hub::Broker>);
+        }
         let hub = hub.build();
+        if let Some(broker) = &broker {
+            broker.start(hub.clone());
+        }
         let tasks = TaskTracker::new();
         let upgrade = WsUpgrade::new(hub, config.transport_config(), tasks.clone());
         Ok(Self {
@@ -124,6 +139,8 @@ impl Server {
                 api_key: (!config.api.key.is_empty()).then(|| Arc::from(config.api.key.as_str())),
                 api_max_body: config.api.max_body_bytes,
                 started: std::time::Instant::now(),
+                broker,
+                broker_required: config.broker.redis.required_for_ready,
             },
             tasks,
             shutdown_timeout: config.shutdown_timeout,
@@ -246,6 +263,12 @@ impl Server {
         let drained = tokio::time::timeout(shutdown_timeout, tasks.wait())
             .await
             .is_ok();
+        // What the last connections published still reaches the other nodes.
+        if let Some(broker) = &state.broker
+            && !broker.flush(Duration::from_secs(2)).await
+        {
+            tracing::warn!("shutdown: some publications never reached Redis");
+        }
         if drained {
             tracing::info!("shutdown complete");
         } else {

@@ -237,7 +237,7 @@ async fn readiness_turns_503_while_draining_and_new_clients_are_sent_elsewhere()
     loop {
         let (status, body) = http_get(server.addr, "/readyz").await;
         if status == 503 {
-            assert_eq!(body, "draining\n");
+            assert_eq!(body, "{\"status\":\"draining\"}\n");
             break;
         }
         assert!(signalled.elapsed() < drain, "readiness never turned off");

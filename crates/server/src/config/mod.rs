@@ -19,9 +19,10 @@ use figment::{Figment, Provider};
 pub use issues::{ConfigError, ConfigIssue, Origin};
 pub use keys::{KeyDoc, Section, env_var};
 pub use sections::{
-    AdminListen, AdminSection, ApiSection, AuthConfig, AuthMode, Config, HttpSection, HubSection,
-    JwtAlgorithm, LimitsConfig, LogConfig, LogFormat, NamespacePermissions, Permission,
-    PermissionsConfig, SlowConsumer, TransportSection,
+    AdminListen, AdminSection, ApiSection, AuthConfig, AuthMode, BrokerKind, BrokerSection, Config,
+    HttpSection, HubSection, JwtAlgorithm, LimitsConfig, LogConfig, LogFormat,
+    NamespacePermissions, Permission, PermissionsConfig, RedisSection, SlowConsumer,
+    TransportSection,
 };
 
 use issues::Issues;

@@ -58,6 +58,8 @@ config_section! {
         http: HttpSection,
         /// `[hub]`: rooms and per-connection queues
         hub: HubSection,
+        /// `[broker]`: how nodes share publications
+        broker: BrokerSection,
         /// `[transport]`: per-connection socket limits and timers
         transport: TransportSection,
         /// `[auth]`
@@ -176,6 +178,50 @@ config_section! {
         max_rooms: usize = hub_defaults().max_rooms,
         /// How long an empty room's state is kept after its last activity
         room_linger: Duration = hub_defaults().room_linger,
+    }
+}
+
+config_enum! {
+    /// Which broker carries publications between nodes.
+    pub enum BrokerKind {
+        /// This node alone; nothing leaves it.
+        Memory = "memory",
+        /// Nodes sharing one Redis (or Redis Cluster) over pub/sub.
+        Redis = "redis",
+    }
+}
+
+config_section! {
+    /// `[broker]`: one node, or many nodes acting as one hub.
+    pub struct BrokerSection {
+        /// `memory` (this node alone) or `redis` (every node sharing `broker.redis` is one hub)
+        kind: BrokerKind = BrokerKind::Memory,
+    }
+    sections {
+        /// `[broker.redis]`
+        redis: RedisSection,
+    }
+}
+
+fn redis_defaults() -> wshub_broker_redis::RedisBrokerConfig {
+    wshub_broker_redis::RedisBrokerConfig::default()
+}
+
+config_section! {
+    /// `[broker.redis]`: used when `broker.kind = "redis"`.
+    pub struct RedisSection {
+        /// Redis URL, `redis://[user:password@]host:port[/db]` (`rediss://` for TLS); for Redis Cluster, one or more seed nodes. Comma-separated in the environment
+        @secret url: Vec<String> = redis_defaults().urls,
+        /// Start of every channel name, so several hubs can share one Redis
+        prefix: String = redis_defaults().prefix,
+        /// Redis Cluster: sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7+), each channel inside its slot's shard
+        cluster: bool = false,
+        /// `/readyz` answers 503 `degraded` while Redis is unreachable
+        required_for_ready: bool = true,
+        /// Each Redis connection is sent a PING this often; one not answered by the next is replaced (a deaf connection is found within two intervals)
+        probe_interval: Duration = redis_defaults().probe_interval,
+        /// Publications waiting for Redis at most; beyond, they are counted as failed (local delivery never waits)
+        publish_queue: usize = redis_defaults().publish_queue,
     }
 }
 

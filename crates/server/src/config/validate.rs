@@ -10,7 +10,7 @@ use wshub_hub::{
 use wshub_transport::TransportConfig;
 
 use super::issues::{ConfigError, Issues};
-use super::sections::{AuthMode, Config, Permission, SlowConsumer};
+use super::sections::{AuthMode, BrokerKind, Config, Permission, SlowConsumer};
 
 impl Config {
     pub(crate) fn check(&self, issues: &mut Issues) {
@@ -74,6 +74,7 @@ impl Config {
         }
         self.check_transport(issues);
         self.check_hub(issues);
+        self.check_broker(issues);
         if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins, self.listen) {
             issues.push("allowed_origins", err.to_string());
         }
@@ -144,6 +145,35 @@ impl Config {
             if value.is_zero() {
                 issues.push(key, "must be longer than zero, e.g. \"10s\"");
             }
+        }
+    }
+
+    fn check_broker(&self, issues: &mut Issues) {
+        if self.broker.kind != BrokerKind::Redis {
+            return;
+        }
+        use wshub_broker_redis::ConfigError as Bad;
+        let Err(err) = self.redis_broker_config().validate() else {
+            return;
+        };
+        let key = match err {
+            Bad::BadPrefix(_) => "broker.redis.prefix",
+            Bad::ProbeInterval => "broker.redis.probe_interval",
+            Bad::PublishQueue => "broker.redis.publish_queue",
+            _ => "broker.redis.url",
+        };
+        issues.push(key, err.to_string());
+    }
+
+    /// The Redis broker's config (used when `broker.kind = "redis"`).
+    pub fn redis_broker_config(&self) -> wshub_broker_redis::RedisBrokerConfig {
+        let r = &self.broker.redis;
+        wshub_broker_redis::RedisBrokerConfig {
+            urls: r.url.clone(),
+            prefix: r.prefix.clone(),
+            cluster: r.cluster,
+            probe_interval: r.probe_interval,
+            publish_queue: r.publish_queue,
         }
     }
 

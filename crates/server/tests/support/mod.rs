@@ -16,6 +16,8 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wshub_hub::Hub;
 use wshub_server::{Config, Server, ShutdownReport};
 
+pub mod redis;
+
 /// Generous bound for any single wait; a hang fails the test instead of CI.
 pub const WAIT: Duration = Duration::from_secs(10);
 
