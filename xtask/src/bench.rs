@@ -16,12 +16,16 @@ use crate::report;
 pub struct Scenario {
     pub name: &'static str,
     pub args: &'static [&'static str],
+    /// Two nodes sharing a redis-server: subscribers on node B, publishers
+    /// on node A, so every message crosses Redis.
+    pub two_nodes: bool,
 }
 
 const FULL: &[Scenario] = &[
     Scenario {
         name: "connect-19k",
         args: &["connect", "--connections", "19000", "--hold", "5"],
+        two_nodes: false,
     },
     Scenario {
         name: "fanout-1k",
@@ -34,6 +38,7 @@ const FULL: &[Scenario] = &[
             "--rate",
             "100",
         ],
+        two_nodes: false,
     },
     Scenario {
         name: "fanout-10k",
@@ -46,6 +51,7 @@ const FULL: &[Scenario] = &[
             "--rate",
             "10",
         ],
+        two_nodes: false,
     },
     Scenario {
         name: "burst-1k-x-2000",
@@ -62,6 +68,7 @@ const FULL: &[Scenario] = &[
             "--window",
             "256",
         ],
+        two_nodes: false,
     },
     Scenario {
         name: "throughput-10-rooms",
@@ -76,9 +83,57 @@ const FULL: &[Scenario] = &[
             "--messages",
             "2000",
         ],
+        two_nodes: false,
     },
     API_PUBLISH,
     API_BATCH,
+    Scenario {
+        name: "redis-fanout-1k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "1000",
+            "--messages",
+            "500",
+            "--rate",
+            "100",
+        ],
+        two_nodes: true,
+    },
+    Scenario {
+        name: "redis-burst-1k-x-2000",
+        args: &[
+            "throughput",
+            "--rooms",
+            "1",
+            "--subscribers",
+            "1000",
+            "--publishers",
+            "1",
+            "--messages",
+            "2000",
+            "--window",
+            "256",
+        ],
+        two_nodes: true,
+    },
+    Scenario {
+        name: "redis-publishes-200-rooms",
+        args: &[
+            "throughput",
+            "--rooms",
+            "200",
+            "--subscribers",
+            "1",
+            "--publishers",
+            "1",
+            "--messages",
+            "500",
+            "--window",
+            "64",
+        ],
+        two_nodes: true,
+    },
     Scenario {
         name: "churn",
         args: &[
@@ -92,6 +147,7 @@ const FULL: &[Scenario] = &[
             "--admin",
             "{admin}",
         ],
+        two_nodes: false,
     },
 ];
 
@@ -110,6 +166,7 @@ const API_PUBLISH: Scenario = Scenario {
         "--admin",
         "{admin}",
     ],
+    two_nodes: false,
 };
 const API_BATCH: Scenario = Scenario {
     name: "api-batch-100",
@@ -124,12 +181,14 @@ const API_BATCH: Scenario = Scenario {
         "--admin",
         "{admin}",
     ],
+    two_nodes: false,
 };
 
 const QUICK: &[Scenario] = &[
     Scenario {
         name: "connect-2k",
         args: &["connect", "--connections", "2000", "--hold", "1"],
+        two_nodes: false,
     },
     Scenario {
         name: "fanout-200",
@@ -142,6 +201,7 @@ const QUICK: &[Scenario] = &[
             "--rate",
             "200",
         ],
+        two_nodes: false,
     },
     Scenario {
         name: "throughput-small",
@@ -158,6 +218,7 @@ const QUICK: &[Scenario] = &[
             "--deadline",
             "20",
         ],
+        two_nodes: false,
     },
     Scenario {
         name: "api-batch-small",
@@ -172,6 +233,20 @@ const QUICK: &[Scenario] = &[
             "--admin",
             "{admin}",
         ],
+        two_nodes: false,
+    },
+    Scenario {
+        name: "redis-fanout-200",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "200",
+            "--messages",
+            "100",
+            "--rate",
+            "200",
+        ],
+        two_nodes: true,
     },
     Scenario {
         name: "churn-small",
@@ -186,6 +261,7 @@ const QUICK: &[Scenario] = &[
             "--admin",
             "{admin}",
         ],
+        two_nodes: false,
     },
 ];
 
@@ -324,32 +400,66 @@ impl Drop for ServerProcess {
     }
 }
 
-fn start_server(server_bin: &Path) -> anyhow::Result<(ServerProcess, SocketAddr, SocketAddr)> {
+fn start_server(
+    server_bin: &Path,
+    env: &[(&str, String)],
+) -> anyhow::Result<(ServerProcess, SocketAddr, SocketAddr)> {
     let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let admin = SocketAddr::from(([127, 0, 0, 1], free_port()?));
     let child = Command::new(server_bin)
         .args(["--listen", &addr.to_string()])
         .args(["--admin-listen", &admin.to_string()])
         .args(SERVER_ARGS)
+        .envs(env.iter().map(|(key, value)| (*key, value.as_str())))
         .stdout(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", server_bin.display()))?;
     let server = ServerProcess(child);
     let deadline = Instant::now() + Duration::from_secs(10);
-    while !healthy(addr) {
+    // Ready, not just alive: a node with a broker has reached Redis.
+    while !answers_200(addr, "/readyz") {
         if Instant::now() > deadline {
-            bail!("the server did not become healthy on {addr}");
+            bail!("the server did not become ready on {addr}");
         }
         std::thread::sleep(Duration::from_millis(20));
     }
     Ok((server, addr, admin))
 }
 
-fn healthy(addr: SocketAddr) -> bool {
+/// A `redis-server` for the two-node scenarios, killed when dropped.
+struct RedisProcess(Child);
+
+impl Drop for RedisProcess {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn start_redis() -> anyhow::Result<(RedisProcess, u16)> {
+    let port = free_port()?;
+    let child = Command::new("redis-server")
+        .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(Stdio::null())
+        .spawn()
+        .context("cannot start redis-server (Debian package redis-server)")?;
+    let redis = RedisProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("redis-server did not start on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((redis, port))
+}
+
+fn answers_200(addr: SocketAddr, path: &str) -> bool {
     let Ok(mut stream) = TcpStream::connect_timeout(&addr, Duration::from_millis(200)) else {
         return false;
     };
-    let request = format!("GET /healthz HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
+    let request = format!("GET {path} HTTP/1.1\r\nHost: {addr}\r\nConnection: close\r\n\r\n");
     let mut response = String::new();
     stream.write_all(request.as_bytes()).is_ok()
         && stream.read_to_string(&mut response).is_ok()
@@ -362,7 +472,22 @@ fn run_scenario(
     scenario: &Scenario,
     bind_ips: &str,
 ) -> anyhow::Result<Value> {
-    let (server, addr, admin) = start_server(server_bin)?;
+    // Two nodes: subscribers on the node measured (`server`), publishers on
+    // the other; both share a redis-server started for the scenario.
+    let mut redis = None;
+    let mut publishing_node = None;
+    let mut env = Vec::new();
+    if scenario.two_nodes {
+        let (process, port) = start_redis()?;
+        redis = Some(process);
+        env.push(("WSHUB_BROKER__KIND", "redis".to_owned()));
+        env.push((
+            "WSHUB_BROKER__REDIS__URL",
+            format!("redis://127.0.0.1:{port}"),
+        ));
+        publishing_node = Some(start_server(server_bin, &env)?);
+    }
+    let (server, addr, admin) = start_server(server_bin, &env)?;
     let admin = admin.to_string();
     let args = scenario.args.iter().map(|arg| {
         if *arg == "{admin}" {
@@ -375,10 +500,17 @@ fn run_scenario(
         .args(args)
         .args(["--url", &format!("ws://{addr}/ws"), "--bind-ips", bind_ips])
         .args(["--server-pid", &server.0.id().to_string()])
+        .args(
+            publishing_node
+                .iter()
+                .flat_map(|(_, addr, _)| ["--publish-url".to_owned(), format!("ws://{addr}/ws")]),
+        )
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run the load generator")?;
     drop(server);
+    drop(publishing_node);
+    drop(redis);
     if !output.status.success() {
         bail!("load generator failed ({})", output.status);
     }

@@ -25,6 +25,10 @@ struct Cli {
         default_value = "127.0.0.1"
     )]
     bind_ips: Vec<IpAddr>,
+    /// Publishers connect here instead of `--url` (fanout, throughput): a
+    /// second node of the same hub, so every message crosses the broker.
+    #[arg(long, global = true)]
+    publish_url: Option<String>,
     /// The server's PID, to report its memory and CPU from /proc.
     #[arg(long, global = true)]
     server_pid: Option<u32>,
@@ -56,11 +60,17 @@ fn main() -> anyhow::Result<()> {
     let started = std::time::Instant::now();
     let mut report = runtime.block_on(async {
         let target = Arc::new(client::Target::new(&cli.url, cli.bind_ips.clone()).await?);
+        let publish_target = match &cli.publish_url {
+            Some(url) => Arc::new(client::Target::new(url, cli.bind_ips.clone()).await?),
+            None => Arc::clone(&target),
+        };
         match &cli.scenario {
             Scenario::Connect(args) => scenario::connect::run(target, args, cli.server_pid).await,
-            Scenario::Fanout(args) => scenario::fanout::run(target, args, cli.server_pid).await,
+            Scenario::Fanout(args) => {
+                scenario::fanout::run(target, publish_target, args, cli.server_pid).await
+            }
             Scenario::Throughput(args) => {
-                scenario::throughput::run(target, args, cli.server_pid).await
+                scenario::throughput::run(target, publish_target, args, cli.server_pid).await
             }
             Scenario::Churn(args) => scenario::churn::run(target, args, cli.server_pid).await,
             Scenario::Api(args) => scenario::api::run(target, args, cli.server_pid).await,
@@ -71,6 +81,7 @@ fn main() -> anyhow::Result<()> {
     // The generator shares the machine with the server: say what it used.
     report["loadgen_cpu_seconds"] = serde_json::json!(own_cpu_seconds() - cpu_before);
     report["loadgen_wall_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
+    report["publishers_on_another_node"] = serde_json::json!(cli.publish_url.is_some());
     print_table(&report);
     println!("{report}");
     // Don't wait for lingering connection tasks.

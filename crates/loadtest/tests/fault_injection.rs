@@ -117,7 +117,9 @@ async fn fanout_against(fault: Fault, subscribers: usize, messages: u32) -> Valu
         concurrency: 16,
         drain_seconds: 1,
     };
-    fanout::run(target, &args, None).await.unwrap()
+    fanout::run(Arc::clone(&target), target, &args, None)
+        .await
+        .unwrap()
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

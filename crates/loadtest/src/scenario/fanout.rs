@@ -2,6 +2,8 @@
 //! message carries its send time, so every delivery yields one latency.
 
 use std::sync::Arc;
+
+use anyhow::Context as _;
 use std::time::{Duration, Instant};
 
 use futures_util::{SinkExt, StreamExt};
@@ -55,6 +57,7 @@ struct Seen {
 
 pub async fn run(
     target: Arc<Target>,
+    publish_target: Arc<Target>,
     args: &Args,
     server_pid: Option<u32>,
 ) -> anyhow::Result<serde_json::Value> {
@@ -64,22 +67,28 @@ pub async fn run(
     let room = format!("fanout-{}", std::process::id());
     let joined = ramp(
         &target,
-        args.subscribers + 1,
+        args.subscribers,
         args.concurrency,
         Some(&|_| room.clone()),
     )
     .await;
     anyhow::ensure!(
-        joined.connections.len() == args.subscribers + 1,
+        joined.connections.len() == args.subscribers,
         "only {} of {} connections joined: {:?}",
         joined.connections.len(),
-        args.subscribers + 1,
+        args.subscribers,
         joined.failures
     );
-    let mut connections = joined.connections;
-    let (_, publisher, _) = connections
+    let connections = joined.connections;
+    let mut publishing = ramp(&publish_target, 1, 1, Some(&|_| room.clone())).await;
+    let (_, publisher, _) = publishing
+        .connections
         .pop()
-        .unwrap_or_else(|| unreachable!("checked above"));
+        .with_context(|| format!("the publisher did not join: {:?}", publishing.failures))?;
+    if !Arc::ptr_eq(&target, &publish_target) {
+        // A join is effective on other nodes once its node subscribed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     let messages = args.messages as usize;
     let drain = Duration::from_secs(args.drain_seconds);

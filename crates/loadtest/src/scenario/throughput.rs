@@ -50,6 +50,7 @@ fn is_delivery(text: &str) -> bool {
 
 pub async fn run(
     target: Arc<Target>,
+    publish_target: Arc<Target>,
     args: &Args,
     server_pid: Option<u32>,
 ) -> anyhow::Result<serde_json::Value> {
@@ -59,13 +60,48 @@ pub async fn run(
     target.check_port_budget(total)?;
     let tag = std::process::id();
     let room_of = |i: usize| format!("tp-{tag}-{}", i / per_room);
-    let joined = ramp(&target, total, args.concurrency, Some(&room_of)).await;
+    // Publishers first (on `publish_target`), then subscribers; connection
+    // `index` of the merged list is in room index / per_room, and the first
+    // `publishers` of each room publish.
+    let publisher_index = |i: usize| (i / args.publishers) * per_room + i % args.publishers;
+    let subscriber_index =
+        |i: usize| (i / args.subscribers) * per_room + args.publishers + i % args.subscribers;
+    let publishers = ramp(
+        &publish_target,
+        args.rooms * args.publishers,
+        args.concurrency,
+        Some(&|i| room_of(publisher_index(i))),
+    )
+    .await;
+    let subscribers = ramp(
+        &target,
+        args.rooms * args.subscribers,
+        args.concurrency,
+        Some(&|i| room_of(subscriber_index(i))),
+    )
+    .await;
+    let mut joined = publishers;
+    for (index, ws, rest) in &mut joined.connections {
+        let _ = (ws, rest);
+        *index = publisher_index(*index);
+    }
+    joined.failures.extend(subscribers.failures);
+    joined.connections.extend(
+        subscribers
+            .connections
+            .into_iter()
+            .map(|(index, ws, rest)| (subscriber_index(index), ws, rest)),
+    );
     anyhow::ensure!(
         joined.connections.len() == total,
         "only {} of {total} connections joined: {:?}",
         joined.connections.len(),
         joined.failures
     );
+    if !Arc::ptr_eq(&target, &publish_target) {
+        // A join is effective on other nodes once its node subscribed.
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    }
 
     let expected = (args.rooms * args.publishers) as u64 * args.messages * (per_room as u64 - 1);
     let delivered = Arc::new(AtomicU64::new(0));
