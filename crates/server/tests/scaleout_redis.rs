@@ -557,3 +557,81 @@ async fn a_redis_cluster_carries_rooms_over_sharded_pubsub() {
     assert!(got.iter().all(|m| m["content"] == "after"), "{got:?}");
     nothing_pending(&mut subscriber).await;
 }
+
+/// The master owning `slot`, and another master: their node ids and ports.
+fn owner_and_other(cluster: &RedisCluster, slot: u16) -> ((String, u16), (String, u16)) {
+    let nodes = cluster.nodes[0].cli(&["CLUSTER", "NODES"]);
+    let mut owner = None;
+    let mut others = Vec::new();
+    for line in nodes.lines() {
+        let fields: Vec<&str> = line.split_whitespace().collect();
+        if fields.len() < 8 || !fields[2].contains("master") {
+            continue;
+        }
+        let port: u16 = fields[1]
+            .split(['@', ':'])
+            .nth(1)
+            .and_then(|p| p.parse().ok())
+            .unwrap();
+        let owns = fields[8..].iter().any(|range| {
+            let (start, end) = range.split_once('-').unwrap_or((range, range));
+            match (start.parse::<u16>(), end.parse::<u16>()) {
+                (Ok(start), Ok(end)) => (start..=end).contains(&slot),
+                _ => false,
+            }
+        });
+        let node = (fields[0].to_owned(), port);
+        if owns {
+            owner = Some(node);
+        } else {
+            others.push(node);
+        }
+    }
+    (owner.unwrap(), others.remove(0))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_migrated_slot_takes_its_room_to_the_new_owner() {
+    let cluster = RedisCluster::start(3);
+    let servers = nodes(&cluster.urls(), true, &["move-a", "move-b"]).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let mut publisher = user(a, "pub").await;
+    let mut subscriber = user(b, "sub").await;
+    publisher.join("chat:moving").await;
+    subscriber.join("chat:moving").await;
+    let channel = "wshub:room:chat:moving";
+    let subscribed_at = |port: u16| {
+        cluster
+            .nodes
+            .iter()
+            .find(|node| node.port == port)
+            .unwrap()
+            .cli(&["PUBSUB", "SHARDNUMSUB", channel])
+            .lines()
+            .nth(1)
+            .and_then(|n| n.trim().parse::<usize>().ok())
+            .unwrap_or(0)
+    };
+    let slot: u16 = cluster.nodes[0]
+        .cli(&["CLUSTER", "KEYSLOT", channel])
+        .trim()
+        .parse()
+        .unwrap();
+    let ((from_id, from_port), (to_id, to_port)) = owner_and_other(&cluster, slot);
+    wait_listeners(|| subscribed_at(from_port), 2, "both nodes on the owner").await;
+
+    // Move the (keyless) slot: Redis tells the owner's subscribers
+    // `sunsubscribe`, and they must follow the slot.
+    let slot_text = slot.to_string();
+    let port_of = |port: u16| cluster.nodes.iter().find(|node| node.port == port).unwrap();
+    port_of(to_port).cli(&["CLUSTER", "SETSLOT", &slot_text, "IMPORTING", &from_id]);
+    port_of(from_port).cli(&["CLUSTER", "SETSLOT", &slot_text, "MIGRATING", &to_id]);
+    for node in &cluster.nodes {
+        node.cli(&["CLUSTER", "SETSLOT", &slot_text, "NODE", &to_id]);
+    }
+    wait_listeners(|| subscribed_at(to_port), 2, "both nodes on the new owner").await;
+    assert_eq!(subscribed_at(from_port), 0);
+
+    publisher.publish("chat:moving", json!("moved")).await;
+    assert_eq!(messages(&mut subscriber, 1).await[0]["content"], "moved");
+}
