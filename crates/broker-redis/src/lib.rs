@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use wshub_hub::protocol::RoomName;
-use wshub_hub::{Broker, Directive, DirectiveTarget, Hub, NodeId, Publication};
+use wshub_hub::{Broker, BrokerFull, Directive, DirectiveTarget, Hub, NodeId, Publication};
 
 pub use config::{ConfigError, RedisBrokerConfig, redact};
 pub use status::BrokerStatus;
@@ -157,12 +157,17 @@ impl RedisBroker {
         true
     }
 
-    fn enqueue(&self, outgoing: Outgoing) {
+    /// Queues for the publishing task; `Err` when the queue is full (or
+    /// the task is gone), which the hub turns into a refusal its publisher
+    /// hears about.
+    fn enqueue(&self, outgoing: Outgoing) -> Result<(), BrokerFull> {
         self.shared.status.pending.fetch_add(1, Ordering::SeqCst);
         if self.publish.try_send(outgoing).is_err() {
             self.shared.status.pending.fetch_sub(1, Ordering::SeqCst);
-            self.shared.status.publish_failed(1);
+            self.shared.status.refused();
+            return Err(BrokerFull);
         }
+        Ok(())
     }
 
     fn change(&self, change: Change) {
@@ -172,9 +177,9 @@ impl RedisBroker {
 }
 
 impl Broker for RedisBroker {
-    fn publish(&self, publication: &Publication) {
+    fn publish(&self, publication: &Publication) -> Result<(), BrokerFull> {
         let channel = self.shared.channels.audience(&publication.audience);
-        self.enqueue(Outgoing::Publication(channel, publication.clone()));
+        self.enqueue(Outgoing::Publication(channel, publication.clone()))
     }
 
     fn direct(&self, directive: &Directive) {
@@ -186,8 +191,10 @@ impl Broker for RedisBroker {
             },
         };
         let payload = envelope::encode_directive(directive);
+        // A directive the queue cannot take is refused like a publication;
+        // `direct` has no way to say so, so it is counted (refused).
         if !payload.is_empty() {
-            self.enqueue(Outgoing::Encoded(channel, payload));
+            let _ = self.enqueue(Outgoing::Encoded(channel, payload));
         }
     }
 

@@ -35,8 +35,12 @@ pub struct BrokerStatus {
     pub channels: usize,
     /// Publications Redis accepted.
     pub published: u64,
-    /// Publications that did not reach Redis (down, or the queue full).
+    /// Publications that did not reach Redis although the hub accepted
+    /// them (Redis was down or the link failed).
     pub publish_failures: u64,
+    /// Publications refused because the publish queue was full: the hub
+    /// refused them to their publisher, nobody got them.
+    pub refused: u64,
     /// Messages received from Redis and handed to the hub.
     pub received: u64,
     /// Messages on this hub's channels that were not in its format.
@@ -55,6 +59,7 @@ pub(crate) struct Status {
     channels: AtomicUsize,
     published: AtomicU64,
     publish_failures: AtomicU64,
+    refused: AtomicU64,
     received: AtomicU64,
     malformed: AtomicU64,
     missed: AtomicU64,
@@ -78,6 +83,7 @@ impl Status {
             channels: self.channels.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             publish_failures: self.publish_failures.load(Ordering::Relaxed),
+            refused: self.refused.load(Ordering::Relaxed),
             received: self.received.load(Ordering::Relaxed),
             malformed: self.malformed.load(Ordering::Relaxed),
             missed: self.missed.load(Ordering::Relaxed),
@@ -91,6 +97,14 @@ impl Status {
 
     pub(crate) fn publish_failed(&self, n: usize) {
         self.publish_failures.fetch_add(n as u64, Ordering::Relaxed);
+    }
+
+    pub(crate) fn refused(&self) {
+        if self.refused.fetch_add(1, Ordering::Relaxed) == 0 {
+            tracing::warn!(
+                "the publish queue to Redis is full: refusing publications (the publishers are told; counted in wshub_broker_publish_refused_total)"
+            );
+        }
     }
 
     pub(crate) fn received(&self) {

@@ -106,9 +106,15 @@ pub struct Directive {
 /// many threads at once, and must not block: queue the work for the broker's
 /// own task.
 pub trait Broker: Send + Sync + fmt::Debug {
-    /// A publication entered this node; carry it to the other nodes. Local
-    /// members get it from the hub directly, whether or not this succeeds.
-    fn publish(&self, publication: &Publication);
+    /// A publication entered this node; carry it to the other nodes.
+    ///
+    /// `Err(BrokerFull)` refuses it: the broker cannot take more right now
+    /// (its queue to the other nodes is full). The hub then refuses the
+    /// publish as a whole, so that no one gets it and the publisher is told,
+    /// rather than some nodes silently missing it. A broker whose link is
+    /// down should accept (and count what it cannot carry): local delivery
+    /// goes on during an outage.
+    fn publish(&self, publication: &Publication) -> Result<(), BrokerFull>;
 
     /// A directive was issued on this node for connections that may live on
     /// others (a user's, or a connection of another node); carry it to them.
@@ -141,11 +147,19 @@ pub trait Broker: Send + Sync + fmt::Debug {
     }
 }
 
+/// A [`Broker`]'s refusal of a publication: too much is waiting for the
+/// other nodes already.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("the broker's queue to the other nodes is full")]
+pub struct BrokerFull;
+
 /// The default broker: a single node, nothing leaves it. Every publication
 /// reaches its local audience through the hub itself.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LocalBroker;
 
 impl Broker for LocalBroker {
-    fn publish(&self, _publication: &Publication) {}
+    fn publish(&self, _publication: &Publication) -> Result<(), BrokerFull> {
+        Ok(())
+    }
 }

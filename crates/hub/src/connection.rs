@@ -443,13 +443,13 @@ impl Connection {
             content,
             now_ms,
         );
-        Ok(self.hub.publish(&Publication {
+        self.hub.publish(&Publication {
             audience: Audience::Room(room.clone()),
             node: self.hub.node_id().clone(),
             origin: Some(self.id()),
             time_ms: now_ms,
             frame,
-        }))
+        })
     }
 }
 

@@ -42,6 +42,12 @@ pub enum HubError {
     /// A credential was refused.
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
+    /// The broker cannot take the publication (its queue to the other
+    /// nodes is full): nobody got it, the publisher may retry.
+    #[error(
+        "the server is overloaded (its link to the other nodes is saturated); nobody got this message, retry shortly"
+    )]
+    Overloaded,
 }
 
 impl HubError {
@@ -49,7 +55,7 @@ impl HubError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotJoined(_) => ErrorCode::NotJoined,
-            Self::ShuttingDown => ErrorCode::Unavailable,
+            Self::ShuttingDown | Self::Overloaded => ErrorCode::Unavailable,
             Self::Forbidden(_) | Self::UserMismatch { .. } => ErrorCode::Forbidden,
             Self::TooManyRooms { .. } | Self::HubRoomLimit { .. } => ErrorCode::TooManyRooms,
             Self::Unauthorized(_) => ErrorCode::Unauthorized,
@@ -65,6 +71,7 @@ impl HubError {
             Self::UserMismatch { .. } => Some("user_mismatch"),
             Self::TooManyRooms { .. } => Some("connection_limit"),
             Self::HubRoomLimit { .. } => Some("hub_limit"),
+            Self::Overloaded => Some("overloaded"),
             _ => None,
         }
     }

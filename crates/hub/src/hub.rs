@@ -281,14 +281,21 @@ impl Hub {
 
     /// A publication enters the hub: it is handed to the broker for the other
     /// nodes, then delivered to this node's audience (except its origin).
-    pub fn publish(&self, publication: &Publication) -> Fanout {
+    ///
+    /// Refused with [`HubError::Overloaded`], and delivered to no one, when
+    /// the broker cannot take it: the publisher is told instead of other
+    /// nodes silently missing it.
+    pub fn publish(&self, publication: &Publication) -> Result<Fanout, HubError> {
+        if self.inner.broker.publish(publication).is_err() {
+            Counters::add(&self.inner.counters.refused_publications, 1);
+            return Err(HubError::Overloaded);
+        }
         let counter = match publication.audience {
             Audience::Room(_) | Audience::User(_) => &self.inner.counters.published,
             Audience::Everyone => &self.inner.counters.broadcasts,
         };
         Counters::add(counter, 1);
-        self.inner.broker.publish(publication);
-        self.deliver_local(publication)
+        Ok(self.deliver_local(publication))
     }
 
     /// A publication from another node enters this one: it is delivered to
@@ -349,7 +356,12 @@ impl Hub {
     /// Publishes `content` to `room` on behalf of the server itself (`from`
     /// is `"server"`, no `user`): for embedding services and the HTTP API.
     /// Access rules do not apply; the room name was validated when built.
-    pub fn publish_to_room(&self, room: &RoomName, content: &Content, now_ms: u64) -> Fanout {
+    pub fn publish_to_room(
+        &self,
+        room: &RoomName,
+        content: &Content,
+        now_ms: u64,
+    ) -> Result<Fanout, HubError> {
         let frame = encode_message(room, SERVER_SENDER, None, content.as_raw(), now_ms);
         self.publish(&Publication {
             audience: Audience::Room(room.clone()),
@@ -370,7 +382,12 @@ impl Hub {
 
     /// Sends `content` to every connection of `user` (on every node, through
     /// the broker), as `{"type":"message","user_target":..,"from":"server"}`.
-    pub fn send_to_user(&self, user: &str, content: &Content, now_ms: u64) -> Fanout {
+    pub fn send_to_user(
+        &self,
+        user: &str,
+        content: &Content,
+        now_ms: u64,
+    ) -> Result<Fanout, HubError> {
         let frame = encode_user_message(user, content.as_raw(), now_ms);
         self.publish(&Publication {
             audience: Audience::User(Arc::from(user)),
@@ -511,7 +528,7 @@ impl Hub {
     }
 
     /// Sends `frame` (an encoded server frame) to every connection's data lane.
-    pub fn broadcast(&self, frame: TextFrame, now_ms: u64) -> Fanout {
+    pub fn broadcast(&self, frame: TextFrame, now_ms: u64) -> Result<Fanout, HubError> {
         self.publish(&Publication {
             audience: Audience::Everyone,
             node: self.inner.config.node_id.clone(),
@@ -649,6 +666,7 @@ impl Hub {
             connections_total: Counters::get(&counters.connections_total),
             published: Counters::get(&counters.published),
             broadcasts: Counters::get(&counters.broadcasts),
+            refused_publications: Counters::get(&counters.refused_publications),
             delivered: Counters::get(&counters.delivered),
             slow_consumer_disconnects: Counters::get(&counters.slow_consumer_disconnects),
             dropped_frames: Counters::get(&counters.dropped_frames),

@@ -115,7 +115,8 @@ pub use access::{
     AccessDenied, AccessPolicy, Action, DenialCause, GrantError, Identity, NamespaceRules, Rule,
 };
 pub use broker::{
-    Audience, Broker, Directive, DirectiveAction, DirectiveTarget, LocalBroker, Publication,
+    Audience, Broker, BrokerFull, Directive, DirectiveAction, DirectiveTarget, LocalBroker,
+    Publication,
 };
 pub use config::{Heartbeat, HubConfig, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome, TimerOutcome};

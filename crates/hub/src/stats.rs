@@ -21,6 +21,9 @@ pub struct HubStats {
     pub published: u64,
     /// Broadcasts to every connection since start.
     pub broadcasts: u64,
+    /// Publications refused because the broker could not take them
+    /// ([`HubError::Overloaded`](crate::HubError::Overloaded)).
+    pub refused_publications: u64,
     /// Frames queued for recipients by fan-out since start.
     pub delivered: u64,
     /// Connections closed because their queue overflowed.
@@ -124,6 +127,7 @@ pub(crate) struct Counters {
     pub(crate) connections_total: AtomicU64,
     pub(crate) published: AtomicU64,
     pub(crate) broadcasts: AtomicU64,
+    pub(crate) refused_publications: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) slow_consumer_disconnects: AtomicU64,
     pub(crate) dropped_frames: AtomicU64,

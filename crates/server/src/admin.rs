@@ -212,10 +212,12 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
             Err(refused) => refused,
             Ok(body) => match ApiCommand::parse(name, &body) {
                 Err(err) => json(StatusCode::BAD_REQUEST, encode_api_error(&err)),
-                Ok(command) => json(
-                    StatusCode::OK,
-                    encode_api_answer(&execute(state, command, now)),
-                ),
+                Ok(command) => match execute(state, command, now) {
+                    CommandResult::Failed { error, message } => {
+                        api_error(StatusCode::SERVICE_UNAVAILABLE, error, message)
+                    }
+                    result => json(StatusCode::OK, encode_api_answer(&result)),
+                },
             },
         },
         (
@@ -261,8 +263,14 @@ async fn read_body(
 /// hub pushes to outboxes and applies the slow-consumer policy.
 fn execute(state: &AppState, command: ApiCommand, now: u64) -> CommandResult {
     let hub = state.upgrade.hub();
-    let delivered = |fanout: wshub_hub::Fanout| CommandResult::Delivered {
-        delivered: fanout.delivered,
+    let delivered = |fanout: Result<wshub_hub::Fanout, wshub_hub::HubError>| match fanout {
+        Ok(fanout) => CommandResult::Delivered {
+            delivered: fanout.delivered,
+        },
+        Err(err) => CommandResult::Failed {
+            error: err.code().as_str(),
+            message: err.to_string(),
+        },
     };
     match command {
         ApiCommand::Publish { room, content } => {

@@ -152,6 +152,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "Publications that did not reach Redis (down, or the publish queue full): other nodes missed them",
     ),
     (
+        "wshub_broker_publish_refused_total",
+        "Publications refused to their publisher because the queue to Redis was full (nobody got them)",
+    ),
+    (
         "wshub_broker_received_total",
         "Messages received from Redis and handed to the hub",
     ),
@@ -279,6 +283,7 @@ impl Metrics {
                 gauge!("wshub_broker_channels").set(status.channels as f64);
                 counter!("wshub_broker_published_total").absolute(status.published);
                 counter!("wshub_broker_publish_failures_total").absolute(status.publish_failures);
+                counter!("wshub_broker_publish_refused_total").absolute(status.refused);
                 counter!("wshub_broker_received_total").absolute(status.received);
                 counter!("wshub_broker_malformed_total").absolute(status.malformed);
                 counter!("wshub_broker_missed_total").absolute(status.missed);

@@ -7,11 +7,83 @@ mod support;
 use std::time::Duration;
 
 use serde_json::{Value, json};
+use std::io::{BufRead as _, BufReader};
+use std::net::SocketAddr;
+use std::process::{Child, Command, Stdio};
 use support::redis::{RedisCluster, RedisProcess};
-use support::{Client, TestServer, WAIT, connect_with_token, http_get, test_config};
+
+use support::{Client, TestServer, WAIT, client_from, http_get, test_config, try_upgrade};
 use wshub_server::config::{AuthMode, BrokerKind, NamespacePermissions, Permission};
 
 const SECRET: &str = "scaleout-secret-scaleout-secret-scaleout";
+
+/// A node's public and admin addresses: an in-process server, or a `wshub`
+/// process started as an operator would.
+trait Node {
+    fn addr(&self) -> SocketAddr;
+    fn admin(&self) -> SocketAddr;
+}
+
+impl Node for TestServer {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+}
+
+/// The `wshub` binary, configured by a TOML file and `WSHUB_*` variables,
+/// killed when dropped.
+struct Process {
+    child: Child,
+    addr: SocketAddr,
+    admin: SocketAddr,
+}
+
+impl Node for Process {
+    fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+    fn admin(&self) -> SocketAddr {
+        self.admin
+    }
+}
+
+impl Drop for Process {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn spawn_node(redis_url: &str, node: &str, config_file: &std::path::Path) -> Process {
+    let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .args(["--config"])
+        .arg(config_file)
+        .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
+        .args(["--log-format", "json"])
+        .env("WSHUB_BROKER__KIND", "redis")
+        .env("WSHUB_BROKER__REDIS__URL", redis_url)
+        .env("WSHUB_HUB__NODE_ID", node)
+        .env("WSHUB_AUTH__SECRET", SECRET)
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stderr = BufReader::new(child.stderr.take().unwrap());
+    for line in stderr.lines().map_while(Result::ok) {
+        let entry: Value = serde_json::from_str(&line).unwrap_or_default();
+        if entry["fields"]["message"] == "listening" {
+            let addr = entry["fields"]["addr"].as_str().unwrap().parse().unwrap();
+            let admin = entry["fields"]["admin"].as_str().unwrap().parse().unwrap();
+            return Process { child, addr, admin };
+        }
+    }
+    let _ = child.kill();
+    let _ = child.wait();
+    panic!("{node} did not start");
+}
 
 fn node_config(urls: Vec<String>, cluster: bool, node: &str) -> wshub_server::Config {
     let mut config = test_config();
@@ -43,12 +115,12 @@ async fn nodes(urls: &[String], cluster: bool, names: &[&str]) -> Vec<TestServer
     servers
 }
 
-async fn ready(server: &TestServer) -> (u16, Value) {
-    let (status, body) = http_get(server.admin, "/readyz").await;
+async fn ready(server: &impl Node) -> (u16, Value) {
+    let (status, body) = http_get(server.admin(), "/readyz").await;
     (status, serde_json::from_str(&body).unwrap())
 }
 
-async fn wait_ready(server: &TestServer, want: bool) {
+async fn wait_ready(server: &impl Node, want: bool) {
     let deadline = tokio::time::Instant::now() + WAIT;
     loop {
         let (status, body) = ready(server).await;
@@ -63,10 +135,19 @@ async fn wait_ready(server: &TestServer, want: bool) {
     }
 }
 
-async fn user(server: &TestServer, name: &str) -> Client {
-    connect_with_token(server, &support::hs256_token(SECRET, name))
-        .await
-        .0
+async fn user(server: &impl Node, name: &str) -> Client {
+    let token = support::hs256_token(SECRET, name);
+    let (ws, _) = try_upgrade(
+        &format!("ws://{}/ws", server.addr()),
+        &[("authorization", &format!("Bearer {token}"))],
+    )
+    .await
+    .unwrap_or_else(|refused| panic!("token refused: {refused:?}"));
+    client_from(ws).await.0
+}
+
+async fn metrics(server: &impl Node) -> String {
+    http_get(server.admin(), "/metrics").await.1
 }
 
 /// Waits until `count` nodes listen on `channel` (a join is effective on
@@ -92,13 +173,15 @@ fn numsub(redis: &RedisProcess, channel: &str) -> usize {
 }
 
 /// POST to a node's HTTP API.
-async fn api(server: &TestServer, path: &str, body: Value) -> (u16, Value) {
+async fn api(server: &impl Node, path: &str, body: Value) -> (u16, Value) {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let body = body.to_string();
-    let mut stream = tokio::net::TcpStream::connect(server.admin).await.unwrap();
+    let mut stream = tokio::net::TcpStream::connect(server.admin())
+        .await
+        .unwrap();
     let request = format!(
         "POST {path} HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
-        server.admin,
+        server.admin(),
         body.len()
     );
     stream.write_all(request.as_bytes()).await.unwrap();
@@ -138,9 +221,21 @@ fn metric(text: &str, name: &str) -> u64 {
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn three_nodes_on_one_redis_are_one_hub() {
+async fn three_wshub_processes_on_one_redis_are_one_hub() {
     let redis = RedisProcess::start();
-    let servers = nodes(&[redis.url()], false, &["node-a", "node-b", "node-c"]).await;
+    let config = redis.dir().join("wshub.toml");
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"jwt\"\n\n[permissions.namespaces.chat]\njoin = \"authenticated\"\npublish = \"authenticated\"\n",
+    )
+    .unwrap();
+    let servers: Vec<Process> = ["node-a", "node-b", "node-c"]
+        .iter()
+        .map(|node| spawn_node(&redis.url(), node, &config))
+        .collect();
+    for server in &servers {
+        wait_ready(server, true).await;
+    }
     let (a, b, c) = (&servers[0], &servers[1], &servers[2]);
 
     let mut alice = user(a, "alice").await;
@@ -245,13 +340,13 @@ async fn three_nodes_on_one_redis_are_one_hub() {
     assert_eq!(carol.expect_close().await.0, 4200);
     nothing_pending(&mut bob).await;
 
-    let text = a.metrics().await;
+    let text = metrics(a).await;
     assert!(
         metric(&text, "wshub_broker_published_total") >= 20,
         "{text}"
     );
     assert_eq!(metric(&text, "wshub_broker_publish_failures_total"), 0);
-    assert_eq!(metric(&b.metrics().await, "wshub_broker_missed_total"), 0);
+    assert_eq!(metric(&metrics(b).await, "wshub_broker_missed_total"), 0);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -634,4 +729,49 @@ async fn a_migrated_slot_takes_its_room_to_the_new_owner() {
 
     publisher.publish("chat:moving", json!("moved")).await;
     assert_eq!(messages(&mut subscriber, 1).await[0]["content"], "moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn ten_thousand_rooms_are_subscribed_again_after_a_restart_of_redis() {
+    const ROOMS: usize = 10_000;
+    let mut redis = RedisProcess::start();
+    let mut config = node_config(vec![redis.url()], false, "many");
+    config.hub.max_rooms_per_connection = ROOMS;
+    let server = TestServer::start_with(config).await;
+    wait_ready(&server, true).await;
+    let mut client = user(&server, "busy").await;
+    // Joins pipelined in windows of 500, acks awaited per window.
+    for window in (0..ROOMS).collect::<Vec<_>>().chunks(500) {
+        for n in window {
+            client
+                .send_json(
+                    json!({"type":"join","room":format!("chat:many{n}"),"ref":n.to_string()}),
+                )
+                .await;
+        }
+        for _ in window {
+            assert_eq!(client.recv().await["type"], "ack");
+        }
+    }
+    let channels = |redis: &RedisProcess| {
+        redis
+            .cli(&["PUBSUB", "CHANNELS", "wshub:room:*"])
+            .lines()
+            .filter(|line| !line.is_empty())
+            .count()
+    };
+    wait_listeners(|| channels(&redis), ROOMS, "subscribed").await;
+
+    redis.restart();
+    let restarted = std::time::Instant::now();
+    wait_ready(&server, true).await;
+    wait_listeners(|| channels(&redis), ROOMS, "subscribed again").await;
+    eprintln!(
+        "{ROOMS} rooms subscribed again {} ms after Redis restarted",
+        restarted.elapsed().as_millis()
+    );
+    assert_eq!(
+        metric(&server.metrics().await, "wshub_broker_channels"),
+        ROOMS as u64 + 3
+    );
 }

@@ -8,7 +8,7 @@ use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use super::*;
-use crate::{Broker, Directive, DisconnectTarget, NodeId, Publication, ServerCommand};
+use crate::{Broker, BrokerFull, Directive, DisconnectTarget, NodeId, Publication, ServerCommand};
 use wshub_protocol::RoomName;
 
 /// Records what the hub tells it and hands publications to its peers, the
@@ -19,13 +19,19 @@ struct LoopbackBroker {
     events: Mutex<Vec<String>>,
     peers: OnceLock<Vec<Hub>>,
     echo: bool,
+    /// Refuses every publication, like a broker whose queue is full.
+    full: std::sync::atomic::AtomicBool,
 }
 
 impl Broker for LoopbackBroker {
-    fn publish(&self, publication: &Publication) {
+    fn publish(&self, publication: &Publication) -> Result<(), BrokerFull> {
+        if self.full.load(std::sync::atomic::Ordering::SeqCst) {
+            return Err(BrokerFull);
+        }
         for peer in self.peers.get().into_iter().flatten() {
             peer.deliver(publication);
         }
+        Ok(())
     }
 
     fn direct(&self, directive: &Directive) {
@@ -123,14 +129,16 @@ fn a_publication_crosses_the_broker_once_per_node_and_skips_only_its_origin() {
         &RoomName::new("lobby").unwrap(),
         &wshub_protocol::Content::null(),
         NOW,
-    );
+    )
+    .unwrap();
     for member in [&alice, &anna, &bob] {
         assert_eq!(frames(member)[0]["from"], crate::SERVER_SENDER);
     }
     b.broadcast(
         TextFrame::from_static(r#"{"type":"system","event":"x"}"#),
         NOW,
-    );
+    )
+    .unwrap();
     for member in [&alice, &anna, &bob, &outsider] {
         assert_eq!(types(&frames(member)), ["system"]);
     }
@@ -152,6 +160,44 @@ fn the_broker_hears_when_a_room_gains_its_first_and_loses_its_last_local_member(
     assert_eq!(events(&broker), [r#"-"r""#]);
     join(&mut alice, "r");
     assert_eq!(events(&broker), [r#"+"r""#]);
+}
+
+#[test]
+fn a_publication_the_broker_cannot_take_is_refused_for_everyone() {
+    let (a, b, broker_a) = joined_pair();
+    let mut alice = connect(&a);
+    let mut anna = connect(&a);
+    let mut bob = connect(&b);
+    for conn in [&mut alice, &mut anna, &mut bob] {
+        join(conn, "lobby");
+    }
+    broker_a
+        .full
+        .store(true, std::sync::atomic::Ordering::SeqCst);
+    send(
+        &mut alice,
+        r#"{"type":"publish","room":"lobby","content":1,"ref":"p1"}"#,
+    );
+    let answer = frames(&alice);
+    assert_eq!(answer[0]["type"], "error", "{answer:?}");
+    assert_eq!(
+        (answer[0]["code"].as_str(), answer[0]["reason"].as_str()),
+        (Some("unavailable"), Some("overloaded"))
+    );
+    assert!(frames(&anna).is_empty(), "not even local members got it");
+    assert!(frames(&bob).is_empty());
+    assert!(matches!(
+        a.broadcast(TextFrame::from_static("{}"), NOW),
+        Err(crate::HubError::Overloaded)
+    ));
+    assert_eq!(a.stats().refused_publications, 2);
+
+    broker_a
+        .full
+        .store(false, std::sync::atomic::Ordering::SeqCst);
+    publish(&mut alice, "lobby", "2");
+    assert_eq!(frames(&anna).len(), 1);
+    assert_eq!(frames(&bob).len(), 1);
 }
 
 #[test]
@@ -303,7 +349,7 @@ fn finishes_without_deadlock(what: &str, act: impl FnOnce(&Hub) + Send + 'static
 #[test]
 fn broadcast_holds_no_registry_lock_while_it_wakes_drivers() {
     finishes_without_deadlock("broadcast", |hub| {
-        hub.broadcast(TextFrame::from_static("{}"), NOW);
+        let _ = hub.broadcast(TextFrame::from_static("{}"), NOW);
     });
 }
 

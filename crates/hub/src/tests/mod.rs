@@ -318,10 +318,12 @@ fn drop_oldest_policy_keeps_the_newest_messages() {
 fn broadcast_reaches_every_connection() {
     let hub = hub();
     let conns: Vec<_> = (0..5).map(|_| connect(&hub)).collect();
-    let fanout = hub.broadcast(
-        TextFrame::from_static(r#"{"type":"system","event":"x"}"#),
-        NOW,
-    );
+    let fanout = hub
+        .broadcast(
+            TextFrame::from_static(r#"{"type":"system","event":"x"}"#),
+            NOW,
+        )
+        .unwrap();
     assert_eq!(fanout.delivered, 5);
     for conn in &conns {
         assert_eq!(types(&frames(conn)), ["system"]);

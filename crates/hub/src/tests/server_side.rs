@@ -13,7 +13,9 @@ fn a_send_reaches_every_connection_of_the_user_and_nobody_else() {
     let bob = connect_with(&hub, Identity::user("bob"));
     let guest = connect(&hub);
     assert_eq!(hub.user_connections("alice"), 2);
-    let fanout = hub.send_to_user("alice", &Content::parse(r#"{"n" : 1}"#).unwrap(), NOW);
+    let fanout = hub
+        .send_to_user("alice", &Content::parse(r#"{"n" : 1}"#).unwrap(), NOW)
+        .unwrap();
     assert_eq!(fanout.delivered, 2);
     for conn in [&alice_phone, &alice_laptop] {
         assert_eq!(
@@ -33,7 +35,9 @@ fn a_send_reaches_every_connection_of_the_user_and_nobody_else() {
     drop(alice_laptop);
     assert_eq!(hub.user_connections("alice"), 0);
     assert_eq!(
-        hub.send_to_user("alice", &Content::null(), NOW).delivered,
+        hub.send_to_user("alice", &Content::null(), NOW)
+            .unwrap()
+            .delivered,
         0
     );
 }
