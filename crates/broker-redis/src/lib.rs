@@ -198,6 +198,10 @@ impl Broker for RedisBroker {
         }
     }
 
+    fn confirms_rooms(&self) -> bool {
+        true
+    }
+
     fn room_opened(&self, room: &RoomName) {
         self.change(Change::Subscribe(self.shared.channels.room(room.as_str())));
     }

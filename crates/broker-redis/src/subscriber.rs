@@ -99,9 +99,12 @@ pub(crate) async fn run(
     .collect();
     let mut backoff = Backoff::new();
     loop {
-        if absorb(&mut changes, &mut wanted).is_none() {
+        // Rooms opened while no link is up are acknowledged at once: local
+        // delivery works, and waiting for Redis would stall every join.
+        let Some(opened) = absorb(&mut changes, &mut wanted) else {
             return;
-        }
+        };
+        confirm(&shared, &hub, &opened);
         // From here on, pushes of the previous link are dropped: its
         // subscriptions are about to be made again on the new one.
         let current = generation.fetch_add(1, Ordering::SeqCst) + 1;
@@ -114,7 +117,12 @@ pub(crate) async fn run(
             Ok(link) => link,
             Err(error) => {
                 shared.status.down(LinkKind::Subscribe, &error);
-                tokio::time::sleep(backoff.next()).await;
+                if wait_absorbing(&shared, &hub, &mut changes, &mut wanted, backoff.next())
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
                 continue;
             }
         };
@@ -123,7 +131,12 @@ pub(crate) async fn run(
             Ok(Ok(())) => {}
             Ok(Err(error)) => {
                 shared.status.down(LinkKind::Subscribe, &error);
-                tokio::time::sleep(backoff.next()).await;
+                if wait_absorbing(&shared, &hub, &mut changes, &mut wanted, backoff.next())
+                    .await
+                    .is_none()
+                {
+                    return;
+                }
                 continue;
             }
             Err(_) => {
@@ -144,6 +157,7 @@ pub(crate) async fn run(
 
         let failure = serve(
             &shared,
+            &hub,
             &mut link,
             current,
             &mut changes,
@@ -159,6 +173,7 @@ pub(crate) async fn run(
 /// Keeps one link in step until it fails; `None` when the broker is gone.
 async fn serve(
     shared: &Shared,
+    hub: &Hub,
     link: &mut Link,
     current: u64,
     changes: &mut mpsc::UnboundedReceiver<Change>,
@@ -175,23 +190,28 @@ async fn serve(
                 if received == 0 {
                     return None;
                 }
-                let (subscribe, unsubscribe) = apply(pending.drain(..), wanted);
+                let plan = apply(pending.drain(..), wanted);
                 {
                     let mut received = shared.received.lock();
-                    for channel in &unsubscribe {
+                    for channel in &plan.unsubscribe {
                         received.forget(channel);
                     }
                 }
-                if !unsubscribe.is_empty()
-                    && let Err(error) = link.unsubscribe(&unsubscribe).await
+                if !plan.unsubscribe.is_empty()
+                    && let Err(error) = link.unsubscribe(&plan.unsubscribe).await
                 {
                     return Some(error.to_string());
                 }
-                if !subscribe.is_empty()
-                    && let Err(error) = link.subscribe(&subscribe).await
+                if !plan.subscribe.is_empty()
+                    && let Err(error) = link.subscribe(&plan.subscribe).await
                 {
+                    // The link is going down: like rooms opened during an
+                    // outage, these are acknowledged now (local delivery
+                    // works; the whole node misses other nodes meanwhile).
+                    confirm(shared, hub, &plan.confirm);
                     return Some(error.to_string());
                 }
+                confirm(shared, hub, &plan.confirm);
                 shared.status.channels(wanted.len());
             }
             Some(event) = events.recv() => match event {
@@ -218,11 +238,37 @@ async fn serve(
     }
 }
 
+/// Waits `delay` before the next connection attempt, meanwhile taking the
+/// hub's changes and acknowledging the rooms they open at once (no link is
+/// up to wait for). `None` once the broker is gone.
+async fn wait_absorbing(
+    shared: &Shared,
+    hub: &Hub,
+    changes: &mut mpsc::UnboundedReceiver<Change>,
+    wanted: &mut HashSet<String>,
+    delay: Duration,
+) -> Option<()> {
+    let deadline = tokio::time::Instant::now() + delay;
+    let mut pending = Vec::new();
+    loop {
+        tokio::select! {
+            () = tokio::time::sleep_until(deadline) => return Some(()),
+            received = changes.recv_many(&mut pending, 16_384) => {
+                if received == 0 {
+                    return None;
+                }
+                let plan = apply(pending.drain(..), wanted);
+                confirm(shared, hub, &plan.confirm);
+            }
+        }
+    }
+}
+
 /// Takes every change waiting; `None` once the broker is gone.
 fn absorb(
     changes: &mut mpsc::UnboundedReceiver<Change>,
     wanted: &mut HashSet<String>,
-) -> Option<()> {
+) -> Option<Vec<String>> {
     let mut pending = Vec::new();
     loop {
         match changes.try_recv() {
@@ -231,16 +277,22 @@ fn absorb(
             Err(mpsc::error::TryRecvError::Disconnected) => return None,
         }
     }
-    apply(pending.into_iter(), wanted);
-    Some(())
+    Some(apply(pending.into_iter(), wanted).confirm)
+}
+
+/// What a batch of changes asks of Redis.
+#[derive(Debug, Default)]
+struct Plan {
+    subscribe: Vec<String>,
+    unsubscribe: Vec<String>,
+    /// Every channel the batch touched that is wanted at its end: once the
+    /// subscribes are through, this node hears all of them.
+    confirm: Vec<String>,
 }
 
 /// Applies changes in order and returns what Redis must be told: a room
 /// joined and left within one batch costs nothing.
-fn apply(
-    changes: impl Iterator<Item = Change>,
-    wanted: &mut HashSet<String>,
-) -> (Vec<String>, Vec<String>) {
+fn apply(changes: impl Iterator<Item = Change>, wanted: &mut HashSet<String>) -> Plan {
     // Each channel touched, with whether it was wanted before the batch.
     let mut touched: Vec<(String, bool)> = Vec::new();
     let mut seen = HashSet::new();
@@ -258,16 +310,31 @@ fn apply(
             wanted.remove(&channel);
         }
     }
-    let mut subscribe = Vec::new();
-    let mut unsubscribe = Vec::new();
+    let mut plan = Plan::default();
     for (channel, was_wanted) in touched {
-        match (was_wanted, wanted.contains(&channel)) {
-            (false, true) => subscribe.push(channel),
-            (true, false) => unsubscribe.push(channel),
+        let now_wanted = wanted.contains(&channel);
+        if now_wanted {
+            plan.confirm.push(channel.clone());
+        }
+        match (was_wanted, now_wanted) {
+            (false, true) => plan.subscribe.push(channel),
+            (true, false) => plan.unsubscribe.push(channel),
             _ => {}
         }
     }
-    (subscribe, unsubscribe)
+    plan
+}
+
+/// Tells the hub which of `channels` (rooms) this node now hears, which
+/// releases the acks of the joins that opened them.
+fn confirm(shared: &Shared, hub: &Hub, channels: &[String]) {
+    for channel in channels {
+        if let Some(Route::Audience(wshub_hub::Audience::Room(room))) =
+            shared.channels.route(channel, hub.node_id())
+        {
+            hub.room_listening(room.as_str());
+        }
+    }
 }
 
 /// Hands each message of the current link to the hub.
@@ -372,7 +439,7 @@ mod tests {
     #[test]
     fn changes_collapse_to_what_redis_must_hear() {
         let mut wanted = set(&["a", "b"]);
-        let (subscribe, unsubscribe) = apply(
+        let plan = apply(
             [
                 Change::Subscribe("c".into()),
                 Change::Unsubscribe("c".into()),
@@ -384,8 +451,9 @@ mod tests {
             .into_iter(),
             &mut wanted,
         );
-        assert_eq!(subscribe, ["d"]);
-        assert_eq!(unsubscribe, ["a"]);
+        assert_eq!(plan.subscribe, ["d"]);
+        assert_eq!(plan.unsubscribe, ["a"]);
+        assert_eq!(plan.confirm, ["b", "d"], "b was wanted all along");
         assert_eq!(wanted, set(&["b", "d"]));
     }
 }

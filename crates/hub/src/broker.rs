@@ -122,6 +122,16 @@ pub trait Broker: Send + Sync + fmt::Debug {
         let _ = directive;
     }
 
+    /// Whether this broker calls [`Hub::room_listening`](crate::Hub::room_listening)
+    /// once it receives a room's publications after
+    /// [`Broker::room_opened`]. When it does, the ack of a join that opened
+    /// a room is held until then, so a client that has its ack gets every
+    /// message published on any node from that moment on. Read once, when
+    /// the hub is built.
+    fn confirms_rooms(&self) -> bool {
+        false
+    }
+
     /// The first local member joined `room`: start receiving its
     /// publications. Called with the room's registry entry locked, so for one
     /// room `room_opened` and `room_closed` alternate in the order they

@@ -170,7 +170,12 @@ impl Connection {
         };
         let reference = frame.reference().cloned();
         let result = match frame {
-            ClientFrame::Join { room, .. } => self.join(room),
+            ClientFrame::Join { room, .. } => match self.join_acked(room, reference.as_ref()) {
+                // The ack waits until other nodes' messages arrive too.
+                Ok(true) => return FrameOutcome::Accepted,
+                Ok(false) => Ok(()),
+                Err(err) => Err(err),
+            },
             ClientFrame::Leave { room, .. } => self.leave(&room),
             ClientFrame::Refresh { token, .. } => self.refresh(&token),
             ClientFrame::Publish { room, content, .. } => {
@@ -314,8 +319,16 @@ impl Connection {
     /// Joining a room twice is harmless. Once this returns `Ok`, a publish to
     /// the room from any connection reaches this one.
     pub fn join(&mut self, room: RoomName) -> Result<(), HubError> {
+        self.join_acked(room, None).map(drop)
+    }
+
+    /// Joins, and with a `reference`, hands the ack to the hub to hold
+    /// while a broker is not yet listening to the room: `Ok(true)` when it
+    /// was held (it will be queued then), `Ok(false)` when the caller
+    /// answers.
+    fn join_acked(&mut self, room: RoomName, reference: Option<&Ref>) -> Result<bool, HubError> {
         if self.rooms.contains(&room) {
-            return Ok(());
+            return Ok(false);
         }
         let config = self.hub.config();
         config.access.check(&self.identity, &room, Action::Join)?;
@@ -324,10 +337,14 @@ impl Connection {
                 limit: config.max_rooms_per_connection,
             });
         }
-        if self.hub.add_member(&room, &self.outbox, self.now_ms())? {
+        let ack = reference.map(encode_ack);
+        let (added, ack) = self
+            .hub
+            .add_member_with_ack(&room, &self.outbox, self.now_ms(), ack)?;
+        if added {
             self.rooms.insert(room);
         }
-        Ok(())
+        Ok(reference.is_some() && ack.is_none())
     }
 
     /// Replaces the connection's credentials with those `token` proves,

@@ -70,6 +70,7 @@ impl HubBuilder {
         Hub {
             inner: Arc::new(Inner {
                 linger_ms: u64::try_from(self.config.room_linger.as_millis()).unwrap_or(u64::MAX),
+                confirms_rooms: self.broker.confirms_rooms(),
                 config: self.config,
                 authenticator: self.authenticator,
                 broker: self.broker,
@@ -98,6 +99,8 @@ pub struct Hub {
 struct Inner {
     config: HubConfig,
     linger_ms: u64,
+    /// The broker confirms when it listens to a newly opened room.
+    confirms_rooms: bool,
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
     next_id: AtomicU64,
@@ -229,6 +232,19 @@ impl Hub {
         outbox: &Arc<Outbox>,
         now_ms: u64,
     ) -> Result<bool, HubError> {
+        self.add_member_with_ack(room, outbox, now_ms, None)
+            .map(|(added, _)| added)
+    }
+
+    /// Adds `outbox` to `room`. With `ack`, returns it to be queued now, or
+    /// `None` when it is held until the broker listens to the room.
+    pub(crate) fn add_member_with_ack(
+        &self,
+        room: &RoomName,
+        outbox: &Arc<Outbox>,
+        now_ms: u64,
+        ack: Option<TextFrame>,
+    ) -> Result<(bool, Option<TextFrame>), HubError> {
         // The shard guard stays held while inserting, so a concurrent leave
         // cannot free the room between its lookup and this insert, and the
         // broker hears opened/closed for one room in the order they happened.
@@ -255,14 +271,20 @@ impl Hub {
         if added {
             entry.touch(now_ms);
             if was_empty {
+                if self.inner.confirms_rooms {
+                    // An empty room holds no acks: nothing to release.
+                    let _ = entry.stop_listening();
+                }
                 self.inner.broker.room_opened(room);
             }
         }
-        Ok(added)
+        let ack = ack.and_then(|ack| entry.hold_ack(outbox, ack));
+        Ok((added, ack))
     }
 
     pub(crate) fn remove_member(&self, room: &RoomName, id: ConnectionId, now_ms: u64) -> bool {
         let mut removed = false;
+        let mut released = Vec::new();
         let linger = self.inner.linger_ms;
         let freed = self.inner.rooms.remove_if(room, |_, state| {
             removed = state.remove(id);
@@ -270,13 +292,38 @@ impl Hub {
                 return false;
             }
             state.touch(now_ms);
+            if self.inner.confirms_rooms {
+                released = state.stop_listening();
+            }
             self.inner.broker.room_closed(room);
             linger == 0
         });
         if freed.is_some() {
             self.inner.room_count.fetch_sub(1, Ordering::SeqCst);
         }
+        self.release_acks(released);
         removed
+    }
+
+    /// The broker receives `room`'s publications from other nodes now (see
+    /// [`Broker::confirms_rooms`]): the acks of the joins that opened it
+    /// are sent.
+    pub fn room_listening(&self, room: &str) {
+        let released = self
+            .inner
+            .rooms
+            .get(room)
+            .map(|state| state.listening_confirmed())
+            .unwrap_or_default();
+        self.release_acks(released);
+    }
+
+    /// Queues released join acks; called with no registry lock held.
+    fn release_acks(&self, acks: crate::room::HeldAcks) {
+        for (outbox, ack) in acks {
+            let outcome = outbox.push(crate::outbox::Lane::Control, ack);
+            self.count_overflow(outcome);
+        }
     }
 
     /// A publication enters the hub: it is handed to the broker for the other

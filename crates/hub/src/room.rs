@@ -7,6 +7,8 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
 
+use wshub_protocol::TextFrame;
+
 use crate::node::ConnectionId;
 use crate::outbox::Outbox;
 
@@ -32,11 +34,30 @@ pub(crate) struct Room {
     last_active_ms: AtomicU64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 struct Members {
     by_id: FxHashMap<ConnectionId, Arc<Outbox>>,
     snapshot: Option<Arc<[Arc<Outbox>]>>,
+    /// Whether the broker delivers the room's publications from other
+    /// nodes here yet (always, with a broker that does not confirm rooms).
+    listening: bool,
+    /// Join acks held until the room is listening.
+    held_acks: Vec<(Arc<Outbox>, TextFrame)>,
 }
+
+impl Default for Members {
+    fn default() -> Self {
+        Self {
+            by_id: FxHashMap::default(),
+            snapshot: None,
+            listening: true,
+            held_acks: Vec::new(),
+        }
+    }
+}
+
+/// Join acks released from a room, to be queued with no room lock held.
+pub(crate) type HeldAcks = Vec<(Arc<Outbox>, TextFrame)>;
 
 impl Room {
     /// Adds a member; false if it already was one.
@@ -63,6 +84,38 @@ impl Room {
             }
         }
         removed
+    }
+
+    /// The broker does not carry other nodes' publications here yet (the
+    /// room just gained its first local member, or lost its last). Returns
+    /// the acks held so far: with no member left, nothing is waited for.
+    pub(crate) fn stop_listening(&self) -> HeldAcks {
+        let mut members = self.members.lock();
+        members.listening = false;
+        std::mem::take(&mut members.held_acks)
+    }
+
+    /// The broker now carries other nodes' publications here: releases the
+    /// held acks. Ignored for an empty room (a confirmation that arrives
+    /// after its last member left and before the next joined).
+    pub(crate) fn listening_confirmed(&self) -> HeldAcks {
+        let mut members = self.members.lock();
+        if members.by_id.is_empty() {
+            return Vec::new();
+        }
+        members.listening = true;
+        std::mem::take(&mut members.held_acks)
+    }
+
+    /// Holds `ack` for `outbox` until the room is listening; gives it back
+    /// when it already is.
+    pub(crate) fn hold_ack(&self, outbox: &Arc<Outbox>, ack: TextFrame) -> Option<TextFrame> {
+        let mut members = self.members.lock();
+        if members.listening {
+            return Some(ack);
+        }
+        members.held_acks.push((Arc::clone(outbox), ack));
+        None
     }
 
     pub(crate) fn len(&self) -> usize {

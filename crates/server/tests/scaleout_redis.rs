@@ -775,3 +775,43 @@ async fn ten_thousand_rooms_are_subscribed_again_after_a_restart_of_redis() {
         ROOMS as u64 + 3
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_join_that_opens_a_room_is_acked_once_the_node_hears_the_room() {
+    let redis = RedisProcess::start();
+    let servers = nodes(&[redis.url()], false, &["ack-a", "ack-b"]).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let mut publisher = user(a, "pub").await;
+    let mut subscriber = user(b, "sub").await;
+    publisher.join("chat:fresh").await;
+
+    // Redis holds every command for a while: B's SUBSCRIBE waits, and so
+    // must the ack of the join that needs it.
+    redis.cli(&["CLIENT", "PAUSE", "600", "ALL"]);
+    let asked = tokio::time::Instant::now();
+    subscriber.join("chat:fresh").await;
+    assert!(
+        asked.elapsed() >= Duration::from_millis(300),
+        "acked after {:?}, before Redis could subscribe",
+        asked.elapsed()
+    );
+    assert_eq!(
+        numsub(&redis, "wshub:room:chat:fresh"),
+        2,
+        "subscribed by then"
+    );
+    // So the very next publication on the other node reaches it.
+    publisher.publish("chat:fresh", json!("first")).await;
+    assert_eq!(messages(&mut subscriber, 1).await[0]["content"], "first");
+
+    // A join to a room the node already hears is acked at once.
+    let mut second = user(b, "sub2").await;
+    redis.cli(&["CLIENT", "PAUSE", "600", "ALL"]);
+    let asked = tokio::time::Instant::now();
+    second.join("chat:fresh").await;
+    assert!(
+        asked.elapsed() < Duration::from_millis(300),
+        "{:?}",
+        asked.elapsed()
+    );
+}

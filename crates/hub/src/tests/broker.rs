@@ -21,6 +21,8 @@ struct LoopbackBroker {
     echo: bool,
     /// Refuses every publication, like a broker whose queue is full.
     full: std::sync::atomic::AtomicBool,
+    /// Confirms rooms (the test calls `Hub::room_listening`).
+    confirms: bool,
 }
 
 impl Broker for LoopbackBroker {
@@ -32,6 +34,10 @@ impl Broker for LoopbackBroker {
             peer.deliver(publication);
         }
         Ok(())
+    }
+
+    fn confirms_rooms(&self) -> bool {
+        self.confirms
     }
 
     fn direct(&self, directive: &Directive) {
@@ -198,6 +204,46 @@ fn a_publication_the_broker_cannot_take_is_refused_for_everyone() {
     publish(&mut alice, "lobby", "2");
     assert_eq!(frames(&anna).len(), 1);
     assert_eq!(frames(&bob).len(), 1);
+}
+
+#[test]
+fn the_join_that_opens_a_room_is_acked_once_the_broker_listens() {
+    let broker = Arc::new(LoopbackBroker {
+        confirms: true,
+        ..LoopbackBroker::default()
+    });
+    let hub = node("a", &broker);
+    let mut alice = connect(&hub);
+    let mut bob = connect(&hub);
+    send(&mut alice, r#"{"type":"join","room":"r","ref":"j1"}"#);
+    send(&mut bob, r#"{"type":"join","room":"r","ref":"j2"}"#);
+    assert!(frames(&alice).is_empty() && frames(&bob).is_empty(), "held");
+    assert_eq!(events(&broker), [r#"+"r""#]);
+    hub.room_listening("r");
+    assert_eq!(
+        frames(&alice),
+        [serde_json::json!({"type":"ack","ref":"j1"})]
+    );
+    assert_eq!(frames(&bob), [serde_json::json!({"type":"ack","ref":"j2"})]);
+
+    // A join to a listening room is acked at once.
+    let mut carol = connect(&hub);
+    send(&mut carol, r#"{"type":"join","room":"r","ref":"j3"}"#);
+    assert_eq!(types(&frames(&carol)), ["ack"]);
+
+    // A room emptied before it listened releases what it held.
+    let mut dave = connect(&hub);
+    send(&mut dave, r#"{"type":"join","room":"s","ref":"j4"}"#);
+    assert!(frames(&dave).is_empty());
+    send(&mut dave, r#"{"type":"leave","room":"s","ref":"l4"}"#);
+    let answers: Vec<_> = frames(&dave).iter().map(|f| f["ref"].clone()).collect();
+    assert_eq!(
+        answers,
+        ["j4", "l4"],
+        "released in order, before the leave's ack"
+    );
+    hub.room_listening("s");
+    assert!(frames(&dave).is_empty(), "a late confirmation is ignored");
 }
 
 #[test]
