@@ -25,7 +25,7 @@
 //! use wshub_hub::{Broker, Hub, HubConfig};
 //!
 //! let config = HubConfig::default();
-//! let broker = RedisBroker::new(RedisBrokerConfig::default(), config.node_id.clone())?;
+//! let broker = RedisBroker::new(RedisBrokerConfig::default())?;
 //! let hub = Hub::builder(config)
 //!     .broker(Arc::clone(&broker) as Arc<dyn Broker>)
 //!     .build();
@@ -48,7 +48,7 @@ use std::time::{Duration, Instant};
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
 use wshub_hub::protocol::RoomName;
-use wshub_hub::{Broker, BrokerFull, Directive, DirectiveTarget, Hub, NodeId, Publication};
+use wshub_hub::{Broker, BrokerFull, Directive, DirectiveTarget, Hub, Publication};
 
 pub use config::{ConfigError, RedisBrokerConfig, redact};
 pub use status::BrokerStatus;
@@ -88,12 +88,11 @@ pub(crate) struct Shared {
 }
 
 impl RedisBroker {
-    /// Checks `config` and prepares the broker for the hub of node `node`.
-    /// Nothing connects until [`start`](RedisBroker::start): membership
-    /// changes and publications from before are queued.
-    pub fn new(config: RedisBrokerConfig, node: NodeId) -> Result<Arc<Self>, ConfigError> {
+    /// Checks `config` and prepares the broker. Nothing connects until
+    /// [`start`](RedisBroker::start) gives it its hub: membership changes
+    /// and publications from before are queued.
+    pub fn new(config: RedisBrokerConfig) -> Result<Arc<Self>, ConfigError> {
         config.validate()?;
-        let _ = node;
         let (publish, publish_rx) = mpsc::channel(config.publish_queue);
         let (changes, changes_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {

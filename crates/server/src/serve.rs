@@ -105,7 +105,7 @@ impl Server {
         let broker = match config.broker.kind {
             BrokerKind::Memory => None,
             BrokerKind::Redis => Some(
-                RedisBroker::new(config.redis_broker_config(), hub_config.node_id.clone())
+                RedisBroker::new(config.redis_broker_config())
                     .map_err(|err| ConfigError::invalid("broker.redis.url", err.to_string()))?,
             ),
         };

@@ -210,7 +210,7 @@ fn redis_defaults() -> wshub_broker_redis::RedisBrokerConfig {
 config_section! {
     /// `[broker.redis]`: used when `broker.kind = "redis"`.
     pub struct RedisSection {
-        /// Redis URL, `redis://[user:password@]host:port[/db]` (`rediss://` for TLS); for Redis Cluster, one or more seed nodes. Comma-separated in the environment
+        /// Redis URL, `redis://[user:password@]host:port[/db]` (`rediss://` for TLS; default `redis://127.0.0.1:6379`); for Redis Cluster, one or more seed nodes. Comma-separated in the environment
         @secret url: Vec<String> = redis_defaults().urls,
         /// Start of every channel name, so several hubs can share one Redis
         prefix: String = redis_defaults().prefix,

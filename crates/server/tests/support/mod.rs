@@ -16,6 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wshub_hub::Hub;
 use wshub_server::{Config, Server, ShutdownReport};
 
+pub mod nodes;
 pub mod redis;
 
 /// Generous bound for any single wait; a hang fails the test instead of CI.
