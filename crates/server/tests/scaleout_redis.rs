@@ -22,7 +22,7 @@ async fn three_wshub_processes_on_one_redis_are_one_hub() {
     .unwrap();
     let servers: Vec<Process> = ["node-a", "node-b", "node-c"]
         .iter()
-        .map(|node| spawn_node(&redis.url(), node, &config))
+        .map(|node| spawn_node(&redis.url(), node, &config, &[]))
         .collect();
     for server in &servers {
         wait_ready(server, true).await;
@@ -444,5 +444,88 @@ async fn a_join_that_opens_a_room_is_acked_once_the_node_hears_the_room() {
         asked.elapsed() < Duration::from_millis(300),
         "{:?}",
         asked.elapsed()
+    );
+}
+
+/// A `redis-server` that speaks only TLS and wants a password.
+struct TlsRedis {
+    child: std::process::Child,
+    port: u16,
+    dir: tempfile::TempDir,
+}
+
+impl Drop for TlsRedis {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn tls_redis(password: &str) -> TlsRedis {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
+    std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
+    std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
+    let port = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    let child = std::process::Command::new("redis-server")
+        .current_dir(dir.path())
+        .args(["--bind", "127.0.0.1", "--port", "0", "--save", ""])
+        .args(["--tls-port", &port.to_string(), "--tls-auth-clients", "no"])
+        .args(["--tls-cert-file", "cert.pem", "--tls-key-file", "key.pem"])
+        .args(["--tls-ca-cert-file", "cert.pem", "--requirepass", password])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let deadline = std::time::Instant::now() + WAIT;
+    while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "TLS Redis did not start"
+        );
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    TlsRedis { child, port, dir }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_behind_tls_and_a_password_is_reached_through_its_url() {
+    let redis = tls_redis("s3cret");
+    let config = redis.dir.path().join("wshub.toml");
+    std::fs::write(
+        &config,
+        "[auth]\nmode = \"jwt\"\n\n[permissions.namespaces.chat]\njoin = \"authenticated\"\npublish = \"authenticated\"\n",
+    )
+    .unwrap();
+    // The server trusts the test's CA the way an operator makes rustls
+    // trust a private CA: SSL_CERT_FILE.
+    let ca = redis.dir.path().join("cert.pem");
+    let env = [("SSL_CERT_FILE", ca.as_os_str())];
+    let url = format!("rediss://:s3cret@127.0.0.1:{}", redis.port);
+    let a = spawn_node(&url, "tls-a", &config, &env);
+    let b = spawn_node(&url, "tls-b", &config, &env);
+    for node in [&a, &b] {
+        wait_ready(node, true).await;
+    }
+    let mut publisher = user(&a, "pub").await;
+    let mut subscriber = user(&b, "sub").await;
+    publisher.join("chat:secure").await;
+    subscriber.join("chat:secure").await;
+    publisher.publish("chat:secure", json!("over tls")).await;
+    assert_eq!(messages(&mut subscriber, 1).await[0]["content"], "over tls");
+
+    // The wrong password: the node runs, is not ready, and says why.
+    let wrong = format!("rediss://:wrong@127.0.0.1:{}", redis.port);
+    let c = spawn_node(&wrong, "tls-c", &config, &env);
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    assert_eq!(
+        ready(&c).await,
+        (
+            503,
+            json!({"status":"degraded","reason":"broker unreachable"})
+        )
     );
 }

@@ -54,8 +54,14 @@ impl Drop for Process {
     }
 }
 
-pub fn spawn_node(redis_url: &str, node: &str, config_file: &std::path::Path) -> Process {
+pub fn spawn_node(
+    redis_url: &str,
+    node: &str,
+    config_file: &std::path::Path,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Process {
     let mut child = Command::new(env!("CARGO_BIN_EXE_wshub"))
+        .envs(env.iter().copied())
         .args(["--config"])
         .arg(config_file)
         .args(["--listen", "127.0.0.1:0", "--admin-listen", "127.0.0.1:0"])
