@@ -12,11 +12,41 @@ use crate::room::RoomName;
 /// never re-serialized: the publisher's JSON travels byte for byte.
 #[derive(Debug)]
 pub enum ClientFrame<'a> {
-    /// `{"type":"join","room":..}`: become a member of a room.
+    /// `{"type":"join","room":..}`: become a member of a room; with
+    /// `"since":{"offset":N,"epoch":"E"}`, also get what was published after
+    /// that position (rooms with history).
     Join {
         /// The room to join.
         room: RoomName,
+        /// Where the client left off, to recover from.
+        since: Option<Position>,
         /// The client's correlation id, echoed in the ack or error.
+        reference: Option<Ref>,
+    },
+    /// `{"type":"history","room":..}`: the room's stored messages, at most
+    /// `limit`, after `since` when given.
+    History {
+        /// The room.
+        room: RoomName,
+        /// The most messages wanted (the newest ones); `None`: all stored.
+        limit: Option<usize>,
+        /// Only messages after this position.
+        since: Option<Position>,
+        /// The client's correlation id, echoed in the reply or error.
+        reference: Option<Ref>,
+    },
+    /// `{"type":"presence","room":..}`: who is in the room.
+    Presence {
+        /// The room.
+        room: RoomName,
+        /// The client's correlation id, echoed in the reply or error.
+        reference: Option<Ref>,
+    },
+    /// `{"type":"presence_stats","room":..}`: how many are in the room.
+    PresenceStats {
+        /// The room.
+        room: RoomName,
+        /// The client's correlation id, echoed in the reply or error.
         reference: Option<Ref>,
     },
     /// `{"type":"leave","room":..}`: stop being a member of a room.
@@ -50,11 +80,25 @@ impl ClientFrame<'_> {
     pub fn reference(&self) -> Option<&Ref> {
         match self {
             Self::Join { reference, .. }
+            | Self::History { reference, .. }
+            | Self::Presence { reference, .. }
+            | Self::PresenceStats { reference, .. }
             | Self::Leave { reference, .. }
             | Self::Refresh { reference, .. }
             | Self::Publish { reference, .. } => reference.as_ref(),
         }
     }
+}
+
+/// A position in a room's history: the offset of the last message a client
+/// has, within the room's epoch (which changes whenever the history could
+/// have been lost).
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+pub struct Position {
+    /// The offset of the last message the client has (0: none).
+    pub offset: u64,
+    /// The epoch the offset belongs to.
+    pub epoch: String,
 }
 
 /// A client's correlation id (`"ref"`): a JSON string or number, kept as the
@@ -194,6 +238,10 @@ struct Envelope<'a> {
     reference: Option<&'a RawValue>,
     #[serde(default, borrow)]
     token: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    since: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    limit: Option<&'a RawValue>,
 }
 
 /// `content: null` is a valid (null) payload, not an absent field.
@@ -238,11 +286,14 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, ParseError> {
             "field \"type\" must be a string".into(),
         );
     };
-    if !matches!(&*kind, "join" | "leave" | "publish" | "refresh") {
+    if !matches!(
+        &*kind,
+        "join" | "leave" | "publish" | "refresh" | "history" | "presence" | "presence_stats"
+    ) {
         return fail(
             ErrorCode::UnknownType,
             format!(
-                "unknown type {}; expected \"join\", \"leave\", \"publish\" or \"refresh\"",
+                "unknown type {}; expected \"join\", \"leave\", \"publish\", \"refresh\", \"history\", \"presence\" or \"presence_stats\"",
                 quote_prefix(&kind)
             ),
         );
@@ -274,9 +325,48 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, ParseError> {
         Err(err) => return fail(ErrorCode::RoomInvalid, err.to_string()),
     };
 
+    let since = match envelope.since {
+        None => None,
+        Some(raw) if raw.get() == "null" => None,
+        Some(raw) => match serde_json::from_str::<Position>(raw.get()) {
+            Ok(position) => Some(position),
+            Err(_) => {
+                return fail(
+                    ErrorCode::InvalidField,
+                    "field \"since\" must be {\"offset\":<integer ≥ 0>,\"epoch\":<string>}".into(),
+                );
+            }
+        },
+    };
     Ok(match &*kind {
-        "join" => ClientFrame::Join { room, reference },
+        "join" => ClientFrame::Join {
+            room,
+            since,
+            reference,
+        },
         "leave" => ClientFrame::Leave { room, reference },
+        "presence" => ClientFrame::Presence { room, reference },
+        "presence_stats" => ClientFrame::PresenceStats { room, reference },
+        "history" => {
+            let limit = match envelope.limit {
+                None => None,
+                Some(raw) => match serde_json::from_str::<usize>(raw.get()) {
+                    Ok(limit) => Some(limit),
+                    Err(_) => {
+                        return fail(
+                            ErrorCode::InvalidField,
+                            "field \"limit\" must be an integer ≥ 0".into(),
+                        );
+                    }
+                },
+            };
+            ClientFrame::History {
+                room,
+                limit,
+                since,
+                reference,
+            }
+        }
         _ => {
             let Some(content) = envelope.content else {
                 return fail(ErrorCode::MissingField, "missing field \"content\"".into());
@@ -359,12 +449,51 @@ mod tests {
     #[test]
     fn parses_each_frame_type() {
         match parse_client_frame(r#"{"type":"join","room":"lobby","ref":"1"}"#).unwrap() {
-            ClientFrame::Join { room, reference } => {
+            ClientFrame::Join {
+                room,
+                reference,
+                since,
+            } => {
                 assert_eq!(room.as_str(), "lobby");
                 assert_eq!(reference.unwrap().as_json(), r#""1""#);
+                assert!(since.is_none());
             }
             other => panic!("{other:?}"),
         }
+        match parse_client_frame(r#"{"type":"join","room":"r","since":{"offset":7,"epoch":"ab"}}"#)
+            .unwrap()
+        {
+            ClientFrame::Join { since, .. } => assert_eq!(
+                since,
+                Some(Position {
+                    offset: 7,
+                    epoch: "ab".into()
+                })
+            ),
+            other => panic!("{other:?}"),
+        }
+        match parse_client_frame(r#"{"type":"history","room":"r","limit":5}"#).unwrap() {
+            ClientFrame::History { limit, since, .. } => {
+                assert_eq!((limit, since), (Some(5), None));
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_client_frame(r#"{"type":"presence_stats","room":"r"}"#),
+            Ok(ClientFrame::PresenceStats { .. })
+        ));
+        check_error(
+            r#"{"type":"join","room":"r","since":{"offset":-1,"epoch":"e"},"ref":1}"#,
+            ErrorCode::InvalidField,
+            "since",
+            Some("1"),
+        );
+        check_error(
+            r#"{"type":"history","room":"r","limit":"x"}"#,
+            ErrorCode::InvalidField,
+            "limit",
+            None,
+        );
         match parse_client_frame(r#"{"type":"leave","room":"lobby"}"#).unwrap() {
             ClientFrame::Leave { room, reference } => {
                 assert_eq!(room.as_str(), "lobby");

@@ -26,14 +26,20 @@ pub mod api;
 mod auth;
 mod client;
 mod frame;
+mod history;
 mod room;
 mod server;
 
 pub use auth::AuthReason;
 pub use client::{
-    ClientFrame, ErrorCode, ParseError, QUOTED_INPUT_CHARS, Ref, parse_client_frame, quote_prefix,
+    ClientFrame, ErrorCode, ParseError, Position, QUOTED_INPUT_CHARS, Ref, parse_client_frame,
+    quote_prefix,
 };
 pub use frame::{Content, ContentError, TextFrame};
+pub use history::{
+    PresenceMember, encode_history, encode_join_ack, encode_member_event, encode_presence,
+    encode_presence_stats, with_offset,
+};
 pub use room::{MAX_ROOM_NAME_LEN, RoomName, RoomNameError};
 pub use serde_json::value::RawValue;
 pub use server::{

@@ -154,7 +154,7 @@ struct HttpRefusal<'a> {
     message: Option<&'a str>,
 }
 
-fn encode_vec(value: &impl Serialize, capacity: usize) -> Vec<u8> {
+pub(crate) fn encode_vec(value: &impl Serialize, capacity: usize) -> Vec<u8> {
     let mut out = Vec::with_capacity(capacity);
     // Serializing these plain structs into a Vec cannot fail: every field is a
     // string, number or already-valid raw JSON.
