@@ -1,5 +1,6 @@
 //! The hub's configuration.
 
+use std::collections::BTreeMap;
 use std::time::Duration;
 
 use crate::access::AccessPolicy;
@@ -82,6 +83,39 @@ pub struct HubConfig {
     /// last activity; freed by [`Hub::sweep`](crate::Hub::sweep). Zero frees
     /// a room when its last member leaves.
     pub room_linger: Duration,
+    /// What rooms of each namespace offer beyond messages: history,
+    /// presence, join/leave events. A namespace without an entry has none.
+    pub features: BTreeMap<String, RoomFeatures>,
+    /// Bytes of history kept at most across every room (0: no cap). Past
+    /// it, the history of the rooms published to least recently is dropped
+    /// first (their epochs change, so their clients do not expect it).
+    pub history_max_bytes: usize,
+}
+
+/// What the rooms of one namespace offer beyond messages.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RoomFeatures {
+    /// Messages kept per room for history and recovery (0: none, and
+    /// messages carry no offsets).
+    pub history_size: usize,
+    /// How long a room's history lives after its last publication; the
+    /// room itself is kept at least this long after its last member left.
+    pub history_ttl: Duration,
+    /// Members may ask who else is in the room (`presence`,
+    /// `presence_stats`).
+    pub presence: bool,
+    /// Members are told when someone joins or leaves.
+    pub join_leave: bool,
+}
+
+impl HubConfig {
+    /// The features of `room`'s namespace.
+    pub fn features(&self, room: &wshub_protocol::RoomName) -> RoomFeatures {
+        self.features
+            .get(room.namespace())
+            .copied()
+            .unwrap_or_default()
+    }
 }
 
 impl Default for HubConfig {
@@ -98,6 +132,8 @@ impl Default for HubConfig {
             token_expiry_warning: Duration::from_secs(30),
             message_rate: None,
             room_linger: Duration::ZERO,
+            features: BTreeMap::new(),
+            history_max_bytes: 64 << 20,
         }
     }
 }

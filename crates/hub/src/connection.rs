@@ -170,7 +170,23 @@ impl Connection {
         };
         let reference = frame.reference().cloned();
         let result = match frame {
-            ClientFrame::Join { room, .. } => match self.join_acked(room, reference.as_ref()) {
+            ClientFrame::History {
+                room, limit, since, ..
+            } => {
+                let since = since.as_ref().map(|p| (p.offset, p.epoch.as_str()));
+                return self.answer_history(&room, since, limit, reference.as_ref(), now_ms);
+            }
+            ClientFrame::Presence { room, .. } => {
+                return self.answer_presence(&room, false, reference.as_ref());
+            }
+            ClientFrame::PresenceStats { room, .. } => {
+                return self.answer_presence(&room, true, reference.as_ref());
+            }
+            ClientFrame::Join { room, since, .. } => match self.join_acked(
+                room,
+                since.as_ref().map(|p| (p.offset, p.epoch.as_str())),
+                reference.as_ref(),
+            ) {
                 // The ack waits until other nodes' messages arrive too.
                 Ok(true) => return FrameOutcome::Accepted,
                 Ok(false) => Ok(()),
@@ -319,14 +335,19 @@ impl Connection {
     /// Joining a room twice is harmless. Once this returns `Ok`, a publish to
     /// the room from any connection reaches this one.
     pub fn join(&mut self, room: RoomName) -> Result<(), HubError> {
-        self.join_acked(room, None).map(drop)
+        self.join_acked(room, None, None).map(drop)
     }
 
     /// Joins, and with a `reference`, hands the ack to the hub to hold
     /// while a broker is not yet listening to the room: `Ok(true)` when it
     /// was held (it will be queued then), `Ok(false)` when the caller
     /// answers.
-    fn join_acked(&mut self, room: RoomName, reference: Option<&Ref>) -> Result<bool, HubError> {
+    fn join_acked(
+        &mut self,
+        room: RoomName,
+        since: Option<(u64, &str)>,
+        reference: Option<&Ref>,
+    ) -> Result<bool, HubError> {
         if self.rooms.contains(&room) {
             return Ok(false);
         }
@@ -337,14 +358,97 @@ impl Connection {
                 limit: config.max_rooms_per_connection,
             });
         }
+        // A room with history answers the join itself (position, recovery).
+        if let Some(added) =
+            self.hub
+                .join_with_history(&room, &self.outbox, self.now_ms(), reference, since)?
+        {
+            if added {
+                self.hub.announce(&room, true, &self.outbox);
+                self.rooms.insert(room);
+            }
+            return Ok(true);
+        }
         let ack = reference.map(encode_ack);
         let (added, ack) = self
             .hub
             .add_member_with_ack(&room, &self.outbox, self.now_ms(), ack)?;
         if added {
+            self.hub.announce(&room, true, &self.outbox);
             self.rooms.insert(room);
         }
         Ok(reference.is_some() && ack.is_none())
+    }
+
+    /// Answers `history`: needs the room's join permission, not membership.
+    fn answer_history(
+        &self,
+        room: &RoomName,
+        since: Option<(u64, &str)>,
+        limit: Option<usize>,
+        reference: Option<&Ref>,
+        now_ms: u64,
+    ) -> FrameOutcome {
+        let config = self.hub.config();
+        let size = config.features(room).history_size;
+        let checked = if size == 0 {
+            Err(HubError::NotOffered {
+                room: room.clone(),
+                feature: "history",
+            })
+        } else {
+            config
+                .access
+                .check(&self.identity, room, Action::Join)
+                .map_err(HubError::from)
+        };
+        if let Err(err) = checked {
+            return self.answer(reference, Err(err));
+        }
+        let page = self
+            .hub
+            .history(room, since, limit.unwrap_or(size).min(size), now_ms);
+        self.send_control(wshub_protocol::encode_history(
+            reference,
+            room,
+            page.offset,
+            &page.epoch,
+            &page.messages,
+        ));
+        FrameOutcome::Accepted
+    }
+
+    /// Answers `presence` (`stats`: `presence_stats`): needs membership
+    /// and a namespace with presence on.
+    fn answer_presence(
+        &self,
+        room: &RoomName,
+        stats: bool,
+        reference: Option<&Ref>,
+    ) -> FrameOutcome {
+        let refused = if !self.hub.config().features(room).presence {
+            Some(HubError::NotOffered {
+                room: room.clone(),
+                feature: "presence",
+            })
+        } else if !self.rooms.contains(room) {
+            Some(HubError::NotJoined(room.clone()))
+        } else {
+            None
+        };
+        if let Some(err) = refused {
+            return self.answer(reference, Err(err));
+        }
+        let members = self.hub.presence(room.as_str());
+        let frame = if stats {
+            let users: std::collections::HashSet<&str> =
+                members.iter().filter_map(|m| m.user.as_deref()).collect();
+            wshub_protocol::encode_presence_stats(reference, room, members.len(), users.len())
+        } else {
+            wshub_protocol::encode_presence(reference, room, &members)
+        };
+        self.send_control(frame);
+        FrameOutcome::Accepted
     }
 
     /// Replaces the connection's credentials with those `token` proves,
@@ -401,8 +505,11 @@ impl Connection {
                         self.hub.add_member(&room, &self.outbox, self.now_ms())
                     };
                     match joined {
-                        Ok(_) => {
+                        Ok(added) => {
                             self.send_control(encode_subscribed(&room));
+                            if added {
+                                self.hub.announce(&room, true, &self.outbox);
+                            }
                             self.rooms.insert(room);
                         }
                         Err(err) => {

@@ -42,6 +42,14 @@ pub enum HubError {
     /// A credential was refused.
     #[error(transparent)]
     Unauthorized(#[from] AuthError),
+    /// The room's namespace does not offer this (history, presence).
+    #[error("room {room:?} does not offer {feature}; its namespace turns it off")]
+    NotOffered {
+        /// The room asked about.
+        room: RoomName,
+        /// `history` or `presence`.
+        feature: &'static str,
+    },
     /// The broker cannot take the publication (its queue to the other
     /// nodes is full): nobody got it, the publisher may retry.
     #[error(
@@ -56,7 +64,9 @@ impl HubError {
         match self {
             Self::NotJoined(_) => ErrorCode::NotJoined,
             Self::ShuttingDown | Self::Overloaded => ErrorCode::Unavailable,
-            Self::Forbidden(_) | Self::UserMismatch { .. } => ErrorCode::Forbidden,
+            Self::Forbidden(_) | Self::UserMismatch { .. } | Self::NotOffered { .. } => {
+                ErrorCode::Forbidden
+            }
             Self::TooManyRooms { .. } | Self::HubRoomLimit { .. } => ErrorCode::TooManyRooms,
             Self::Unauthorized(_) => ErrorCode::Unauthorized,
         }
@@ -72,6 +82,7 @@ impl HubError {
             Self::TooManyRooms { .. } => Some("connection_limit"),
             Self::HubRoomLimit { .. } => Some("hub_limit"),
             Self::Overloaded => Some("overloaded"),
+            Self::NotOffered { .. } => Some("not_offered"),
             _ => None,
         }
     }

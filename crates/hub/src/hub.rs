@@ -22,6 +22,10 @@ use crate::outbox::{Outbox, PushOutcome, ServerCommand};
 use crate::room::Room;
 use crate::stats::{CloseCause, Counters, Fanout, HubStats, QueueDepth};
 
+mod rooms;
+
+pub use rooms::HistoryPage;
+
 /// The `from` of messages the server itself publishes (not a connection).
 pub const SERVER_SENDER: &str = "server";
 
@@ -82,6 +86,7 @@ impl HubBuilder {
                 counters: Counters::default(),
                 delivery_latency: crate::latency::LatencyHistogram::default(),
                 shutting_down: AtomicBool::new(false),
+                history_bytes: AtomicUsize::new(0),
             }),
         }
     }
@@ -115,6 +120,8 @@ struct Inner {
     counters: Counters,
     delivery_latency: crate::latency::LatencyHistogram,
     shutting_down: AtomicBool,
+    /// Bytes held by every room's history together.
+    history_bytes: AtomicUsize,
 }
 
 impl Default for Hub {
@@ -251,19 +258,10 @@ impl Hub {
         let entry = match self.inner.rooms.entry(room.clone()) {
             dashmap::Entry::Occupied(entry) => entry.into_ref(),
             dashmap::Entry::Vacant(entry) => {
-                // Not `rooms.len()`: that would lock the shard this entry
-                // holds. A compare-and-swap on a count keeps the cap exact.
-                let limit = self.inner.config.max_rooms;
-                let reserved =
-                    self.inner
-                        .room_count
-                        .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
-                            (limit == 0 || n < limit).then_some(n + 1)
-                        });
-                if reserved.is_err() {
-                    return Err(HubError::HubRoomLimit { limit });
-                }
-                entry.insert(Room::default())
+                self.reserve_room()?;
+                let room = Room::new(&self.inner.config.features(room), self.inner.linger_ms);
+                room.touch(now_ms);
+                entry.insert(room)
             }
         };
         let was_empty = entry.is_empty();
@@ -282,13 +280,27 @@ impl Hub {
         Ok((added, ack))
     }
 
+    /// Counts one more room against `max_rooms`. Not `rooms.len()`: that
+    /// would lock the shard the caller's entry holds. A compare-and-swap on
+    /// a count keeps the cap exact.
+    fn reserve_room(&self) -> Result<(), HubError> {
+        let limit = self.inner.config.max_rooms;
+        self.inner
+            .room_count
+            .fetch_update(Ordering::SeqCst, Ordering::SeqCst, |n| {
+                (limit == 0 || n < limit).then_some(n + 1)
+            })
+            .map(drop)
+            .map_err(|_| HubError::HubRoomLimit { limit })
+    }
+
     pub(crate) fn remove_member(&self, room: &RoomName, id: ConnectionId, now_ms: u64) -> bool {
-        let mut removed = false;
+        let mut removed = None;
         let mut released = Vec::new();
-        let linger = self.inner.linger_ms;
+        let mut history_freed = 0;
         let freed = self.inner.rooms.remove_if(room, |_, state| {
             removed = state.remove(id);
-            if !removed || !state.is_empty() {
+            if removed.is_none() || !state.is_empty() {
                 return false;
             }
             state.touch(now_ms);
@@ -296,13 +308,23 @@ impl Hub {
                 released = state.stop_listening();
             }
             self.inner.broker.room_closed(room);
-            linger == 0
+            let free = state.linger_ms() == 0;
+            if free && let Some(log) = state.log() {
+                history_freed = log.lock().bytes();
+            }
+            free
         });
         if freed.is_some() {
             self.inner.room_count.fetch_sub(1, Ordering::SeqCst);
         }
+        self.inner
+            .history_bytes
+            .fetch_sub(history_freed, Ordering::Relaxed);
         self.release_acks(released);
-        removed
+        if let Some(outbox) = &removed {
+            self.announce(room, false, outbox);
+        }
+        removed.is_some()
     }
 
     /// The broker receives `room`'s publications from other nodes now (see
@@ -365,14 +387,22 @@ impl Hub {
         let mut fanout = Fanout::default();
         match &publication.audience {
             Audience::Room(room) => {
-                let Some(members) = self.inner.rooms.get(room).map(|state| {
-                    state.count_publication(publication.time_ms);
-                    state.snapshot()
-                }) else {
+                let Some(log) = self.inner.rooms.get(room).map(|state| state.log().cloned()) else {
                     return fanout;
                 };
-                for outbox in members.iter() {
-                    fanout.push(outbox, &publication.frame, origin);
+                if let Some(log) = log {
+                    // Ordered by the room's history: offsets reach members in order.
+                    self.deliver_logged(&log, room, publication, origin, &mut fanout);
+                } else {
+                    let Some(members) = self.inner.rooms.get(room).map(|state| {
+                        state.count_publication(publication.time_ms);
+                        state.snapshot()
+                    }) else {
+                        return fanout;
+                    };
+                    for outbox in members.iter() {
+                        fanout.push(outbox, &publication.frame, origin);
+                    }
                 }
             }
             Audience::Everyone => {
@@ -598,14 +628,25 @@ impl Hub {
     /// Frees empty rooms whose `room_linger` has passed at `now_ms`; returns
     /// how many. Call it periodically when `room_linger` is set.
     pub fn sweep(&self, now_ms: u64) -> usize {
-        let linger = self.inner.linger_ms;
         let mut freed = 0;
+        let mut history_freed = 0;
         self.inner.rooms.retain(|_, room| {
-            let expired = room.expired(now_ms, linger);
+            let expired = room.expired(now_ms);
+            // A log being published to is not waited for: it is swept next time.
+            if let Some(mut log) = room.log().and_then(|log| log.try_lock()) {
+                history_freed += if expired {
+                    log.bytes()
+                } else {
+                    log.expire(now_ms)
+                };
+            }
             freed += usize::from(expired);
             !expired
         });
         self.inner.room_count.fetch_sub(freed, Ordering::SeqCst);
+        self.inner
+            .history_bytes
+            .fetch_sub(history_freed, Ordering::Relaxed);
         freed
     }
 

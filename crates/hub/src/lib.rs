@@ -103,6 +103,7 @@ mod config;
 mod connection;
 mod error;
 mod flood;
+mod history;
 mod hub;
 mod latency;
 mod node;
@@ -118,11 +119,11 @@ pub use broker::{
     Audience, Broker, BrokerFull, Directive, DirectiveAction, DirectiveTarget, LocalBroker,
     Publication,
 };
-pub use config::{Heartbeat, HubConfig, SlowConsumerPolicy};
+pub use config::{Heartbeat, HubConfig, RoomFeatures, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome, TimerOutcome};
 pub use error::{AuthError, HubError};
 pub use flood::MessageRateLimit;
-pub use hub::{Authenticator, DisconnectTarget, Hub, HubBuilder, SERVER_SENDER};
+pub use hub::{Authenticator, DisconnectTarget, HistoryPage, Hub, HubBuilder, SERVER_SENDER};
 pub use latency::{BUCKETS_MS, LatencyHistogram, LatencySnapshot, SAMPLE_EVERY, stamped_time_ms};
 pub use node::{ConnectionId, NodeId, NodeIdError};
 pub use outbox::{Drained, Lane, Outbox, PushOutcome, ServerCommand};

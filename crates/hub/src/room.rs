@@ -9,6 +9,8 @@ use rustc_hash::FxHashMap;
 
 use wshub_protocol::TextFrame;
 
+use crate::config::RoomFeatures;
+use crate::history::RoomLog;
 use crate::node::ConnectionId;
 use crate::outbox::Outbox;
 
@@ -28,6 +30,14 @@ use crate::outbox::Outbox;
 #[derive(Debug, Default)]
 pub(crate) struct Room {
     members: Mutex<Members>,
+    /// The room's history, when its namespace keeps one. Publications are
+    /// ordered by this lock: a publish holds it from taking its offset to
+    /// the end of its fan-out, so members see offsets in order and a
+    /// recovering join sees a clean seam.
+    log: Option<Arc<Mutex<RoomLog>>>,
+    /// How long the room outlives its last member (at least its history's
+    /// lifetime).
+    linger_ms: u64,
     /// Publications delivered here since the room was created.
     published: AtomicU64,
     /// The last publication or membership change (caller's milliseconds).
@@ -60,6 +70,31 @@ impl Default for Members {
 pub(crate) type HeldAcks = Vec<(Arc<Outbox>, TextFrame)>;
 
 impl Room {
+    /// A room with the features of its namespace, kept `linger_ms` after
+    /// its last activity once empty.
+    pub(crate) fn new(features: &RoomFeatures, linger_ms: u64) -> Self {
+        let ttl_ms = u64::try_from(features.history_ttl.as_millis()).unwrap_or(u64::MAX);
+        let log = (features.history_size > 0)
+            .then(|| Arc::new(Mutex::new(RoomLog::new(features.history_size, ttl_ms))));
+        Self {
+            linger_ms: if log.is_some() {
+                linger_ms.max(ttl_ms)
+            } else {
+                linger_ms
+            },
+            log,
+            ..Self::default()
+        }
+    }
+
+    pub(crate) fn log(&self) -> Option<&Arc<Mutex<RoomLog>>> {
+        self.log.as_ref()
+    }
+
+    pub(crate) fn linger_ms(&self) -> u64 {
+        self.linger_ms
+    }
+
     /// Adds a member; false if it already was one.
     pub(crate) fn insert(&self, outbox: &Arc<Outbox>) -> bool {
         let mut members = self.members.lock();
@@ -73,11 +108,11 @@ impl Room {
         added
     }
 
-    /// Removes a member; false if it was not one.
-    pub(crate) fn remove(&self, id: ConnectionId) -> bool {
+    /// Removes a member; `None` if it was not one.
+    pub(crate) fn remove(&self, id: ConnectionId) -> Option<Arc<Outbox>> {
         let mut members = self.members.lock();
-        let removed = members.by_id.remove(&id).is_some();
-        if removed {
+        let removed = members.by_id.remove(&id);
+        if removed.is_some() {
             members.snapshot = None;
             if members.by_id.is_empty() {
                 members.by_id = FxHashMap::default();
@@ -156,12 +191,12 @@ impl Room {
     }
 
     /// Whether an empty room has lingered long enough to be freed.
-    pub(crate) fn expired(&self, now_ms: u64, linger_ms: u64) -> bool {
+    pub(crate) fn expired(&self, now_ms: u64) -> bool {
         self.is_empty()
             && now_ms
                 >= self
                     .last_active_ms
                     .load(Ordering::Relaxed)
-                    .saturating_add(linger_ms)
+                    .saturating_add(self.linger_ms)
     }
 }

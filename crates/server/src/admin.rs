@@ -158,6 +158,17 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
                 .collect();
             json(StatusCode::OK, encode_api_answer(&RoomList { rooms }))
         }
+        (Method::GET, room_path)
+            if room_path.starts_with("rooms/")
+                && (room_path.ends_with("/history") || room_path.ends_with("/presence")) =>
+        {
+            room_feature(
+                state,
+                request.uri().query(),
+                &room_path["rooms/".len()..],
+                now,
+            )
+        }
         (Method::GET, room_path) if room_path.starts_with("rooms/") => {
             let name = &room_path["rooms/".len()..];
             let room = match RoomName::new(name) {
@@ -236,6 +247,84 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
             format!("no API call /api/{path}"),
         ),
     }
+}
+
+/// `GET /api/rooms/{room}/history?limit=N&since_offset=K&since_epoch=E`
+/// and `GET /api/rooms/{room}/presence`: the `history` and `presence`
+/// frames' answers, for backends.
+fn room_feature(
+    state: &AppState,
+    query: Option<&str>,
+    path: &str,
+    now: u64,
+) -> Response<Full<Bytes>> {
+    let hub = state.upgrade.hub();
+    let (name, feature) = path.rsplit_once('/').unwrap_or((path, ""));
+    let room = match RoomName::new(name) {
+        Ok(room) => room,
+        Err(err) => return api_error(StatusCode::BAD_REQUEST, "room_invalid", err.to_string()),
+    };
+    let features = hub.config().features(&room);
+    let offered = match feature {
+        "history" => features.history_size > 0,
+        _ => features.presence,
+    };
+    if !offered {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_offered",
+            format!(
+                "room {:?} does not offer {feature}; its namespace turns it off",
+                room.as_str()
+            ),
+        );
+    }
+    if feature == "presence" {
+        return json(
+            StatusCode::OK,
+            wshub_protocol::encode_presence(None, &room, &hub.presence(room.as_str())).into_bytes(),
+        );
+    }
+    let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
+        .into_owned()
+        .collect();
+    let get = |name: &str| {
+        query
+            .iter()
+            .find(|(k, _)| k == name)
+            .map(|(_, v)| v.as_str())
+    };
+    let limit = match get("limit").map(str::parse::<usize>) {
+        None => features.history_size,
+        Some(Ok(limit)) => limit.min(features.history_size),
+        Some(Err(_)) => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "limit must be an integer ≥ 0",
+            );
+        }
+    };
+    let since = match (
+        get("since_offset").map(str::parse::<u64>),
+        get("since_epoch"),
+    ) {
+        (None, None) => None,
+        (Some(Ok(offset)), Some(epoch)) => Some((offset, epoch)),
+        _ => {
+            return api_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_field",
+                "since_offset (an integer) and since_epoch go together",
+            );
+        }
+    };
+    let page = hub.history(&room, since, limit, now);
+    json(
+        StatusCode::OK,
+        wshub_protocol::encode_history(None, &room, page.offset, &page.epoch, &page.messages)
+            .into_bytes(),
+    )
 }
 
 /// The body as UTF-8 text, at most `api.max_body_bytes`.

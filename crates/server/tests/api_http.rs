@@ -69,10 +69,10 @@ async fn authed_server() -> TestServer {
     config.auth.secret = SECRET.into();
     config.permissions.namespaces.insert(
         "chat".into(),
-        wshub_server::config::NamespacePermissions {
-            join: wshub_server::config::Permission::Authenticated,
-            publish: wshub_server::config::Permission::Authenticated,
-        },
+        wshub_server::config::NamespacePermissions::new(
+            wshub_server::config::Permission::Authenticated,
+            wshub_server::config::Permission::Authenticated,
+        ),
     );
     TestServer::start_with(config).await
 }

@@ -98,10 +98,7 @@ async fn jwt_server(allowed_origins: Vec<String>) -> TestServer {
     config.allowed_origins = allowed_origins;
     config.permissions.namespaces.insert(
         "browser".into(),
-        NamespacePermissions {
-            join: Permission::Authenticated,
-            publish: Permission::Authenticated,
-        },
+        NamespacePermissions::new(Permission::Authenticated, Permission::Authenticated),
     );
     TestServer::start_with(config).await
 }

@@ -53,17 +53,11 @@ async fn jwt_server() -> TestServer {
     let mut namespaces = BTreeMap::new();
     namespaces.insert(
         "chat".to_owned(),
-        NamespacePermissions {
-            join: Permission::Claim,
-            publish: Permission::Claim,
-        },
+        NamespacePermissions::new(Permission::Claim, Permission::Claim),
     );
     namespaces.insert(
         "news".to_owned(),
-        NamespacePermissions {
-            join: Permission::Authenticated,
-            publish: Permission::Authenticated,
-        },
+        NamespacePermissions::new(Permission::Authenticated, Permission::Authenticated),
     );
     config.permissions.namespaces = namespaces;
     TestServer::start_with(config).await
@@ -230,10 +224,7 @@ async fn refresh_keeps_a_connection_and_no_refresh_closes_it_with_4001() {
     config.auth.expiry_warning = Duration::from_secs(2);
     config.permissions.namespaces.insert(
         "lobby".into(),
-        NamespacePermissions {
-            join: Permission::Authenticated,
-            publish: Permission::Authenticated,
-        },
+        NamespacePermissions::new(Permission::Authenticated, Permission::Authenticated),
     );
     let server = TestServer::start_with(config).await;
     let short = |sub: &str, seconds: u64| hs256(&json!({"sub": sub, "exp": now() + seconds}));
@@ -340,10 +331,7 @@ async fn the_token_command_signs_tokens_the_server_accepts() {
     config.auth.public_key_file = Some(fixture("rsa_public.pem"));
     config.permissions.namespaces.insert(
         "chat".into(),
-        NamespacePermissions {
-            join: Permission::Claim,
-            publish: Permission::Claim,
-        },
+        NamespacePermissions::new(Permission::Claim, Permission::Claim),
     );
     let server = TestServer::start_with(config).await;
     let (ws, _) = try_upgrade(

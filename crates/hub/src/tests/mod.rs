@@ -412,6 +412,7 @@ fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
 mod access;
 mod broker;
 mod engine;
+mod rooms;
 mod server_side;
 
 #[test]

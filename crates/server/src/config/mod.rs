@@ -114,7 +114,11 @@ pub fn default_toml() -> String {
     }
     out.push_str(
         "\n# Rules per namespace (rooms `chat:*`): anyone, authenticated, claim or nobody.\n\
-         # [permissions.namespaces.chat]\n# join = \"claim\"\n# publish = \"claim\"\n",
+         # [permissions.namespaces.chat]\n# join = \"claim\"\n# publish = \"claim\"\n\
+         # Messages kept per room for history and recovery (0: off), and for how long:\n\
+         # history_size = 100\n# history_ttl = \"5m\"\n\
+         # Members may ask who is in a room; members hear joins and leaves:\n\
+         # presence = true\n# join_leave = true\n",
     );
     out
 }
@@ -150,6 +154,37 @@ pub fn readme_table() -> String {
         <Permission as value::ConfigValue>::TYPE,
         "Who may join / publish in rooms `<name>:*`; unlisted namespaces are open without auth and closed with it",
     ));
+    for (key, ty, default, doc) in [
+        (
+            "history_size",
+            "integer",
+            "`0`",
+            "Messages kept per room of the namespace for history and recovery; its messages then carry offsets (0: off)",
+        ),
+        (
+            "history_ttl",
+            "duration",
+            "`\"5m\"`",
+            "How long a room's history lives after its last publication (the room is kept at least that long)",
+        ),
+        (
+            "presence",
+            "boolean",
+            "`false`",
+            "Members may ask `presence` / `presence_stats`",
+        ),
+        (
+            "join_leave",
+            "boolean",
+            "`false`",
+            "Members get a `system` `join` / `leave` event when someone joins or leaves",
+        ),
+    ] {
+        out.push_str(&format!(
+            "| `permissions.namespaces.<name>.{key}` | `WSHUB_PERMISSIONS__NAMESPACES__<NAME>__{}` | | {ty} | {default} | {doc} |\n",
+            key.to_uppercase()
+        ));
+    }
     out
 }
 

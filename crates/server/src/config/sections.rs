@@ -176,8 +176,10 @@ config_section! {
         max_rooms_per_connection: usize = hub_defaults().max_rooms_per_connection,
         /// Rooms the server holds at most; a join creating one more gets too_many_rooms (0: off)
         max_rooms: usize = hub_defaults().max_rooms,
-        /// How long an empty room's state is kept after its last activity
+        /// How long an empty room's state is kept after its last activity (rooms with history: at least their `history_ttl`)
         room_linger: Duration = hub_defaults().room_linger,
+        /// Bytes of room history kept at most across all rooms; past it the least recently published rooms lose theirs (0: no cap)
+        history_max_bytes: usize = hub_defaults().history_max_bytes,
     }
 }
 
@@ -325,14 +327,39 @@ config_enum! {
     }
 }
 
-/// Rules of one namespace.
+/// Rules and room features of one namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NamespacePermissions {
     /// Who may join: `anyone`, `authenticated`, `claim` or `nobody`.
     pub join: Permission,
     /// Who may publish.
     pub publish: Permission,
+    /// Messages kept per room for history and recovery (0: off).
+    pub history_size: usize,
+    /// How long a room's history lives after its last publication.
+    pub history_ttl: Duration,
+    /// Members may ask who is in the room.
+    pub presence: bool,
+    /// Members are told when someone joins or leaves.
+    pub join_leave: bool,
 }
+
+impl NamespacePermissions {
+    /// `join` and `publish` rules, no room features.
+    pub fn new(join: Permission, publish: Permission) -> Self {
+        Self {
+            join,
+            publish,
+            history_size: 0,
+            history_ttl: DEFAULT_HISTORY_TTL,
+            presence: false,
+            join_leave: false,
+        }
+    }
+}
+
+/// `history_ttl` when a namespace does not set it.
+pub const DEFAULT_HISTORY_TTL: Duration = Duration::from_secs(300);
 
 /// `[permissions]`: rules per namespace (the part of a room name before the
 /// first `:`). Namespaces without rules are open when `auth.mode = "none"`
@@ -354,7 +381,10 @@ pub(crate) fn dynamic_key(key: &str) -> Option<DynamicKey> {
     let rest = key.strip_prefix(NAMESPACES)?.strip_prefix('.')?;
     Some(match rest.split_once('.') {
         None => DynamicKey::Table,
-        Some((_, "join" | "publish")) => DynamicKey::Leaf,
+        Some((
+            _,
+            "join" | "publish" | "history_size" | "history_ttl" | "presence" | "join_leave",
+        )) => DynamicKey::Leaf,
         Some(_) => DynamicKey::Invalid,
     })
 }
@@ -399,7 +429,26 @@ impl Section for PermissionsConfig {
             };
             let join = rule("join");
             let publish = rule("publish");
-            namespaces.insert(name, NamespacePermissions { join, publish });
+            let defaults = NamespacePermissions::new(join, publish);
+            let history_size = extract(figment, &join_key(&key, "history_size"), 0usize, issues);
+            let history_ttl = extract(
+                figment,
+                &join_key(&key, "history_ttl"),
+                defaults.history_ttl,
+                issues,
+            );
+            let presence = extract(figment, &join_key(&key, "presence"), false, issues);
+            let join_leave = extract(figment, &join_key(&key, "join_leave"), false, issues);
+            namespaces.insert(
+                name,
+                NamespacePermissions {
+                    history_size,
+                    history_ttl,
+                    presence,
+                    join_leave,
+                    ..defaults
+                },
+            );
         }
         Self { namespaces }
     }
@@ -416,6 +465,24 @@ impl Section for PermissionsConfig {
                 "publish".into(),
                 toml::Value::String(rules.publish.as_str().into()),
             );
+            if rules.history_size > 0 {
+                entry.insert(
+                    "history_size".into(),
+                    toml::Value::Integer(i64::try_from(rules.history_size).unwrap_or(i64::MAX)),
+                );
+                entry.insert(
+                    "history_ttl".into(),
+                    toml::Value::String(humantime::format_duration(rules.history_ttl).to_string()),
+                );
+            }
+            for (flag, on) in [
+                ("presence", rules.presence),
+                ("join_leave", rules.join_leave),
+            ] {
+                if on {
+                    entry.insert(flag.into(), toml::Value::Boolean(true));
+                }
+            }
             namespaces.insert(name.clone(), toml::Value::Table(entry));
         }
         table.insert("namespaces".into(), toml::Value::Table(namespaces));

@@ -4,8 +4,8 @@
 use std::num::NonZeroU32;
 
 use wshub_hub::{
-    AccessPolicy, Heartbeat, HubConfig, MessageRateLimit, NamespaceRules, NodeId, Rule,
-    SlowConsumerPolicy,
+    AccessPolicy, Heartbeat, HubConfig, MessageRateLimit, NamespaceRules, NodeId, RoomFeatures,
+    Rule, SlowConsumerPolicy,
 };
 use wshub_transport::TransportConfig;
 
@@ -152,6 +152,23 @@ impl Config {
         if self.broker.kind != BrokerKind::Redis {
             return;
         }
+        // History, presence and join/leave events must agree on every node:
+        // with Redis they have to live in Redis, which this version does not
+        // do yet. Refused rather than silently node-local.
+        for (name, rules) in &self.permissions.namespaces {
+            for (key, on) in [
+                ("history_size", rules.history_size > 0),
+                ("presence", rules.presence),
+                ("join_leave", rules.join_leave),
+            ] {
+                if on {
+                    issues.push(
+                        format!("permissions.namespaces.{name}.{key}"),
+                        "needs broker.kind = \"memory\" in this version (across nodes it must live in Redis, which is not built yet); turn it off or use the memory broker",
+                    );
+                }
+            }
+        }
         use wshub_broker_redis::ConfigError as Bad;
         let Err(err) = self.redis_broker_config().validate() else {
             return;
@@ -287,6 +304,21 @@ impl Config {
                 }
             }),
             room_linger: self.hub.room_linger,
+            features: self
+                .permissions
+                .namespaces
+                .iter()
+                .map(|(name, rules)| {
+                    let features = RoomFeatures {
+                        history_size: rules.history_size,
+                        history_ttl: rules.history_ttl,
+                        presence: rules.presence,
+                        join_leave: rules.join_leave,
+                    };
+                    (name.clone(), features)
+                })
+                .collect(),
+            history_max_bytes: self.hub.history_max_bytes,
         })
     }
 

@@ -95,10 +95,7 @@ pub fn node_config(urls: Vec<String>, cluster: bool, node: &str) -> wshub_server
     config.auth.secret = SECRET.into();
     config.permissions.namespaces.insert(
         "chat".into(),
-        NamespacePermissions {
-            join: Permission::Authenticated,
-            publish: Permission::Authenticated,
-        },
+        NamespacePermissions::new(Permission::Authenticated, Permission::Authenticated),
     );
     config.broker.kind = BrokerKind::Redis;
     config.broker.redis.url = urls;
