@@ -71,21 +71,33 @@ struct Lanes {
     control_bytes: usize,
     data: VecDeque<TextFrame>,
     data_bytes: usize,
+    /// A recovering join's missed messages: sent after the control lane and
+    /// before the data lane (where the room's live messages queue behind
+    /// them). Not counted against the data lane's limit: the frames are the
+    /// room history's own, shared, so they cost pointers, and a recovery
+    /// must not trip the slow-consumer policy it is there to repair.
+    replay: VecDeque<TextFrame>,
+    replay_bytes: usize,
     closing: Option<Closing>,
     waker: Option<Waker>,
 }
 
 impl Lanes {
     fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.data.is_empty() && self.commands.is_empty()
+        self.control.is_empty()
+            && self.replay.is_empty()
+            && self.data.is_empty()
+            && self.commands.is_empty()
     }
 
     fn discard_all(&mut self) {
         // Fresh deques give the memory back; `clear` would keep the capacity.
         self.control = VecDeque::new();
         self.data = VecDeque::new();
+        self.replay = VecDeque::new();
         self.control_bytes = 0;
         self.data_bytes = 0;
+        self.replay_bytes = 0;
     }
 }
 
@@ -181,6 +193,21 @@ impl Outbox {
         PushOutcome::Queued { dropped }
     }
 
+    /// Queues a recovering join's missed messages, in order, ahead of the
+    /// data lane and outside its limit (see `Lanes::replay`).
+    pub fn push_replay(&self, frames: impl IntoIterator<Item = TextFrame>) -> PushOutcome {
+        let mut lanes = self.lanes.lock();
+        if lanes.closing.is_some() {
+            return PushOutcome::Closed;
+        }
+        for frame in frames {
+            lanes.replay_bytes += frame.len();
+            lanes.replay.push_back(frame);
+        }
+        wake_after_unlock(lanes);
+        PushOutcome::Queued { dropped: 0 }
+    }
+
     fn overflow(&self, mut lanes: parking_lot::MutexGuard<'_, Lanes>) -> PushOutcome {
         lanes.discard_all();
         lanes.closing = Some(Closing::Now(CloseReason::SLOW_CONSUMER));
@@ -238,7 +265,7 @@ impl Outbox {
     /// TextFrame queued on both lanes.
     pub fn queued_bytes(&self) -> usize {
         let lanes = self.lanes.lock();
-        lanes.control_bytes + lanes.data_bytes
+        lanes.control_bytes + lanes.replay_bytes + lanes.data_bytes
     }
 
     /// Moves queued frames into `out` without waiting: all control frames, then
@@ -265,6 +292,14 @@ impl Outbox {
             out.push(frame);
         }
         while taken < max_bytes {
+            let Some(frame) = lanes.replay.pop_front() else {
+                break;
+            };
+            lanes.replay_bytes -= frame.len();
+            taken += frame.len();
+            out.push(frame);
+        }
+        while taken < max_bytes {
             let Some(frame) = lanes.data.pop_front() else {
                 break;
             };
@@ -277,6 +312,9 @@ impl Outbox {
             // An idle connection should not keep the capacity of its last burst.
             if lanes.data.capacity() > 64 {
                 lanes.data = VecDeque::new();
+            }
+            if lanes.replay.capacity() > 0 {
+                lanes.replay = VecDeque::new();
             }
             if let Some(Closing::AfterFlush(reason)) = lanes.closing {
                 return Some(Drained::Close(reason));

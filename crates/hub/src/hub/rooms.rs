@@ -168,8 +168,8 @@ impl Hub {
                 let ack = encode_join_ack(reference, guard.offset(), guard.epoch(), recovered);
                 self.count_overflow(outbox.push(Lane::Control, ack));
             }
-            for frame in missed {
-                self.count_overflow(outbox.push(Lane::Data, frame));
+            if !missed.is_empty() {
+                outbox.push_replay(missed);
             }
             drop(guard);
             return Ok(Some(added));
