@@ -19,6 +19,8 @@ pub struct Scenario {
     /// Two nodes sharing a redis-server: subscribers on node B, publishers
     /// on node A, so every message crosses Redis.
     pub two_nodes: bool,
+    /// Extra `WSHUB_*` settings for the server(s) of this scenario.
+    pub server_env: &'static [(&'static str, &'static str)],
 }
 
 const FULL: &[Scenario] = &[
@@ -26,6 +28,7 @@ const FULL: &[Scenario] = &[
         name: "connect-19k",
         args: &["connect", "--connections", "19000", "--hold", "5"],
         two_nodes: false,
+        server_env: &[],
     },
     Scenario {
         name: "fanout-1k",
@@ -39,6 +42,7 @@ const FULL: &[Scenario] = &[
             "100",
         ],
         two_nodes: false,
+        server_env: &[],
     },
     Scenario {
         name: "fanout-10k",
@@ -52,6 +56,7 @@ const FULL: &[Scenario] = &[
             "10",
         ],
         two_nodes: false,
+        server_env: &[],
     },
     Scenario {
         name: "burst-1k-x-2000",
@@ -69,6 +74,27 @@ const FULL: &[Scenario] = &[
             "256",
         ],
         two_nodes: false,
+        server_env: &[],
+    },
+    Scenario {
+        name: "burst-history-1k-x-2000",
+        args: &[
+            "throughput",
+            "--rooms",
+            "1",
+            "--subscribers",
+            "1000",
+            "--publishers",
+            "1",
+            "--messages",
+            "2000",
+            "--window",
+            "256",
+            "--namespace",
+            "bench",
+        ],
+        two_nodes: false,
+        server_env: HISTORY_ENV,
     },
     Scenario {
         name: "throughput-10-rooms",
@@ -84,6 +110,7 @@ const FULL: &[Scenario] = &[
             "2000",
         ],
         two_nodes: false,
+        server_env: &[],
     },
     API_PUBLISH,
     API_BATCH,
@@ -99,6 +126,7 @@ const FULL: &[Scenario] = &[
             "100",
         ],
         two_nodes: true,
+        server_env: &[],
     },
     Scenario {
         name: "redis-burst-1k-x-2000",
@@ -116,6 +144,7 @@ const FULL: &[Scenario] = &[
             "256",
         ],
         two_nodes: true,
+        server_env: &[],
     },
     Scenario {
         name: "redis-publishes-200-rooms",
@@ -133,6 +162,7 @@ const FULL: &[Scenario] = &[
             "64",
         ],
         two_nodes: true,
+        server_env: &[],
     },
     Scenario {
         name: "churn",
@@ -148,7 +178,15 @@ const FULL: &[Scenario] = &[
             "{admin}",
         ],
         two_nodes: false,
+        server_env: &[],
     },
+];
+
+/// A `bench` namespace whose rooms keep 100 messages of history.
+const HISTORY_ENV: &[(&str, &str)] = &[
+    ("WSHUB_PERMISSIONS__NAMESPACES__BENCH__JOIN", "anyone"),
+    ("WSHUB_PERMISSIONS__NAMESPACES__BENCH__PUBLISH", "anyone"),
+    ("WSHUB_PERMISSIONS__NAMESPACES__BENCH__HISTORY_SIZE", "100"),
 ];
 
 /// The `api` scenarios: a backend publishing through the HTTP API, one
@@ -167,6 +205,7 @@ const API_PUBLISH: Scenario = Scenario {
         "{admin}",
     ],
     two_nodes: false,
+    server_env: &[],
 };
 const API_BATCH: Scenario = Scenario {
     name: "api-batch-100",
@@ -182,6 +221,7 @@ const API_BATCH: Scenario = Scenario {
         "{admin}",
     ],
     two_nodes: false,
+    server_env: &[],
 };
 
 const QUICK: &[Scenario] = &[
@@ -189,6 +229,7 @@ const QUICK: &[Scenario] = &[
         name: "connect-2k",
         args: &["connect", "--connections", "2000", "--hold", "1"],
         two_nodes: false,
+        server_env: &[],
     },
     Scenario {
         name: "fanout-200",
@@ -202,6 +243,7 @@ const QUICK: &[Scenario] = &[
             "200",
         ],
         two_nodes: false,
+        server_env: &[],
     },
     Scenario {
         name: "throughput-small",
@@ -219,6 +261,7 @@ const QUICK: &[Scenario] = &[
             "20",
         ],
         two_nodes: false,
+        server_env: &[],
     },
     Scenario {
         name: "api-batch-small",
@@ -234,6 +277,7 @@ const QUICK: &[Scenario] = &[
             "{admin}",
         ],
         two_nodes: false,
+        server_env: &[],
     },
     Scenario {
         name: "redis-fanout-200",
@@ -247,6 +291,7 @@ const QUICK: &[Scenario] = &[
             "200",
         ],
         two_nodes: true,
+        server_env: &[],
     },
     Scenario {
         name: "churn-small",
@@ -262,6 +307,7 @@ const QUICK: &[Scenario] = &[
             "{admin}",
         ],
         two_nodes: false,
+        server_env: &[],
     },
 ];
 
@@ -476,7 +522,11 @@ fn run_scenario(
     // the other; both share a redis-server started for the scenario.
     let mut redis = None;
     let mut publishing_node = None;
-    let mut env = Vec::new();
+    let mut env: Vec<(&str, String)> = scenario
+        .server_env
+        .iter()
+        .map(|(key, value)| (*key, (*value).to_owned()))
+        .collect();
     if scenario.two_nodes {
         let (process, port) = start_redis()?;
         redis = Some(process);

@@ -40,6 +40,10 @@ pub struct Args {
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
+    /// Put the rooms in this namespace (`<ns>:tp-…`), e.g. one configured
+    /// with history.
+    #[arg(long)]
+    pub namespace: Option<String>,
 }
 
 /// `{"type":"message"` starts every delivery; counting needs no JSON parse,
@@ -59,7 +63,11 @@ pub async fn run(
     check_fd_budget(total)?;
     target.check_port_budget(total)?;
     let tag = std::process::id();
-    let room_of = |i: usize| format!("tp-{tag}-{}", i / per_room);
+    let prefix = args
+        .namespace
+        .as_ref()
+        .map_or_else(String::new, |ns| format!("{ns}:"));
+    let room_of = |i: usize| format!("{prefix}tp-{tag}-{}", i / per_room);
     // Publishers first (on `publish_target`), then subscribers; connection
     // `index` of the merged list is in room index / per_room, and the first
     // `publishers` of each room publish.
