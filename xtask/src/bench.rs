@@ -97,6 +97,20 @@ const FULL: &[Scenario] = &[
         server_env: HISTORY_ENV,
     },
     Scenario {
+        name: "recover-1k-x-100",
+        args: &[
+            "recover",
+            "--clients",
+            "1000",
+            "--missed",
+            "100",
+            "--namespace",
+            "bench",
+        ],
+        two_nodes: false,
+        server_env: HISTORY_ENV,
+    },
+    Scenario {
         name: "throughput-10-rooms",
         args: &[
             "throughput",

@@ -49,6 +49,8 @@ enum Scenario {
     Churn(scenario::churn::Args),
     /// A backend publishing through the HTTP API (one per request or batched).
     Api(scenario::api::Args),
+    /// N clients come back at once and recover M missed messages each.
+    Recover(scenario::recover::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -74,6 +76,7 @@ fn main() -> anyhow::Result<()> {
             }
             Scenario::Churn(args) => scenario::churn::run(target, args, cli.server_pid).await,
             Scenario::Api(args) => scenario::api::run(target, args, cli.server_pid).await,
+            Scenario::Recover(args) => scenario::recover::run(target, args, cli.server_pid).await,
         }
     })?;
     // How many connections this process could hold: the open-file limit.
