@@ -160,3 +160,57 @@ async fn node_ws_peer_exchanges_messages() {
         .env("NODE_PATH", prefix.join("node_modules"));
     exchange_with("node", command).await;
 }
+
+/// Runs the Python recovery peer with `args` and returns its one line.
+async fn python_recover(args: &[&str]) -> String {
+    let site = python_site();
+    let output = tokio::time::timeout(
+        WAIT * 3,
+        Command::new("python3")
+            .env("PYTHONPATH", &site)
+            .arg(pins_dir().join("python_recover.py"))
+            .args(args)
+            .output(),
+    )
+    .await
+    .expect("the peer finishes in time")
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "python peer failed: {}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    String::from_utf8(output.stdout).unwrap().trim().to_owned()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn python_websockets_peer_recovers_what_it_missed() {
+    let mut config = support::test_config();
+    let mut chat = wshub_server::config::NamespacePermissions::new(
+        wshub_server::config::Permission::Anyone,
+        wshub_server::config::Permission::Anyone,
+    );
+    chat.history_size = 50;
+    config.permissions.namespaces.insert("chat".into(), chat);
+    let server = TestServer::start_with(config).await;
+    let url = server.ws_url();
+    let mut rust = server.client().await;
+    rust.send_json(json!({"type":"join","room":"chat:py","ref":"j"}))
+        .await;
+    assert_eq!(rust.recv().await["type"], "ack");
+
+    let line = python_recover(&[&url, "chat:py"]).await;
+    let position: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("POSITION ").expect("a position")).unwrap();
+    for n in 0..20 {
+        rust.send_json(json!({"type":"publish","room":"chat:py","content":n,"ref":n}))
+            .await;
+        assert_eq!(rust.recv().await["type"], "ack");
+    }
+    let offset = position["offset"].to_string();
+    let epoch = position["epoch"].as_str().unwrap();
+    let line = python_recover(&[&url, "chat:py", &offset, epoch, "20"]).await;
+    let contents: serde_json::Value =
+        serde_json::from_str(line.strip_prefix("RECOVERED ").expect("recovered")).unwrap();
+    assert_eq!(contents, json!((0..20).collect::<Vec<_>>()));
+}
