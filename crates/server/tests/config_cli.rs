@@ -458,3 +458,41 @@ fn config_default_is_accepted_back_and_config_check_reports_every_problem() {
         assert!(stderr.contains(key), "{key}: {stderr}");
     }
 }
+
+#[test]
+fn room_features_are_configured_per_namespace_and_refused_with_redis_for_now() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(
+        dir.path(),
+        "[broker]\nkind = \"redis\"\n\n[permissions.namespaces.chat]\njoin = \"anyone\"\npublish = \"anyone\"\nhistory_size = 100\nhistory_ttl = \"10m\"\npresence = true\n",
+    );
+    let stderr = refused(&wshub(&["--config", &file, "--listen", "127.0.0.1:0"], &[]));
+    for key in [
+        "permissions.namespaces.chat.history_size",
+        "permissions.namespaces.chat.presence",
+    ] {
+        assert!(stderr.contains(key), "{key} not named: {stderr}");
+    }
+    assert!(stderr.contains("broker.kind = \"memory\""), "{stderr}");
+
+    // With the memory broker they are accepted and printed back.
+    let file = write_toml(
+        dir.path(),
+        "[permissions.namespaces.chat]\njoin = \"anyone\"\npublish = \"anyone\"\nhistory_size = 100\nhistory_ttl = \"10m\"\njoin_leave = true\n",
+    );
+    let printed = wshub(&["--config", &file, "print-config"], &[]);
+    assert!(printed.status.success());
+    let text = String::from_utf8_lossy(&printed.stdout);
+    assert!(
+        text.contains("history_size = 100") && text.contains("join_leave = true"),
+        "{text}"
+    );
+    let stderr = refused(&wshub(
+        &["--config", &file, "--listen", "127.0.0.1:0"],
+        &[("WSHUB_PERMISSIONS__NAMESPACES__CHAT__HISTORY_SIZE", "lots")],
+    ));
+    assert!(
+        stderr.contains("WSHUB_PERMISSIONS__NAMESPACES__CHAT__HISTORY_SIZE"),
+        "{stderr}"
+    );
+}
