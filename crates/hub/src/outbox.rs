@@ -76,8 +76,13 @@ struct Lanes {
     /// them). Not counted against the data lane's limit: the frames are the
     /// room history's own, shared, so they cost pointers, and a recovery
     /// must not trip the slow-consumer policy it is there to repair.
-    replay: VecDeque<TextFrame>,
-    replay_bytes: usize,
+    /// Boxed: rare, and an idle connection pays one pointer for it, not a
+    /// deque's four words.
+    #[expect(
+        clippy::box_collection,
+        reason = "every connection holds this field; the box keeps it one word"
+    )]
+    replay: Option<Box<VecDeque<TextFrame>>>,
     closing: Option<Closing>,
     waker: Option<Waker>,
 }
@@ -85,7 +90,7 @@ struct Lanes {
 impl Lanes {
     fn is_empty(&self) -> bool {
         self.control.is_empty()
-            && self.replay.is_empty()
+            && self.replay.is_none()
             && self.data.is_empty()
             && self.commands.is_empty()
     }
@@ -94,10 +99,9 @@ impl Lanes {
         // Fresh deques give the memory back; `clear` would keep the capacity.
         self.control = VecDeque::new();
         self.data = VecDeque::new();
-        self.replay = VecDeque::new();
+        self.replay = None;
         self.control_bytes = 0;
         self.data_bytes = 0;
-        self.replay_bytes = 0;
     }
 }
 
@@ -200,10 +204,7 @@ impl Outbox {
         if lanes.closing.is_some() {
             return PushOutcome::Closed;
         }
-        for frame in frames {
-            lanes.replay_bytes += frame.len();
-            lanes.replay.push_back(frame);
-        }
+        lanes.replay.get_or_insert_default().extend(frames);
         wake_after_unlock(lanes);
         PushOutcome::Queued { dropped: 0 }
     }
@@ -265,7 +266,13 @@ impl Outbox {
     /// TextFrame queued on both lanes.
     pub fn queued_bytes(&self) -> usize {
         let lanes = self.lanes.lock();
-        lanes.control_bytes + lanes.replay_bytes + lanes.data_bytes
+        let replay: usize = lanes
+            .replay
+            .iter()
+            .flat_map(|r| r.iter())
+            .map(|f| f.len())
+            .sum();
+        lanes.control_bytes + replay + lanes.data_bytes
     }
 
     /// Moves queued frames into `out` without waiting: all control frames, then
@@ -291,13 +298,17 @@ impl Outbox {
             taken += frame.len();
             out.push(frame);
         }
-        while taken < max_bytes {
-            let Some(frame) = lanes.replay.pop_front() else {
-                break;
-            };
-            lanes.replay_bytes -= frame.len();
-            taken += frame.len();
-            out.push(frame);
+        if let Some(replay) = &mut lanes.replay {
+            while taken < max_bytes {
+                let Some(frame) = replay.pop_front() else {
+                    break;
+                };
+                taken += frame.len();
+                out.push(frame);
+            }
+            if replay.is_empty() {
+                lanes.replay = None;
+            }
         }
         while taken < max_bytes {
             let Some(frame) = lanes.data.pop_front() else {
@@ -312,9 +323,6 @@ impl Outbox {
             // An idle connection should not keep the capacity of its last burst.
             if lanes.data.capacity() > 64 {
                 lanes.data = VecDeque::new();
-            }
-            if lanes.replay.capacity() > 0 {
-                lanes.replay = VecDeque::new();
             }
             if let Some(Closing::AfterFlush(reason)) = lanes.closing {
                 return Some(Drained::Close(reason));
