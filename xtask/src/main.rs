@@ -76,6 +76,7 @@ const PREREQUISITES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
+    ("systemd-analyze", "systemd"),
 ];
 
 fn on_path(command: &str) -> bool {

@@ -39,6 +39,20 @@ pub enum Command {
     /// Configuration tools: `config default`, `config check`.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Exit 0 when a running server's /healthz answers 200 (for container
+    /// health checks: no shell or curl needed). Probes --url, or the
+    /// configured listen address (a wildcard address on loopback).
+    Healthcheck(HealthcheckArgs),
+}
+
+/// `wshub healthcheck [--url URL]`.
+#[derive(Debug, Clone, Args)]
+pub struct HealthcheckArgs {
+    /// The URL to GET, e.g. http://127.0.0.1:8080/healthz.
+    #[arg(long)]
+    pub url: Option<String>,
+    #[command(flatten)]
+    pub config: ConfigArgs,
 }
 
 /// `wshub config …`.
@@ -64,6 +78,8 @@ pub enum Invocation {
     ConfigDefault,
     /// Check this configuration.
     ConfigCheck(ConfigArgs),
+    /// Probe this URL, or the listen address of this configuration.
+    Healthcheck(Option<String>, ConfigArgs),
 }
 
 impl Cli {
@@ -86,6 +102,9 @@ impl Cli {
             }
             Some(Command::Config(ConfigCommand::Check(after))) => {
                 Invocation::ConfigCheck(before.then(after))
+            }
+            Some(Command::Healthcheck(check)) => {
+                Invocation::Healthcheck(check.url, before.then(check.config))
             }
             Some(Command::Token(token)) => {
                 if let Some(flag) = before.serving_flag() {

@@ -35,6 +35,25 @@ fn main() -> std::process::ExitCode {
                 }
             };
         }
+        Invocation::Healthcheck(url, args) => {
+            let url = match url {
+                Some(url) => url,
+                None => match args.load_with_warnings() {
+                    Ok((config, _)) => wshub_server::healthcheck::url_for(config.listen),
+                    Err(err) => {
+                        eprintln!("wshub: {err}");
+                        return std::process::ExitCode::from(2);
+                    }
+                },
+            };
+            return match wshub_server::healthcheck::probe(&url) {
+                Ok(()) => std::process::ExitCode::SUCCESS,
+                Err(why) => {
+                    eprintln!("wshub: unhealthy: {why}");
+                    std::process::ExitCode::FAILURE
+                }
+            };
+        }
         Invocation::Token(token, args) => {
             return match token.sign(&args) {
                 Ok(token) => {

@@ -9,7 +9,6 @@ mod support;
 
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Mutex;
 
 use serde_json::json;
 use support::{TestServer, WAIT};
@@ -20,48 +19,8 @@ fn pins_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop")
 }
 
-fn install_root() -> PathBuf {
-    // CARGO_TARGET_TMPDIR is <target>/tmp.
-    Path::new(env!("CARGO_TARGET_TMPDIR"))
-        .parent()
-        .unwrap()
-        .join("interop")
-}
-
-/// Installs with `install` into a scratch folder, then moves it into place,
-/// so an interrupted install is never mistaken for a finished one. A stamp
-/// holding the pin file's text triggers a reinstall when the pin changes.
-fn ensure_installed(
-    name: &str,
-    pin_file: &str,
-    install: impl FnOnce(&Path) -> std::process::Command,
-) -> PathBuf {
-    static ONE_AT_A_TIME: Mutex<()> = Mutex::new(());
-    let _guard = ONE_AT_A_TIME.lock().unwrap();
-    let pins = std::fs::read_to_string(pins_dir().join(pin_file)).unwrap();
-    let dir = install_root().join(name);
-    let stamp = dir.join(".wshub-pins");
-    if std::fs::read_to_string(&stamp).ok().as_deref() == Some(pins.as_str()) {
-        return dir;
-    }
-    let scratch = install_root().join(format!("{name}.partial"));
-    let _ = std::fs::remove_dir_all(&scratch);
-    std::fs::create_dir_all(&scratch).unwrap();
-    let status = install(&scratch)
-        .status()
-        .unwrap_or_else(|err| panic!("cannot run the {name} installer: {err}"));
-    assert!(
-        status.success(),
-        "installing the pinned {name} peer failed: {status}"
-    );
-    std::fs::write(scratch.join(".wshub-pins"), &pins).unwrap();
-    let _ = std::fs::remove_dir_all(&dir);
-    std::fs::rename(&scratch, &dir).unwrap();
-    dir
-}
-
 fn python_site() -> PathBuf {
-    ensure_installed("python", "requirements.txt", |dir| {
+    support::tools::ensure_installed(&pins_dir(), "python", "requirements.txt", |dir| {
         let mut cmd = std::process::Command::new("python3");
         cmd.args([
             "-m",
@@ -81,7 +40,7 @@ fn python_site() -> PathBuf {
 }
 
 fn node_prefix() -> PathBuf {
-    ensure_installed("node", "package.json", |dir| {
+    support::tools::ensure_installed(&pins_dir(), "node", "package.json", |dir| {
         std::fs::copy(pins_dir().join("package.json"), dir.join("package.json")).unwrap();
         let mut cmd = std::process::Command::new("npm");
         cmd.args([
