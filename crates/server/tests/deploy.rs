@@ -206,3 +206,203 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
         "{stderr}"
     );
 }
+
+/// The pinned kubernetes-validate (with its bundled schemas and PyYAML),
+/// installed under target/.
+fn k8s_tools() -> PathBuf {
+    let pins = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy");
+    support::tools::ensure_installed(
+        &pins,
+        "kubernetes-validate",
+        "k8s-requirements.txt",
+        |dir| {
+            let mut cmd = Command::new("python3");
+            cmd.args([
+                "-m",
+                "pip",
+                "install",
+                "--quiet",
+                "--disable-pip-version-check",
+            ])
+            .arg("--target")
+            .arg(dir)
+            .arg("-r")
+            .arg(pins.join("k8s-requirements.txt"));
+            cmd
+        },
+    )
+}
+
+/// `kubectl kustomize` of a kustomization under deploy/k8s: the YAML, and
+/// its documents as JSON (through PyYAML).
+fn render(kustomization: &str, tools: &Path) -> (String, Vec<serde_json::Value>) {
+    let output = Command::new("kubectl")
+        .arg("kustomize")
+        .arg(repo().join("deploy/k8s").join(kustomization))
+        .output()
+        .expect("kubectl (with kustomize) is a test prerequisite");
+    assert!(
+        output.status.success(),
+        "{}",
+        String::from_utf8_lossy(&output.stderr)
+    );
+    let yaml = String::from_utf8(output.stdout).unwrap();
+    let mut convert = Command::new("python3")
+        .env("PYTHONPATH", tools)
+        .args([
+            "-c",
+            "import json, sys, yaml; print(json.dumps([d for d in yaml.safe_load_all(sys.stdin) if d]))",
+        ])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write as _;
+    convert
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(yaml.as_bytes())
+        .unwrap();
+    let converted = convert.wait_with_output().unwrap();
+    assert!(converted.status.success());
+    (yaml, serde_json::from_slice(&converted.stdout).unwrap())
+}
+
+fn find<'a>(docs: &'a [serde_json::Value], kind: &str, name: &str) -> &'a serde_json::Value {
+    docs.iter()
+        .find(|d| d["kind"] == kind && d["metadata"]["name"] == name)
+        .unwrap_or_else(|| panic!("no {kind}/{name}"))
+}
+
+fn seconds(text: &str) -> u64 {
+    humantime::parse_duration(text).unwrap().as_secs()
+}
+
+#[test]
+fn the_kubernetes_manifests_render_validate_and_keep_their_promises() {
+    let tools = k8s_tools();
+    for kustomization in ["base", "overlays/redis"] {
+        let (yaml, docs) = render(kustomization, &tools);
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("rendered.yaml");
+        std::fs::write(&file, &yaml).unwrap();
+        let validated = Command::new("python3")
+            .env("PYTHONPATH", &tools)
+            .args([
+                "-m",
+                "kubernetes_validate",
+                "--strict",
+                "--quiet",
+                "-k",
+                "1.32.0",
+            ])
+            .arg(&file)
+            .output()
+            .unwrap();
+        assert!(
+            validated.status.success(),
+            "{kustomization}: {}{}",
+            String::from_utf8_lossy(&validated.stdout),
+            String::from_utf8_lossy(&validated.stderr)
+        );
+
+        // The server's own config, from the ConfigMap, is valid and agrees
+        // with the manifests.
+        let toml_text = find(&docs, "ConfigMap", "wshub-config")["data"]["wshub.toml"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        let config_file = dir.path().join("wshub.toml");
+        std::fs::write(&config_file, &toml_text).unwrap();
+        let checked = wshub(
+            &["config", "check", "--config", config_file.to_str().unwrap()],
+            &[("WSHUB_API__KEY".into(), "an-api-key-for-the-test".into())],
+        );
+        assert!(
+            checked.status.success(),
+            "{}",
+            String::from_utf8_lossy(&checked.stderr)
+        );
+        let config: toml::Table = toml_text.parse().unwrap();
+        let port_of = |addr: &str| addr.rsplit_once(':').unwrap().1.parse::<u64>().unwrap();
+        let listen_port = port_of(config["listen"].as_str().unwrap());
+        let admin_port = port_of(config["admin"]["listen"].as_str().unwrap());
+
+        let pod = &find(&docs, "Deployment", "wshub")["spec"]["template"]["spec"];
+        assert_eq!(pod["enableServiceLinks"], false);
+        let grace = pod["terminationGracePeriodSeconds"].as_u64().unwrap();
+        let drain = seconds(config["shutdown_drain_delay"].as_str().unwrap())
+            + seconds(config["shutdown_drain_period"].as_str().unwrap())
+            + seconds(config["shutdown_timeout"].as_str().unwrap());
+        assert!(
+            grace > drain,
+            "grace {grace}s must cover the drain's {drain}s"
+        );
+        assert_eq!(pod["securityContext"]["runAsNonRoot"], true);
+        assert_eq!(
+            pod["securityContext"]["seccompProfile"]["type"],
+            "RuntimeDefault"
+        );
+        assert_eq!(
+            pod["securityContext"]["sysctls"][0]["name"],
+            "net.ipv4.ip_local_port_range"
+        );
+        let container = &pod["containers"][0];
+        assert_eq!(container["securityContext"]["readOnlyRootFilesystem"], true);
+        assert_eq!(
+            container["securityContext"]["capabilities"]["drop"][0],
+            "ALL"
+        );
+        let port_named = |name: &str| {
+            container["ports"]
+                .as_array()
+                .unwrap()
+                .iter()
+                .find(|p| p["name"] == name)
+                .unwrap()["containerPort"]
+                .as_u64()
+                .unwrap()
+        };
+        assert_eq!(port_named("ws"), listen_port);
+        assert_eq!(port_named("admin"), admin_port);
+        for (probe, path) in [
+            ("startupProbe", "/readyz"),
+            ("readinessProbe", "/readyz"),
+            ("livenessProbe", "/healthz"),
+        ] {
+            assert_eq!(container[probe]["httpGet"]["path"], path, "{probe}");
+            assert_eq!(container[probe]["httpGet"]["port"], "ws", "{probe}");
+        }
+        assert_eq!(
+            find(&docs, "Service", "wshub-admin")["spec"]["type"],
+            "ClusterIP"
+        );
+        let public = &find(&docs, "Service", "wshub")["spec"]["ports"];
+        assert_eq!(
+            public.as_array().unwrap().len(),
+            1,
+            "the admin port is not public"
+        );
+        find(&docs, "PodDisruptionBudget", "wshub");
+        find(&docs, "HorizontalPodAutoscaler", "wshub");
+        find(&docs, "NetworkPolicy", "wshub-admin");
+
+        if kustomization == "overlays/redis" {
+            let env = container["env"].as_array().unwrap();
+            let value = |key: &str| {
+                env.iter().find(|e| e["name"] == key).unwrap()["value"]
+                    .as_str()
+                    .unwrap()
+                    .to_owned()
+            };
+            assert_eq!(value("WSHUB_BROKER__KIND"), "redis");
+            let redis = find(&docs, "Service", "wshub-redis");
+            let port = redis["spec"]["ports"][0]["port"].as_u64().unwrap();
+            assert_eq!(
+                value("WSHUB_BROKER__REDIS__URL"),
+                format!("redis://wshub-redis:{port}")
+            );
+        }
+    }
+}
