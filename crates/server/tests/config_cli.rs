@@ -496,3 +496,31 @@ fn room_features_are_configured_per_namespace_and_refused_with_redis_for_now() {
         "{stderr}"
     );
 }
+
+#[test]
+fn a_bad_redis_url_stops_start_up_naming_the_key_without_the_password() {
+    let stderr = refused(&wshub(
+        &["--listen", "127.0.0.1:0"],
+        &[
+            ("WSHUB_BROKER__KIND", "redis"),
+            ("WSHUB_BROKER__REDIS__URL", "http://user:s3cret@cache:6379"),
+        ],
+    ));
+    assert!(stderr.contains("WSHUB_BROKER__REDIS__URL"), "{stderr}");
+    assert!(
+        stderr.contains("redis://"),
+        "says what a good one looks like: {stderr}"
+    );
+    assert!(
+        !stderr.contains("s3cret"),
+        "the password is not echoed: {stderr}"
+    );
+    let stderr = refused(&wshub(
+        &["--listen", "127.0.0.1:0"],
+        &[
+            ("WSHUB_BROKER__KIND", "redis"),
+            ("WSHUB_BROKER__REDIS__URL", "redis://a:1,redis://b:2"),
+        ],
+    ));
+    assert!(stderr.contains("cluster = true"), "{stderr}");
+}
