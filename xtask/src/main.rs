@@ -77,6 +77,7 @@ const PREREQUISITES: &[(&str, &str)] = &[
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
     ("systemd-analyze", "systemd"),
+    ("promtool", "prometheus"),
 ];
 
 fn on_path(command: &str) -> bool {

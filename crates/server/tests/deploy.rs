@@ -406,3 +406,164 @@ fn the_kubernetes_manifests_render_validate_and_keep_their_promises() {
         }
     }
 }
+
+/// A pinned Python tool from tests/deploy/`pin_file`, installed under target/.
+fn python_tool(name: &str, pin_file: &str) -> PathBuf {
+    let pins = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy");
+    support::tools::ensure_installed(&pins, name, pin_file, |dir| {
+        let mut cmd = Command::new("python3");
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+        ])
+        .arg("--target")
+        .arg(dir)
+        .arg("-r")
+        .arg(pins.join(pin_file));
+        cmd
+    })
+}
+
+#[test]
+fn the_compose_cluster_validates_and_its_load_balancer_routes_websockets() {
+    let tools = python_tool("check-jsonschema", "compose-requirements.txt");
+    let compose = repo().join("deploy/compose.yaml");
+    let output = Command::new("python3")
+        .env("PYTHONPATH", &tools)
+        .args([
+            "-m",
+            "check_jsonschema",
+            "--builtin-schema",
+            "vendor.compose-spec",
+        ])
+        .arg(&compose)
+        .output()
+        .unwrap();
+    assert!(
+        output.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+
+    let text = std::fs::read_to_string(&compose).unwrap();
+    let nodes: Vec<&str> = text
+        .lines()
+        .filter_map(|line| line.strip_prefix("  "))
+        .filter_map(|line| line.strip_suffix(':'))
+        .filter(|name| name.starts_with("wshub-"))
+        .collect();
+    assert_eq!(nodes, ["wshub-1", "wshub-2", "wshub-3"]);
+    assert!(text.contains("WSHUB_BROKER__KIND: redis"));
+
+    let haproxy = std::fs::read_to_string(repo().join("deploy/compose/haproxy.cfg")).unwrap();
+    assert!(
+        haproxy.contains("acl is_ws path /ws"),
+        "routes the WebSocket path"
+    );
+    assert!(
+        haproxy.contains("hdr(Upgrade) -i websocket"),
+        "on an upgrade"
+    );
+    assert!(
+        haproxy.contains("timeout tunnel"),
+        "upgraded connections outlive http timeouts"
+    );
+    assert!(
+        haproxy.contains("option httpchk GET /readyz"),
+        "health from readiness"
+    );
+    let prometheus = std::fs::read_to_string(repo().join("deploy/compose/prometheus.yml")).unwrap();
+    for node in &nodes {
+        assert!(
+            haproxy.contains(&format!("{node}:8080 check")),
+            "{node} behind the balancer"
+        );
+        assert!(
+            prometheus.contains(&format!("{node}:9090")),
+            "{node} scraped"
+        );
+    }
+}
+
+#[test]
+fn the_alert_rules_pass_promtool_and_their_unit_tests() {
+    let dir = repo().join("deploy/prometheus");
+    for args in [
+        vec!["check", "rules", "alerts.yml"],
+        vec!["test", "rules", "alerts.test.yml"],
+    ] {
+        let output = Command::new("promtool")
+            .args(&args)
+            .current_dir(&dir)
+            .output()
+            .expect("promtool (Debian package prometheus) is a test prerequisite");
+        assert!(
+            output.status.success(),
+            "promtool {args:?}: {}{}",
+            String::from_utf8_lossy(&output.stdout),
+            String::from_utf8_lossy(&output.stderr)
+        );
+    }
+}
+
+/// Every `wshub_*` / `process_*` metric a file names (histogram series
+/// reduced to their metric).
+fn metric_names(text: &str) -> std::collections::BTreeSet<String> {
+    let mut names = std::collections::BTreeSet::new();
+    for (start, _) in text.match_indices(['w', 'p']) {
+        let rest = &text[start..];
+        if !(rest.starts_with("wshub_") || rest.starts_with("process_")) {
+            continue;
+        }
+        if start > 0 && text.as_bytes()[start - 1].is_ascii_alphanumeric() {
+            continue;
+        }
+        let name: String = rest
+            .chars()
+            .take_while(|c| c.is_ascii_alphanumeric() || *c == '_')
+            .collect();
+        let name = ["_bucket", "_sum", "_count"]
+            .iter()
+            .find_map(|suffix| name.strip_suffix(suffix))
+            .map_or(name.clone(), str::to_owned);
+        names.insert(name);
+    }
+    names
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn every_metric_the_dashboard_and_alerts_use_is_in_a_real_scrape() {
+    let redis = support::redis::RedisProcess::start();
+    let mut config = support::test_config();
+    config.broker.kind = wshub_server::config::BrokerKind::Redis;
+    config.broker.redis.url = vec![redis.url()];
+    let server = support::TestServer::start_with(config).await;
+    // Labelled series appear with their first event: one API call.
+    assert_eq!(support::http_get(server.admin, "/api/info").await.0, 200);
+    let scrape = server.metrics().await;
+    let exposed: std::collections::BTreeSet<String> = scrape
+        .lines()
+        .filter_map(|line| line.strip_prefix("# TYPE "))
+        .filter_map(|line| line.split_whitespace().next())
+        .map(str::to_owned)
+        .collect();
+    for file in [
+        "deploy/grafana/wshub-dashboard.json",
+        "deploy/prometheus/alerts.yml",
+    ] {
+        let used = metric_names(&std::fs::read_to_string(repo().join(file)).unwrap());
+        assert!(used.len() > 5, "{file} names metrics");
+        let missing: Vec<&String> = used
+            .iter()
+            .filter(|name| !exposed.contains(*name))
+            .collect();
+        assert!(
+            missing.is_empty(),
+            "{file} uses metrics the server does not expose: {missing:?}"
+        );
+    }
+}
