@@ -185,7 +185,17 @@ async fn healthcheck_exits_zero_only_while_the_server_answers() {
 #[test]
 fn the_systemd_unit_passes_systemd_analyze_verify() {
     let unit = std::fs::read_to_string(repo().join("deploy/systemd/wshub.service")).unwrap();
-    assert!(unit.contains("KillSignal=SIGTERM") && unit.contains("LimitNOFILE="));
+    for setting in [
+        "KillSignal=SIGTERM",
+        "LimitNOFILE=",
+        "Restart=on-failure",
+        "DynamicUser=yes",
+        "ProtectSystem=strict",
+        "NoNewPrivileges=yes",
+        "--config /etc/wshub/wshub.toml",
+    ] {
+        assert!(unit.contains(setting), "the unit sets {setting}");
+    }
     // Verified as installed, with the binary where the unit expects it:
     // here, the one cargo built.
     let dir = tempfile::tempdir().unwrap();
@@ -493,7 +503,7 @@ fn the_compose_cluster_validates_and_its_load_balancer_routes_websockets() {
 fn the_alert_rules_pass_promtool_and_their_unit_tests() {
     let dir = repo().join("deploy/prometheus");
     for args in [
-        vec!["check", "rules", "alerts.yml"],
+        vec!["check", "rules", "alerts.yaml"],
         vec!["test", "rules", "alerts.test.yml"],
     ] {
         let output = Command::new("promtool")
@@ -551,10 +561,7 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_a_real_scrape() {
         .filter_map(|line| line.split_whitespace().next())
         .map(str::to_owned)
         .collect();
-    for file in [
-        "deploy/grafana/wshub-dashboard.json",
-        "deploy/prometheus/alerts.yml",
-    ] {
+    for file in ["deploy/grafana/wshub.json", "deploy/prometheus/alerts.yaml"] {
         let used = metric_names(&std::fs::read_to_string(repo().join(file)).unwrap());
         assert!(used.len() > 5, "{file} names metrics");
         let missing: Vec<&String> = used
