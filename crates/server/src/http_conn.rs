@@ -110,6 +110,59 @@ pub fn serve(
     if let Err(err) = stream.set_nodelay(true) {
         tracing::debug!(%err, %peer, "set_nodelay failed");
     }
+    serve_io(stream, peer, slot, router, state, tasks, timeouts, shutdown);
+}
+
+/// Serves one accepted connection over TLS: the handshake runs on a tracked
+/// task, bounded by the header timeout, so a client that never finishes it
+/// holds nothing for long and never delays the accept loop.
+#[allow(clippy::too_many_arguments)]
+pub fn serve_tls(
+    stream: TcpStream,
+    tls: &crate::tls::Tls,
+    peer: SocketAddr,
+    slot: Option<Slot>,
+    state: &AppState,
+    tasks: &tokio_util::task::TaskTracker,
+    timeouts: HttpTimeouts,
+    shutdown: CancellationToken,
+) {
+    if let Err(err) = stream.set_nodelay(true) {
+        tracing::debug!(%err, %peer, "set_nodelay failed");
+    }
+    let acceptor = tls.acceptor().clone();
+    let (state, spawner) = (state.clone(), tasks.clone());
+    tasks.spawn(async move {
+        match tokio::time::timeout(timeouts.header_read, acceptor.accept(stream)).await {
+            Ok(Ok(stream)) => serve_io(
+                stream,
+                peer,
+                slot,
+                Router::Public,
+                &state,
+                &spawner,
+                timeouts,
+                shutdown,
+            ),
+            Ok(Err(err)) => tracing::debug!(%err, %peer, "TLS handshake failed"),
+            Err(_) => tracing::debug!(%peer, "TLS handshake not finished in time"),
+        }
+    });
+}
+
+#[allow(clippy::too_many_arguments)]
+fn serve_io<S>(
+    stream: S,
+    peer: SocketAddr,
+    slot: Option<Slot>,
+    router: Router,
+    state: &AppState,
+    tasks: &tokio_util::task::TaskTracker,
+    timeouts: HttpTimeouts,
+    shutdown: CancellationToken,
+) where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
     let context = Arc::new(ConnContext {
         peer,
         tcp_slot: Mutex::new(slot),

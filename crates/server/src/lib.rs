@@ -16,6 +16,7 @@ pub mod metrics;
 pub mod origin;
 pub mod routes;
 pub mod serve;
+pub mod tls;
 
 pub use config::{Config, ConfigError};
 pub use serve::{Server, ShutdownReport};

@@ -109,7 +109,7 @@ fn serve(config: wshub_server::Config, warnings: &[String]) -> anyhow::Result<()
         let admin = server
             .admin_addr()
             .map_or_else(|| "off".to_owned(), |admin| admin.to_string());
-        tracing::info!(%addr, ws_path = %config.ws_path, %admin, "listening");
+        tracing::info!(%addr, ws_path = %config.ws_path, %admin, tls = config.tls.cert_file.is_some(), "listening");
         let report = server.run(shutdown_signal()).await;
         tracing::info!(
             told = report.connections_told,

@@ -29,6 +29,8 @@ use crate::routes::AppState;
 pub struct Server {
     listener: TcpListener,
     admin_listener: Option<TcpListener>,
+    /// TLS on the public listener, when `tls.cert_file` is set.
+    tls: Option<crate::tls::Tls>,
     state: AppState,
     tasks: TaskTracker,
     shutdown_timeout: Duration,
@@ -122,8 +124,15 @@ impl Server {
         }
         let tasks = TaskTracker::new();
         let upgrade = WsUpgrade::new(hub, config.transport_config(), tasks.clone());
+        let tls = match (&config.tls.cert_file, &config.tls.key_file) {
+            (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(|err| {
+                ConfigError::invalid(err.key, format!("{}: {}", err.path, err.reason))
+            })?),
+            _ => None,
+        };
         Ok(Self {
             listener,
+            tls,
             admin_listener,
             state: AppState {
                 upgrade,
@@ -177,6 +186,7 @@ impl Server {
     pub async fn run(self, shutdown: impl Future<Output = ()>) -> ShutdownReport {
         let Self {
             listener,
+            tls,
             admin_listener,
             state,
             tasks,
@@ -186,6 +196,9 @@ impl Server {
             drain,
         } = self;
         let http_shutdown = CancellationToken::new();
+        if let Some(tls) = &tls {
+            spawn_tls_reload(tls.clone(), &tasks, http_shutdown.clone());
+        }
         let mut shutdown = std::pin::pin!(shutdown);
         let mut prune = tokio::time::interval(Duration::from_secs(60));
         // Until the signal: forever. After it: `drain_delay` more, during
@@ -223,16 +236,28 @@ impl Server {
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => match state.gate.accept(peer.ip()) {
-                        Ok(slot) => http_conn::serve(
-                            stream,
-                            peer,
-                            Some(slot),
-                            http_conn::Router::Public,
-                            &state,
-                            &tasks,
-                            timeouts,
-                            http_shutdown.clone(),
-                        ),
+                        Ok(slot) => match &tls {
+                            Some(tls) => http_conn::serve_tls(
+                                stream,
+                                tls,
+                                peer,
+                                Some(slot),
+                                &state,
+                                &tasks,
+                                timeouts,
+                                http_shutdown.clone(),
+                            ),
+                            None => http_conn::serve(
+                                stream,
+                                peer,
+                                Some(slot),
+                                http_conn::Router::Public,
+                                &state,
+                                &tasks,
+                                timeouts,
+                                http_shutdown.clone(),
+                            ),
+                        },
                         Err(refused) => refuse_at_accept(&stream, &state, &refused),
                     },
                     Err(err) => {
@@ -299,6 +324,39 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
 
 /// An address over its cap (or a full server) is answered in one write and
 /// closed at once: no task, no HTTP parsing.
+/// Reloads the certificate on every SIGHUP until `stop`: new connections
+/// get the new one, established ones keep theirs. A bad file is logged and
+/// the old certificate stays.
+fn spawn_tls_reload(tls: crate::tls::Tls, tasks: &TaskTracker, stop: CancellationToken) {
+    #[cfg(unix)]
+    tasks.spawn(async move {
+        use tokio::signal::unix::{SignalKind, signal};
+        let mut hangups = match signal(SignalKind::hangup()) {
+            Ok(hangups) => hangups,
+            Err(err) => {
+                tracing::warn!(%err, "cannot listen for SIGHUP: the TLS certificate will not be reloaded");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                () = stop.cancelled() => return,
+                received = hangups.recv() => {
+                    if received.is_none() {
+                        return;
+                    }
+                    match tls.reload() {
+                        Ok(()) => tracing::info!("SIGHUP: TLS certificate reloaded"),
+                        Err(err) => tracing::warn!(%err, "SIGHUP: TLS certificate not reloaded; keeping the old one"),
+                    }
+                }
+            }
+        }
+    });
+    #[cfg(not(unix))]
+    let _ = (tls, tasks, stop);
+}
+
 fn refuse_at_accept(stream: &TcpStream, state: &AppState, refused: &Refusal) {
     let (status, rejection, error, reason) = match refused {
         Refusal::ServerFull => (

@@ -574,3 +574,65 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_a_real_scrape() {
         );
     }
 }
+
+#[test]
+fn the_binary_runs_as_the_image_runs_it_non_root_read_only_env_only() {
+    use std::io::BufRead as _;
+    // The image's environment, on loopback ports (tests stay on 127.0.0.1),
+    // as uid/gid 65532 in a directory it cannot write, with no config file.
+    let mut env = image_env(&dockerfile());
+    for (key, value) in &mut env {
+        if key == "WSHUB_LISTEN" || key == "WSHUB_ADMIN__LISTEN" {
+            *value = "127.0.0.1:0".into();
+        }
+    }
+    env.push(("WSHUB_API__KEY".into(), "an-api-key-for-the-test".into()));
+    let cwd = tempfile::tempdir().unwrap();
+    let mut perms = std::fs::metadata(cwd.path()).unwrap().permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perms, 0o555);
+    std::fs::set_permissions(cwd.path(), perms).unwrap();
+    let mut child = Command::new("setpriv")
+        .args(["--reuid=65532", "--regid=65532", "--clear-groups", "--"])
+        .arg(env!("CARGO_BIN_EXE_wshub"))
+        .arg("serve")
+        .current_dir(cwd.path())
+        .env_clear()
+        .envs(env.iter().map(|(k, v)| (k, v)))
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("setpriv (util-linux) runs the server as another user");
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let addr = loop {
+        let Some(Ok(line)) = lines.next() else {
+            let _ = child.kill();
+            let _ = child.wait();
+            panic!("the server did not start as uid 65532");
+        };
+        let entry: serde_json::Value = serde_json::from_str(&line).unwrap_or_default();
+        if entry["fields"]["message"] == "listening" {
+            break entry["fields"]["addr"].as_str().unwrap().to_owned();
+        }
+    };
+    std::thread::spawn(move || for _ in lines {});
+    let healthy = wshub(&["healthcheck"], &[("WSHUB_LISTEN".into(), addr.clone())]);
+    assert!(
+        healthy.status.success(),
+        "{}",
+        String::from_utf8_lossy(&healthy.stderr)
+    );
+    let status = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status()
+        .unwrap();
+    assert!(status.success());
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(40);
+    let exit = loop {
+        if let Some(exit) = child.try_wait().unwrap() {
+            break exit;
+        }
+        assert!(std::time::Instant::now() < deadline, "no graceful exit");
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    };
+    assert!(exit.success(), "SIGTERM ends it cleanly: {exit}");
+}

@@ -60,6 +60,8 @@ config_section! {
         hub: HubSection,
         /// `[broker]`: how nodes share publications
         broker: BrokerSection,
+        /// `[tls]`: wss:// on the public listener
+        tls: TlsSection,
         /// `[transport]`: per-connection socket limits and timers
         transport: TransportSection,
         /// `[auth]`
@@ -180,6 +182,16 @@ config_section! {
         room_linger: Duration = hub_defaults().room_linger,
         /// Bytes of room history kept at most across all rooms; past it the least recently published rooms lose theirs (0: no cap)
         history_max_bytes: usize = hub_defaults().history_max_bytes,
+    }
+}
+
+config_section! {
+    /// `[tls]`: TLS on the public listener, without a proxy.
+    pub struct TlsSection {
+        /// PEM certificate chain for the public listener, which then serves wss:// (rustls); reloaded on SIGHUP. Unset: plain ws://
+        cert_file: Option<PathBuf> = None,
+        /// PEM private key of `tls.cert_file`; reloaded with it on SIGHUP
+        key_file: Option<PathBuf> = None,
     }
 }
 

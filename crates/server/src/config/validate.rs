@@ -75,6 +75,7 @@ impl Config {
         self.check_transport(issues);
         self.check_hub(issues);
         self.check_broker(issues);
+        self.check_tls(issues);
         if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins, self.listen) {
             issues.push("allowed_origins", err.to_string());
         }
@@ -145,6 +146,22 @@ impl Config {
             if value.is_zero() {
                 issues.push(key, "must be longer than zero, e.g. \"10s\"");
             }
+        }
+    }
+
+    fn check_tls(&self, issues: &mut Issues) {
+        match (&self.tls.cert_file, &self.tls.key_file) {
+            (Some(_), None) => issues.push("tls.key_file", "missing; tls.cert_file needs its key"),
+            (None, Some(_)) => issues.push(
+                "tls.cert_file",
+                "missing; tls.key_file needs its certificate",
+            ),
+            (Some(cert), Some(key)) => {
+                if let Err(err) = crate::tls::Tls::load(cert, key) {
+                    issues.push(err.key, format!("{}: {}", err.path, err.reason));
+                }
+            }
+            (None, None) => {}
         }
     }
 
