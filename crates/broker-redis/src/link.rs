@@ -115,34 +115,23 @@ impl Link {
     /// Subscribes to `channels`: in batches on a single Redis; on a cluster,
     /// one `SSUBSCRIBE` per slot, routed to the slot's owner.
     pub(crate) async fn subscribe(&mut self, channels: &[String]) -> RedisResult<()> {
-        match self {
-            Self::Single(conn) => {
-                for batch in channels.chunks(SUBSCRIBE_BATCH) {
-                    conn.subscribe(batch).await?;
-                }
-                Ok(())
-            }
-            Self::Cluster(conn) => {
-                let conn = conn.clone();
-                stream::iter(by_slot(channels))
-                    .map(|group| {
-                        let mut conn = conn.clone();
-                        async move { conn.ssubscribe(group).await }
-                    })
-                    .buffer_unordered(CLUSTER_SUBSCRIBE_CONCURRENCY)
-                    .try_collect::<Vec<()>>()
-                    .await
-                    .map(drop)
-            }
-        }
+        self.change(channels, true).await
     }
 
     /// Unsubscribes from `channels`, batched like [`Link::subscribe`].
     pub(crate) async fn unsubscribe(&mut self, channels: &[String]) -> RedisResult<()> {
+        self.change(channels, false).await
+    }
+
+    async fn change(&mut self, channels: &[String], subscribe: bool) -> RedisResult<()> {
         match self {
             Self::Single(conn) => {
                 for batch in channels.chunks(SUBSCRIBE_BATCH) {
-                    conn.unsubscribe(batch).await?;
+                    if subscribe {
+                        conn.subscribe(batch).await?;
+                    } else {
+                        conn.unsubscribe(batch).await?;
+                    }
                 }
                 Ok(())
             }
@@ -151,7 +140,13 @@ impl Link {
                 stream::iter(by_slot(channels))
                     .map(|group| {
                         let mut conn = conn.clone();
-                        async move { conn.sunsubscribe(group).await }
+                        async move {
+                            if subscribe {
+                                conn.ssubscribe(group).await
+                            } else {
+                                conn.sunsubscribe(group).await
+                            }
+                        }
                     })
                     .buffer_unordered(CLUSTER_SUBSCRIBE_CONCURRENCY)
                     .try_collect::<Vec<()>>()

@@ -255,15 +255,7 @@ impl Hub {
         // The shard guard stays held while inserting, so a concurrent leave
         // cannot free the room between its lookup and this insert, and the
         // broker hears opened/closed for one room in the order they happened.
-        let entry = match self.inner.rooms.entry(room.clone()) {
-            dashmap::Entry::Occupied(entry) => entry.into_ref(),
-            dashmap::Entry::Vacant(entry) => {
-                self.reserve_room()?;
-                let room = Room::new(&self.inner.config.features(room), self.inner.linger_ms);
-                room.touch(now_ms);
-                entry.insert(room)
-            }
-        };
+        let entry = self.room_entry(room, now_ms)?;
         let was_empty = entry.is_empty();
         let added = entry.insert(outbox);
         if added {
@@ -278,6 +270,24 @@ impl Hub {
         }
         let ack = ack.and_then(|ack| entry.hold_ack(outbox, ack));
         Ok((added, ack))
+    }
+
+    /// `room`'s registry entry, locked, created (within `max_rooms`, with
+    /// its namespace's features) when it does not exist.
+    pub(crate) fn room_entry(
+        &self,
+        room: &RoomName,
+        now_ms: u64,
+    ) -> Result<dashmap::mapref::one::RefMut<'_, RoomName, Room>, HubError> {
+        Ok(match self.inner.rooms.entry(room.clone()) {
+            dashmap::Entry::Occupied(entry) => entry.into_ref(),
+            dashmap::Entry::Vacant(entry) => {
+                self.reserve_room()?;
+                let state = Room::new(&self.inner.config.features(room), self.inner.linger_ms);
+                state.touch(now_ms);
+                entry.insert(state)
+            }
+        })
     }
 
     /// Counts one more room against `max_rooms`. Not `rooms.len()`: that

@@ -127,16 +127,8 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
             }),
         ),
         (Method::GET, "rooms") => {
-            let query: Vec<(String, String)> =
-                form_urlencoded::parse(request.uri().query().unwrap_or("").as_bytes())
-                    .into_owned()
-                    .collect();
-            let get = |name: &str| {
-                query
-                    .iter()
-                    .find(|(k, _)| k == name)
-                    .map(|(_, v)| v.as_str())
-            };
+            let query = QueryParams::parse(request.uri().query());
+            let get = |name: &str| query.get(name);
             let limit = match get("limit").map(str::parse::<usize>) {
                 None => 100,
                 Some(Ok(limit)) if (1..=10_000).contains(&limit) => limit,
@@ -285,15 +277,8 @@ fn room_feature(
             wshub_protocol::encode_presence(None, &room, &hub.presence(room.as_str())).into_bytes(),
         );
     }
-    let query: Vec<(String, String)> = form_urlencoded::parse(query.unwrap_or("").as_bytes())
-        .into_owned()
-        .collect();
-    let get = |name: &str| {
-        query
-            .iter()
-            .find(|(k, _)| k == name)
-            .map(|(_, v)| v.as_str())
-    };
+    let query = QueryParams::parse(query);
+    let get = |name: &str| query.get(name);
     let limit = match get("limit").map(str::parse::<usize>) {
         None => features.history_size,
         Some(Ok(limit)) => limit.min(features.history_size),
@@ -325,6 +310,27 @@ fn room_feature(
         wshub_protocol::encode_history(None, &room, page.offset, &page.epoch, &page.messages)
             .into_bytes(),
     )
+}
+
+/// A request's decoded query parameters.
+struct QueryParams(Vec<(String, String)>);
+
+impl QueryParams {
+    fn parse(query: Option<&str>) -> Self {
+        Self(
+            form_urlencoded::parse(query.unwrap_or("").as_bytes())
+                .into_owned()
+                .collect(),
+        )
+    }
+
+    /// The first value of `name`.
+    fn get(&self, name: &str) -> Option<&str> {
+        self.0
+            .iter()
+            .find(|(key, _)| key == name)
+            .map(|(_, value)| value.as_str())
+    }
 }
 
 /// The body as UTF-8 text, at most `api.max_body_bytes`.

@@ -46,22 +46,7 @@ fn wshub(args: &[&str], env: &[(String, String)]) -> std::process::Output {
 
 #[test]
 fn the_dockerfile_passes_hadolint() {
-    let pins = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy");
-    let dir = support::tools::ensure_installed(&pins, "hadolint", "requirements.txt", |dir| {
-        let mut cmd = Command::new("python3");
-        cmd.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .arg("--target")
-        .arg(dir)
-        .arg("-r")
-        .arg(pins.join("requirements.txt"));
-        cmd
-    });
+    let dir = python_tool("hadolint", "requirements.txt");
     let output = Command::new(dir.join("bin/hadolint"))
         .arg(repo().join("deploy/docker/Dockerfile"))
         .output()
@@ -220,27 +205,7 @@ fn the_systemd_unit_passes_systemd_analyze_verify() {
 /// The pinned kubernetes-validate (with its bundled schemas and PyYAML),
 /// installed under target/.
 fn k8s_tools() -> PathBuf {
-    let pins = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy");
-    support::tools::ensure_installed(
-        &pins,
-        "kubernetes-validate",
-        "k8s-requirements.txt",
-        |dir| {
-            let mut cmd = Command::new("python3");
-            cmd.args([
-                "-m",
-                "pip",
-                "install",
-                "--quiet",
-                "--disable-pip-version-check",
-            ])
-            .arg("--target")
-            .arg(dir)
-            .arg("-r")
-            .arg(pins.join("k8s-requirements.txt"));
-            cmd
-        },
-    )
+    python_tool("kubernetes-validate", "k8s-requirements.txt")
 }
 
 /// `kubectl kustomize` of a kustomization under deploy/k8s: the YAML, and
@@ -420,21 +385,7 @@ fn the_kubernetes_manifests_render_validate_and_keep_their_promises() {
 /// A pinned Python tool from tests/deploy/`pin_file`, installed under target/.
 fn python_tool(name: &str, pin_file: &str) -> PathBuf {
     let pins = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/deploy");
-    support::tools::ensure_installed(&pins, name, pin_file, |dir| {
-        let mut cmd = Command::new("python3");
-        cmd.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-        ])
-        .arg("--target")
-        .arg(dir)
-        .arg("-r")
-        .arg(pins.join(pin_file));
-        cmd
-    })
+    support::tools::pip_installed(&pins, name, pin_file)
 }
 
 #[test]

@@ -20,23 +20,7 @@ fn pins_dir() -> PathBuf {
 }
 
 fn python_site() -> PathBuf {
-    support::tools::ensure_installed(&pins_dir(), "python", "requirements.txt", |dir| {
-        let mut cmd = std::process::Command::new("python3");
-        cmd.args([
-            "-m",
-            "pip",
-            "install",
-            "--quiet",
-            "--disable-pip-version-check",
-            "--no-input",
-            "--root-user-action=ignore",
-            "--target",
-        ])
-        .arg(dir)
-        .arg("-r")
-        .arg(pins_dir().join("requirements.txt"));
-        cmd
-    })
+    support::tools::pip_installed(&pins_dir(), "python", "requirements.txt")
 }
 
 fn node_prefix() -> PathBuf {

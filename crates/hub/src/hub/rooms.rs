@@ -15,7 +15,6 @@ use crate::error::HubError;
 use crate::history::{BytesDelta, Recovery, RoomLog};
 use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox};
-use crate::room::Room;
 use crate::stats::Fanout;
 
 /// A room's history as a client asked for it.
@@ -114,16 +113,7 @@ impl Hub {
         if self.inner.config.features(room).history_size == 0 {
             return Ok(None);
         }
-        let entry = match self.inner.rooms.entry(room.clone()) {
-            dashmap::Entry::Occupied(entry) => entry.into_ref(),
-            dashmap::Entry::Vacant(entry) => {
-                self.reserve_room()?;
-                let state = Room::new(&self.inner.config.features(room), self.inner.linger_ms);
-                state.touch(now_ms);
-                entry.insert(state)
-            }
-        };
-        Ok(entry.log().cloned())
+        Ok(self.room_entry(room, now_ms)?.log().cloned())
     }
 
     /// Joins `outbox` to a room with history and answers the join: the ack

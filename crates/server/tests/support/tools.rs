@@ -44,3 +44,26 @@ pub fn ensure_installed(
     std::fs::rename(&scratch, &dir).unwrap();
     dir
 }
+
+/// The packages pinned in `pins_dir/pin_file`, installed from PyPI with pip
+/// into their own folder under target/ (for `PYTHONPATH`, or its `bin/`).
+pub fn pip_installed(pins_dir: &Path, name: &str, pin_file: &str) -> PathBuf {
+    let pins = pins_dir.join(pin_file);
+    ensure_installed(pins_dir, name, pin_file, |dir| {
+        let mut cmd = std::process::Command::new("python3");
+        cmd.args([
+            "-m",
+            "pip",
+            "install",
+            "--quiet",
+            "--disable-pip-version-check",
+            "--no-input",
+            "--root-user-action=ignore",
+            "--target",
+        ])
+        .arg(dir)
+        .arg("-r")
+        .arg(pins);
+        cmd
+    })
+}
