@@ -161,6 +161,40 @@ const FULL: &[Scenario] = &[
         server_env: &[],
     },
     Scenario {
+        name: "redis-burst-history-1k-x-2000",
+        args: &[
+            "throughput",
+            "--rooms",
+            "1",
+            "--subscribers",
+            "1000",
+            "--publishers",
+            "1",
+            "--messages",
+            "2000",
+            "--window",
+            "256",
+            "--namespace",
+            "bench",
+        ],
+        two_nodes: true,
+        server_env: HISTORY_ENV,
+    },
+    Scenario {
+        name: "redis-recover-1k-x-100",
+        args: &[
+            "recover",
+            "--clients",
+            "1000",
+            "--missed",
+            "100",
+            "--namespace",
+            "bench",
+        ],
+        two_nodes: true,
+        server_env: HISTORY_ENV,
+    },
+    Scenario {
         name: "redis-publishes-200-rooms",
         args: &[
             "throughput",
@@ -333,12 +367,15 @@ const SERVER_ARGS: &[&str] = &[];
 struct Options {
     quick: bool,
     compare: Option<PathBuf>,
+    /// Scenario names to run (all when empty).
+    only: Vec<String>,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
     let mut options = Options {
         quick: false,
         compare: None,
+        only: Vec::new(),
     };
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
@@ -351,7 +388,17 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                         .into(),
                 );
             }
-            other => bail!("bench: unknown argument {other:?} (use --quick, --compare PATH)"),
+            "--only" => {
+                options.only = iter
+                    .next()
+                    .context("--only needs scenario names, comma-separated")?
+                    .split(',')
+                    .map(str::to_owned)
+                    .collect();
+            }
+            other => bail!(
+                "bench: unknown argument {other:?} (use --quick, --compare PATH, --only NAME[,NAME])"
+            ),
         }
     }
     Ok(options)
@@ -376,7 +423,15 @@ pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
     }
     let server_bin = target.join("release/wshub");
     let loadgen_bin = target.join("release/wshub-loadtest");
-    let matrix = if options.quick { QUICK } else { FULL };
+    let matrix: Vec<&Scenario> = if options.quick { QUICK } else { FULL }
+        .iter()
+        .filter(|scenario| {
+            options.only.is_empty() || options.only.iter().any(|name| name == scenario.name)
+        })
+        .collect();
+    if matrix.is_empty() {
+        bail!("bench: no scenario named {:?}", options.only);
+    }
     // Fresh source addresses per run and scenario: client ports left in
     // TIME_WAIT by an earlier run would slow connects down (measured: 12x).
     let run_octet = 10 + std::process::id() % 200;

@@ -2,13 +2,21 @@
 //!
 //! | channel                   | carries                              | subscribed by          |
 //! |---------------------------|--------------------------------------|------------------------|
-//! | `<prefix>:room:<room>`    | room publications                    | nodes with members     |
+//! | `<prefix>:room:{<room>}`  | room publications                    | nodes with members     |
 //! | `<prefix>:user:<user>`    | user sends, user directives          | nodes with the user    |
 //! | `<prefix>:all`            | broadcasts                           | every node             |
 //! | `<prefix>:node:<node>`    | directives for one connection        | that node              |
 //!
-//! Room and user channels carry no hash tag, so in a cluster they spread over
-//! every slot; a channel's slot decides which shard carries it.
+//! A room's channel and its keys share one hash tag, the room name, so in a
+//! cluster they live in one slot (a script may publish on the channel of the
+//! keys it writes) while different rooms spread over every slot:
+//!
+//! | key                            | holds                                             |
+//! |--------------------------------|---------------------------------------------------|
+//! | `<prefix>:meta:{<room>}`       | hash: `e` epoch, `o` newest offset (outlives the history) |
+//! | `<prefix>:history:{<room>}`    | stream: id `<offset>-0`, field `f` the frame      |
+//! | `<prefix>:presence:{<room>}`   | hash: connection wire id → user (empty: none)     |
+//! | `<prefix>:presence-exp:{<room>}` | sorted set: wire id scored by expiry (ms)       |
 
 use std::sync::Arc;
 
@@ -38,7 +46,23 @@ impl Channels {
     }
 
     pub(crate) fn room(&self, room: &str) -> String {
-        format!("{}:room:{room}", self.prefix)
+        format!("{}:room:{{{room}}}", self.prefix)
+    }
+
+    /// A room's history keys: its meta hash and its stream.
+    pub(crate) fn history(&self, room: &str) -> [String; 2] {
+        [
+            format!("{}:meta:{{{room}}}", self.prefix),
+            format!("{}:history:{{{room}}}", self.prefix),
+        ]
+    }
+
+    /// A room's presence keys: members and their expiry.
+    pub(crate) fn presence(&self, room: &str) -> [String; 2] {
+        [
+            format!("{}:presence:{{{room}}}", self.prefix),
+            format!("{}:presence-exp:{{{room}}}", self.prefix),
+        ]
     }
 
     pub(crate) fn user(&self, user: &str) -> String {
@@ -69,8 +93,10 @@ impl Channels {
         }
         let (kind, name) = rest.split_once(':')?;
         match kind {
-            "room" => RoomName::new(name)
-                .ok()
+            "room" => name
+                .strip_prefix('{')
+                .and_then(|name| name.strip_suffix('}'))
+                .and_then(|name| RoomName::new(name).ok())
                 .map(|room| Route::Audience(Audience::Room(room))),
             "user" if !name.is_empty() => Some(Route::Audience(Audience::User(Arc::from(name)))),
             "node" if name == own_node.as_str() => Some(Route::Node),
@@ -106,7 +132,13 @@ mod tests {
         let channels = Channels::new("wshub");
         let node = NodeId::new("n1").unwrap();
         let room = RoomName::new("chat:1").unwrap();
-        assert_eq!(channels.room("chat:1"), "wshub:room:chat:1");
+        assert_eq!(channels.room("chat:1"), "wshub:room:{chat:1}");
+        let [meta, stream] = channels.history("chat:1");
+        assert_eq!(
+            slot(meta.as_bytes()),
+            slot(channels.room("chat:1").as_bytes())
+        );
+        assert_eq!(slot(stream.as_bytes()), slot(b"chat:1"));
         assert_eq!(
             channels.route(&channels.room("chat:1"), &node),
             Some(Route::Audience(Audience::Room(room)))
@@ -126,7 +158,8 @@ mod tests {
         assert_eq!(channels.route(&channels.node("n2"), &node), None);
         assert_eq!(channels.route("other:room:x", &node), None);
         assert_eq!(channels.route("wshubx:all", &node), None);
-        assert_eq!(channels.route("wshub:room:bad room", &node), None);
+        assert_eq!(channels.route("wshub:room:{bad room}", &node), None);
+        assert_eq!(channels.route("wshub:room:chat:1", &node), None, "untagged");
     }
 
     #[test]

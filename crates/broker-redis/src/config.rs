@@ -23,6 +23,10 @@ pub struct RedisBrokerConfig {
     /// Publications waiting for Redis, at most. Past it a publication is
     /// counted as failed rather than held: local delivery never waits.
     pub publish_queue: usize,
+    /// How long a member stays in a room's presence without its node
+    /// refreshing it (each node refreshes its own every third of this): a
+    /// node killed without a word leaves no member behind for longer.
+    pub presence_ttl: Duration,
 }
 
 impl Default for RedisBrokerConfig {
@@ -33,6 +37,7 @@ impl Default for RedisBrokerConfig {
             cluster: false,
             probe_interval: Duration::from_secs(2),
             publish_queue: 65_536,
+            presence_ttl: Duration::from_secs(60),
         }
     }
 }
@@ -64,6 +69,9 @@ pub enum ConfigError {
     /// A zero queue.
     #[error("publish_queue must be at least 1")]
     PublishQueue,
+    /// A presence TTL too short to refresh in time.
+    #[error("presence_ttl must be at least 1s")]
+    PresenceTtl,
 }
 
 impl RedisBrokerConfig {
@@ -92,6 +100,9 @@ impl RedisBrokerConfig {
         }
         if self.publish_queue == 0 {
             return Err(ConfigError::PublishQueue);
+        }
+        if self.presence_ttl < Duration::from_secs(1) {
+            return Err(ConfigError::PresenceTtl);
         }
         Ok(())
     }

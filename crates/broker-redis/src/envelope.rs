@@ -32,6 +32,13 @@ enum Header<'a> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         o: Option<u64>,
         t: u64,
+        /// The offset the room's history gave it (set by the publishing
+        /// script in Redis, spliced in front of the header).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        x: Option<u64>,
+        /// The epoch of that offset.
+        #[serde(default, borrow, skip_serializing_if = "Option::is_none")]
+        e: Option<Cow<'a, str>>,
     },
     #[serde(rename = "d")]
     Disconnect {
@@ -66,8 +73,9 @@ enum Target<'a> {
 /// A message read from Redis.
 #[derive(Debug)]
 pub(crate) enum Incoming {
-    /// A publication and its sequence number on its channel.
-    Publication(Publication, u64),
+    /// A publication, its sequence number on its channel, and the offset
+    /// and epoch of a logged one.
+    Publication(Publication, u64, Option<(u64, String)>),
     Directive(Directive),
 }
 
@@ -77,21 +85,34 @@ pub(crate) enum Incoming {
 #[error("{0}")]
 pub(crate) struct Malformed(String);
 
-pub(crate) fn encode_publication(publication: &Publication, sequence: u64) -> Bytes {
-    let header = Header::Publication {
+fn publication_header(publication: &Publication, sequence: u64) -> Header<'_> {
+    Header::Publication {
         n: Cow::Borrowed(publication.node.as_str()),
         s: sequence,
         o: publication.origin.map(ConnectionId::as_u64),
         t: publication.time_ms,
-    };
+        x: None,
+        e: None,
+    }
+}
+
+pub(crate) fn encode_publication(publication: &Publication, sequence: u64) -> Bytes {
+    let header = publication_header(publication, sequence);
     let frame = publication.frame.bytes();
     let mut out = BytesMut::with_capacity(64 + frame.len()).writer();
     // Serializing a struct of strings and integers into memory cannot fail.
     let _ = serde_json::to_writer(&mut out, &header);
     let mut out = out.into_inner();
     out.put_u8(b'\n');
-    out.extend_from_slice(frame);
+    out.put_slice(frame);
     out.freeze()
+}
+
+/// The header alone, for a logged publication: the script that gives it
+/// its offset splices `"x":<offset>,"e":"<epoch>",` in after the `{` and
+/// appends the frame.
+pub(crate) fn encode_header(publication: &Publication, sequence: u64) -> Vec<u8> {
+    serde_json::to_vec(&publication_header(publication, sequence)).unwrap_or_default()
 }
 
 pub(crate) fn encode_directive(directive: &Directive) -> Bytes {
@@ -140,7 +161,7 @@ pub(crate) fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incom
         Target::Connection(wire) => DirectiveTarget::Connection(wire.into_owned()),
     };
     match header {
-        Header::Publication { n, s, o, t } => {
+        Header::Publication { n, s, o, t, x, e } => {
             let audience =
                 audience.ok_or_else(|| Malformed("a publication on a node channel".into()))?;
             let frame = TextFrame::from_utf8(body)
@@ -155,6 +176,7 @@ pub(crate) fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incom
                     frame,
                 },
                 s,
+                x.zip(e).map(|(offset, epoch)| (offset, epoch.into_owned())),
             ))
         }
         Header::Disconnect {
@@ -202,11 +224,35 @@ mod tests {
         };
         let wire = encode_publication(&publication, 9);
         assert!(wire.starts_with(br#"{"k":"p","n":"node-a","s":9,"o":17,"t":42}"#));
-        let Ok(Incoming::Publication(back, 9)) = decode(wire, Some(Audience::Everyone)) else {
+        let Ok(Incoming::Publication(back, 9, None)) = decode(wire, Some(Audience::Everyone))
+        else {
             panic!("decodes");
         };
         assert_eq!(back.frame.bytes(), publication.frame.bytes());
         assert_eq!((back.node, back.origin, back.time_ms), (node, origin, 42));
+    }
+
+    #[test]
+    fn a_logged_publication_reads_its_offset_from_the_spliced_header() {
+        let publication = Publication {
+            audience: Audience::Everyone,
+            node: NodeId::new("node-a").unwrap(),
+            origin: None,
+            time_ms: 42,
+            frame: TextFrame::from_static(r#"{"type":"message"}"#),
+        };
+        let header = encode_header(&publication, 3);
+        let mut wire = br#"{"x":12,"e":"ab12cd34","#.to_vec();
+        wire.extend_from_slice(&header[1..]);
+        wire.push(b'\n');
+        wire.extend_from_slice(publication.frame.bytes());
+        let Ok(Incoming::Publication(back, 3, Some((12, epoch)))) =
+            decode(Bytes::from(wire), Some(Audience::Everyone))
+        else {
+            panic!("decodes with its position");
+        };
+        assert_eq!(epoch, "ab12cd34");
+        assert_eq!(back.frame.bytes(), publication.frame.bytes());
     }
 
     #[test]

@@ -174,16 +174,59 @@ impl Link {
         }
     }
 
+    /// Loads the broker's scripts (on a cluster, on every master), so that
+    /// pipelined `EVALSHA`s find them.
+    pub(crate) async fn load_scripts(&mut self) -> RedisResult<()> {
+        for script in crate::scripts::all() {
+            match self {
+                Self::Single(conn) => {
+                    script.script().prepare_invoke().load_async(conn).await?;
+                }
+                Self::Cluster(conn) => {
+                    conn.route_command(
+                        cmd("SCRIPT").arg("LOAD").arg(script.source).take(),
+                        RoutingInfo::MultiNode((
+                            MultipleNodeRoutingInfo::AllMasters,
+                            Some(ResponsePolicy::AllSucceeded),
+                        )),
+                    )
+                    .await?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    /// Runs a script (routed by its first key on a cluster).
+    pub(crate) async fn invoke<T: redis::FromRedisValue>(
+        &mut self,
+        invocation: &redis::ScriptInvocation<'_>,
+    ) -> RedisResult<T> {
+        match self {
+            Self::Single(conn) => invocation.invoke_async(conn).await,
+            Self::Cluster(conn) => invocation.invoke_async(conn).await,
+        }
+    }
+
+    /// Runs one command (routed by its first key on a cluster).
+    pub(crate) async fn query<T: redis::FromRedisValue>(
+        &mut self,
+        command: &redis::Cmd,
+    ) -> RedisResult<T> {
+        match self {
+            Self::Single(conn) => command.query_async(conn).await,
+            Self::Cluster(conn) => command.query_async(conn).await,
+        }
+    }
+
     /// Publishes a batch in order, pipelined; returns how many failed.
-    pub(crate) async fn publish(&mut self, batch: &[(String, Bytes)]) -> usize {
+    pub(crate) async fn publish(&mut self, batch: &[Wire]) -> usize {
+        let cluster = matches!(self, Self::Cluster(_));
         match self {
             Self::Single(conn) => {
                 let mut pipe = redis::pipe();
-                for (channel, payload) in batch {
-                    pipe.cmd("PUBLISH")
-                        .arg(channel)
-                        .arg(payload.as_ref())
-                        .ignore();
+                for wire in batch {
+                    pipe.add_command(wire.command(cluster)).ignore();
                 }
                 match pipe.query_async::<()>(conn).await {
                     Ok(()) => 0,
@@ -191,12 +234,12 @@ impl Link {
                 }
             }
             Self::Cluster(conn) => {
-                // Each command is routed to its channel's shard; the
-                // connection pipelines them per shard, in this order.
-                let sends = batch.iter().map(|(channel, payload)| {
+                // Each command is routed to its channel's (or room's) shard;
+                // the connection pipelines them per shard, in this order.
+                let sends = batch.iter().map(|wire| {
                     let mut conn = conn.clone();
-                    let command = cmd("SPUBLISH").arg(channel).arg(payload.as_ref()).take();
-                    async move { command.query_async::<i64>(&mut conn).await }
+                    let command = wire.command(cluster);
+                    async move { command.query_async::<redis::Value>(&mut conn).await }
                 });
                 futures_util::future::join_all(sends)
                     .await
@@ -204,6 +247,55 @@ impl Link {
                     .filter(|result| result.is_err())
                     .count()
             }
+        }
+    }
+}
+
+/// One thing the publishing task sends.
+#[derive(Debug)]
+pub(crate) enum Wire {
+    /// A message for a channel.
+    Publish(String, Bytes),
+    /// A publication into a room's history (see `scripts::PUBLISH_LOGGED`).
+    Logged {
+        keys: [String; 2],
+        channel: String,
+        frame: Bytes,
+        header: Vec<u8>,
+        size: usize,
+        ttl_ms: u64,
+        epoch: String,
+    },
+}
+
+impl Wire {
+    fn command(&self, cluster: bool) -> redis::Cmd {
+        let publish = if cluster { "SPUBLISH" } else { "PUBLISH" };
+        match self {
+            Self::Publish(channel, payload) => {
+                cmd(publish).arg(channel).arg(payload.as_ref()).take()
+            }
+            Self::Logged {
+                keys,
+                channel,
+                frame,
+                header,
+                size,
+                ttl_ms,
+                epoch,
+            } => cmd("EVALSHA")
+                .arg(crate::scripts::PUBLISH_LOGGED.script().get_hash())
+                .arg(2)
+                .arg(&keys[..])
+                .arg(channel)
+                .arg(frame.as_ref())
+                .arg(size)
+                .arg(ttl_ms)
+                .arg(u64::try_from(crate::scripts::META_TTL.as_millis()).unwrap_or(u64::MAX))
+                .arg(publish)
+                .arg(epoch)
+                .arg(header.as_slice())
+                .take(),
         }
     }
 }
@@ -235,7 +327,7 @@ mod tests {
 
     #[test]
     fn shard_commands_never_mix_slots() {
-        let channels: Vec<String> = (0..2_000).map(|n| format!("wshub:room:r{n}")).collect();
+        let channels: Vec<String> = (0..2_000).map(|n| format!("wshub:room:{{r{n}}}")).collect();
         let groups = by_slot(&channels);
         assert!(groups.len() > 1_000, "rooms spread over many slots");
         for group in &groups {

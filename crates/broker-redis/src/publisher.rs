@@ -9,11 +9,11 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval, timeout};
-use wshub_hub::Publication;
+use wshub_hub::{Publication, Retention};
 
 use crate::Shared;
-use crate::envelope::encode_publication;
-use crate::link::Link;
+use crate::envelope::{encode_header, encode_publication};
+use crate::link::{Link, Wire};
 use crate::status::{Backoff, LinkKind};
 
 /// Publications sent per pipeline.
@@ -26,6 +26,9 @@ pub(crate) enum Outgoing {
     Publication(String, Publication),
     /// Already encoded (a directive).
     Encoded(String, Bytes),
+    /// Into a room's history: the channel, the room's keys, and how much
+    /// to keep.
+    Logged(String, [String; 2], Publication, Retention),
 }
 
 /// This node's sequence numbers per channel, assigned in publishing order
@@ -63,16 +66,37 @@ impl Sequences {
         }
     }
 
-    fn encode(&mut self, outgoing: Outgoing, now: Instant) -> (String, Bytes) {
+    fn encode(&mut self, outgoing: Outgoing, now: Instant) -> Wire {
         match outgoing {
             Outgoing::Publication(channel, publication) => {
                 let sequence = self.next(&channel, now);
                 let payload = encode_publication(&publication, sequence);
-                (channel, payload)
+                Wire::Publish(channel, payload)
             }
-            Outgoing::Encoded(channel, payload) => (channel, payload),
+            Outgoing::Encoded(channel, payload) => Wire::Publish(channel, payload),
+            Outgoing::Logged(channel, keys, publication, retention) => {
+                let sequence = self.next(&channel, now);
+                Wire::Logged {
+                    keys,
+                    header: encode_header(&publication, sequence),
+                    channel,
+                    frame: publication.frame.into_bytes(),
+                    size: retention.size,
+                    ttl_ms: u64::try_from(retention.ttl.as_millis()).unwrap_or(u64::MAX),
+                    epoch: new_epoch(),
+                }
+            }
         }
     }
+}
+
+/// A short random token for a room that has no epoch yet.
+pub(crate) fn new_epoch() -> String {
+    wshub_hub::NodeId::random()
+        .as_str()
+        .chars()
+        .take(8)
+        .collect()
 }
 
 pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>) {
@@ -95,7 +119,13 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>
                 continue;
             }
         };
+        if let Err(error) = link.load_scripts().await {
+            shared.status.down(LinkKind::Publish, &error);
+            tokio::time::sleep(backoff.next()).await;
+            continue;
+        }
         shared.status.up(LinkKind::Publish);
+        *shared.commands.lock() = Some(link.clone());
         backoff.reset();
         let mut probe = interval(shared.config.probe_interval);
         probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
@@ -126,6 +156,7 @@ pub(crate) async fn run(shared: Arc<Shared>, mut queue: mpsc::Receiver<Outgoing>
                 }
             }
         };
+        *shared.commands.lock() = None;
         shared.status.down(LinkKind::Publish, &failure);
     }
 }
@@ -143,7 +174,7 @@ fn fail_queued(
     loop {
         match queue.try_recv() {
             Ok(item) => {
-                if let Outgoing::Publication(channel, _) = item {
+                if let Outgoing::Publication(channel, _) | Outgoing::Logged(channel, ..) = item {
                     sequences.next(&channel, now);
                 }
                 failed += 1;

@@ -171,6 +171,10 @@ impl Status {
     }
 
     /// Ready when both links are up.
+    pub(crate) fn publisher_up(&self) -> bool {
+        self.publisher_up.load(Ordering::SeqCst)
+    }
+
     pub(crate) fn ready(&self) -> bool {
         self.publisher_up.load(Ordering::SeqCst) && self.subscriber_up.load(Ordering::SeqCst)
     }

@@ -98,6 +98,7 @@ pub(crate) async fn run(
     .into_iter()
     .collect();
     let mut backoff = Backoff::new();
+    let mut served_before = false;
     loop {
         // Rooms opened while no link is up are acknowledged at once: local
         // delivery works, and waiting for Redis would stall every join.
@@ -148,6 +149,11 @@ pub(crate) async fn run(
         }
         shared.status.channels(wanted.len());
         shared.status.up(LinkKind::Subscribe);
+        if served_before {
+            // What was published while no link was up never arrived here.
+            tokio::spawn(check_positions(Arc::clone(&shared), hub.clone()));
+        }
+        served_before = true;
         tracing::debug!(
             channels = all.len(),
             took_ms = started.elapsed().as_millis() as u64,
@@ -167,6 +173,36 @@ pub(crate) async fn run(
         .await;
         let Some(failure) = failure else { return };
         shared.status.down(LinkKind::Subscribe, &failure);
+    }
+}
+
+/// How long after a link is replaced its rooms' positions are checked:
+/// messages published just before the re-subscribe are let arrive first,
+/// so that they do not read as missed.
+const POSITION_CHECK_DELAY: Duration = Duration::from_millis(250);
+
+/// Compares each room with shared history against the position Redis
+/// holds; the hub tells members of a room this node fell behind in to
+/// re-join with `since` (see `Hub::check_position`).
+async fn check_positions(shared: Arc<Shared>, hub: Hub) {
+    tokio::time::sleep(POSITION_CHECK_DELAY).await;
+    for room in hub.shared_rooms() {
+        let Some(link) = shared.commands() else {
+            return;
+        };
+        let keys = shared.channels.history(room.as_str());
+        let request = wshub_hub::HistoryRequest {
+            after: u64::MAX,
+            limit: 0,
+        };
+        if let Ok(position) = crate::state::read_history(link, keys, request).await {
+            let now_ms = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0, |elapsed| {
+                    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                });
+            hub.check_position(&room, position.offset, &position.epoch, now_ms);
+        }
     }
 }
 
@@ -386,7 +422,7 @@ fn handle_message(shared: &Shared, hub: &Hub, channel: &[u8], payload: Bytes) {
         Route::Node => None,
     };
     match decode(payload, audience) {
-        Ok(Incoming::Publication(publication, sequence)) => {
+        Ok(Incoming::Publication(publication, sequence, position)) => {
             shared.status.received();
             if publication.node != *hub.node_id() {
                 let missed = shared
@@ -395,7 +431,10 @@ fn handle_message(shared: &Shared, hub: &Hub, channel: &[u8], payload: Bytes) {
                     .record(channel, &publication.node, sequence);
                 shared.status.missed(missed);
             }
-            hub.deliver(&publication);
+            match position {
+                Some((offset, epoch)) => hub.deliver_at(&publication, offset, &epoch),
+                None => hub.deliver(&publication),
+            };
         }
         Ok(Incoming::Directive(directive)) => {
             shared.status.received();

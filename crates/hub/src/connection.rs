@@ -16,7 +16,7 @@ use crate::error::{AuthError, HubError};
 use crate::flood::{FloodGuard, FloodVerdict};
 use crate::hub::Hub;
 use crate::node::ConnectionId;
-use crate::outbox::{Lane, Outbox, PushOutcome, ServerCommand};
+use crate::outbox::{Lane, Outbox, PushOutcome, Queued, ServerCommand};
 use crate::stats::{CloseCause, Fanout};
 use crate::timers::{TimerConfig, TimerEvent, Timers};
 
@@ -303,14 +303,8 @@ impl Connection {
                 FrameOutcome::Accepted
             }
             Err(err) => {
-                let code = err.code();
-                self.send_control(encode_error_with_reason(
-                    reference,
-                    code,
-                    err.reason(),
-                    &err.to_string(),
-                ));
-                FrameOutcome::Rejected(code)
+                self.send_control(error_frame(reference, &err));
+                FrameOutcome::Rejected(err.code())
             }
         }
     }
@@ -349,7 +343,11 @@ impl Connection {
         reference: Option<&Ref>,
     ) -> Result<bool, HubError> {
         if self.rooms.contains(&room) {
-            return Ok(false);
+            // The hub may have taken it out already (a gap): apply that first.
+            self.handle_server_commands();
+            if self.rooms.contains(&room) {
+                return Ok(false);
+            }
         }
         let config = self.hub.config();
         config.access.check(&self.identity, &room, Action::Join)?;
@@ -364,7 +362,7 @@ impl Connection {
                 .join_with_history(&room, &self.outbox, self.now_ms(), reference, since)?
         {
             if added {
-                self.hub.announce(&room, true, &self.outbox);
+                self.hub.announce(&room, true, &self.outbox, self.now_ms());
                 self.rooms.insert(room);
             }
             return Ok(true);
@@ -374,7 +372,7 @@ impl Connection {
             .hub
             .add_member_with_ack(&room, &self.outbox, self.now_ms(), ack)?;
         if added {
-            self.hub.announce(&room, true, &self.outbox);
+            self.hub.announce(&room, true, &self.outbox, self.now_ms());
             self.rooms.insert(room);
         }
         Ok(reference.is_some() && ack.is_none())
@@ -405,16 +403,28 @@ impl Connection {
         if let Err(err) = checked {
             return self.answer(reference, Err(err));
         }
-        let page = self
-            .hub
-            .history(room, since, limit.unwrap_or(size).min(size), now_ms);
-        self.send_control(wshub_protocol::encode_history(
-            reference,
+        let outbox = Arc::clone(&self.outbox);
+        let reference = reference.cloned();
+        let name = room.clone();
+        self.hub.read_history(
             room,
-            page.offset,
-            &page.epoch,
-            &page.messages,
-        ));
+            since,
+            limit.unwrap_or(size).min(size),
+            now_ms,
+            move |page| {
+                let frame = match page {
+                    Ok(page) => wshub_protocol::encode_history(
+                        reference.as_ref(),
+                        &name,
+                        page.offset,
+                        &page.epoch,
+                        &page.messages,
+                    ),
+                    Err(err) => error_frame(reference.as_ref(), &err),
+                };
+                outbox.push(Lane::Control, frame);
+            },
+        );
         FrameOutcome::Accepted
     }
 
@@ -439,15 +449,26 @@ impl Connection {
         if let Some(err) = refused {
             return self.answer(reference, Err(err));
         }
-        let members = self.hub.presence(room.as_str());
-        let frame = if stats {
-            let users: std::collections::HashSet<&str> =
-                members.iter().filter_map(|m| m.user.as_deref()).collect();
-            wshub_protocol::encode_presence_stats(reference, room, members.len(), users.len())
-        } else {
-            wshub_protocol::encode_presence(reference, room, &members)
-        };
-        self.send_control(frame);
+        let outbox = Arc::clone(&self.outbox);
+        let reference = reference.cloned();
+        let name = room.clone();
+        self.hub.read_presence(room, move |members| {
+            let frame = match members {
+                Ok(members) if stats => {
+                    let users: std::collections::HashSet<&str> =
+                        members.iter().filter_map(|m| m.user.as_deref()).collect();
+                    wshub_protocol::encode_presence_stats(
+                        reference.as_ref(),
+                        &name,
+                        members.len(),
+                        users.len(),
+                    )
+                }
+                Ok(members) => wshub_protocol::encode_presence(reference.as_ref(), &name, &members),
+                Err(err) => error_frame(reference.as_ref(), &err),
+            };
+            outbox.push(Lane::Control, frame);
+        });
         FrameOutcome::Accepted
     }
 
@@ -494,7 +515,10 @@ impl Connection {
     pub fn handle_server_commands(&mut self) {
         for command in self.outbox.take_commands() {
             match command {
-                ServerCommand::Subscribe(room) => {
+                Queued::Dropped(room) => {
+                    self.rooms.remove(&room);
+                }
+                Queued::Server(ServerCommand::Subscribe(room)) => {
                     if self.rooms.contains(&room) {
                         continue;
                     }
@@ -508,7 +532,7 @@ impl Connection {
                         Ok(added) => {
                             self.send_control(encode_subscribed(&room));
                             if added {
-                                self.hub.announce(&room, true, &self.outbox);
+                                self.hub.announce(&room, true, &self.outbox, self.now_ms());
                             }
                             self.rooms.insert(room);
                         }
@@ -525,7 +549,7 @@ impl Connection {
                         }
                     }
                 }
-                ServerCommand::Unsubscribe(room) => {
+                Queued::Server(ServerCommand::Unsubscribe(room)) => {
                     if self.rooms.remove(&room) {
                         self.hub.remove_member(&room, self.id(), self.now_ms());
                         self.send_control(encode_unsubscribed(&room, "server"));
@@ -591,4 +615,9 @@ impl Drop for Connection {
         let rooms = std::mem::take(&mut self.rooms);
         self.hub.unregister(self.id(), rooms, self.now_ms());
     }
+}
+
+/// The `error` frame answering a refused request.
+fn error_frame(reference: Option<&Ref>, err: &HubError) -> TextFrame {
+    encode_error_with_reason(reference, err.code(), err.reason(), &err.to_string())
 }

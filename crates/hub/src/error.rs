@@ -56,6 +56,11 @@ pub enum HubError {
         "the server is overloaded (its link to the other nodes is saturated); nobody got this message, retry shortly"
     )]
     Overloaded,
+    /// History or presence lives in the broker, which cannot reach it now.
+    #[error(
+        "the room's shared state (history, presence) cannot be reached right now; retry shortly"
+    )]
+    StateUnavailable,
 }
 
 impl HubError {
@@ -63,7 +68,9 @@ impl HubError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotJoined(_) => ErrorCode::NotJoined,
-            Self::ShuttingDown | Self::Overloaded => ErrorCode::Unavailable,
+            Self::ShuttingDown | Self::Overloaded | Self::StateUnavailable => {
+                ErrorCode::Unavailable
+            }
             Self::Forbidden(_) | Self::UserMismatch { .. } | Self::NotOffered { .. } => {
                 ErrorCode::Forbidden
             }
@@ -82,6 +89,7 @@ impl HubError {
             Self::TooManyRooms { .. } => Some("connection_limit"),
             Self::HubRoomLimit { .. } => Some("hub_limit"),
             Self::Overloaded => Some("overloaded"),
+            Self::StateUnavailable => Some("broker_unreachable"),
             Self::NotOffered { .. } => Some("not_offered"),
             _ => None,
         }

@@ -23,8 +23,10 @@ use crate::room::Room;
 use crate::stats::{CloseCause, Counters, Fanout, HubStats, QueueDepth};
 
 mod rooms;
+mod shared;
 
 pub use rooms::HistoryPage;
+pub use shared::INSUFFICIENT_STATE;
 
 /// The `from` of messages the server itself publishes (not a connection).
 pub const SERVER_SENDER: &str = "server";
@@ -75,6 +77,7 @@ impl HubBuilder {
             inner: Arc::new(Inner {
                 linger_ms: u64::try_from(self.config.room_linger.as_millis()).unwrap_or(u64::MAX),
                 confirms_rooms: self.broker.confirms_rooms(),
+                shares_state: self.broker.keeps_history_and_presence(),
                 config: self.config,
                 authenticator: self.authenticator,
                 broker: self.broker,
@@ -106,6 +109,8 @@ struct Inner {
     linger_ms: u64,
     /// The broker confirms when it listens to a newly opened room.
     confirms_rooms: bool,
+    /// The broker keeps history and presence for every node.
+    shares_state: bool,
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
     next_id: AtomicU64,
@@ -267,6 +272,11 @@ impl Hub {
                 }
                 self.inner.broker.room_opened(room);
             }
+            if self.inner.shares_state && self.inner.config.features(room).presence {
+                self.inner
+                    .broker
+                    .presence_joined(room, &self.presence_member(outbox));
+            }
         }
         let ack = ack.and_then(|ack| entry.hold_ack(outbox, ack));
         Ok((added, ack))
@@ -283,7 +293,11 @@ impl Hub {
             dashmap::Entry::Occupied(entry) => entry.into_ref(),
             dashmap::Entry::Vacant(entry) => {
                 self.reserve_room()?;
-                let state = Room::new(&self.inner.config.features(room), self.inner.linger_ms);
+                let state = Room::new(
+                    &self.inner.config.features(room),
+                    self.inner.linger_ms,
+                    self.inner.shares_state,
+                );
                 state.touch(now_ms);
                 entry.insert(state)
             }
@@ -310,10 +324,19 @@ impl Hub {
         let mut history_freed = 0;
         let freed = self.inner.rooms.remove_if(room, |_, state| {
             removed = state.remove(id);
+            if self.inner.shares_state
+                && removed.is_some()
+                && self.inner.config.features(room).presence
+            {
+                self.inner
+                    .broker
+                    .presence_left(room, &id.to_wire(&self.inner.config.node_id));
+            }
             if removed.is_none() || !state.is_empty() {
                 return false;
             }
             state.touch(now_ms);
+            state.mark_unheard();
             if self.inner.confirms_rooms {
                 released = state.stop_listening();
             }
@@ -332,7 +355,7 @@ impl Hub {
             .fetch_sub(history_freed, Ordering::Relaxed);
         self.release_acks(released);
         if let Some(outbox) = &removed {
-            self.announce(room, false, outbox);
+            self.announce(room, false, outbox, now_ms);
         }
         removed.is_some()
     }
@@ -348,6 +371,7 @@ impl Hub {
             .map(|state| state.listening_confirmed())
             .unwrap_or_default();
         self.release_acks(released);
+        self.ask_waiting_joins(room);
     }
 
     /// Queues released join acks; called with no registry lock held.
@@ -364,7 +388,26 @@ impl Hub {
     /// Refused with [`HubError::Overloaded`], and delivered to no one, when
     /// the broker cannot take it: the publisher is told instead of other
     /// nodes silently missing it.
+    ///
+    /// When the broker keeps history for every node, a publication into a
+    /// room with history is delivered nowhere yet, not even here: the broker
+    /// gives it its offset and brings it back to every node, this one
+    /// included, through [`Hub::deliver_at`]. The returned fan-out is then
+    /// empty.
     pub fn publish(&self, publication: &Publication) -> Result<Fanout, HubError> {
+        if let Some(retention) = self.shared_retention(&publication.audience) {
+            if self
+                .inner
+                .broker
+                .publish_logged(publication, retention)
+                .is_err()
+            {
+                Counters::add(&self.inner.counters.refused_publications, 1);
+                return Err(HubError::Overloaded);
+            }
+            Counters::add(&self.inner.counters.published, 1);
+            return Ok(Fanout::default());
+        }
         if self.inner.broker.publish(publication).is_err() {
             Counters::add(&self.inner.counters.refused_publications, 1);
             return Err(HubError::Overloaded);
@@ -765,6 +808,7 @@ impl Hub {
             published: Counters::get(&counters.published),
             broadcasts: Counters::get(&counters.broadcasts),
             refused_publications: Counters::get(&counters.refused_publications),
+            resyncs: Counters::get(&counters.resyncs),
             delivered: Counters::get(&counters.delivered),
             slow_consumer_disconnects: Counters::get(&counters.slow_consumer_disconnects),
             dropped_frames: Counters::get(&counters.dropped_frames),

@@ -110,20 +110,24 @@ mod node;
 mod outbox;
 mod room;
 mod stats;
+mod stream;
 mod timers;
 
 pub use access::{
     AccessDenied, AccessPolicy, Action, DenialCause, GrantError, Identity, NamespaceRules, Rule,
 };
 pub use broker::{
-    Audience, Broker, BrokerFull, Directive, DirectiveAction, DirectiveTarget, LocalBroker,
-    Publication,
+    Audience, Broker, BrokerFull, BrokerUnavailable, Directive, DirectiveAction, DirectiveTarget,
+    HistoryRequest, LocalBroker, Publication, Reply, Retention, StoredHistory,
 };
 pub use config::{Heartbeat, HubConfig, RoomFeatures, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome, TimerOutcome};
 pub use error::{AuthError, HubError};
 pub use flood::MessageRateLimit;
-pub use hub::{Authenticator, DisconnectTarget, HistoryPage, Hub, HubBuilder, SERVER_SENDER};
+pub use hub::{
+    Authenticator, DisconnectTarget, HistoryPage, Hub, HubBuilder, INSUFFICIENT_STATE,
+    SERVER_SENDER,
+};
 pub use latency::{BUCKETS_MS, LatencyHistogram, LatencySnapshot, SAMPLE_EVERY, stamped_time_ms};
 pub use node::{ConnectionId, NodeId, NodeIdError};
 pub use outbox::{Drained, Lane, Outbox, PushOutcome, ServerCommand};

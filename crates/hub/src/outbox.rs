@@ -64,9 +64,19 @@ pub enum ServerCommand {
     Unsubscribe(wshub_protocol::RoomName),
 }
 
+/// What a connection's driver applies to its room set between drains.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum Queued {
+    /// The server (API) asked.
+    Server(ServerCommand),
+    /// The hub already took the connection out of this room (it missed
+    /// messages, or its join could not be answered): forget it.
+    Dropped(wshub_protocol::RoomName),
+}
+
 #[derive(Debug, Default)]
 struct Lanes {
-    commands: VecDeque<ServerCommand>,
+    commands: VecDeque<Queued>,
     control: VecDeque<TextFrame>,
     control_bytes: usize,
     data: VecDeque<TextFrame>,
@@ -220,6 +230,15 @@ impl Outbox {
     /// applies it with [`Connection::handle_server_commands`](crate::Connection::handle_server_commands).
     /// False if the connection is closing.
     pub fn push_command(&self, command: ServerCommand) -> bool {
+        self.queue(Queued::Server(command))
+    }
+
+    /// Tells the connection the hub took it out of `room`.
+    pub(crate) fn push_dropped(&self, room: wshub_protocol::RoomName) -> bool {
+        self.queue(Queued::Dropped(room))
+    }
+
+    fn queue(&self, command: Queued) -> bool {
         let mut lanes = self.lanes.lock();
         if lanes.closing.is_some() || lanes.commands.len() >= 1024 {
             return false;
@@ -229,7 +248,7 @@ impl Outbox {
         true
     }
 
-    pub(crate) fn take_commands(&self) -> VecDeque<ServerCommand> {
+    pub(crate) fn take_commands(&self) -> VecDeque<Queued> {
         std::mem::take(&mut self.lanes.lock().commands)
     }
 

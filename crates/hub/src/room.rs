@@ -2,7 +2,7 @@
 //! without a lock, and what outlives them.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
 use rustc_hash::FxHashMap;
@@ -13,6 +13,7 @@ use crate::config::RoomFeatures;
 use crate::history::RoomLog;
 use crate::node::ConnectionId;
 use crate::outbox::Outbox;
+use crate::stream::RoomStream;
 
 /// One room.
 ///
@@ -35,6 +36,14 @@ pub(crate) struct Room {
     /// the end of its fan-out, so members see offsets in order and a
     /// recovering join sees a clean seam.
     log: Option<Arc<Mutex<RoomLog>>>,
+    /// The room's place in a history the broker keeps, when its namespace
+    /// keeps history and the broker keeps it for every node. Orders live
+    /// deliveries like `log` does.
+    stream: Option<Arc<Mutex<RoomStream>>>,
+    /// Set when the room lost its last local member: this node stops
+    /// hearing it, so the stream's position is forgotten (under the
+    /// stream's lock, by the next delivery).
+    stream_unheard: AtomicBool,
     /// How long the room outlives its last member (at least its history's
     /// lifetime).
     linger_ms: u64,
@@ -71,8 +80,16 @@ pub(crate) type HeldAcks = Vec<(Arc<Outbox>, TextFrame)>;
 
 impl Room {
     /// A room with the features of its namespace, kept `linger_ms` after
-    /// its last activity once empty.
-    pub(crate) fn new(features: &RoomFeatures, linger_ms: u64) -> Self {
+    /// its last activity once empty. With `shared` history (kept by the
+    /// broker) it holds a stream position instead of a log.
+    pub(crate) fn new(features: &RoomFeatures, linger_ms: u64, shared: bool) -> Self {
+        if shared {
+            return Self {
+                stream: (features.history_size > 0).then(Arc::default),
+                linger_ms,
+                ..Self::default()
+            };
+        }
         let ttl_ms = u64::try_from(features.history_ttl.as_millis()).unwrap_or(u64::MAX);
         let log = (features.history_size > 0)
             .then(|| Arc::new(Mutex::new(RoomLog::new(features.history_size, ttl_ms))));
@@ -89,6 +106,36 @@ impl Room {
 
     pub(crate) fn log(&self) -> Option<&Arc<Mutex<RoomLog>>> {
         self.log.as_ref()
+    }
+
+    pub(crate) fn stream(&self) -> Option<&Arc<Mutex<RoomStream>>> {
+        self.stream.as_ref()
+    }
+
+    /// This node stopped hearing the room (see `stream_unheard`).
+    pub(crate) fn mark_unheard(&self) {
+        if self.stream.is_some() {
+            self.stream_unheard.store(true, Ordering::Relaxed);
+        }
+    }
+
+    /// Whether the room went unheard since the last call.
+    pub(crate) fn take_unheard(&self) -> bool {
+        self.stream_unheard.swap(false, Ordering::Relaxed)
+    }
+
+    /// Whether the broker carries other nodes' publications here.
+    pub(crate) fn is_listening(&self) -> bool {
+        self.members.lock().listening
+    }
+
+    /// Whether `outbox` is (still) the member with its id.
+    pub(crate) fn has_member(&self, outbox: &Arc<Outbox>) -> bool {
+        self.members
+            .lock()
+            .by_id
+            .get(&outbox.id())
+            .is_some_and(|member| Arc::ptr_eq(member, outbox))
     }
 
     pub(crate) fn linger_ms(&self) -> u64 {

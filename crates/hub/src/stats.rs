@@ -24,6 +24,9 @@ pub struct HubStats {
     /// Publications refused because the broker could not take them
     /// ([`HubError::Overloaded`](crate::HubError::Overloaded)).
     pub refused_publications: u64,
+    /// Members taken out of a room because this node missed some of its
+    /// messages (told to re-join with `since` to recover them).
+    pub resyncs: u64,
     /// Frames queued for recipients by fan-out since start.
     pub delivered: u64,
     /// Connections closed because their queue overflowed.
@@ -128,6 +131,7 @@ pub(crate) struct Counters {
     pub(crate) published: AtomicU64,
     pub(crate) broadcasts: AtomicU64,
     pub(crate) refused_publications: AtomicU64,
+    pub(crate) resyncs: AtomicU64,
     pub(crate) delivered: AtomicU64,
     pub(crate) slow_consumer_disconnects: AtomicU64,
     pub(crate) dropped_frames: AtomicU64,

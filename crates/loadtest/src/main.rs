@@ -76,7 +76,9 @@ fn main() -> anyhow::Result<()> {
             }
             Scenario::Churn(args) => scenario::churn::run(target, args, cli.server_pid).await,
             Scenario::Api(args) => scenario::api::run(target, args, cli.server_pid).await,
-            Scenario::Recover(args) => scenario::recover::run(target, args, cli.server_pid).await,
+            Scenario::Recover(args) => {
+                scenario::recover::run(target, publish_target, args, cli.server_pid).await
+            }
         }
     })?;
     // How many connections this process could hold: the open-file limit.

@@ -160,6 +160,7 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
                 &room_path["rooms/".len()..],
                 now,
             )
+            .await
         }
         (Method::GET, room_path) if room_path.starts_with("rooms/") => {
             let name = &room_path["rooms/".len()..];
@@ -244,7 +245,7 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
 /// `GET /api/rooms/{room}/history?limit=N&since_offset=K&since_epoch=E`
 /// and `GET /api/rooms/{room}/presence`: the `history` and `presence`
 /// frames' answers, for backends.
-fn room_feature(
+async fn room_feature(
     state: &AppState,
     query: Option<&str>,
     path: &str,
@@ -272,10 +273,17 @@ fn room_feature(
         );
     }
     if feature == "presence" {
-        return json(
-            StatusCode::OK,
-            wshub_protocol::encode_presence(None, &room, &hub.presence(room.as_str())).into_bytes(),
-        );
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        hub.read_presence(&room, move |members| {
+            let _ = tx.send(members);
+        });
+        return match rx.await {
+            Ok(Ok(members)) => json(
+                StatusCode::OK,
+                wshub_protocol::encode_presence(None, &room, &members).into_bytes(),
+            ),
+            _ => state_unavailable(),
+        };
     }
     let query = QueryParams::parse(query);
     let get = |name: &str| query.get(name);
@@ -304,11 +312,26 @@ fn room_feature(
             );
         }
     };
-    let page = hub.history(&room, since, limit, now);
-    json(
-        StatusCode::OK,
-        wshub_protocol::encode_history(None, &room, page.offset, &page.epoch, &page.messages)
-            .into_bytes(),
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    hub.read_history(&room, since, limit, now, move |page| {
+        let _ = tx.send(page);
+    });
+    match rx.await {
+        Ok(Ok(page)) => json(
+            StatusCode::OK,
+            wshub_protocol::encode_history(None, &room, page.offset, &page.epoch, &page.messages)
+                .into_bytes(),
+        ),
+        _ => state_unavailable(),
+    }
+}
+
+/// 503 for a read of history or presence the broker cannot answer now.
+fn state_unavailable() -> Response<Full<Bytes>> {
+    api_error(
+        StatusCode::SERVICE_UNAVAILABLE,
+        "unavailable",
+        wshub_hub::HubError::StateUnavailable.to_string(),
     )
 }
 

@@ -120,6 +120,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "Queued frames dropped under the drop_oldest policy",
     ),
     (
+        "wshub_room_resyncs_total",
+        "Members taken out of a room because this node missed some of its messages (told to re-join with since)",
+    ),
+    (
         "wshub_connections_closed_total",
         "Connections ended, by cause",
     ),
@@ -267,6 +271,7 @@ impl Metrics {
             counter!("wshub_slow_consumer_disconnects_total")
                 .absolute(stats.slow_consumer_disconnects);
             counter!("wshub_dropped_frames_total").absolute(stats.dropped_frames);
+            counter!("wshub_room_resyncs_total").absolute(stats.resyncs);
             for (cause, count) in wshub_hub::CloseCause::ALL.iter().zip(stats.closed) {
                 counter!("wshub_connections_closed_total", "reason" => cause.label())
                     .absolute(count);

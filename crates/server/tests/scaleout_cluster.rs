@@ -24,7 +24,10 @@ async fn a_redis_cluster_carries_rooms_over_sharded_pubsub() {
         publisher.join(room).await;
     }
     let want: Vec<String> = {
-        let mut want: Vec<String> = rooms.iter().map(|r| format!("wshub:room:{r}")).collect();
+        let mut want: Vec<String> = rooms
+            .iter()
+            .map(|r| format!("wshub:room:{{{r}}}"))
+            .collect();
         want.sort();
         want
     };
@@ -134,7 +137,7 @@ async fn a_migrated_slot_takes_its_room_to_the_new_owner() {
     let mut subscriber = user(b, "sub").await;
     publisher.join("chat:moving").await;
     subscriber.join("chat:moving").await;
-    let channel = "wshub:room:chat:moving";
+    let channel = "wshub:room:{chat:moving}";
     let subscribed_at = |port: u16| {
         cluster
             .nodes
@@ -169,4 +172,77 @@ async fn a_migrated_slot_takes_its_room_to_the_new_owner() {
 
     publisher.publish("chat:moving", json!("moved")).await;
     assert_eq!(messages(&mut subscriber, 1).await[0]["content"], "moved");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn history_and_presence_live_in_the_shard_of_their_room() {
+    let cluster = RedisCluster::start(3);
+    let mut servers = Vec::new();
+    for name in ["shard-a", "shard-b"] {
+        let mut config = node_config(cluster.urls(), true, name);
+        let chat = config.permissions.namespaces.get_mut("chat").unwrap();
+        chat.history_size = 50;
+        chat.presence = true;
+        servers.push(support::TestServer::start_with(config).await);
+    }
+    for server in &servers {
+        wait_ready(server, true).await;
+    }
+    let (a, b) = (&servers[0], &servers[1]);
+    // Rooms in many slots: each one's script publishes on its own shard.
+    let rooms: Vec<String> = (0..12).map(|n| format!("chat:h{n}")).collect();
+    let mut publisher = user(a, "pub").await;
+    let mut member = user(b, "sub").await;
+    let mut positions = Vec::new();
+    for room in &rooms {
+        publisher
+            .send_json(json!({"type":"join","room":room,"ref":"j"}))
+            .await;
+        assert_eq!(publisher.recv().await["type"], "ack");
+        member
+            .send_json(json!({"type":"join","room":room,"ref":"j"}))
+            .await;
+        let ack = member.recv().await;
+        assert_eq!(ack["offset"], 0, "{ack}");
+        positions.push(ack["epoch"].as_str().unwrap().to_owned());
+    }
+    for room in &rooms {
+        for n in 1..=3 {
+            publisher.publish(room, json!(n)).await;
+        }
+    }
+    let got = messages(&mut member, rooms.len() * 3).await;
+    for room in &rooms {
+        let offsets: Vec<u64> = got
+            .iter()
+            .filter(|m| m["room"] == room.as_str())
+            .map(|m| m["offset"].as_u64().unwrap())
+            .collect();
+        assert_eq!(offsets, [1, 2, 3], "{room}");
+    }
+
+    // Gone from B, back on A: each room recovers from its own shard.
+    drop(member);
+    for room in &rooms {
+        publisher.publish(room, json!("missed")).await;
+    }
+    let mut back = user(a, "sub").await;
+    for (room, epoch) in rooms.iter().zip(&positions) {
+        back.send_json(
+            json!({"type":"join","room":room,"ref":"j","since":{"offset":3,"epoch":epoch}}),
+        )
+        .await;
+        let ack = back.recv().await;
+        assert_eq!(ack["recovered"], true, "{room}: {ack}");
+        let missed = messages(&mut back, 1).await;
+        assert_eq!(
+            (missed[0]["offset"].as_u64(), missed[0]["content"].as_str()),
+            (Some(4), Some("missed"))
+        );
+        back.send_json(json!({"type":"presence_stats","room":room,"ref":"q"}))
+            .await;
+        let stats = back.recv().await;
+        assert_eq!(stats["connections"], 2, "{room}: {stats}");
+    }
+    let _ = (b, WAIT, Duration::ZERO);
 }

@@ -38,7 +38,7 @@ async fn three_wshub_processes_on_one_redis_are_one_hub() {
         client.join("chat:lobby").await;
     }
     outsider.join("chat:other").await;
-    wait_listeners(|| numsub(&redis, "wshub:room:chat:lobby"), 3, "lobby").await;
+    wait_listeners(|| numsub(&redis, "wshub:room:{chat:lobby}"), 3, "lobby").await;
 
     // A client's publishes on A: everyone else once, in order, on every node.
     for n in 0..20 {
@@ -228,7 +228,7 @@ async fn a_redis_outage_is_survived_and_what_it_cost_is_counted() {
     let mut subscriber = user(b, "sub").await;
     publisher.join("chat:stream").await;
     subscriber.join("chat:stream").await;
-    wait_listeners(|| numsub(&redis, "wshub:room:chat:stream"), 2, "stream").await;
+    wait_listeners(|| numsub(&redis, "wshub:room:{chat:stream}"), 2, "stream").await;
 
     let count = 400;
     let redis_port = redis.port;
@@ -309,7 +309,7 @@ async fn readiness_reports_an_unreachable_redis_and_recovers_without_restart() {
     redis.restart();
     wait_ready(a, true).await;
     // Its rooms were subscribed again.
-    wait_listeners(|| numsub(&redis, "wshub:room:chat:x"), 1, "resubscribed").await;
+    wait_listeners(|| numsub(&redis, "wshub:room:{chat:x}"), 1, "resubscribed").await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -328,7 +328,7 @@ async fn a_redis_that_is_unreachable_at_start_is_waited_for() {
     let redis = RedisProcess::start_on(port);
     wait_ready(&server, true).await;
     wait_listeners(
-        || numsub(&redis, "wshub:room:chat:early"),
+        || numsub(&redis, "wshub:room:{chat:early}"),
         1,
         "joined before Redis came",
     )
@@ -344,7 +344,7 @@ async fn a_deaf_subscriber_connection_is_found_and_replaced() {
     let mut subscriber = user(b, "sub").await;
     publisher.join("chat:deaf").await;
     subscriber.join("chat:deaf").await;
-    wait_listeners(|| numsub(&redis, "wshub:room:chat:deaf"), 2, "deaf").await;
+    wait_listeners(|| numsub(&redis, "wshub:room:{chat:deaf}"), 2, "deaf").await;
     let before = metric(&b.metrics().await, "wshub_broker_reconnects_total");
 
     // Redis stops answering every client without closing a connection.
@@ -357,7 +357,12 @@ async fn a_deaf_subscriber_connection_is_found_and_replaced() {
         "replaced in time"
     );
     assert!(metric(&b.metrics().await, "wshub_broker_reconnects_total") > before);
-    wait_listeners(|| numsub(&redis, "wshub:room:chat:deaf"), 2, "resubscribed").await;
+    wait_listeners(
+        || numsub(&redis, "wshub:room:{chat:deaf}"),
+        2,
+        "resubscribed",
+    )
+    .await;
     publisher.publish("chat:deaf", json!("heard")).await;
     assert_eq!(messages(&mut subscriber, 1).await[0]["content"], "heard");
 }
@@ -427,7 +432,7 @@ async fn a_join_that_opens_a_room_is_acked_once_the_node_hears_the_room() {
         asked.elapsed()
     );
     assert_eq!(
-        numsub(&redis, "wshub:room:chat:fresh"),
+        numsub(&redis, "wshub:room:{chat:fresh}"),
         2,
         "subscribed by then"
     );

@@ -129,12 +129,16 @@ impl Hub {
         reference: Option<&Ref>,
         since: Option<(u64, &str)>,
     ) -> Result<Option<bool>, HubError> {
+        if self.inner.shares_state {
+            return self.join_shared(room, outbox, now_ms, reference, since);
+        }
+        let mut added = false;
         loop {
             let Some(log) = self.room_log(room, now_ms)? else {
                 return Ok(None);
             };
             let guard = log.lock();
-            let (added, _) = self.add_member_with_ack(room, outbox, now_ms, None)?;
+            added |= self.add_member(room, outbox, now_ms)?;
             // A sweep may have freed the empty room between the two steps;
             // then the member went into a new room with another log.
             let same = self
@@ -166,8 +170,10 @@ impl Hub {
         }
     }
 
-    /// `room`'s stored messages: after `since` (when of the room's epoch),
-    /// the newest `limit`. Empty for a room with nothing published yet.
+    /// `room`'s stored messages in this hub: after `since` (when of the
+    /// room's epoch), the newest `limit`. Empty for a room with nothing
+    /// published yet, and when the broker keeps history instead
+    /// ([`Hub::read_history`] reads wherever it is kept).
     pub fn history(
         &self,
         room: &RoomName,
@@ -197,7 +203,9 @@ impl Hub {
         }
     }
 
-    /// `room`'s members on this node: wire ids and users.
+    /// `room`'s members on this node: wire ids and users
+    /// ([`Hub::read_presence`] reads every node's when the broker keeps
+    /// presence).
     pub fn presence(&self, room: &str) -> Vec<PresenceMember> {
         self.room_member_details(room)
             .into_iter()
@@ -205,21 +213,37 @@ impl Hub {
             .collect()
     }
 
-    /// Tells the other members of `room` that `outbox`'s connection joined
-    /// or left, when the room's namespace has `join_leave` on.
-    pub(crate) fn announce(&self, room: &RoomName, joined: bool, outbox: &Arc<Outbox>) {
+    /// Tells the other members of `room`, on every node, that `outbox`'s
+    /// connection joined or left, when the room's namespace has
+    /// `join_leave` on.
+    pub(crate) fn announce(
+        &self,
+        room: &RoomName,
+        joined: bool,
+        outbox: &Arc<Outbox>,
+        now_ms: u64,
+    ) {
         if !self.inner.config.features(room).join_leave {
             return;
         }
-        let Some(members) = self.inner.rooms.get(room).map(|state| state.snapshot()) else {
-            return;
-        };
         let frame = encode_member_event(
             joined,
             room,
             &outbox.id().to_wire(self.node_id()),
             outbox.user(),
         );
+        // Best effort across nodes: an event the broker cannot take now is
+        // not worth refusing a join or a leave for.
+        let _ = self.inner.broker.publish(&Publication {
+            audience: crate::broker::Audience::Room(room.clone()),
+            node: self.inner.config.node_id.clone(),
+            origin: Some(outbox.id()),
+            time_ms: now_ms,
+            frame: frame.clone(),
+        });
+        let Some(members) = self.inner.rooms.get(room).map(|state| state.snapshot()) else {
+            return;
+        };
         let mut fanout = Fanout::default();
         for member in members.iter() {
             fanout.push(member, &frame, Some(outbox.id()));

@@ -414,6 +414,7 @@ mod broker;
 mod engine;
 mod rooms;
 mod server_side;
+mod shared;
 
 #[test]
 fn the_hub_wide_room_cap_refuses_new_rooms_but_not_existing_ones() {

@@ -2,7 +2,8 @@
 //! are published; all N come back at once, each joining with its last
 //! position. Reports how long until every client recovered all M, and
 //! whether any message was lost or duplicated. Needs a namespace with
-//! `history_size ≥ M` on the server.
+//! `history_size ≥ M` on the server. With `--publish-url`, the messages are
+//! published on that node and recovered on the other (history in Redis).
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -73,6 +74,7 @@ async fn come_back(
 
 pub async fn run(
     target: Arc<Target>,
+    publish_target: Arc<Target>,
     args: &Args,
     server_pid: Option<u32>,
 ) -> anyhow::Result<serde_json::Value> {
@@ -80,7 +82,8 @@ pub async fn run(
     target.check_port_budget(args.clients * 2 + 1)?;
     let room = format!("{}:recover-{}", args.namespace, std::process::id());
 
-    let (mut publisher, _) = target.connect().await?;
+    // With `--publish-url`, the messages are published on another node.
+    let (mut publisher, _) = publish_target.connect().await?;
     join(&mut publisher, &room).await?;
     // Everyone's position before going away: the room's current one.
     let ack = {

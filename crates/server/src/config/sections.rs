@@ -180,7 +180,7 @@ config_section! {
         max_rooms: usize = hub_defaults().max_rooms,
         /// How long an empty room's state is kept after its last activity (rooms with history: at least their `history_ttl`)
         room_linger: Duration = hub_defaults().room_linger,
-        /// Bytes of room history kept at most across all rooms; past it the least recently published rooms lose theirs (0: no cap)
+        /// Bytes of room history kept at most across all rooms; past it the least recently published rooms lose theirs (0: no cap). Memory broker only: with Redis, history lives in Redis, bounded per room
         history_max_bytes: usize = hub_defaults().history_max_bytes,
     }
 }
@@ -236,6 +236,8 @@ config_section! {
         probe_interval: Duration = redis_defaults().probe_interval,
         /// Publications waiting for Redis at most; beyond, they are counted as failed (local delivery never waits)
         publish_queue: usize = redis_defaults().publish_queue,
+        /// A member stays in a room's presence this long unless its node refreshes it (every third of this): a node killed without a word leaves no member behind for longer
+        presence_ttl: Duration = redis_defaults().presence_ttl,
     }
 }
 

@@ -169,23 +169,6 @@ impl Config {
         if self.broker.kind != BrokerKind::Redis {
             return;
         }
-        // History, presence and join/leave events must agree on every node:
-        // with Redis they have to live in Redis, which this version does not
-        // do yet. Refused rather than silently node-local.
-        for (name, rules) in &self.permissions.namespaces {
-            for (key, on) in [
-                ("history_size", rules.history_size > 0),
-                ("presence", rules.presence),
-                ("join_leave", rules.join_leave),
-            ] {
-                if on {
-                    issues.push(
-                        format!("permissions.namespaces.{name}.{key}"),
-                        "needs broker.kind = \"memory\" in this version (across nodes it must live in Redis, which is not built yet); turn it off or use the memory broker",
-                    );
-                }
-            }
-        }
         use wshub_broker_redis::ConfigError as Bad;
         let Err(err) = self.redis_broker_config().validate() else {
             return;
@@ -194,6 +177,7 @@ impl Config {
             Bad::BadPrefix(_) => "broker.redis.prefix",
             Bad::ProbeInterval => "broker.redis.probe_interval",
             Bad::PublishQueue => "broker.redis.publish_queue",
+            Bad::PresenceTtl => "broker.redis.presence_ttl",
             _ => "broker.redis.url",
         };
         issues.push(key, err.to_string());
@@ -208,6 +192,7 @@ impl Config {
             cluster: r.cluster,
             probe_interval: r.probe_interval,
             publish_queue: r.publish_queue,
+            presence_ttl: r.presence_ttl,
         }
     }
 
