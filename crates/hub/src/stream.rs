@@ -27,10 +27,11 @@ pub(crate) struct RoomStream {
     pub(crate) delivered: Option<(Arc<str>, u64)>,
     /// Joins waiting for the broker's answer.
     pub(crate) pending: Vec<PendingJoin>,
-    /// Members whose join was answered up to an offset that live messages
-    /// have not reached yet: live messages up to it are skipped for them
-    /// (they had them in the answer).
-    pub(crate) caught_up_to: Vec<(ConnectionId, u64)>,
+    /// Members whose join was answered up to an offset (of an epoch) that
+    /// live messages have not reached yet: live messages up to it are
+    /// skipped for them (they had them in the answer); one past it, or of
+    /// another epoch, means they missed some.
+    pub(crate) caught_up_to: Vec<(ConnectionId, Arc<str>, u64)>,
     next_ticket: u64,
 }
 

@@ -10,7 +10,9 @@ use std::time::Duration;
 
 use futures_util::StreamExt;
 use serde_json::{Value, json};
-use support::{Client, TestServer, WAIT, http_get, stalled_reader, test_config};
+use support::{
+    Client, TestServer, WAIT, http_get, join_since as join, stalled_reader, test_config,
+};
 use tokio_tungstenite::tungstenite::Message;
 use wshub_server::config::{NamespacePermissions, Permission};
 
@@ -23,21 +25,6 @@ fn history_config(size: usize, events: bool) -> wshub_server::Config {
     chat.join_leave = events;
     config.permissions.namespaces.insert("chat".into(), chat);
     config
-}
-
-/// Sends a join (with `since` when given) and returns its ack.
-async fn join(client: &mut Client, room: &str, since: Option<Value>) -> Value {
-    let mut frame = json!({"type":"join","room":room,"ref":"j"});
-    if let Some(since) = since {
-        frame["since"] = since;
-    }
-    client.send_json(frame).await;
-    loop {
-        let got = client.recv().await;
-        if got["type"] == "ack" {
-            return got;
-        }
-    }
 }
 
 /// The next `count` messages' contents (system events skipped).

@@ -11,7 +11,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::nodes::*;
 use support::redis::RedisProcess;
-use support::{Client, TestServer, WAIT};
+use support::{Client, TestServer, WAIT, join_since as join};
 
 const HISTORY: &str = "[permissions.namespaces.chat]\njoin = \"authenticated\"\npublish = \"authenticated\"\nhistory_size = 100\nhistory_ttl = \"5m\"\npresence = true\njoin_leave = true\n";
 
@@ -34,23 +34,6 @@ async fn history_nodes(redis: &RedisProcess, names: &[&str]) -> Vec<TestServer> 
         wait_ready(server, true).await;
     }
     servers
-}
-
-/// Sends a join (with `since` when given) and returns its ack; frames
-/// before the ack (events) are skipped.
-async fn join(client: &mut Client, room: &str, since: Option<Value>) -> Value {
-    let mut frame = json!({"type":"join","room":room,"ref":"j"});
-    if let Some(since) = since {
-        frame["since"] = since;
-    }
-    client.send_json(frame).await;
-    loop {
-        let got = client.recv().await;
-        if got["ref"] == "j" {
-            assert_eq!(got["type"], "ack", "{got}");
-            return got;
-        }
-    }
 }
 
 /// Publishes and waits for the ack, skipping the events that arrive first.
@@ -347,6 +330,35 @@ async fn a_node_that_missed_messages_makes_its_members_recover_them() {
         (Some(true), Some(4))
     );
     assert_eq!(offsets(&mut member, 1).await[0].0, 4);
+
+    // Redis loses its data: the next publication starts a new epoch, which
+    // the member is told about; its old position recovers nothing.
+    redis.cli(&["FLUSHALL"]);
+    let (status, _) = api(
+        a,
+        "/api/publish",
+        json!({"room":"chat:gap","content":"new"}),
+    )
+    .await;
+    assert_eq!(status, 200);
+    let told = loop {
+        let got = member.recv().await;
+        if got["event"] != "leave" && got["event"] != "join" {
+            break got;
+        }
+    };
+    assert_eq!(told["reason"], "insufficient_state", "{told}");
+    let ack = join(
+        &mut member,
+        "chat:gap",
+        Some(json!({"offset":4,"epoch":epoch.as_str()})),
+    )
+    .await;
+    assert_eq!(
+        (ack["recovered"].as_bool(), ack["offset"].as_u64()),
+        (Some(false), Some(1))
+    );
+    assert_ne!(ack["epoch"], epoch.as_str(), "a new epoch");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

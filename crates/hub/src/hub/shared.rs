@@ -4,7 +4,7 @@
 
 use std::sync::Arc;
 
-use rustc_hash::FxHashSet;
+use rustc_hash::{FxHashMap, FxHashSet};
 use wshub_protocol::{
     PresenceMember, Ref, RoomName, TextFrame, encode_error_with_reason, encode_join_ack,
     encode_unsubscribed, with_offset,
@@ -19,6 +19,17 @@ use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox};
 use crate::stats::{Counters, Fanout};
 use crate::stream::{Continuity, PendingJoin};
+
+/// Where a member answered from the broker stands against a live message.
+#[derive(Debug, Clone, Copy)]
+enum Place {
+    /// Its answer included the message.
+    Ahead,
+    /// The message is the next one it needs.
+    InStep,
+    /// It missed messages before this one (or its epoch is gone).
+    Behind,
+}
 
 /// The `reason` of the `unsubscribed` frame a member gets when this node
 /// missed messages of its room: re-join with `since` to recover them.
@@ -39,6 +50,16 @@ impl Hub {
             size: features.history_size,
             ttl: features.history_ttl,
         })
+    }
+
+    fn room_stream(
+        &self,
+        room: &RoomName,
+    ) -> Option<Arc<parking_lot::Mutex<crate::stream::RoomStream>>> {
+        self.inner
+            .rooms
+            .get(room)
+            .and_then(|state| state.stream().cloned())
     }
 
     pub(super) fn presence_member(&self, outbox: &Outbox) -> PresenceMember {
@@ -135,23 +156,26 @@ impl Hub {
         ticket: u64,
         answer: Result<StoredHistory, BrokerUnavailable>,
     ) {
-        let Some(stream) = self
-            .inner
-            .rooms
-            .get(room)
-            .and_then(|state| state.stream().cloned())
-        else {
+        let Some(stream) = self.room_stream(room) else {
             return;
         };
         let mut guard = stream.lock();
         let Some(join) = guard.take(ticket) else {
             return;
         };
-        let still_member = self
+        let Some((still_member, unheard)) = self
             .inner
             .rooms
             .get(room)
-            .is_some_and(|state| state.has_member(&join.outbox));
+            .map(|state| (state.has_member(&join.outbox), state.take_unheard()))
+        else {
+            return;
+        };
+        if unheard {
+            // The room emptied since the last delivery: what is known of
+            // its position here is stale.
+            guard.forget_position();
+        }
         if !still_member {
             return;
         }
@@ -188,7 +212,9 @@ impl Hub {
             .as_ref()
             .is_some_and(|(epoch, last)| **epoch == *stored.epoch && *last >= through);
         if !heard {
-            guard.caught_up_to.push((join.outbox.id(), through));
+            guard
+                .caught_up_to
+                .push((join.outbox.id(), Arc::from(stored.epoch.as_str()), through));
         }
     }
 
@@ -206,12 +232,7 @@ impl Hub {
         let Audience::Room(room) = &publication.audience else {
             return self.deliver(publication);
         };
-        let Some(stream) = self
-            .inner
-            .rooms
-            .get(room)
-            .and_then(|state| state.stream().cloned())
-        else {
+        let Some(stream) = self.room_stream(room) else {
             return fanout;
         };
         let mut guard = stream.lock();
@@ -239,30 +260,41 @@ impl Hub {
             }
         } else {
             let mut skip: FxHashSet<ConnectionId> = FxHashSet::default();
-            let mut in_step: FxHashSet<ConnectionId> = FxHashSet::default();
             for join in &mut guard.pending {
                 join.held.push((offset, frame.clone()));
                 skip.insert(join.outbox.id());
             }
-            for (id, through) in &guard.caught_up_to {
-                if *through >= offset {
-                    skip.insert(*id);
-                } else if through + 1 == offset {
-                    in_step.insert(*id);
-                }
+            // Members answered from the broker: their own position decides.
+            let mut answered: FxHashMap<ConnectionId, Place> = FxHashMap::default();
+            for (id, known, through) in &guard.caught_up_to {
+                let place = if **known != *epoch || offset > through + 1 {
+                    Place::Behind
+                } else if *through >= offset {
+                    Place::Ahead
+                } else {
+                    Place::InStep
+                };
+                answered.insert(*id, place);
             }
-            guard.caught_up_to.retain(|(_, through)| *through > offset);
+            guard
+                .caught_up_to
+                .retain(|(_, known, through)| **known == *epoch && *through > offset);
             let mut behind = Vec::new();
             for outbox in members.iter() {
                 let id = outbox.id();
                 if skip.contains(&id) {
                     continue;
                 }
-                if gap && !in_step.contains(&id) {
-                    behind.push(Arc::clone(outbox));
-                    continue;
+                let place = answered.get(&id).copied().unwrap_or(if gap {
+                    Place::Behind
+                } else {
+                    Place::InStep
+                });
+                match place {
+                    Place::Ahead => {}
+                    Place::Behind => behind.push(Arc::clone(outbox)),
+                    Place::InStep => fanout.push(outbox, &frame, origin),
                 }
-                fanout.push(outbox, &frame, origin);
             }
             self.drop_behind(room, behind, publication.time_ms);
         }
@@ -275,12 +307,7 @@ impl Hub {
     /// link to this node was replaced): if this node delivered less, its
     /// members missed messages and are told as for a gap.
     pub fn check_position(&self, room: &RoomName, offset: u64, epoch: &str, now_ms: u64) {
-        let Some(stream) = self
-            .inner
-            .rooms
-            .get(room)
-            .and_then(|state| state.stream().cloned())
-        else {
+        let Some(stream) = self.room_stream(room) else {
             return;
         };
         let mut guard = stream.lock();
@@ -312,13 +339,10 @@ impl Hub {
                         if pending.contains(&id) {
                             return false;
                         }
-                        let answered = guard
-                            .caught_up_to
-                            .iter()
-                            .find(|(member, _)| *member == id)
-                            .map(|(_, through)| *through);
-                        let position = answered.max(heard);
-                        epoch_changed || position.is_some_and(|at| at < offset)
+                        match guard.caught_up_to.iter().find(|(member, ..)| *member == id) {
+                            Some((_, known, through)) => **known != *epoch || *through < offset,
+                            None => epoch_changed || heard.is_some_and(|at| at < offset),
+                        }
                     })
                     .cloned()
                     .collect()
@@ -326,7 +350,9 @@ impl Hub {
             .unwrap_or_default();
         if guard.behind(epoch, offset) || !behind.is_empty() {
             guard.delivered = Some((Arc::from(epoch), offset));
-            guard.caught_up_to.retain(|(_, through)| *through > offset);
+            guard
+                .caught_up_to
+                .retain(|(_, known, through)| **known == *epoch && *through > offset);
         }
         self.drop_behind(room, behind, now_ms);
     }

@@ -340,3 +340,23 @@ fn a_join_the_broker_cannot_answer_is_refused_and_forgotten() {
     hub.room_listening("chat:1");
     assert_eq!(log.outstanding_reads(), 1, "a new try asks again");
 }
+
+#[test]
+fn a_loss_right_after_an_answer_is_a_gap_for_the_answered_member() {
+    let (hub, log) = shared_hub();
+    let mut member = connect(&hub);
+    join_since(&mut member, "chat:1", None);
+    hub.room_listening("chat:1");
+    log.answer(); // position 0; nothing heard live here yet
+    queued(&member);
+    let mut publisher = connect(&hub);
+    join_since(&mut publisher, "chat:1", None);
+    log.answer();
+    publish(&mut publisher, "chat:1", "1");
+    publish(&mut publisher, "chat:1", "2");
+    log.lose_one(); // 1 never arrives: the first one heard here is 2
+    log.deliver(1);
+    let got = queued(&member);
+    assert!(offsets(&got).is_empty(), "2 is not delivered over the hole");
+    assert_eq!(got.last().unwrap()["reason"], "insufficient_state");
+}

@@ -118,6 +118,23 @@ impl TestServer {
 
 pub type Ws = WebSocketStream<MaybeTlsStream<TcpStream>>;
 
+/// Sends a join (with `since` when given) and returns its ack; frames
+/// before it (events, messages of other rooms) are skipped.
+pub async fn join_since(client: &mut Client, room: &str, since: Option<Value>) -> Value {
+    let mut frame = json!({"type":"join","room":room,"ref":"j"});
+    if let Some(since) = since {
+        frame["since"] = since;
+    }
+    client.send_json(frame).await;
+    loop {
+        let got = client.recv().await;
+        if got["ref"] == "j" {
+            assert_eq!(got["type"], "ack", "{got}");
+            return got;
+        }
+    }
+}
+
 pub struct Client {
     pub ws: Ws,
     pub id: String,
