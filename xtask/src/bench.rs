@@ -213,6 +213,12 @@ const FULL: &[Scenario] = &[
         server_env: &[],
     },
     Scenario {
+        name: "memory-2k",
+        args: &["memory", "--clients", "2000", "--admin", "{admin}"],
+        two_nodes: false,
+        server_env: &[],
+    },
+    Scenario {
         name: "churn",
         args: &[
             "churn",

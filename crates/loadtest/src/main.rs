@@ -51,6 +51,9 @@ enum Scenario {
     Api(scenario::api::Args),
     /// N clients come back at once and recover M missed messages each.
     Recover(scenario::recover::Args),
+    /// Memory per connection idle, and idle again after bursts and large
+    /// messages in and out.
+    Memory(scenario::memory::Args),
 }
 
 fn main() -> anyhow::Result<()> {
@@ -76,6 +79,7 @@ fn main() -> anyhow::Result<()> {
             }
             Scenario::Churn(args) => scenario::churn::run(target, args, cli.server_pid).await,
             Scenario::Api(args) => scenario::api::run(target, args, cli.server_pid).await,
+            Scenario::Memory(args) => scenario::memory::run(target, args, cli.server_pid).await,
             Scenario::Recover(args) => {
                 scenario::recover::run(target, publish_target, args, cli.server_pid).await
             }

@@ -521,3 +521,19 @@ fn a_bad_redis_url_stops_start_up_naming_the_key_without_the_password() {
     ));
     assert!(stderr.contains("cluster = true"), "{stderr}");
 }
+
+#[test]
+fn retired_buffer_keys_are_refused_with_what_replaced_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(dir.path(), "[transport]\nread_buffer_bytes = 1024\n");
+    let stderr = refused(&wshub(&["--config", &file, "--listen", "127.0.0.1:0"], &[]));
+    assert!(
+        stderr.contains("transport.read_buffer_bytes") && stderr.contains("no longer exists"),
+        "{stderr}"
+    );
+    let stderr = refused(&wshub(
+        &["--listen", "127.0.0.1:0"],
+        &[("WSHUB_TRANSPORT__WRITE_BUFFER_BYTES", "16384")],
+    ));
+    assert!(stderr.contains("no longer exists"), "{stderr}");
+}

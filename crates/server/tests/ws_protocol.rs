@@ -293,3 +293,69 @@ async fn the_largest_legal_frames_get_small_error_frames_and_the_connection_stay
     }
     client.join("still-open").await;
 }
+
+/// A masked client frame, written by hand (the RFC 6455 §5 rules table's
+/// socket-level cases).
+fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+    let mask = [1, 2, 3, 4];
+    assert!(payload.len() < 126);
+    let mut out = vec![u8::from(fin) << 7 | opcode, 0x80 | payload.len() as u8];
+    out.extend_from_slice(&mask);
+    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, k)| b ^ k));
+    out
+}
+
+#[tokio::test]
+async fn pings_are_answered_with_their_payload_even_inside_a_fragmented_message() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let mut raw = support::RawClient::connect(server.addr).await;
+    let (opcode, welcome) = raw.next_frame().await;
+    assert_eq!(opcode, 0x1, "{}", String::from_utf8_lossy(&welcome));
+    // A join in three fragments, with a ping between them, sent one byte at
+    // a time: the server reassembles it and answers the ping at once.
+    let mut bytes = client_frame(false, 0x1, br#"{"type":"join","#);
+    bytes.extend(client_frame(true, 0x9, b"are you there"));
+    bytes.extend(client_frame(false, 0x0, br#""room":"frag","#));
+    bytes.extend(client_frame(true, 0x0, br#""ref":"f"}"#));
+    for byte in bytes {
+        raw.stream.write_all(&[byte]).await.unwrap();
+    }
+    let (opcode, payload) = raw.next_frame().await;
+    assert_eq!((opcode, payload.as_slice()), (0xA, &b"are you there"[..]));
+    let (opcode, ack) = raw.next_frame().await;
+    assert_eq!(opcode, 0x1);
+    let ack: serde_json::Value = serde_json::from_slice(&ack).unwrap();
+    assert_eq!(ack, json!({"type":"ack","ref":"f"}));
+    assert_eq!(server.hub.room_size("frag"), 1);
+}
+
+#[tokio::test]
+async fn framing_violations_close_with_1002() {
+    use tokio::io::AsyncWriteExt;
+    let server = TestServer::start().await;
+    let mut unmasked = b"\x81\x02hi".to_vec();
+    let mut reserved_bit = client_frame(true, 0x1, b"x");
+    reserved_bit[0] |= 0x40;
+    let long_ping = {
+        let mut frame = vec![0x89, 0x80 | 126, 0, 126, 0, 0, 0, 0];
+        frame.extend_from_slice(&[0; 126]);
+        frame
+    };
+    let orphan_continuation = client_frame(true, 0x0, b"x");
+    for (what, bytes) in [
+        ("unmasked", &mut unmasked),
+        ("reserved bit", &mut reserved_bit),
+        ("long ping", &mut long_ping.clone()),
+        ("orphan continuation", &mut orphan_continuation.clone()),
+    ] {
+        let mut raw = support::RawClient::connect(server.addr).await;
+        raw.next_frame().await; // welcome
+        raw.stream.write_all(bytes).await.unwrap();
+        assert_eq!(
+            raw.expect_close().await,
+            (1002, "protocol error".to_owned()),
+            "{what}"
+        );
+    }
+}

@@ -1,26 +1,37 @@
 //! One task per connection: reads frames into the hub, drains the outbox to
-//! the socket in batches, pings, and closes with the right code.
+//! the socket in batches, pings, and closes with the right code. The
+//! WebSocket framing is ours (`crate::ws`): hyper-tungstenite answers the
+//! upgrade, then the driver works on the raw upgraded stream.
 
 use std::any::Any;
-use std::pin::pin;
+use std::cell::RefCell;
+use std::io;
+use std::pin::{Pin, pin};
 use std::sync::Arc;
+use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
-use futures_util::{SinkExt, StreamExt};
-
-use hyper_tungstenite::tungstenite::error::{CapacityError, Error as WsError};
-use hyper_tungstenite::tungstenite::protocol::CloseFrame;
-use hyper_tungstenite::tungstenite::protocol::frame::Frame;
-use hyper_tungstenite::tungstenite::protocol::frame::coding::{CloseCode, Data, OpCode};
-use hyper_tungstenite::tungstenite::{Message, Utf8Bytes};
-use hyper_tungstenite::{HyperWebsocket, HyperWebsocketStream};
+use hyper_tungstenite::HyperWebsocket;
+use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::timeout;
 use wshub_hub::{CloseCause, Connection, Drained, SAMPLE_EVERY, TimerOutcome};
 use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
 use crate::config::TransportConfig;
+use crate::ws::{CLOSE, Event, PING, PONG, Reader, TEXT, close_payload, write_frames};
+
+/// Bytes one read takes in, into a buffer shared by every connection a
+/// worker thread drives: an idle connection holds no read buffer at all.
+/// Small enough that the answers to one read's requests fit the control
+/// lane with room to spare (the writer drains between reads), large enough
+/// that a 64 KiB message takes eight reads.
+const SCRATCH_BYTES: usize = 8 << 10;
+
+thread_local! {
+    static SCRATCH: RefCell<Box<[u8]>> = RefCell::new(vec![0; SCRATCH_BYTES].into_boxed_slice());
+}
 
 /// Why the loop ended.
 enum Exit {
@@ -29,6 +40,15 @@ enum Exit {
     /// The peer closed or the socket broke (or stayed stuck): nothing
     /// more to send.
     Gone(CloseCause),
+}
+
+/// What one read gave.
+enum Read {
+    /// Whole messages and control frames, and the close a protocol
+    /// violation after them calls for.
+    Events(Vec<Event>, Option<CloseReason>),
+    /// The client closed its side.
+    Eof,
 }
 
 /// The whole life of one connection: finish the upgrade, serve, close.
@@ -45,8 +65,9 @@ pub(crate) async fn run(
     config: Arc<TransportConfig>,
     _guard: Option<Box<dyn Any + Send + Sync>>,
 ) {
-    let mut ws = match upgrade.await {
-        Ok(ws) => ws,
+    // tungstenite has read nothing yet: its stream gives back the raw one.
+    let mut io = match upgrade.await {
+        Ok(ws) => ws.into_inner(),
         Err(err) => {
             tracing::debug!(%err, "upgrade did not complete");
             return;
@@ -54,7 +75,8 @@ pub(crate) async fn run(
     };
     tracing::debug!("connected");
     let config = &*config;
-    let exit = serve(&mut ws, &mut conn, config).await;
+    let mut reader = Reader::new(config.max_message_bytes);
+    let exit = serve(&mut io, &mut reader, &mut conn, config).await;
     conn.record_close(match exit {
         Exit::Close(reason) => CloseCause::of(reason),
         Exit::Gone(cause) => cause,
@@ -65,7 +87,7 @@ pub(crate) async fn run(
             // Boxed, like every await below that is not the idle wait: a task
             // is as large as its largest state, and an idle connection should
             // not pay for the states it is not in.
-            Box::pin(close(&mut ws, reason, config)).await;
+            Box::pin(close(&mut io, &mut reader, reason, config)).await;
         }
         Exit::Gone(cause) => tracing::debug!(cause = cause.label(), "disconnected"),
     }
@@ -73,11 +95,15 @@ pub(crate) async fn run(
     drop(conn);
 }
 
-async fn serve(
-    ws: &mut HyperWebsocketStream,
+async fn serve<S>(
+    io: &mut S,
+    reader: &mut Reader,
     conn: &mut Connection,
     config: &TransportConfig,
-) -> Exit {
+) -> Exit
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let mut batch: Vec<TextFrame> = Vec::new();
     // Counts written frames down to the next one whose latency is sampled.
     let mut sample_countdown = SAMPLE_EVERY;
@@ -93,7 +119,7 @@ async fn serve(
                 // outbox; their answers go out with the next batch.
                 conn.handle_server_commands();
                 let sample = pick_sample(&batch, &mut sample_countdown);
-                let written = Box::pin(write_batch(ws, &mut batch, config.write_timeout)).await;
+                let written = Box::pin(write_batch(io, &mut batch, config.write_timeout)).await;
                 if let (Some(frame), Ok(())) = (sample, &written) {
                     conn.sample_delivery(&frame, now_ms());
                 }
@@ -103,32 +129,44 @@ async fn serve(
                     (Drained::Frames, Ok(())) => {}
                 }
             }
-            incoming = ws.next() => {
-                let message = match incoming {
-                    Some(Ok(message)) => message,
-                    Some(Err(err)) => return read_error(err),
-                    None => return Exit::Gone(CloseCause::Client),
+            read = read_some(io, reader) => {
+                let (events, violation) = match read {
+                    Ok(Read::Events(events, violation)) => (events, violation),
+                    Ok(Read::Eof) => return Exit::Gone(CloseCause::Client),
+                    Err(_) => return Exit::Gone(CloseCause::SocketError),
                 };
                 let now = now_ms();
-                match message {
-                    Message::Text(text) => {
-                        conn.handle_text(text.as_str(), now);
+                for event in events {
+                    match event {
+                        Event::Text(text) => {
+                            conn.handle_text(&text, now);
+                        }
+                        Event::Binary => {
+                            conn.handle_binary(now);
+                        }
+                        Event::Ping(payload) => {
+                            conn.handle_heartbeat(now);
+                            let pong = send(io, PONG, Bytes::from(payload), config.write_timeout);
+                            if let Err(exit) = Box::pin(pong).await {
+                                return exit;
+                            }
+                        }
+                        Event::Pong => conn.handle_heartbeat(now),
+                        Event::Close(code) => {
+                            Box::pin(answer_close(io, code, config.close_timeout)).await;
+                            return Exit::Gone(CloseCause::Client);
+                        }
                     }
-                    Message::Binary(_) => {
-                        conn.handle_binary(now);
-                    }
-                    // tungstenite answers pings itself; either proves life.
-                    Message::Ping(_) | Message::Pong(_) => conn.handle_heartbeat(now),
-                    // After a close, tungstenite queues the reply and ends
-                    // the stream once it is written.
-                    Message::Frame(_) | Message::Close(_) => {}
+                }
+                if let Some(reason) = violation {
+                    return Exit::Close(reason);
                 }
                 // A refresh may have moved the expiry.
                 timer.as_mut().reset(instant_of(conn.poll_timeout()));
             }
             () = timer.as_mut() => {
                 if conn.handle_timeout(now_ms()) == TimerOutcome::SendPing {
-                    let ping = send_with_timeout(ws, Message::Ping(Bytes::new()), config.write_timeout);
+                    let ping = send(io, PING, Bytes::new(), config.write_timeout);
                     if let Err(exit) = Box::pin(ping).await {
                         return exit;
                     }
@@ -137,6 +175,25 @@ async fn serve(
             }
         }
     }
+}
+
+/// Reads what the socket has into the thread's scratch buffer and feeds it
+/// to `reader`, within one poll (the scratch buffer is never held across an
+/// await).
+async fn read_some<S: AsyncRead + Unpin>(io: &mut S, reader: &mut Reader) -> io::Result<Read> {
+    std::future::poll_fn(|cx| {
+        SCRATCH.with_borrow_mut(|scratch| {
+            let mut buf = ReadBuf::new(scratch);
+            ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+            if buf.filled().is_empty() {
+                return Poll::Ready(Ok(Read::Eof));
+            }
+            let mut events = Vec::new();
+            let violation = reader.feed(buf.filled(), &mut events).err();
+            Poll::Ready(Ok(Read::Events(events, violation)))
+        })
+    })
+    .await
 }
 
 /// The frame of `batch` that is the next one in [`SAMPLE_EVERY`] written,
@@ -152,30 +209,29 @@ fn pick_sample(batch: &[TextFrame], countdown: &mut u32) -> Option<TextFrame> {
     sample
 }
 
-/// Feeds every frame of the batch, then flushes once.
-async fn write_batch(
-    ws: &mut HyperWebsocketStream,
+/// Writes the batch: every frame's header and shared payload in vectored
+/// writes, then flushes once.
+async fn write_batch<S: AsyncWrite + Unpin>(
+    io: &mut S,
     batch: &mut Vec<TextFrame>,
     limit: Duration,
 ) -> Result<(), Exit> {
     if batch.is_empty() {
         return Ok(());
     }
-    let write = async {
-        for frame in batch.drain(..) {
-            // A `TextFrame` proved it is UTF-8 when it was built, once for
-            // all its recipients: send it as a raw text frame rather than a
-            // `Message::Text`, whose `Utf8Bytes` would check every copy again.
-            let frame = Frame::message(frame.into_bytes(), OpCode::Data(Data::Text), true);
-            ws.feed(Message::Frame(frame)).await?;
-        }
-        ws.flush().await
-    };
-    let result = timeout(limit, write).await;
-    batch.clear();
-    match result {
+    // A `TextFrame` proved it is UTF-8 when it was built, once for all its
+    // recipients: its bytes go out as they are.
+    let frames: Vec<(u8, Bytes)> = batch
+        .drain(..)
+        .map(|frame| (TEXT, frame.into_bytes()))
+        .collect();
+    // A burst's batch leaves no capacity behind on an idle connection.
+    if batch.capacity() > 64 {
+        *batch = Vec::new();
+    }
+    match timeout(limit, write_frames(io, &frames)).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(write_error(err)),
+        Ok(Err(err)) => Err(write_error(&err)),
         Err(_elapsed) => {
             tracing::debug!("write stalled; closing");
             Err(Exit::Gone(CloseCause::WriteTimeout))
@@ -183,66 +239,57 @@ async fn write_batch(
     }
 }
 
-async fn send_with_timeout(
-    ws: &mut HyperWebsocketStream,
-    message: Message,
+/// Sends one control frame.
+async fn send<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    opcode: u8,
+    payload: Bytes,
     limit: Duration,
 ) -> Result<(), Exit> {
-    match timeout(limit, ws.send(message)).await {
+    match timeout(limit, write_frames(io, &[(opcode, payload)])).await {
         Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(write_error(err)),
+        Ok(Err(err)) => Err(write_error(&err)),
         Err(_elapsed) => Err(Exit::Gone(CloseCause::WriteTimeout)),
     }
 }
 
-fn write_error(err: WsError) -> Exit {
-    if !matches!(
-        err,
-        WsError::ConnectionClosed | WsError::AlreadyClosed | WsError::Io(_)
-    ) {
-        tracing::debug!(%err, "write failed");
-    }
+fn write_error(err: &io::Error) -> Exit {
+    tracing::debug!(%err, "write failed");
     Exit::Gone(CloseCause::SocketError)
 }
 
-/// Maps a read error to the RFC 6455 close code the client should get.
-fn read_error(err: WsError) -> Exit {
-    match err {
-        WsError::Capacity(CapacityError::MessageTooLong { size, max_size }) => {
-            tracing::debug!(size, max_size, "message too big");
-            Exit::Close(CloseReason::MESSAGE_TOO_BIG)
-        }
-        WsError::Capacity(err) => {
-            tracing::debug!(%err, "capacity exceeded");
-            Exit::Close(CloseReason::MESSAGE_TOO_BIG)
-        }
-        WsError::Utf8(_) => Exit::Close(CloseReason::INVALID_UTF8),
-        WsError::Protocol(err) => {
-            tracing::debug!(%err, "protocol violation");
-            Exit::Close(CloseReason::PROTOCOL_ERROR)
-        }
-        WsError::ConnectionClosed | WsError::AlreadyClosed => Exit::Gone(CloseCause::Client),
-        WsError::Io(_) => Exit::Gone(CloseCause::SocketError),
-        err => {
-            tracing::debug!(%err, "read failed");
-            Exit::Gone(CloseCause::SocketError)
-        }
-    }
+/// Answers the client's close: its code echoed (RFC 6455 §5.5.1), then the
+/// end of our side; nothing more is sent after a close.
+async fn answer_close<S: AsyncWrite + Unpin>(io: &mut S, code: Option<u16>, limit: Duration) {
+    let payload = code.map_or_else(Bytes::new, |code| close_payload(code, ""));
+    let reply = async {
+        write_frames(io, &[(CLOSE, payload)]).await?;
+        io.shutdown().await
+    };
+    let _ = timeout(limit, reply).await;
 }
 
 /// Sends our close frame and waits (bounded) for the client's reply, so the
 /// client sees a clean close handshake and the server side holds TIME_WAIT.
-async fn close(ws: &mut HyperWebsocketStream, reason: CloseReason, config: &TransportConfig) {
-    let frame = CloseFrame {
-        code: CloseCode::from(reason.code),
-        reason: Utf8Bytes::from_static(reason.reason),
-    };
+async fn close<S>(io: &mut S, reader: &mut Reader, reason: CloseReason, config: &TransportConfig)
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
     let handshake = async {
-        ws.close(Some(frame)).await?;
-        while let Some(message) = ws.next().await {
-            message?;
+        write_frames(io, &[(CLOSE, close_payload(reason.code, reason.reason))]).await?;
+        // Whatever else the client still sends is dropped, up to its close.
+        loop {
+            match read_some(io, reader).await? {
+                Read::Eof => break,
+                Read::Events(events, violation) => {
+                    let closed = events.iter().any(|event| matches!(event, Event::Close(_)));
+                    if closed || violation.is_some() {
+                        break;
+                    }
+                }
+            }
         }
-        Ok::<(), WsError>(())
+        io.shutdown().await
     };
     let _ = timeout(config.close_timeout, handshake).await;
 }

@@ -4,6 +4,7 @@ pub mod api;
 pub mod churn;
 pub mod connect;
 pub mod fanout;
+pub mod memory;
 pub mod recover;
 pub mod throughput;
 

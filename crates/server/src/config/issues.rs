@@ -164,6 +164,19 @@ fn origin_of(figment: &Figment, key: &str) -> Origin {
     }
 }
 
+/// Keys earlier versions had, and why they are gone: refused by name, so an
+/// old file says what to change instead of a bare "unknown key".
+const RETIRED: &[(&str, &str)] = &[
+    (
+        "transport.read_buffer_bytes",
+        "no longer exists: a connection keeps no read buffer (reads go through one scratch buffer per worker thread); remove it",
+    ),
+    (
+        "transport.write_buffer_bytes",
+        "no longer exists: frames are written straight from the shared message buffers, with no write buffer; remove it",
+    ),
+];
+
 /// Records every key present in `figment` that no declaration knows, with
 /// the closest real key as a suggestion. `dynamic` classifies keys under
 /// free-form tables (like `permissions.namespaces.<name>.join`).
@@ -208,6 +221,10 @@ fn walk(
             (None, _) => {}
         }
         if known.iter().any(|doc| doc.key == key) {
+            continue;
+        }
+        if let Some((_, why)) = RETIRED.iter().find(|(retired, _)| *retired == key) {
+            issues.push(&key, *why);
             continue;
         }
         let is_section = known

@@ -250,10 +250,6 @@ config_section! {
         heartbeat_interval: Duration = wshub_hub::Heartbeat::default().interval,
         /// Close a connection that sent nothing (pongs included) for this long
         heartbeat_timeout: Duration = wshub_hub::Heartbeat::default().timeout,
-        /// Per-connection read buffer, allocated up front
-        read_buffer_bytes: usize = transport_defaults().read_buffer_bytes,
-        /// Bytes buffered before a mid-batch socket write
-        write_buffer_bytes: usize = transport_defaults().write_buffer_bytes,
         /// Bytes of queued messages written per batch
         max_batch_bytes: usize = transport_defaults().max_batch_bytes,
         /// A stalled write closes the connection after this long

@@ -124,15 +124,6 @@ impl Config {
                 ),
             );
         }
-        if t.read_buffer_bytes < 128 {
-            issues.push(
-                "transport.read_buffer_bytes",
-                format!(
-                    "{} is too small; it must be at least 128, e.g. 1024",
-                    t.read_buffer_bytes
-                ),
-            );
-        }
         if t.max_batch_bytes == 0 {
             issues.push(
                 "transport.max_batch_bytes",
@@ -329,8 +320,6 @@ impl Config {
         let t = &self.transport;
         TransportConfig {
             max_message_bytes: t.max_message_bytes,
-            read_buffer_bytes: t.read_buffer_bytes,
-            write_buffer_bytes: t.write_buffer_bytes,
             max_batch_bytes: t.max_batch_bytes,
             write_timeout: t.write_timeout,
             close_timeout: t.close_timeout,

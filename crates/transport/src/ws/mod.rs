@@ -1,0 +1,13 @@
+//! The server side of RFC 6455 framing: what the driver reads and writes
+//! once hyper-tungstenite has answered the upgrade. Owning it lets an idle
+//! connection hold no read or write buffer at all, and memory taken by a
+//! large message return as soon as the message is handled (see
+//! ARCHITECTURE.md, "Owning the framing").
+
+mod read;
+#[cfg(test)]
+mod rules;
+mod write;
+
+pub(crate) use read::{Event, Reader};
+pub(crate) use write::{CLOSE, PING, PONG, TEXT, close_payload, write_frames};
