@@ -21,6 +21,10 @@ pub struct Scenario {
     pub two_nodes: bool,
     /// Extra `WSHUB_*` settings for the server(s) of this scenario.
     pub server_env: &'static [(&'static str, &'static str)],
+    /// Also run it against `wshub-floor` (the floor reference: one
+    /// `write(2)` per delivery from the publisher's task) and report every
+    /// figure as a ratio to the floor's.
+    pub floor: bool,
 }
 
 const FULL: &[Scenario] = &[
@@ -29,6 +33,7 @@ const FULL: &[Scenario] = &[
         args: &["connect", "--connections", "19000", "--hold", "5"],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "fanout-1k",
@@ -43,6 +48,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: true,
     },
     Scenario {
         name: "fanout-10k",
@@ -57,6 +63,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: true,
     },
     Scenario {
         name: "burst-1k-x-2000",
@@ -75,6 +82,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: true,
     },
     Scenario {
         name: "burst-history-1k-x-2000",
@@ -95,6 +103,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: HISTORY_ENV,
+        floor: false,
     },
     Scenario {
         name: "recover-1k-x-100",
@@ -109,6 +118,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: HISTORY_ENV,
+        floor: false,
     },
     Scenario {
         name: "throughput-10-rooms",
@@ -125,6 +135,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
     API_PUBLISH,
     API_BATCH,
@@ -141,6 +152,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: true,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "redis-burst-1k-x-2000",
@@ -159,6 +171,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: true,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "redis-burst-history-1k-x-2000",
@@ -179,6 +192,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: true,
         server_env: HISTORY_ENV,
+        floor: false,
     },
     Scenario {
         name: "redis-recover-1k-x-100",
@@ -193,6 +207,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: true,
         server_env: HISTORY_ENV,
+        floor: false,
     },
     Scenario {
         name: "redis-publishes-200-rooms",
@@ -211,12 +226,14 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: true,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "memory-2k",
         args: &["memory", "--clients", "2000", "--admin", "{admin}"],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "churn",
@@ -233,6 +250,7 @@ const FULL: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
 ];
 
@@ -260,6 +278,7 @@ const API_PUBLISH: Scenario = Scenario {
     ],
     two_nodes: false,
     server_env: &[],
+    floor: false,
 };
 const API_BATCH: Scenario = Scenario {
     name: "api-batch-100",
@@ -276,6 +295,7 @@ const API_BATCH: Scenario = Scenario {
     ],
     two_nodes: false,
     server_env: &[],
+    floor: false,
 };
 
 const QUICK: &[Scenario] = &[
@@ -284,6 +304,7 @@ const QUICK: &[Scenario] = &[
         args: &["connect", "--connections", "2000", "--hold", "1"],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "fanout-200",
@@ -298,6 +319,7 @@ const QUICK: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "throughput-small",
@@ -316,6 +338,7 @@ const QUICK: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "api-batch-small",
@@ -332,6 +355,7 @@ const QUICK: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "redis-fanout-200",
@@ -346,6 +370,7 @@ const QUICK: &[Scenario] = &[
         ],
         two_nodes: true,
         server_env: &[],
+        floor: false,
     },
     Scenario {
         name: "churn-small",
@@ -362,6 +387,7 @@ const QUICK: &[Scenario] = &[
         ],
         two_nodes: false,
         server_env: &[],
+        floor: false,
     },
 ];
 
@@ -429,6 +455,7 @@ pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
     }
     let server_bin = target.join("release/wshub");
     let loadgen_bin = target.join("release/wshub-loadtest");
+    let floor_bin = target.join("release/wshub-floor");
     let matrix: Vec<&Scenario> = if options.quick { QUICK } else { FULL }
         .iter()
         .filter(|scenario| {
@@ -449,7 +476,19 @@ pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
             .map(|host| format!("127.{run_octet}.{}.{host}", index + 1))
             .collect();
         eprintln!("==> {} ({})", scenario.name, scenario.args.join(" "));
-        let outcome = run_scenario(&server_bin, &loadgen_bin, scenario, &bind_ips.join(","));
+        let mut outcome = run_scenario(&server_bin, &loadgen_bin, scenario, &bind_ips.join(","));
+        if scenario.floor
+            && let Ok(report) = &mut outcome
+        {
+            let floor_ips: Vec<String> = (1..=4)
+                .map(|host| format!("127.{run_octet}.{}.{}", index + 101, host))
+                .collect();
+            eprintln!("==> {} against the floor", scenario.name);
+            match run_floor(&floor_bin, &loadgen_bin, scenario, &floor_ips.join(",")) {
+                Ok(floor) => compare_with_floor(report, floor),
+                Err(err) => problems.push(format!("{} (floor): {err:#}", scenario.name)),
+            }
+        }
         match outcome {
             Ok(report) => {
                 problems.extend(report::problems(scenario.name, &report));
@@ -585,6 +624,81 @@ fn answers_200(addr: SocketAddr, path: &str) -> bool {
     stream.write_all(request.as_bytes()).is_ok()
         && stream.read_to_string(&mut response).is_ok()
         && response.starts_with("HTTP/1.1 200")
+}
+
+/// The figures compared with the floor: (path in the report, lower is
+/// better).
+const FLOOR_FIGURES: &[&str] = &[
+    "latency.p50_ms",
+    "latency.p99_ms",
+    "server_cpu_us_per_delivery",
+    "server_cpu_seconds_per_million_deliveries",
+    "deliveries_per_second",
+    "loadgen_cpu_seconds",
+];
+
+/// Adds the floor's figures and wshub's ratio to each (`vs_floor`: 1.0 is
+/// the floor; below 1 is less than it).
+fn compare_with_floor(report: &mut Value, floor: Value) {
+    let mut figures = serde_json::Map::new();
+    let mut ratios = serde_json::Map::new();
+    for path in FLOOR_FIGURES {
+        let pick = |value: &Value| {
+            path.split('.')
+                .try_fold(value, |value, key| value.get(key))
+                .and_then(Value::as_f64)
+        };
+        if let (Some(ours), Some(theirs)) = (pick(report), pick(&floor)) {
+            figures.insert((*path).to_owned(), json!(theirs));
+            if theirs > 0.0 {
+                ratios.insert((*path).to_owned(), json!(ours / theirs));
+            }
+        }
+    }
+    for key in ["lost", "delivered"] {
+        if let Some(value) = floor.get(key) {
+            figures.insert(key.to_owned(), value.clone());
+        }
+    }
+    report["floor"] = Value::Object(figures);
+    report["vs_floor"] = Value::Object(ratios);
+}
+
+/// Runs `scenario` against a fresh `wshub-floor`.
+fn run_floor(
+    floor_bin: &Path,
+    loadgen_bin: &Path,
+    scenario: &Scenario,
+    bind_ips: &str,
+) -> anyhow::Result<Value> {
+    let addr = SocketAddr::from(([127, 0, 0, 1], free_port()?));
+    let child = Command::new(floor_bin)
+        .args(["--listen", &addr.to_string()])
+        .stderr(Stdio::null())
+        .spawn()
+        .with_context(|| format!("cannot start {}", floor_bin.display()))?;
+    let floor = ServerProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers_200(addr, "/") {
+        if Instant::now() > deadline {
+            bail!("the floor did not start on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    let output = Command::new(loadgen_bin)
+        .args(scenario.args)
+        .args(["--url", &format!("ws://{addr}/ws"), "--bind-ips", bind_ips])
+        .args(["--server-pid", &floor.0.id().to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run the load generator")?;
+    drop(floor);
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    let line = stdout
+        .lines()
+        .last()
+        .context("the load generator printed no report")?;
+    serde_json::from_str(line).context("the load generator's report is not JSON")
 }
 
 fn run_scenario(

@@ -382,7 +382,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| RSS per idle connection | 5000 B | ≤ 4096 B | not met |"),
+            text.contains("| RSS per idle connection | 5000 B | ≤ 2048 B | not met |"),
             "{text}"
         );
         assert!(

@@ -239,10 +239,19 @@ async fn history_and_presence_live_in_the_shard_of_their_room() {
             (missed[0]["offset"].as_u64(), missed[0]["content"].as_str()),
             (Some(4), Some("missed"))
         );
-        back.send_json(json!({"type":"presence_stats","room":room,"ref":"q"}))
-            .await;
-        let stats = back.recv().await;
-        assert_eq!(stats["connections"], 2, "{room}: {stats}");
+        // The lost connection's leave reaches Redis when its node notices
+        // it: presence converges on the two that are left.
+        let deadline = tokio::time::Instant::now() + WAIT;
+        loop {
+            back.send_json(json!({"type":"presence_stats","room":room,"ref":"q"}))
+                .await;
+            let stats = back.recv().await;
+            if stats["connections"] == 2 {
+                break;
+            }
+            assert!(tokio::time::Instant::now() < deadline, "{room}: {stats}");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
     }
-    let _ = (b, WAIT, Duration::ZERO);
+    let _ = b;
 }

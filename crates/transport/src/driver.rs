@@ -57,21 +57,19 @@ enum Read {
 /// would keep its own copies of the stream and connection alive beside the
 /// ones in here, and every idle connection pays for the task's full size.
 ///
+/// `upgrade` comes boxed: an async fn keeps its arguments' space for its
+/// whole life, and the upgrade future is large and needed only at the start.
+///
 /// `_guard` is whatever the caller needs held while the connection lives
 /// (e.g. its slot in a per-IP connection count); it is dropped at the end.
 pub(crate) async fn run(
-    upgrade: HyperWebsocket,
+    upgrade: Pin<Box<HyperWebsocket>>,
     mut conn: Connection,
     config: Arc<TransportConfig>,
     _guard: Option<Box<dyn Any + Send + Sync>>,
 ) {
-    // tungstenite has read nothing yet: its stream gives back the raw one.
-    let mut io = match upgrade.await {
-        Ok(ws) => ws.into_inner(),
-        Err(err) => {
-            tracing::debug!(%err, "upgrade did not complete");
-            return;
-        }
+    let Some(mut io) = Box::pin(finish_upgrade(upgrade)).await else {
+        return;
     };
     tracing::debug!("connected");
     let config = &*config;
@@ -93,6 +91,21 @@ pub(crate) async fn run(
     }
     // Dropping the connection leaves its rooms and unregisters it.
     drop(conn);
+}
+
+/// The raw upgraded stream, once hyper has sent the 101. tungstenite has
+/// read nothing yet, so its stream gives back the raw one whole. Boxed by
+/// the caller: the upgrade's state is large and lives only this long.
+async fn finish_upgrade(
+    upgrade: Pin<Box<HyperWebsocket>>,
+) -> Option<impl AsyncRead + AsyncWrite + Unpin + Send> {
+    match upgrade.await {
+        Ok(ws) => Some(ws.into_inner()),
+        Err(err) => {
+            tracing::debug!(%err, "upgrade did not complete");
+            None
+        }
+    }
 }
 
 async fn serve<S>(
@@ -135,28 +148,16 @@ where
                     Ok(Read::Eof) => return Exit::Gone(CloseCause::Client),
                     Err(_) => return Exit::Gone(CloseCause::SocketError),
                 };
-                let now = now_ms();
-                for event in events {
-                    match event {
-                        Event::Text(text) => {
-                            conn.handle_text(&text, now);
-                        }
-                        Event::Binary => {
-                            conn.handle_binary(now);
-                        }
-                        Event::Ping(payload) => {
-                            conn.handle_heartbeat(now);
-                            let pong = send(io, PONG, Bytes::from(payload), config.write_timeout);
-                            if let Err(exit) = Box::pin(pong).await {
-                                return exit;
-                            }
-                        }
-                        Event::Pong => conn.handle_heartbeat(now),
-                        Event::Close(code) => {
-                            Box::pin(answer_close(io, code, config.close_timeout)).await;
-                            return Exit::Gone(CloseCause::Client);
-                        }
+                let answers = handle_events(conn, events);
+                if !answers.pongs.is_empty() {
+                    let pongs = send_pongs(io, answers.pongs, config.write_timeout);
+                    if let Err(exit) = Box::pin(pongs).await {
+                        return exit;
                     }
+                }
+                if let Some(code) = answers.closed {
+                    Box::pin(answer_close(io, code, config.close_timeout)).await;
+                    return Exit::Gone(CloseCause::Client);
                 }
                 if let Some(reason) = violation {
                     return Exit::Close(reason);
@@ -174,6 +175,57 @@ where
                 timer.as_mut().reset(instant_of(conn.poll_timeout()));
             }
         }
+    }
+}
+
+/// What the client's frames of one read call for from the socket.
+struct Answers {
+    /// Payloads of the pings to answer, in order.
+    pongs: Vec<Bytes>,
+    /// The client closed (with this code, if any): nothing after it counts.
+    closed: Option<Option<u16>>,
+}
+
+/// Hands one read's messages to the connection, without awaiting anything
+/// (so no message is held across an await), and says what to answer.
+fn handle_events(conn: &mut Connection, events: Vec<Event>) -> Answers {
+    let now = now_ms();
+    let mut answers = Answers {
+        pongs: Vec::new(),
+        closed: None,
+    };
+    for event in events {
+        match event {
+            Event::Text(text) => {
+                conn.handle_text(&text, now);
+            }
+            Event::Binary => {
+                conn.handle_binary(now);
+            }
+            Event::Ping(payload) => {
+                conn.handle_heartbeat(now);
+                answers.pongs.push(Bytes::from(payload));
+            }
+            Event::Pong => conn.handle_heartbeat(now),
+            Event::Close(code) => {
+                answers.closed = Some(code);
+                break;
+            }
+        }
+    }
+    answers
+}
+
+async fn send_pongs<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    pongs: Vec<Bytes>,
+    limit: Duration,
+) -> Result<(), Exit> {
+    let frames: Vec<(u8, Bytes)> = pongs.into_iter().map(|payload| (PONG, payload)).collect();
+    match timeout(limit, write_frames(io, &frames)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(err)) => Err(write_error(&err)),
+        Err(_elapsed) => Err(Exit::Gone(CloseCause::WriteTimeout)),
     }
 }
 

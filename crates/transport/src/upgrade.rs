@@ -199,7 +199,12 @@ impl WsUpgrade {
         // Debug level, like every event inside it: at the default level the span
         // would cost each idle connection ~450 B and carry nothing.
         let span = tracing::debug_span!("conn", id = %connection.wire_id(), %peer);
-        let task = driver::run(websocket, connection, Arc::clone(&self.config), guard);
+        let task = driver::run(
+            Box::pin(websocket),
+            connection,
+            Arc::clone(&self.config),
+            guard,
+        );
         self.tasks.spawn(task.instrument(span));
     }
 }
