@@ -60,37 +60,48 @@ enum Read {
 /// `upgrade` comes boxed: an async fn keeps its arguments' space for its
 /// whole life, and the upgrade future is large and needed only at the start.
 ///
-/// `_guard` is whatever the caller needs held while the connection lives
+/// `guard` is whatever the caller needs held while the connection lives
 /// (e.g. its slot in a per-IP connection count); it is dropped at the end.
-pub(crate) async fn run(
+///
+/// A plain function returning an `async move` block rather than an `async
+/// fn`: an async fn keeps each argument twice (as captured and as a local),
+/// which would cost every connection its `Connection` again.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep every argument twice in the task"
+)]
+pub(crate) fn run(
     upgrade: Pin<Box<HyperWebsocket>>,
     mut conn: Connection,
     config: Arc<TransportConfig>,
-    _guard: Option<Box<dyn Any + Send + Sync>>,
-) {
-    let Some(mut io) = Box::pin(finish_upgrade(upgrade)).await else {
-        return;
-    };
-    tracing::debug!("connected");
-    let config = &*config;
-    let mut reader = Reader::new(config.max_message_bytes);
-    let exit = serve(&mut io, &mut reader, &mut conn, config).await;
-    conn.record_close(match exit {
-        Exit::Close(reason) => CloseCause::of(reason),
-        Exit::Gone(cause) => cause,
-    });
-    match exit {
-        Exit::Close(reason) => {
-            tracing::debug!(code = reason.code, reason = reason.reason, "closing");
-            // Boxed, like every await below that is not the idle wait: a task
-            // is as large as its largest state, and an idle connection should
-            // not pay for the states it is not in.
-            Box::pin(close(&mut io, &mut reader, reason, config)).await;
+    guard: Option<Box<dyn Any + Send + Sync>>,
+) -> impl Future<Output = ()> + Send {
+    async move {
+        let Some(mut io) = Box::pin(finish_upgrade(upgrade)).await else {
+            return;
+        };
+        tracing::debug!("connected");
+        let config = &*config;
+        let mut reader = Reader::new(config.max_message_bytes);
+        let exit = serve(&mut io, &mut reader, &mut conn, config).await;
+        conn.record_close(match exit {
+            Exit::Close(reason) => CloseCause::of(reason),
+            Exit::Gone(cause) => cause,
+        });
+        match exit {
+            Exit::Close(reason) => {
+                tracing::debug!(code = reason.code, reason = reason.reason, "closing");
+                // Boxed, like every await below that is not the idle wait: a task
+                // is as large as its largest state, and an idle connection should
+                // not pay for the states it is not in.
+                Box::pin(close(&mut io, &mut reader, reason, config)).await;
+            }
+            Exit::Gone(cause) => tracing::debug!(cause = cause.label(), "disconnected"),
         }
-        Exit::Gone(cause) => tracing::debug!(cause = cause.label(), "disconnected"),
+        // Dropping the connection leaves its rooms and unregisters it.
+        drop(conn);
+        drop(guard);
     }
-    // Dropping the connection leaves its rooms and unregisters it.
-    drop(conn);
 }
 
 /// The raw upgraded stream, once hyper has sent the 101. tungstenite has
@@ -108,71 +119,77 @@ async fn finish_upgrade(
     }
 }
 
-async fn serve<S>(
-    io: &mut S,
-    reader: &mut Reader,
-    conn: &mut Connection,
-    config: &TransportConfig,
-) -> Exit
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep every argument twice in the task"
+)]
+fn serve<'a, S>(
+    io: &'a mut S,
+    reader: &'a mut Reader,
+    conn: &'a mut Connection,
+    config: &'a TransportConfig,
+) -> impl Future<Output = Exit> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin,
 {
-    let mut batch: Vec<TextFrame> = Vec::new();
-    // Counts written frames down to the next one whose latency is sampled.
-    let mut sample_countdown = SAMPLE_EVERY;
-    let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
-    loop {
-        tokio::select! {
-            // Writes first: what is queued was accepted earlier than what the
-            // client is sending now. A close the hub decided on (slow
-            // consumer, heartbeat, expiry, rate limit) comes out here too.
-            biased;
-            drained = conn.outbox().drain(&mut batch, config.max_batch_bytes) => {
-                // The server's requests (subscribe, unsubscribe) ride the
-                // outbox; their answers go out with the next batch.
-                conn.handle_server_commands();
-                let sample = pick_sample(&batch, &mut sample_countdown);
-                let written = Box::pin(write_batch(io, &mut batch, config.write_timeout)).await;
-                if let (Some(frame), Ok(())) = (sample, &written) {
-                    conn.sample_delivery(&frame, now_ms());
-                }
-                match (drained, written) {
-                    (_, Err(exit)) => return exit,
-                    (Drained::Close(reason), Ok(())) => return Exit::Close(reason),
-                    (Drained::Frames, Ok(())) => {}
-                }
-            }
-            read = read_some(io, reader) => {
-                let (events, violation) = match read {
-                    Ok(Read::Events(events, violation)) => (events, violation),
-                    Ok(Read::Eof) => return Exit::Gone(CloseCause::Client),
-                    Err(_) => return Exit::Gone(CloseCause::SocketError),
-                };
-                let answers = handle_events(conn, events);
-                if !answers.pongs.is_empty() {
-                    let pongs = send_pongs(io, answers.pongs, config.write_timeout);
-                    if let Err(exit) = Box::pin(pongs).await {
-                        return exit;
+    async move {
+        let mut batch: Vec<TextFrame> = Vec::new();
+        // Counts written frames down to the next one whose latency is sampled.
+        let mut sample_countdown = SAMPLE_EVERY;
+        let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
+        loop {
+            tokio::select! {
+                // Writes first: what is queued was accepted earlier than what the
+                // client is sending now. A close the hub decided on (slow
+                // consumer, heartbeat, expiry, rate limit) comes out here too.
+                biased;
+                drained = conn.outbox().drain(&mut batch, config.max_batch_bytes) => {
+                    // The server's requests (subscribe, unsubscribe) ride the
+                    // outbox; their answers go out with the next batch.
+                    conn.handle_server_commands();
+                    let sample = pick_sample(&batch, &mut sample_countdown);
+                    let written = Box::pin(write_batch(io, &mut batch, config.write_timeout)).await;
+                    if let (Some(frame), Ok(())) = (sample, &written) {
+                        conn.sample_delivery(&frame, now_ms());
+                    }
+                    match (drained, written) {
+                        (_, Err(exit)) => return exit,
+                        (Drained::Close(reason), Ok(())) => return Exit::Close(reason),
+                        (Drained::Frames, Ok(())) => {}
                     }
                 }
-                if let Some(code) = answers.closed {
-                    Box::pin(answer_close(io, code, config.close_timeout)).await;
-                    return Exit::Gone(CloseCause::Client);
-                }
-                if let Some(reason) = violation {
-                    return Exit::Close(reason);
-                }
-                // A refresh may have moved the expiry.
-                timer.as_mut().reset(instant_of(conn.poll_timeout()));
-            }
-            () = timer.as_mut() => {
-                if conn.handle_timeout(now_ms()) == TimerOutcome::SendPing {
-                    let ping = send(io, PING, Bytes::new(), config.write_timeout);
-                    if let Err(exit) = Box::pin(ping).await {
-                        return exit;
+                read = read_some(io, reader) => {
+                    let (events, violation) = match read {
+                        Ok(Read::Events(events, violation)) => (events, violation),
+                        Ok(Read::Eof) => return Exit::Gone(CloseCause::Client),
+                        Err(_) => return Exit::Gone(CloseCause::SocketError),
+                    };
+                    let answers = handle_events(conn, events);
+                    if !answers.pongs.is_empty() {
+                        let pongs = send_pongs(io, answers.pongs, config.write_timeout);
+                        if let Err(exit) = Box::pin(pongs).await {
+                            return exit;
+                        }
                     }
+                    if let Some(code) = answers.closed {
+                        Box::pin(answer_close(io, code, config.close_timeout)).await;
+                        return Exit::Gone(CloseCause::Client);
+                    }
+                    if let Some(reason) = violation {
+                        return Exit::Close(reason);
+                    }
+                    // A refresh may have moved the expiry.
+                    timer.as_mut().reset(instant_of(conn.poll_timeout()));
                 }
-                timer.as_mut().reset(instant_of(conn.poll_timeout()));
+                () = timer.as_mut() => {
+                    if conn.handle_timeout(now_ms()) == TimerOutcome::SendPing {
+                        let ping = send(io, PING, Bytes::new(), config.write_timeout);
+                        if let Err(exit) = Box::pin(ping).await {
+                            return exit;
+                        }
+                    }
+                    timer.as_mut().reset(instant_of(conn.poll_timeout()));
+                }
             }
         }
     }

@@ -205,6 +205,11 @@ impl WsUpgrade {
             Arc::clone(&self.config),
             guard,
         );
-        self.tasks.spawn(task.instrument(span));
+        // A disabled span would still cost every idle connection its size.
+        if span.is_disabled() {
+            self.tasks.spawn(task);
+        } else {
+            self.tasks.spawn(task.instrument(span));
+        }
     }
 }

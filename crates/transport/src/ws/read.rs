@@ -47,13 +47,15 @@ struct Header {
 }
 
 /// Reads frames for one connection; see the module docs.
+/// 40 bytes per connection: a fragmented message (rare) is boxed.
 #[derive(Debug, Default)]
 pub(crate) struct Reader {
-    max_message: usize,
     /// An incomplete frame's bytes so far (empty between frames).
     partial: Vec<u8>,
     /// A fragmented message: whether it is text, and its payload so far.
-    fragments: Option<(bool, Vec<u8>)>,
+    fragments: Option<Box<(bool, Vec<u8>)>>,
+    /// The largest message accepted.
+    max_message: usize,
 }
 
 impl Reader {
@@ -69,7 +71,7 @@ impl Reader {
     /// "memory returns to idle").
     #[cfg(test)]
     pub(crate) fn held_capacity(&self) -> usize {
-        self.partial.capacity() + self.fragments.as_ref().map_or(0, |(_, v)| v.capacity())
+        self.partial.capacity() + self.fragments.as_ref().map_or(0, |f| f.1.capacity())
     }
 
     /// Feeds bytes read from the socket; complete messages and control
@@ -80,9 +82,10 @@ impl Reader {
         mut input: &[u8],
         events: &mut Vec<Event>,
     ) -> Result<(), CloseReason> {
+        let max_message = self.max_message;
         while !input.is_empty() {
             if self.partial.is_empty() {
-                match self.check(parse_header(input))? {
+                match self.check(parse_header(input), max_message)? {
                     None => {
                         // Not even the header yet: keep the few bytes.
                         self.partial = input.to_vec();
@@ -102,7 +105,7 @@ impl Reader {
                     }
                 }
             } else {
-                input = self.continue_partial(input, events)?;
+                input = self.continue_partial(input, max_message, events)?;
             }
         }
         Ok(())
@@ -112,10 +115,11 @@ impl Reader {
     fn continue_partial<'a>(
         &mut self,
         mut input: &'a [u8],
+        max_message: usize,
         events: &mut Vec<Event>,
     ) -> Result<&'a [u8], CloseReason> {
         let header = loop {
-            if let Some(header) = self.check(parse_header(&self.partial))? {
+            if let Some(header) = self.check(parse_header(&self.partial), max_message)? {
                 break header;
             }
             // The header is still incomplete (at most 14 bytes): byte by
@@ -140,7 +144,7 @@ impl Reader {
 
     /// Enforces the rules that can be checked from the header alone, so a
     /// bad or oversized frame is refused before its payload is buffered.
-    fn check(&self, header: Parsed) -> Result<Option<Header>, CloseReason> {
+    fn check(&self, header: Parsed, max_message: usize) -> Result<Option<Header>, CloseReason> {
         let header = match header {
             Parsed::Incomplete => return Ok(None),
             Parsed::Bad => return Err(CloseReason::PROTOCOL_ERROR),
@@ -156,8 +160,8 @@ impl Reader {
         if control && (!header.fin || header.payload as u64 > MAX_CONTROL_PAYLOAD) {
             return Err(CloseReason::PROTOCOL_ERROR);
         }
-        let so_far = self.fragments.as_ref().map_or(0, |(_, v)| v.len());
-        if !control && so_far + header.payload > self.max_message {
+        let so_far = self.fragments.as_ref().map_or(0, |f| f.1.len());
+        if !control && so_far + header.payload > max_message {
             return Err(CloseReason::MESSAGE_TOO_BIG);
         }
         Ok(Some(header))
@@ -175,14 +179,15 @@ impl Reader {
             PONG => events.push(Event::Pong),
             CLOSE => events.push(Event::Close(close_code(&unmask(masked, header.mask))?)),
             CONTINUATION => {
-                let Some((_, message)) = &mut self.fragments else {
+                let Some(fragments) = &mut self.fragments else {
                     return Err(CloseReason::PROTOCOL_ERROR);
                 };
-                unmask_onto(message, masked, header.mask);
+                unmask_onto(&mut fragments.1, masked, header.mask);
                 if header.fin {
-                    let Some((text, message)) = self.fragments.take() else {
+                    let Some(fragments) = self.fragments.take() else {
                         return Err(CloseReason::PROTOCOL_ERROR);
                     };
+                    let (text, message) = *fragments;
                     events.push(message_event(text, message)?);
                 }
             }
@@ -192,7 +197,7 @@ impl Reader {
                 if header.fin {
                     events.push(message_event(text, message)?);
                 } else {
-                    self.fragments = Some((text, message));
+                    self.fragments = Some(Box::new((text, message)));
                 }
             }
         }
