@@ -575,14 +575,8 @@ fn start_server(
         .spawn()
         .with_context(|| format!("cannot start {}", server_bin.display()))?;
     let server = ServerProcess(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
     // Ready, not just alive: a node with a broker has reached Redis.
-    while !answers_200(addr, "/readyz") {
-        if Instant::now() > deadline {
-            bail!("the server did not become ready on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_200(addr, "/readyz", "the server did not become ready")?;
     Ok((server, addr, admin))
 }
 
@@ -678,13 +672,7 @@ fn run_floor(
         .spawn()
         .with_context(|| format!("cannot start {}", floor_bin.display()))?;
     let floor = ServerProcess(child);
-    let deadline = Instant::now() + Duration::from_secs(10);
-    while !answers_200(addr, "/") {
-        if Instant::now() > deadline {
-            bail!("the floor did not start on {addr}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
+    wait_for_200(addr, "/", "the floor did not start")?;
     let output = Command::new(loadgen_bin)
         .args(scenario.args)
         .args(["--url", &format!("ws://{addr}/ws"), "--bind-ips", bind_ips])
@@ -693,6 +681,23 @@ fn run_floor(
         .output()
         .context("cannot run the load generator")?;
     drop(floor);
+    last_report(&output)
+}
+
+/// Waits (10 s at most) until `addr` answers `path` with a 200.
+fn wait_for_200(addr: SocketAddr, path: &str, what: &str) -> anyhow::Result<()> {
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !answers_200(addr, path) {
+        if Instant::now() > deadline {
+            bail!("{what} on {addr}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok(())
+}
+
+/// The load generator's report: the last line it printed.
+fn last_report(output: &std::process::Output) -> anyhow::Result<Value> {
     let stdout = String::from_utf8_lossy(&output.stdout);
     let line = stdout
         .lines()
@@ -753,10 +758,5 @@ fn run_scenario(
     if !output.status.success() {
         bail!("load generator failed ({})", output.status);
     }
-    let stdout = String::from_utf8_lossy(&output.stdout);
-    let line = stdout
-        .lines()
-        .last()
-        .context("the load generator printed no report")?;
-    serde_json::from_str(line).context("the load generator's report is not JSON")
+    last_report(&output)
 }
