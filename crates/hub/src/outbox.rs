@@ -376,9 +376,15 @@ impl Outbox {
         }
     }
 
-    /// Waits for the next batch; see [`poll_drain`](Self::poll_drain).
-    pub async fn drain(&self, out: &mut Vec<TextFrame>, max_bytes: usize) -> Drained {
-        poll_fn(|cx| self.poll_drain(cx, out, max_bytes)).await
+    /// Waits for the next batch; see [`poll_drain`](Self::poll_drain). A
+    /// plain future (not an `async fn`, which would hold its arguments
+    /// twice): every idle connection's task holds one.
+    pub fn drain<'a>(
+        &'a self,
+        out: &'a mut Vec<TextFrame>,
+        max_bytes: usize,
+    ) -> impl Future<Output = Drained> + 'a {
+        poll_fn(move |cx| self.poll_drain(cx, out, max_bytes))
     }
 }
 

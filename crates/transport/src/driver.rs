@@ -130,7 +130,7 @@ fn serve<'a, S>(
     config: &'a TransportConfig,
 ) -> impl Future<Output = Exit> + 'a
 where
-    S: AsyncRead + AsyncWrite + Unpin,
+    S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async move {
         let mut batch: Vec<TextFrame> = Vec::new();
@@ -138,59 +138,85 @@ where
         let mut sample_countdown = SAMPLE_EVERY;
         let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
         loop {
-            tokio::select! {
-                // Writes first: what is queued was accepted earlier than what the
-                // client is sending now. A close the hub decided on (slow
-                // consumer, heartbeat, expiry, rate limit) comes out here too.
-                biased;
-                drained = conn.outbox().drain(&mut batch, config.max_batch_bytes) => {
-                    // The server's requests (subscribe, unsubscribe) ride the
-                    // outbox; their answers go out with the next batch.
-                    conn.handle_server_commands();
-                    let sample = pick_sample(&batch, &mut sample_countdown);
-                    let written = Box::pin(write_batch(io, &mut batch, config.write_timeout)).await;
-                    if let (Some(frame), Ok(())) = (sample, &written) {
-                        conn.sample_delivery(&frame, now_ms());
+            // What woke the loop is handled without awaiting; any I/O it
+            // calls for is one boxed future, awaited after the wait's state
+            // is gone. So an idle task holds only the wait.
+            let work: Option<Work<'_>> = {
+                let woken = next_event(conn, io, reader, &mut batch, timer.as_mut(), config).await;
+                match woken {
+                    Woken::Drained(drained) => Some(Box::pin(flush(
+                        io,
+                        conn,
+                        &mut batch,
+                        &mut sample_countdown,
+                        drained,
+                        config,
+                    ))),
+                    Woken::Read(read) => {
+                        let answers = match read {
+                            Ok(Read::Events(events, violation)) => {
+                                handle_events(conn, events, violation)
+                            }
+                            Ok(Read::Eof) => return Exit::Gone(CloseCause::Client),
+                            Err(_) => return Exit::Gone(CloseCause::SocketError),
+                        };
+                        // A refresh may have moved the expiry.
+                        timer.as_mut().reset(instant_of(conn.poll_timeout()));
+                        answers
+                            .call_for_io()
+                            .then(|| Box::pin(answer(io, answers, config)) as Work<'_>)
                     }
-                    match (drained, written) {
-                        (_, Err(exit)) => return exit,
-                        (Drained::Close(reason), Ok(())) => return Exit::Close(reason),
-                        (Drained::Frames, Ok(())) => {}
+                    Woken::Timer => {
+                        let ping = conn.handle_timeout(now_ms()) == TimerOutcome::SendPing;
+                        timer.as_mut().reset(instant_of(conn.poll_timeout()));
+                        ping.then(|| Box::pin(send_ping(io, config.write_timeout)) as Work<'_>)
                     }
                 }
-                read = read_some(io, reader) => {
-                    let (events, violation) = match read {
-                        Ok(Read::Events(events, violation)) => (events, violation),
-                        Ok(Read::Eof) => return Exit::Gone(CloseCause::Client),
-                        Err(_) => return Exit::Gone(CloseCause::SocketError),
-                    };
-                    let answers = handle_events(conn, events);
-                    if !answers.pongs.is_empty() {
-                        let pongs = send_pongs(io, answers.pongs, config.write_timeout);
-                        if let Err(exit) = Box::pin(pongs).await {
-                            return exit;
-                        }
-                    }
-                    if let Some(code) = answers.closed {
-                        Box::pin(answer_close(io, code, config.close_timeout)).await;
-                        return Exit::Gone(CloseCause::Client);
-                    }
-                    if let Some(reason) = violation {
-                        return Exit::Close(reason);
-                    }
-                    // A refresh may have moved the expiry.
-                    timer.as_mut().reset(instant_of(conn.poll_timeout()));
-                }
-                () = timer.as_mut() => {
-                    if conn.handle_timeout(now_ms()) == TimerOutcome::SendPing {
-                        let ping = send(io, PING, Bytes::new(), config.write_timeout);
-                        if let Err(exit) = Box::pin(ping).await {
-                            return exit;
-                        }
-                    }
-                    timer.as_mut().reset(instant_of(conn.poll_timeout()));
-                }
+            };
+            if let Some(work) = work
+                && let Some(exit) = work.await
+            {
+                return exit;
             }
+        }
+    }
+}
+
+async fn send_ping<S: AsyncWrite + Unpin>(io: &mut S, limit: Duration) -> Option<Exit> {
+    send(io, PING, Bytes::new(), limit).await.err()
+}
+
+/// I/O a wake-up calls for; `Some` ends the connection.
+type Work<'a> = Pin<Box<dyn Future<Output = Option<Exit>> + Send + 'a>>;
+
+/// What woke the serve loop.
+enum Woken {
+    Drained(Drained),
+    Read(io::Result<Read>),
+    Timer,
+}
+
+/// Waits for the next thing to do: queued frames (first: what is queued was
+/// accepted earlier than what the client is sending now, and a close the
+/// hub decided on comes out here too), bytes from the client, or the timer.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep every argument twice in the task"
+)]
+fn next_event<'a, S: AsyncRead + Unpin>(
+    conn: &'a Connection,
+    io: &'a mut S,
+    reader: &'a mut Reader,
+    batch: &'a mut Vec<TextFrame>,
+    timer: Pin<&'a mut tokio::time::Sleep>,
+    config: &'a TransportConfig,
+) -> impl Future<Output = Woken> + 'a {
+    async move {
+        tokio::select! {
+            biased;
+            drained = conn.outbox().drain(batch, config.max_batch_bytes) => Woken::Drained(drained),
+            read = read_some(io, reader) => Woken::Read(read),
+            () = timer => Woken::Timer,
         }
     }
 }
@@ -201,15 +227,28 @@ struct Answers {
     pongs: Vec<Bytes>,
     /// The client closed (with this code, if any): nothing after it counts.
     closed: Option<Option<u16>>,
+    /// The client broke the protocol after these frames: close with this.
+    violation: Option<CloseReason>,
+}
+
+impl Answers {
+    fn call_for_io(&self) -> bool {
+        !self.pongs.is_empty() || self.closed.is_some() || self.violation.is_some()
+    }
 }
 
 /// Hands one read's messages to the connection, without awaiting anything
 /// (so no message is held across an await), and says what to answer.
-fn handle_events(conn: &mut Connection, events: Vec<Event>) -> Answers {
+fn handle_events(
+    conn: &mut Connection,
+    events: Vec<Event>,
+    violation: Option<CloseReason>,
+) -> Answers {
     let now = now_ms();
     let mut answers = Answers {
         pongs: Vec::new(),
         closed: None,
+        violation,
     };
     for event in events {
         match event {
@@ -233,6 +272,50 @@ fn handle_events(conn: &mut Connection, events: Vec<Event>) -> Answers {
     answers
 }
 
+/// Answers pings, the client's close, or a violation; `Some` ends the
+/// connection. Boxed by the caller: rare, and an idle task should not
+/// carry its state.
+async fn answer<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    answers: Answers,
+    config: &TransportConfig,
+) -> Option<Exit> {
+    if !answers.pongs.is_empty()
+        && let Err(exit) = send_pongs(io, answers.pongs, config.write_timeout).await
+    {
+        return Some(exit);
+    }
+    if let Some(code) = answers.closed {
+        answer_close(io, code, config.close_timeout).await;
+        return Some(Exit::Gone(CloseCause::Client));
+    }
+    answers.violation.map(Exit::Close)
+}
+
+/// Writes what the outbox gave (the server's requests applied first: their
+/// answers go out with the next batch), samples one delivery's latency;
+/// `Some` ends the connection. Boxed by the caller, like [`answer`].
+async fn flush<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    conn: &mut Connection,
+    batch: &mut Vec<TextFrame>,
+    sample_countdown: &mut u32,
+    drained: Drained,
+    config: &TransportConfig,
+) -> Option<Exit> {
+    conn.handle_server_commands();
+    let sample = pick_sample(batch, sample_countdown);
+    let written = write_batch(io, batch, config.write_timeout).await;
+    if let (Some(frame), Ok(())) = (sample, &written) {
+        conn.sample_delivery(&frame, now_ms());
+    }
+    match (drained, written) {
+        (_, Err(exit)) => Some(exit),
+        (Drained::Close(reason), Ok(())) => Some(Exit::Close(reason)),
+        (Drained::Frames, Ok(())) => None,
+    }
+}
+
 async fn send_pongs<S: AsyncWrite + Unpin>(
     io: &mut S,
     pongs: Vec<Bytes>,
@@ -249,8 +332,11 @@ async fn send_pongs<S: AsyncWrite + Unpin>(
 /// Reads what the socket has into the thread's scratch buffer and feeds it
 /// to `reader`, within one poll (the scratch buffer is never held across an
 /// await).
-async fn read_some<S: AsyncRead + Unpin>(io: &mut S, reader: &mut Reader) -> io::Result<Read> {
-    std::future::poll_fn(|cx| {
+fn read_some<'a, S: AsyncRead + Unpin>(
+    io: &'a mut S,
+    reader: &'a mut Reader,
+) -> impl Future<Output = io::Result<Read>> + 'a {
+    std::future::poll_fn(move |cx| {
         SCRATCH.with_borrow_mut(|scratch| {
             let mut buf = ReadBuf::new(scratch);
             ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
@@ -262,7 +348,6 @@ async fn read_some<S: AsyncRead + Unpin>(io: &mut S, reader: &mut Reader) -> io:
             Poll::Ready(Ok(Read::Events(events, violation)))
         })
     })
-    .await
 }
 
 /// The frame of `batch` that is the next one in [`SAMPLE_EVERY`] written,
