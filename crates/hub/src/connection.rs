@@ -66,7 +66,6 @@ pub enum TimerOutcome {
 pub struct Connection {
     hub: Hub,
     outbox: Arc<Outbox>,
-    wire_id: Box<str>,
     identity: Identity,
     // Room names are client-chosen: std's DoS-resistant hasher.
     rooms: HashSet<RoomName>,
@@ -87,11 +86,9 @@ impl Connection {
         let heartbeat_ms = config.heartbeat.map_or(0, |beat| {
             u64::try_from(beat.interval.as_millis()).unwrap_or(u64::MAX)
         });
-        let wire_id = outbox.id().to_wire(hub.node_id()).into_boxed_str();
         let connection = Self {
             hub,
             outbox,
-            wire_id,
             identity,
             rooms: HashSet::new(),
             timers,
@@ -99,7 +96,7 @@ impl Connection {
             close_cause: None,
         };
         connection.send_control(encode_welcome(
-            &connection.wire_id,
+            &connection.wire_id(),
             connection.user(),
             heartbeat_ms,
         ));
@@ -112,9 +109,11 @@ impl Connection {
     }
 
     /// The id as it appears on the wire (`welcome.id`, `message.from`):
-    /// `<node>.<n>`, unique across the nodes of a cluster.
-    pub fn wire_id(&self) -> &str {
-        &self.wire_id
+    /// `<node>.<n>`, unique across the nodes of a cluster. Built when asked
+    /// (once per publish) rather than kept: an idle connection would pay an
+    /// allocation for it.
+    pub fn wire_id(&self) -> String {
+        self.outbox.id().to_wire(self.hub.node_id())
     }
 
     /// The authenticated user, if any.
@@ -586,7 +585,7 @@ impl Connection {
             .check(&self.identity, room, Action::Publish)?;
         let frame = encode_message(
             room,
-            &self.wire_id,
+            &self.wire_id(),
             self.identity.user_id(),
             content,
             now_ms,

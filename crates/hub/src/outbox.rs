@@ -76,7 +76,13 @@ pub(crate) enum Queued {
 
 #[derive(Debug, Default)]
 struct Lanes {
-    commands: VecDeque<Queued>,
+    /// Boxed: rare, and every idle connection would pay a deque's four
+    /// words for it.
+    #[expect(
+        clippy::box_collection,
+        reason = "every connection holds this field; the box keeps it one word"
+    )]
+    commands: Option<Box<VecDeque<Queued>>>,
     control: VecDeque<TextFrame>,
     control_bytes: usize,
     data: VecDeque<TextFrame>,
@@ -102,7 +108,7 @@ impl Lanes {
         self.control.is_empty()
             && self.replay.is_none()
             && self.data.is_empty()
-            && self.commands.is_empty()
+            && self.commands.is_none()
     }
 
     fn discard_all(&mut self) {
@@ -240,16 +246,21 @@ impl Outbox {
 
     fn queue(&self, command: Queued) -> bool {
         let mut lanes = self.lanes.lock();
-        if lanes.closing.is_some() || lanes.commands.len() >= 1024 {
+        if lanes.closing.is_some() || lanes.commands.as_ref().is_some_and(|c| c.len() >= 1024) {
             return false;
         }
-        lanes.commands.push_back(command);
+        lanes.commands.get_or_insert_default().push_back(command);
         wake_after_unlock(lanes);
         true
     }
 
     pub(crate) fn take_commands(&self) -> VecDeque<Queued> {
-        std::mem::take(&mut self.lanes.lock().commands)
+        self.lanes
+            .lock()
+            .commands
+            .take()
+            .map(|commands| *commands)
+            .unwrap_or_default()
     }
 
     /// Asks the driver to deliver what is queued, then `final_frame` (control
@@ -337,7 +348,7 @@ impl Outbox {
             taken += frame.len();
             out.push(frame);
         }
-        let commands_waiting = !lanes.commands.is_empty();
+        let commands_waiting = lanes.commands.is_some();
         if lanes.is_empty() {
             // An idle connection should not keep the capacity of its last burst.
             if lanes.data.capacity() > 64 {

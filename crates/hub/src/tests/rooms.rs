@@ -273,7 +273,7 @@ fn presence_and_join_leave_events_follow_members() {
             event["id"].as_str(),
             event["user"].as_str()
         ),
-        (Some("join"), Some(bob.wire_id()), Some("bob"))
+        (Some("join"), Some(bob.wire_id().as_str()), Some("bob"))
     );
     join(&mut alice_tab, "chat:1");
     frames(&alice);
