@@ -73,6 +73,18 @@ async fn ask(client: &mut Client, what: &str, room: &str) -> Value {
     }
 }
 
+/// Waits for the `unsubscribed`/`insufficient_state` frame, skipping the
+/// join and leave events of others that may come first.
+async fn told_to_rejoin(member: &mut Client) {
+    let told = loop {
+        let got = member.recv().await;
+        if got["event"] != "leave" && got["event"] != "join" {
+            break got;
+        }
+    };
+    assert_eq!(told["reason"], "insufficient_state", "{told}");
+}
+
 /// A node's addresses, to call its API from another task.
 struct Addrs(std::net::SocketAddr, std::net::SocketAddr);
 
@@ -312,13 +324,7 @@ async fn a_node_that_missed_messages_makes_its_members_recover_them() {
     redis.cli(&["CLIENT", "KILL", "TYPE", "pubsub"]);
     // (Both nodes missed it: A's member is taken out too, and its leave
     // may come first.)
-    let told = loop {
-        let got = member.recv().await;
-        if got["event"] != "leave" && got["event"] != "join" {
-            break got;
-        }
-    };
-    assert_eq!(told["reason"], "insufficient_state", "{told}");
+    told_to_rejoin(&mut member).await;
     let ack = join(
         &mut member,
         "chat:gap",
@@ -341,13 +347,7 @@ async fn a_node_that_missed_messages_makes_its_members_recover_them() {
     )
     .await;
     assert_eq!(status, 200);
-    let told = loop {
-        let got = member.recv().await;
-        if got["event"] != "leave" && got["event"] != "join" {
-            break got;
-        }
-    };
-    assert_eq!(told["reason"], "insufficient_state", "{told}");
+    told_to_rejoin(&mut member).await;
     let ack = join(
         &mut member,
         "chat:gap",
