@@ -20,7 +20,7 @@ use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
 use crate::config::TransportConfig;
-use crate::ws::{CLOSE, Event, PING, PONG, Reader, TEXT, close_payload, write_frames};
+use crate::ws::{CLOSE, Event, PING, PONG, Reader, close_payload, write_frames};
 
 /// Bytes one read takes in, into a buffer shared by every connection a
 /// worker thread drives: an idle connection holds no read buffer at all.
@@ -373,17 +373,14 @@ async fn write_batch<S: AsyncWrite + Unpin>(
     if batch.is_empty() {
         return Ok(());
     }
-    // A `TextFrame` proved it is UTF-8 when it was built, once for all its
-    // recipients: its bytes go out as they are.
-    let frames: Vec<(u8, Bytes)> = batch
-        .drain(..)
-        .map(|frame| (TEXT, frame.into_bytes()))
-        .collect();
+    // The frames go out as they are, straight from their shared bytes.
+    let written = timeout(limit, write_frames(io, batch)).await;
+    batch.clear();
     // A burst's batch leaves no capacity behind on an idle connection.
     if batch.capacity() > 64 {
         *batch = Vec::new();
     }
-    match timeout(limit, write_frames(io, &frames)).await {
+    match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(write_error(&err)),
         Err(_elapsed) => {

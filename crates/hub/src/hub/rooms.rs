@@ -15,6 +15,7 @@ use crate::error::HubError;
 use crate::history::{BytesDelta, Recovery, RoomLog};
 use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox};
+use crate::room::Room;
 use crate::stats::Fanout;
 
 /// A room's history as a client asked for it.
@@ -100,20 +101,22 @@ impl Hub {
         }
     }
 
-    /// The log of `room`, creating the room (empty, within `max_rooms`)
-    /// when its namespace keeps history; `None` without history.
-    fn room_log(
+    /// `pick`'s part of `room` (its log, or its shared stream), creating
+    /// the room (empty, within `max_rooms`) when its namespace keeps
+    /// history; `None` without history.
+    pub(super) fn history_part<T>(
         &self,
         room: &RoomName,
         now_ms: u64,
-    ) -> Result<Option<Arc<Mutex<RoomLog>>>, HubError> {
+        pick: impl Fn(&Room) -> Option<T>,
+    ) -> Result<Option<T>, HubError> {
         if let Some(state) = self.inner.rooms.get(room) {
-            return Ok(state.log().cloned());
+            return Ok(pick(&state));
         }
         if self.inner.config.features(room).history_size == 0 {
             return Ok(None);
         }
-        Ok(self.room_entry(room, now_ms)?.log().cloned())
+        Ok(pick(&*self.room_entry(room, now_ms)?))
     }
 
     /// Joins `outbox` to a room with history and answers the join: the ack
@@ -134,7 +137,7 @@ impl Hub {
         }
         let mut added = false;
         loop {
-            let Some(log) = self.room_log(room, now_ms)? else {
+            let Some(log) = self.history_part(room, now_ms, |state| state.log().cloned())? else {
                 return Ok(None);
             };
             let guard = log.lock();

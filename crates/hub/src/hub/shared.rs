@@ -84,12 +84,8 @@ impl Hub {
     ) -> Result<Option<bool>, HubError> {
         let mut added = false;
         loop {
-            let stream = match self.inner.rooms.get(room) {
-                Some(state) => state.stream().cloned(),
-                None if self.inner.config.features(room).history_size == 0 => None,
-                None => self.room_entry(room, now_ms)?.stream().cloned(),
-            };
-            let Some(stream) = stream else {
+            let Some(stream) = self.history_part(room, now_ms, |state| state.stream().cloned())?
+            else {
                 return Ok(None);
             };
             let mut guard = stream.lock();

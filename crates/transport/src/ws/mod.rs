@@ -10,4 +10,4 @@ mod rules;
 mod write;
 
 pub(crate) use read::{Event, Reader};
-pub(crate) use write::{CLOSE, PING, PONG, TEXT, close_payload, write_frames};
+pub(crate) use write::{CLOSE, PING, PONG, close_payload, write_frames};

@@ -58,34 +58,61 @@ pub(crate) fn close_payload(code: u16, reason: &str) -> Bytes {
     Bytes::from(payload)
 }
 
-/// Writes `frames` (opcode, payload) in order, as few syscalls as the
-/// socket allows: vectored when it supports it, otherwise through one
-/// buffer built for this call and freed after it.
-pub(crate) async fn write_frames<W>(io: &mut W, frames: &[(u8, Bytes)]) -> io::Result<()>
+/// Something written as one frame: its opcode and payload.
+pub(crate) trait Frame {
+    fn opcode(&self) -> u8;
+    fn payload(&self) -> &[u8];
+}
+
+impl Frame for (u8, Bytes) {
+    fn opcode(&self) -> u8 {
+        self.0
+    }
+    fn payload(&self) -> &[u8] {
+        &self.1
+    }
+}
+
+/// A hub frame goes out as text: it proved it is UTF-8 when it was built,
+/// once for all its recipients.
+impl Frame for wshub_protocol::TextFrame {
+    fn opcode(&self) -> u8 {
+        TEXT
+    }
+    fn payload(&self) -> &[u8] {
+        self.bytes()
+    }
+}
+
+/// Writes `frames` in order, as few syscalls as the socket allows:
+/// vectored when it supports it, otherwise through one buffer built for
+/// this call and freed after it.
+pub(crate) async fn write_frames<W, F>(io: &mut W, frames: &[F]) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
+    F: Frame,
 {
     if frames.is_empty() {
         return Ok(());
     }
     let headers: Vec<FrameHeader> = frames
         .iter()
-        .map(|(opcode, payload)| FrameHeader::new(*opcode, payload.len()))
+        .map(|frame| FrameHeader::new(frame.opcode(), frame.payload().len()))
         .collect();
     if !io.is_write_vectored() {
-        let total: usize = frames.iter().map(|(_, p)| p.len() + 10).sum();
+        let total: usize = frames.iter().map(|frame| frame.payload().len() + 10).sum();
         let mut joined = Vec::with_capacity(total);
-        for (header, (_, payload)) in headers.iter().zip(frames) {
+        for (header, frame) in headers.iter().zip(frames) {
             joined.extend_from_slice(header.as_bytes());
-            joined.extend_from_slice(payload);
+            joined.extend_from_slice(frame.payload());
         }
         return tokio::io::AsyncWriteExt::write_all(io, &joined).await;
     }
     let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() * 2);
-    for (header, (_, payload)) in headers.iter().zip(frames) {
+    for (header, frame) in headers.iter().zip(frames) {
         parts.push(header.as_bytes());
-        if !payload.is_empty() {
-            parts.push(payload);
+        if !frame.payload().is_empty() {
+            parts.push(frame.payload());
         }
     }
     let mut cursor = Cursor {
