@@ -18,7 +18,7 @@ use smol::future;
 use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use smol::stream::StreamExt;
-use wshub_hub::{Drained, Hub, HubConfig, TimerOutcome};
+use wshub_hub::{Batch, Drained, Hub, HubConfig, TimerOutcome};
 
 /// Milliseconds on a monotonic clock anchored to Unix time, as the hub wants.
 fn now_ms() -> u64 {
@@ -62,7 +62,7 @@ async fn drive(stream: TcpStream, hub: Hub) {
     let outbox = Arc::clone(conn.outbox());
     let mut lines = BufReader::new(stream.clone()).lines();
     let mut writer = stream;
-    let mut batch = Vec::new();
+    let mut batch = Batch::default();
     loop {
         // Dropping the losers of this race loses nothing: the outbox hands
         // out frames only when it returns them, and `lines` keeps its buffer.
@@ -78,7 +78,7 @@ async fn drive(stream: TcpStream, hub: Hub) {
             Event::Outbox(drained) => {
                 conn.handle_server_commands();
                 let mut bytes = Vec::new();
-                for frame in batch.drain(..) {
+                for frame in batch.frames.drain(..) {
                     bytes.extend_from_slice(&frame);
                     bytes.push(b'\n');
                 }

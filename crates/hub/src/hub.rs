@@ -55,9 +55,19 @@ pub struct HubBuilder {
     config: HubConfig,
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
+    clock: Option<fn() -> u64>,
 }
 
 impl HubBuilder {
+    /// The clock (milliseconds, the same the driver passes as `now_ms`)
+    /// the hub reads after a fan-out that wrote to sockets itself (see
+    /// [`Outbox::lend_wire`]), to sample those deliveries' latency as the
+    /// drivers sample the ones they write. Without it they go unsampled.
+    pub fn clock(mut self, now_ms: fn() -> u64) -> Self {
+        self.clock = Some(now_ms);
+        self
+    }
+
     /// Checks `refresh` tokens with `authenticator`.
     pub fn authenticator(mut self, authenticator: Arc<dyn Authenticator>) -> Self {
         self.authenticator = Some(authenticator);
@@ -81,6 +91,7 @@ impl HubBuilder {
                 config: self.config,
                 authenticator: self.authenticator,
                 broker: self.broker,
+                clock: self.clock,
                 next_id: AtomicU64::new(1),
                 connections: DashMap::with_hasher(FxBuildHasher),
                 rooms: DashMap::new(),
@@ -113,6 +124,7 @@ struct Inner {
     shares_state: bool,
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
+    clock: Option<fn() -> u64>,
     next_id: AtomicU64,
     connections: DashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
     // Keys are client-chosen strings: keep std's DoS-resistant hasher.
@@ -147,6 +159,7 @@ impl Hub {
             config,
             authenticator: None,
             broker: Arc::new(LocalBroker),
+            clock: None,
         }
     }
 
@@ -437,7 +450,7 @@ impl Hub {
         let origin = publication
             .origin
             .filter(|_| publication.node == self.inner.config.node_id);
-        let mut fanout = Fanout::default();
+        let mut fanout = Fanout::at(publication.time_ms);
         match &publication.audience {
             Audience::Room(room) => {
                 let Some(log) = self.inner.rooms.get(room).map(|state| state.log().cloned()) else {
@@ -453,15 +466,16 @@ impl Hub {
                     }) else {
                         return fanout;
                     };
-                    for outbox in members.iter() {
-                        fanout.push(outbox, &publication.frame, origin);
-                    }
+                    Self::fan_out(&members, &publication.frame, origin, &mut fanout);
                 }
             }
             Audience::Everyone => {
-                for outbox in self.connection_snapshot() {
-                    fanout.push(&outbox, &publication.frame, origin);
-                }
+                Self::fan_out(
+                    &self.connection_snapshot(),
+                    &publication.frame,
+                    origin,
+                    &mut fanout,
+                );
             }
             Audience::User(user) => {
                 for outbox in self.user_outboxes(user) {
@@ -471,6 +485,18 @@ impl Hub {
         }
         self.count(&fanout);
         fanout
+    }
+
+    /// Offers `frame` to every one of `members` but `origin`.
+    pub(crate) fn fan_out(
+        members: &[Arc<Outbox>],
+        frame: &TextFrame,
+        origin: Option<ConnectionId>,
+        fanout: &mut Fanout,
+    ) {
+        for outbox in members {
+            fanout.push(outbox, frame, origin);
+        }
     }
 
     /// Every registered outbox, collected first so that pushing to them
@@ -671,11 +697,32 @@ impl Hub {
     fn count(&self, fanout: &Fanout) {
         let counters = &self.inner.counters;
         Counters::add(&counters.delivered, fanout.delivered as u64);
+
         Counters::add(
             &counters.slow_consumer_disconnects,
             fanout.overflowed as u64,
         );
         Counters::add(&counters.dropped_frames, fanout.dropped as u64);
+        // The frames the fan-out wrote itself are sampled here, one in
+        // SAMPLE_EVERY across the hub like the drivers' own, each timed at
+        // the end of the fan-out: the last write's latency, an upper bound
+        // for the others.
+        if fanout.written > 0 {
+            let written = fanout.written as u64;
+            let before = counters
+                .written_directly
+                .fetch_add(written, Ordering::Relaxed);
+            let every = u64::from(crate::SAMPLE_EVERY);
+            let samples = (before + written) / every - before / every;
+            if samples > 0
+                && let Some(now_ms) = self.inner.clock
+            {
+                let took = now_ms().saturating_sub(fanout.at_ms());
+                for _ in 0..samples {
+                    self.record_delivery_latency(took);
+                }
+            }
+        }
     }
 
     /// Frees empty rooms whose `room_linger` has passed at `now_ms`; returns
@@ -810,6 +857,7 @@ impl Hub {
             refused_publications: Counters::get(&counters.refused_publications),
             resyncs: Counters::get(&counters.resyncs),
             delivered: Counters::get(&counters.delivered),
+            written_directly: Counters::get(&counters.written_directly),
             slow_consumer_disconnects: Counters::get(&counters.slow_consumer_disconnects),
             dropped_frames: Counters::get(&counters.dropped_frames),
             closed: std::array::from_fn(|i| Counters::get(&counters.closed[i])),

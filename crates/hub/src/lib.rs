@@ -1,10 +1,13 @@
 //! wshub's routing core: connections, rooms, fan-out and per-connection
 //! outboxes with backpressure.
 //!
-//! The hub does no I/O, spawns nothing and never reads the clock (time comes
-//! in as an argument). It has no tokio, hyper or mio in its dependency tree, so
-//! any service can embed it and any executor can drive it: an [`Outbox`] is
-//! awaited through a plain [`std::task::Waker`].
+//! The hub does no I/O of its own, spawns nothing and reads no clock but the
+//! one it is given (time comes in as an argument). It has no tokio, hyper or
+//! mio in its dependency tree, so any service can embed it and any executor
+//! can drive it: an [`Outbox`] is awaited through a plain
+//! [`std::task::Waker`]. A driver may lend the hub its socket as a [`Wire`],
+//! so the fan-out writes a frame for an idle connection itself instead of
+//! queueing it and waking the driver.
 //!
 //! What it does:
 //! - registers connections ([`Hub::connect`]); each is a [`Connection`] owned by
@@ -28,7 +31,7 @@
 //! use std::time::Duration;
 //! use wshub_hub::protocol::{Content, ErrorCode};
 //! use wshub_hub::{
-//!     Drained, FrameOutcome, Heartbeat, Hub, HubConfig, Identity, MessageRateLimit, TimerOutcome,
+//!     Batch, Drained, FrameOutcome, Heartbeat, Hub, HubConfig, Identity, MessageRateLimit, TimerOutcome,
 //! };
 //!
 //! let hub = Hub::new(HubConfig {
@@ -61,8 +64,9 @@
 //!
 //! // What a driver writes to bob's socket: the welcome the hub queued, the
 //! // ack, then the messages.
-//! let mut frames = Vec::new();
-//! assert_eq!(bob.outbox().try_drain(&mut frames, 64 * 1024), Some(Drained::Frames));
+//! let mut batch = Batch::default();
+//! assert_eq!(bob.outbox().try_drain(&mut batch, 64 * 1024), Some(Drained::Frames));
+//! let frames = &batch.frames;
 //! assert!(frames[0].to_text().starts_with(r#"{"type":"welcome","id":""#));
 //! assert_eq!(frames[1].to_text(), r#"{"type":"ack","ref":"1"}"#);
 //! assert!(frames[2].to_text().contains(r#""content":"hi""#));
@@ -73,11 +77,11 @@
 //! assert_eq!(bob.handle_timeout(t0 + 25_000), TimerOutcome::SendPing);
 //! bob.handle_heartbeat(t0 + 80_000); // a pong: alive until t0 + 140 s
 //! bob.handle_timeout(t0 + 90_000); // 30 s before expiry: a warning is queued
-//! frames.clear();
-//! bob.outbox().try_drain(&mut frames, 64 * 1024);
-//! assert_eq!(frames[0].to_text(), r#"{"type":"system","event":"token_expiring"}"#);
+//! batch.clear();
+//! bob.outbox().try_drain(&mut batch, 64 * 1024);
+//! assert_eq!(batch.frames[0].to_text(), r#"{"type":"system","event":"token_expiring"}"#);
 //! bob.handle_timeout(t0 + 120_000); // expired without a refresh: close 4001
-//! assert!(matches!(bob.outbox().try_drain(&mut frames, 1024), Some(Drained::Close(r)) if r.code == 4001));
+//! assert!(matches!(bob.outbox().try_drain(&mut batch, 1024), Some(Drained::Close(r)) if r.code == 4001));
 //!
 //! // Rate limits: frames over the rate are answered `rate_limited` and not
 //! // acted on (a client over it for `close_after` is closed with 1008).
@@ -87,7 +91,7 @@
 //! assert_eq!(outcomes[7], FrameOutcome::Accepted);
 //! assert_eq!(outcomes[8], FrameOutcome::Rejected(ErrorCode::RateLimited));
 //!
-//! // A driver awaits `outbox().drain(&mut frames, max_bytes)` instead of
+//! // A driver awaits `outbox().drain(&mut batch, max_bytes)` instead of
 //! // polling, and drops the connection when the socket closes.
 //! drop(bob);
 //! assert_eq!(hub.room_size("lobby"), 1);
@@ -130,7 +134,7 @@ pub use hub::{
 };
 pub use latency::{BUCKETS_MS, LatencyHistogram, LatencySnapshot, SAMPLE_EVERY, stamped_time_ms};
 pub use node::{ConnectionId, NodeId, NodeIdError};
-pub use outbox::{Drained, Lane, Outbox, PushOutcome, ServerCommand};
+pub use outbox::{Batch, Drained, Lane, Outbox, PushOutcome, Sent, ServerCommand, Wire};
 pub use stats::{CloseCause, Fanout, HubStats, QueueDepth};
 pub use wshub_protocol as protocol;
 

@@ -3,7 +3,7 @@
 use wshub_protocol::TextFrame;
 
 use crate::node::ConnectionId;
-use crate::outbox::{Lane, Outbox, PushOutcome};
+use crate::outbox::{Outbox, PushOutcome};
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
@@ -29,6 +29,9 @@ pub struct HubStats {
     pub resyncs: u64,
     /// Frames queued for recipients by fan-out since start.
     pub delivered: u64,
+    /// Of `delivered`, those the fan-out wrote straight to the recipient's
+    /// socket (no queue, no wake-up; see [`Outbox::offer`]).
+    pub written_directly: u64,
     /// Connections closed because their queue overflowed.
     pub slow_consumer_disconnects: u64,
     /// Data frames dropped under the drop-oldest policy.
@@ -133,6 +136,7 @@ pub(crate) struct Counters {
     pub(crate) refused_publications: AtomicU64,
     pub(crate) resyncs: AtomicU64,
     pub(crate) delivered: AtomicU64,
+    pub(crate) written_directly: AtomicU64,
     pub(crate) slow_consumer_disconnects: AtomicU64,
     pub(crate) dropped_frames: AtomicU64,
     pub(crate) closed: [AtomicU64; CloseCause::ALL.len()],
@@ -160,10 +164,28 @@ pub struct Fanout {
     pub overflowed: usize,
     /// Older frames dropped to make room (drop-oldest policy).
     pub dropped: usize,
+    /// Of `delivered`, those written straight to the recipient's socket
+    /// (see [`Outbox::offer`]).
+    pub written: usize,
+    /// The publication's time: what each recipient's offer is stamped with.
+    at_ms: u64,
 }
 
 impl Fanout {
-    /// Pushes `frame` to one recipient's data lane, unless it is `except`.
+    /// A fan-out of a publication stamped `at_ms`.
+    pub(crate) fn at(at_ms: u64) -> Self {
+        Self {
+            at_ms,
+            ..Self::default()
+        }
+    }
+
+    /// When the publication was stamped.
+    pub(crate) fn at_ms(&self) -> u64 {
+        self.at_ms
+    }
+
+    /// Offers `frame` to one recipient, unless it is `except`.
     pub(crate) fn push(
         &mut self,
         outbox: &Outbox,
@@ -173,10 +195,14 @@ impl Fanout {
         if Some(outbox.id()) == except {
             return;
         }
-        match outbox.push(Lane::Data, frame.clone()) {
+        match outbox.offer(frame, self.at_ms) {
             PushOutcome::Queued { dropped } => {
                 self.delivered += 1;
                 self.dropped += dropped;
+            }
+            PushOutcome::Written => {
+                self.delivered += 1;
+                self.written += 1;
             }
             PushOutcome::Overflowed => self.overflowed += 1,
             PushOutcome::Closed => {}

@@ -109,7 +109,11 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
     ),
     (
         "wshub_deliveries_total",
-        "Frames queued for recipients by fan-out since start",
+        "Frames delivered to recipients by fan-out since start",
+    ),
+    (
+        "wshub_deliveries_written_directly_total",
+        "Of the deliveries, those the fan-out wrote straight to an idle connection's socket (no queue, no wake-up)",
     ),
     (
         "wshub_slow_consumer_disconnects_total",
@@ -268,6 +272,7 @@ impl Metrics {
             counter!("wshub_messages_published_total").absolute(stats.published);
             counter!("wshub_broadcasts_total").absolute(stats.broadcasts);
             counter!("wshub_deliveries_total").absolute(stats.delivered);
+            counter!("wshub_deliveries_written_directly_total").absolute(stats.written_directly);
             counter!("wshub_slow_consumer_disconnects_total")
                 .absolute(stats.slow_consumer_disconnects);
             counter!("wshub_dropped_frames_total").absolute(stats.dropped_frames);

@@ -111,7 +111,7 @@ impl Server {
                     .map_err(|err| ConfigError::invalid("broker.redis.url", err.to_string()))?,
             ),
         };
-        let mut hub = Hub::builder(hub_config);
+        let mut hub = Hub::builder(hub_config).clock(wshub_transport::now_ms);
         if let Some(auth) = &auth {
             hub = hub.authenticator(Arc::clone(auth) as _);
         }

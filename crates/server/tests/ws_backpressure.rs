@@ -122,3 +122,47 @@ async fn a_write_stuck_longer_than_write_timeout_ends_the_connection() {
     );
     publisher.join("still-served").await;
 }
+
+/// Paced messages go straight from the fan-out into an idle connection's
+/// socket. Into a reader that stopped reading, they fill the kernel's
+/// buffers until a write takes only part of a frame; the driver must
+/// finish that frame before the ones queued behind it. When the reader
+/// resumes, every message arrives whole and in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn paced_messages_written_directly_into_a_filling_socket_arrive_whole_and_in_order() {
+    const PACED: u64 = 100;
+    let mut config = test_config();
+    config.hub.data_queue_bytes = 16 << 20;
+    let server = TestServer::start_with(config).await;
+    let mut publisher = server.client().await;
+    let mut stalled = stalled_reader(&server.ws_url()).await;
+    publisher.join("paced").await;
+    stalled.join("paced").await;
+
+    // 100 × 60 KB: more than the ~4 MB the kernel holds for a stalled
+    // reader, each published after a pause long enough to count as quiet.
+    let padding = "y".repeat(60_000);
+    for seq in 0..PACED {
+        publisher
+            .publish("paced", json!({ "seq": seq, "padding": padding }))
+            .await;
+        tokio::time::sleep(Duration::from_millis(3)).await;
+    }
+    let metrics = server.metrics().await;
+    let written = metrics
+        .lines()
+        .find_map(|line| line.strip_prefix("wshub_deliveries_written_directly_total "))
+        .and_then(|value| value.trim().parse::<f64>().ok())
+        .expect("the direct-write counter is exported");
+    assert!(
+        written >= 1.0,
+        "paced messages were written directly: {written}"
+    );
+
+    for seq in 0..PACED {
+        let message = stalled.recv().await;
+        assert_eq!(message["type"], "message");
+        assert_eq!(message["content"]["seq"], seq, "in order");
+        assert_eq!(message["content"]["padding"], padding, "whole");
+    }
+}

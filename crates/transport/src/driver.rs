@@ -12,15 +12,19 @@ use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use hyper::upgrade::Upgraded;
 use hyper_tungstenite::HyperWebsocket;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
+use tokio::net::TcpStream;
 use tokio::time::timeout;
-use wshub_hub::{CloseCause, Connection, Drained, SAMPLE_EVERY, TimerOutcome};
+use wshub_hub::{Batch, CloseCause, Connection, Drained, SAMPLE_EVERY, TimerOutcome};
 use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
 use crate::config::TransportConfig;
-use crate::ws::{CLOSE, Event, PING, PONG, Reader, close_payload, write_frames};
+use crate::socket::SharedIo;
+use crate::ws::{CLOSE, Event, PING, PONG, Reader, close_payload, write_frames, write_frames_from};
 
 /// Bytes one read takes in, into a buffer shared by every connection a
 /// worker thread drives: an idle connection holds no read buffer at all.
@@ -77,13 +81,46 @@ pub(crate) fn run(
     guard: Option<Box<dyn Any + Send + Sync>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let Some(mut io) = Box::pin(finish_upgrade(upgrade)).await else {
+        let Some(upgraded) = Box::pin(finish_upgrade(upgrade)).await else {
             return;
         };
         tracing::debug!("connected");
-        let config = &*config;
+        // A TCP socket (what the server accepts) is shared with the hub's
+        // fan-out; any other stream an embedder hands hyper is driven alone.
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let io = SharedIo::new(parts.io.into_inner(), parts.read_buf);
+                conn.outbox().lend_wire(io.wire());
+                live(io, &mut conn, &config).await;
+            }
+            Err(upgraded) => live(TokioIo::new(upgraded), &mut conn, &config).await,
+        }
+        // Dropping the connection leaves its rooms and unregisters it.
+        drop(conn);
+        drop(guard);
+    }
+}
+
+/// Serves the connection on `io`, then closes it.
+#[expect(
+    clippy::manual_async_fn,
+    reason = "an async fn would keep every argument twice in the task"
+)]
+fn live<'a, S>(
+    mut io: S,
+    conn: &'a mut Connection,
+    config: &'a TransportConfig,
+) -> impl Future<Output = ()> + Send + 'a
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
+{
+    async move {
         let mut reader = Reader::new(config.max_message_bytes);
-        let exit = serve(&mut io, &mut reader, &mut conn, config).await;
+        let exit = serve(&mut io, &mut reader, conn, config).await;
+        // From here on only the driver writes: a frame the fan-out wrote
+        // part of is finished before the close frame.
+        let mut rest = Batch::default();
+        conn.outbox().reclaim_wire(&mut rest);
         conn.record_close(match exit {
             Exit::Close(reason) => CloseCause::of(reason),
             Exit::Gone(cause) => cause,
@@ -94,24 +131,19 @@ pub(crate) fn run(
                 // Boxed, like every await below that is not the idle wait: a task
                 // is as large as its largest state, and an idle connection should
                 // not pay for the states it is not in.
-                Box::pin(close(&mut io, &mut reader, reason, config)).await;
+                Box::pin(close(&mut io, &mut reader, rest, reason, config)).await;
             }
             Exit::Gone(cause) => tracing::debug!(cause = cause.label(), "disconnected"),
         }
-        // Dropping the connection leaves its rooms and unregisters it.
-        drop(conn);
-        drop(guard);
     }
 }
 
 /// The raw upgraded stream, once hyper has sent the 101. tungstenite has
 /// read nothing yet, so its stream gives back the raw one whole. Boxed by
 /// the caller: the upgrade's state is large and lives only this long.
-async fn finish_upgrade(
-    upgrade: Pin<Box<HyperWebsocket>>,
-) -> Option<impl AsyncRead + AsyncWrite + Unpin + Send> {
+async fn finish_upgrade(upgrade: Pin<Box<HyperWebsocket>>) -> Option<Upgraded> {
     match upgrade.await {
-        Ok(ws) => Some(ws.into_inner()),
+        Ok(ws) => Some(ws.into_inner().into_inner()),
         Err(err) => {
             tracing::debug!(%err, "upgrade did not complete");
             None
@@ -133,7 +165,7 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async move {
-        let mut batch: Vec<TextFrame> = Vec::new();
+        let mut batch = Batch::default();
         // Counts written frames down to the next one whose latency is sampled.
         let mut sample_countdown = SAMPLE_EVERY;
         let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
@@ -162,14 +194,19 @@ where
                         };
                         // A refresh may have moved the expiry.
                         timer.as_mut().reset(instant_of(conn.poll_timeout()));
-                        answers
-                            .call_for_io()
-                            .then(|| Box::pin(answer(io, answers, config)) as Work<'_>)
+                        answers.call_for_io().then(|| {
+                            let rest = reserve_wire(conn);
+                            Box::pin(answer(io, rest, answers, config)) as Work<'_>
+                        })
                     }
                     Woken::Timer => {
                         let ping = conn.handle_timeout(now_ms()) == TimerOutcome::SendPing;
                         timer.as_mut().reset(instant_of(conn.poll_timeout()));
-                        ping.then(|| Box::pin(send_ping(io, config.write_timeout)) as Work<'_>)
+                        ping.then(|| {
+                            let rest = reserve_wire(conn);
+                            Box::pin(send_own(io, rest, vec![(PING, Bytes::new())], config))
+                                as Work<'_>
+                        })
                     }
                 }
             };
@@ -182,8 +219,31 @@ where
     }
 }
 
-async fn send_ping<S: AsyncWrite + Unpin>(io: &mut S, limit: Duration) -> Option<Exit> {
-    send(io, PING, Bytes::new(), limit).await.err()
+/// Takes the socket from the fan-out until the next drain, for frames of
+/// the driver's own; what the fan-out left part-written comes back first.
+fn reserve_wire(conn: &Connection) -> Batch {
+    let mut rest = Batch::default();
+    conn.outbox().reserve_wire(&mut rest);
+    rest
+}
+
+/// Writes frames of the driver's own (pongs, a ping) after `rest`; `Some`
+/// ends the connection.
+async fn send_own<S: AsyncWrite + Unpin>(
+    io: &mut S,
+    rest: Batch,
+    frames: Vec<(u8, Bytes)>,
+    config: &TransportConfig,
+) -> Option<Exit> {
+    let write = async {
+        write_frames_from(io, &rest.frames, rest.written).await?;
+        write_frames(io, &frames).await
+    };
+    match timeout(config.write_timeout, write).await {
+        Ok(Ok(())) => None,
+        Ok(Err(err)) => Some(write_error(&err)),
+        Err(_elapsed) => Some(Exit::Gone(CloseCause::WriteTimeout)),
+    }
 }
 
 /// I/O a wake-up calls for; `Some` ends the connection.
@@ -207,7 +267,7 @@ fn next_event<'a, S: AsyncRead + Unpin>(
     conn: &'a Connection,
     io: &'a mut S,
     reader: &'a mut Reader,
-    batch: &'a mut Vec<TextFrame>,
+    batch: &'a mut Batch,
     timer: Pin<&'a mut tokio::time::Sleep>,
     config: &'a TransportConfig,
 ) -> impl Future<Output = Woken> + 'a {
@@ -272,17 +332,21 @@ fn handle_events(
     answers
 }
 
-/// Answers pings, the client's close, or a violation; `Some` ends the
-/// connection. Boxed by the caller: rare, and an idle task should not
-/// carry its state.
+/// Answers pings, the client's close, or a violation, after `rest` (the
+/// wire is reserved); `Some` ends the connection. Boxed by the caller:
+/// rare, and an idle task should not carry its state.
 async fn answer<S: AsyncWrite + Unpin>(
     io: &mut S,
+    rest: Batch,
     answers: Answers,
     config: &TransportConfig,
 ) -> Option<Exit> {
-    if !answers.pongs.is_empty()
-        && let Err(exit) = send_pongs(io, answers.pongs, config.write_timeout).await
-    {
+    let pongs = answers
+        .pongs
+        .into_iter()
+        .map(|payload| (PONG, payload))
+        .collect();
+    if let Some(exit) = send_own(io, rest, pongs, config).await {
         return Some(exit);
     }
     if let Some(code) = answers.closed {
@@ -298,13 +362,13 @@ async fn answer<S: AsyncWrite + Unpin>(
 async fn flush<S: AsyncWrite + Unpin>(
     io: &mut S,
     conn: &mut Connection,
-    batch: &mut Vec<TextFrame>,
+    batch: &mut Batch,
     sample_countdown: &mut u32,
     drained: Drained,
     config: &TransportConfig,
 ) -> Option<Exit> {
     conn.handle_server_commands();
-    let sample = pick_sample(batch, sample_countdown);
+    let sample = pick_sample(&batch.frames, sample_countdown);
     let written = write_batch(io, batch, config.write_timeout).await;
     if let (Some(frame), Ok(())) = (sample, &written) {
         conn.sample_delivery(&frame, now_ms());
@@ -313,19 +377,6 @@ async fn flush<S: AsyncWrite + Unpin>(
         (_, Err(exit)) => Some(exit),
         (Drained::Close(reason), Ok(())) => Some(Exit::Close(reason)),
         (Drained::Frames, Ok(())) => None,
-    }
-}
-
-async fn send_pongs<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    pongs: Vec<Bytes>,
-    limit: Duration,
-) -> Result<(), Exit> {
-    let frames: Vec<(u8, Bytes)> = pongs.into_iter().map(|payload| (PONG, payload)).collect();
-    match timeout(limit, write_frames(io, &frames)).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(write_error(&err)),
-        Err(_elapsed) => Err(Exit::Gone(CloseCause::WriteTimeout)),
     }
 }
 
@@ -367,19 +418,16 @@ fn pick_sample(batch: &[TextFrame], countdown: &mut u32) -> Option<TextFrame> {
 /// writes, then flushes once.
 async fn write_batch<S: AsyncWrite + Unpin>(
     io: &mut S,
-    batch: &mut Vec<TextFrame>,
+    batch: &mut Batch,
     limit: Duration,
 ) -> Result<(), Exit> {
-    if batch.is_empty() {
+    if batch.frames.is_empty() {
         return Ok(());
     }
     // The frames go out as they are, straight from their shared bytes.
-    let written = timeout(limit, write_frames(io, batch)).await;
-    batch.clear();
+    let written = timeout(limit, write_frames_from(io, &batch.frames, batch.written)).await;
     // A burst's batch leaves no capacity behind on an idle connection.
-    if batch.capacity() > 64 {
-        *batch = Vec::new();
-    }
+    batch.clear();
     match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(write_error(&err)),
@@ -387,20 +435,6 @@ async fn write_batch<S: AsyncWrite + Unpin>(
             tracing::debug!("write stalled; closing");
             Err(Exit::Gone(CloseCause::WriteTimeout))
         }
-    }
-}
-
-/// Sends one control frame.
-async fn send<S: AsyncWrite + Unpin>(
-    io: &mut S,
-    opcode: u8,
-    payload: Bytes,
-    limit: Duration,
-) -> Result<(), Exit> {
-    match timeout(limit, write_frames(io, &[(opcode, payload)])).await {
-        Ok(Ok(())) => Ok(()),
-        Ok(Err(err)) => Err(write_error(&err)),
-        Err(_elapsed) => Err(Exit::Gone(CloseCause::WriteTimeout)),
     }
 }
 
@@ -422,11 +456,17 @@ async fn answer_close<S: AsyncWrite + Unpin>(io: &mut S, code: Option<u16>, limi
 
 /// Sends our close frame and waits (bounded) for the client's reply, so the
 /// client sees a clean close handshake and the server side holds TIME_WAIT.
-async fn close<S>(io: &mut S, reader: &mut Reader, reason: CloseReason, config: &TransportConfig)
-where
+async fn close<S>(
+    io: &mut S,
+    reader: &mut Reader,
+    rest: Batch,
+    reason: CloseReason,
+    config: &TransportConfig,
+) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
     let handshake = async {
+        write_frames_from(io, &rest.frames, rest.written).await?;
         write_frames(io, &[(CLOSE, close_payload(reason.code, reason.reason))]).await?;
         // Whatever else the client still sends is dropped, up to its close.
         loop {

@@ -12,6 +12,7 @@
 mod clock;
 mod config;
 mod driver;
+mod socket;
 mod upgrade;
 mod ws;
 

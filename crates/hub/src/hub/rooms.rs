@@ -51,9 +51,7 @@ impl Hub {
             state.count_publication(publication.time_ms);
             state.snapshot()
         }) {
-            for outbox in members.iter() {
-                fanout.push(outbox, &frame, origin);
-            }
+            Self::fan_out(&members, &frame, origin, fanout);
         }
         drop(log);
         self.enforce_history_cap(room);
@@ -247,7 +245,7 @@ impl Hub {
         let Some(members) = self.inner.rooms.get(room).map(|state| state.snapshot()) else {
             return;
         };
-        let mut fanout = Fanout::default();
+        let mut fanout = Fanout::at(now_ms);
         for member in members.iter() {
             fanout.push(member, &frame, Some(outbox.id()));
         }

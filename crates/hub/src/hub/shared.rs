@@ -224,7 +224,7 @@ impl Hub {
     /// [`INSUFFICIENT_STATE`], queued after what they had, and re-join with
     /// `since` to recover.
     pub fn deliver_at(&self, publication: &Publication, offset: u64, epoch: &str) -> Fanout {
-        let mut fanout = Fanout::default();
+        let mut fanout = Fanout::at(publication.time_ms);
         let Audience::Room(room) = &publication.audience else {
             return self.deliver(publication);
         };
@@ -251,9 +251,7 @@ impl Hub {
             .filter(|_| publication.node == self.inner.config.node_id);
         let gap = continuity == Continuity::Gap;
         if guard.pending.is_empty() && guard.caught_up_to.is_empty() && !gap {
-            for outbox in members.iter() {
-                fanout.push(outbox, &frame, origin);
-            }
+            Self::fan_out(&members, &frame, origin, &mut fanout);
         } else {
             let mut skip: FxHashSet<ConnectionId> = FxHashSet::default();
             for join in &mut guard.pending {

@@ -373,7 +373,7 @@ fn finishes_without_deadlock(what: &str, act: impl FnOnce(&Hub) + Send + 'static
     let conn = connect(&hub);
     let outbox = Arc::clone(conn.outbox());
     let waker = Waker::from(Arc::new(DropOnWake(Mutex::new(Some(conn)))));
-    let mut batch = Vec::new();
+    let mut batch = crate::Batch::default();
     assert!(
         outbox
             .poll_drain(&mut Context::from_waker(&waker), &mut batch, 1024)

@@ -28,7 +28,7 @@ fn connect_with(hub: &Hub, identity: crate::Identity) -> Connection {
 
 /// Everything queued for `conn`, parsed, and whether a close is due.
 fn take(conn: &Connection) -> (Vec<Value>, Option<CloseReason>) {
-    let mut frames = Vec::new();
+    let mut frames = crate::Batch::default();
     let mut close = None;
     while let Some(drained) = conn.outbox().try_drain(&mut frames, usize::MAX) {
         if let Drained::Close(reason) = drained {
@@ -37,6 +37,7 @@ fn take(conn: &Connection) -> (Vec<Value>, Option<CloseReason>) {
         }
     }
     let values = frames
+        .frames
         .iter()
         .map(|frame| serde_json::from_slice(frame).expect("server frames are JSON"))
         .collect();
@@ -115,12 +116,12 @@ fn every_recipient_shares_one_encoding() {
         join(conn, "r");
     }
     publish(&mut alice, "r", "1");
-    let (mut at_bob, mut at_carol) = (Vec::new(), Vec::new());
+    let (mut at_bob, mut at_carol) = (crate::Batch::default(), crate::Batch::default());
     bob.outbox().try_drain(&mut at_bob, usize::MAX);
     carol.outbox().try_drain(&mut at_carol, usize::MAX);
     assert_eq!(
-        at_bob[0].as_ptr(),
-        at_carol[0].as_ptr(),
+        at_bob.frames[0].as_ptr(),
+        at_carol.frames[0].as_ptr(),
         "same bytes, not a copy"
     );
 }
@@ -411,6 +412,7 @@ fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
 
 mod access;
 mod broker;
+mod direct;
 mod engine;
 mod rooms;
 mod server_side;

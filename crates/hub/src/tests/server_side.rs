@@ -121,7 +121,7 @@ fn the_server_subscribes_and_unsubscribes_a_connection_through_its_outbox() {
     );
     assert_eq!(asked, 1);
     // The driver applies it after its next drain.
-    let mut batch = Vec::new();
+    let mut batch = crate::Batch::default();
     assert_eq!(
         alice.outbox().try_drain(&mut batch, 1024),
         Some(crate::Drained::Frames)

@@ -154,9 +154,10 @@ fn shared_hub() -> (Hub, Arc<SharedLog>) {
 /// Everything queued for `conn`, in one drain (a connection the hub took
 /// out of a room has a command waiting, which `frames` would wait on).
 fn queued(conn: &Connection) -> Vec<Value> {
-    let mut out = Vec::new();
+    let mut out = crate::Batch::default();
     conn.outbox().try_drain(&mut out, usize::MAX);
-    out.iter()
+    out.frames
+        .iter()
         .map(|frame| serde_json::from_slice(frame).unwrap())
         .collect()
 }

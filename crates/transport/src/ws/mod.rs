@@ -10,4 +10,6 @@ mod rules;
 mod write;
 
 pub(crate) use read::{Event, Reader};
-pub(crate) use write::{CLOSE, PING, PONG, close_payload, write_frames};
+pub(crate) use write::{
+    CLOSE, FrameHeader, PING, PONG, TEXT, close_payload, write_frames, write_frames_from,
+};

@@ -92,6 +92,17 @@ where
     W: AsyncWrite + Unpin,
     F: Frame,
 {
+    write_frames_from(io, frames, 0).await
+}
+
+/// Like [`write_frames`], but the first `skip` bytes of the frames' wire
+/// form are already on the socket (a direct write took part of the first
+/// frame): writing starts after them.
+pub(crate) async fn write_frames_from<W, F>(io: &mut W, frames: &[F], skip: usize) -> io::Result<()>
+where
+    W: AsyncWrite + Unpin,
+    F: Frame,
+{
     if frames.is_empty() {
         return Ok(());
     }
@@ -106,7 +117,8 @@ where
             joined.extend_from_slice(header.as_bytes());
             joined.extend_from_slice(frame.payload());
         }
-        return tokio::io::AsyncWriteExt::write_all(io, &joined).await;
+        let rest = joined.get(skip..).unwrap_or_default();
+        return tokio::io::AsyncWriteExt::write_all(io, rest).await;
     }
     let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() * 2);
     for (header, frame) in headers.iter().zip(frames) {
@@ -120,6 +132,7 @@ where
         at: 0,
         offset: 0,
     };
+    cursor.advance(skip);
     std::future::poll_fn(|cx| cursor.poll_write(Pin::new(&mut *io), cx)).await
 }
 
@@ -145,23 +158,28 @@ impl Cursor<'_> {
                     .take(MAX_SLICES - 1)
                     .map(|part| IoSlice::new(part)),
             );
-            let mut written = ready!(io.as_mut().poll_write_vectored(cx, &slices))?;
+            let written = ready!(io.as_mut().poll_write_vectored(cx, &slices))?;
             if written == 0 {
                 return Poll::Ready(Err(io::ErrorKind::WriteZero.into()));
             }
-            while written > 0 {
-                let left = self.parts[self.at].len() - self.offset;
-                if written >= left {
-                    written -= left;
-                    self.at += 1;
-                    self.offset = 0;
-                } else {
-                    self.offset += written;
-                    written = 0;
-                }
-            }
+            self.advance(written);
         }
         io.poll_flush(cx)
+    }
+
+    /// Moves past `written` bytes.
+    fn advance(&mut self, mut written: usize) {
+        while written > 0 && self.at < self.parts.len() {
+            let left = self.parts[self.at].len() - self.offset;
+            if written >= left {
+                written -= left;
+                self.at += 1;
+                self.offset = 0;
+            } else {
+                self.offset += written;
+                written = 0;
+            }
+        }
     }
 }
 
@@ -215,6 +233,29 @@ mod tests {
         }
     }
 
+    /// A socket without vectored writes.
+    #[derive(Default)]
+    struct Plain(Vec<u8>);
+
+    impl AsyncWrite for Plain {
+        fn poll_write(
+            mut self: Pin<&mut Self>,
+            _: &mut Context<'_>,
+            buf: &[u8],
+        ) -> Poll<io::Result<usize>> {
+            self.0.extend_from_slice(buf);
+            Poll::Ready(Ok(buf.len()))
+        }
+
+        fn poll_flush(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+
+        fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
+            Poll::Ready(Ok(()))
+        }
+    }
+
     #[tokio::test]
     async fn frames_go_out_whole_and_in_order_through_partial_vectored_writes() {
         let big = Bytes::from(vec![b'b'; 70_000]);
@@ -234,5 +275,13 @@ mod tests {
         want.extend_from_slice(&big);
         want.extend_from_slice(b"\x88\x05\x03\xe8bye");
         assert_eq!(socket.0, want);
+        // Resumed part-way (a direct write took the first 4 bytes, into
+        // "hello"), in every writer: the rest, exactly.
+        let mut resumed = Trickle::default();
+        write_frames_from(&mut resumed, &frames, 4).await.unwrap();
+        assert_eq!(resumed.0, want[4..]);
+        let mut plain = Plain::default();
+        write_frames_from(&mut plain, &frames, 4).await.unwrap();
+        assert_eq!(plain.0, want[4..]);
     }
 }

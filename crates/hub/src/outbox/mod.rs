@@ -1,9 +1,16 @@
 //! A connection's outbound queue: two lanes, bounded in bytes, awaited by the
-//! transport through a plain [`Waker`] so any executor can drive it.
+//! transport through a plain [`Waker`] so any executor can drive it; and,
+//! when the driver lends its socket as a [`Wire`], the fan-out's direct
+//! write into an idle connection's socket, with the queue as its fallback.
+
+mod wire;
 
 use std::collections::VecDeque;
 use std::future::poll_fn;
+use std::sync::Arc;
 use std::task::{Context, Poll, Waker};
+
+pub use wire::{Sent, Wire};
 
 use parking_lot::Mutex;
 use wshub_protocol::{CloseReason, TextFrame};
@@ -29,11 +36,36 @@ pub enum PushOutcome {
         /// How many older data frames were dropped.
         dropped: usize,
     },
+    /// Written straight to the connection's [`Wire`] (wholly, or partly
+    /// with the rest first in line for the driver): nothing was queued.
+    Written,
     /// The queue was full and the connection is now being closed as a slow
     /// consumer; the frame was not queued.
     Overflowed,
     /// The connection is already closing; the frame was not queued.
     Closed,
+}
+
+/// What a drain hands the driver to write, in order.
+#[derive(Debug, Default, Clone, PartialEq, Eq)]
+pub struct Batch {
+    /// The frames.
+    pub frames: Vec<TextFrame>,
+    /// How many bytes of the first frame the [`Wire`] already wrote (a
+    /// count in the wire's own units, given by [`Sent::Part`]): the driver
+    /// writes that frame from there on. Zero almost always.
+    pub written: usize,
+}
+
+impl Batch {
+    /// Empties the batch for the next drain; a burst's capacity is not kept.
+    pub fn clear(&mut self) {
+        self.frames.clear();
+        self.written = 0;
+        if self.frames.capacity() > 64 {
+            self.frames = Vec::new();
+        }
+    }
 }
 
 /// What [`Outbox::drain`] produced.
@@ -101,6 +133,19 @@ struct Lanes {
     replay: Option<Box<VecDeque<TextFrame>>>,
     closing: Option<Closing>,
     waker: Option<Waker>,
+    /// The connection's socket, while its driver lends it for direct writes.
+    wire: Option<Arc<dyn Wire>>,
+    /// A frame the wire took only part of, and how much: the driver writes
+    /// the rest before anything else. Boxed: rare.
+    partial: Option<Box<(TextFrame, usize)>>,
+    /// The driver is writing on its own (a batch it drained, or frames of
+    /// its own such as pongs) until it next asks for a batch: a direct write
+    /// now could land in the middle of that.
+    wire_busy: bool,
+    /// When the fan-out last offered this connection a frame (the low 32
+    /// bits of its milliseconds; 0: never), to tell paced traffic, which is
+    /// written directly, from a burst, which is batched by the driver.
+    last_offer: u32,
 }
 
 impl Lanes {
@@ -109,8 +154,27 @@ impl Lanes {
             && self.replay.is_none()
             && self.data.is_empty()
             && self.commands.is_none()
+            && self.partial.is_none()
     }
 
+    /// Whether a frame offered at `tick` may go straight to the wire: it
+    /// must be free (lent, with nothing queued or in flight before the
+    /// frame, so order holds) and the connection quiet, so that a burst is
+    /// left to the driver's batching. Notes the offer either way.
+    fn direct_wire(&mut self, tick: u32) -> bool {
+        let never = self.last_offer == 0;
+        let since = tick.wrapping_sub(self.last_offer).cast_signed();
+        let quiet = never || since >= QUIET_MS;
+        // A tick from the past (a publication stamped by a node whose clock
+        // runs behind) neither counts as quiet nor moves the mark back.
+        if never || since >= 0 {
+            self.last_offer = tick.max(1);
+        }
+        quiet && self.wire.is_some() && !self.wire_busy && self.is_empty()
+    }
+
+    /// Discards what is queued; a partly written frame is kept, since its
+    /// rest must still go out before anything else can.
     fn discard_all(&mut self) {
         // Fresh deques give the memory back; `clear` would keep the capacity.
         self.control = VecDeque::new();
@@ -120,6 +184,14 @@ impl Lanes {
         self.data_bytes = 0;
     }
 }
+
+/// How long (ms) a connection must have been offered nothing for the next
+/// frame to be written directly. Paced traffic (a message every few
+/// milliseconds or slower) then costs one write per delivery and no wake-up;
+/// a burst keeps arriving faster than this and goes to the queue, where the
+/// driver writes many frames per syscall. Two ticks, so that a gap that
+/// merely crosses a millisecond boundary does not count.
+const QUIET_MS: i32 = 2;
 
 /// Releases the lock, then wakes the driver if it was waiting: waking under
 /// the lock would let the woken driver block on it at once.
@@ -174,10 +246,47 @@ impl Outbox {
 
     /// Queues `frame` on `lane` and wakes the driver.
     pub fn push(&self, lane: Lane, frame: TextFrame) -> PushOutcome {
+        let lanes = self.lanes.lock();
+        if lanes.closing.is_some() {
+            return PushOutcome::Closed;
+        }
+        self.push_locked(lanes, lane, frame)
+    }
+
+    /// Delivers a fan-out's `frame` at `tick` (milliseconds on any clock,
+    /// e.g. the publication's time): written straight to the lent wire when
+    /// the connection is idle and has been quiet, otherwise queued on the
+    /// data lane like [`push`](Self::push). The write happens under the
+    /// outbox's lock, so nothing can be queued or drained past it.
+    pub fn offer(&self, frame: &TextFrame, tick: u64) -> PushOutcome {
         let mut lanes = self.lanes.lock();
         if lanes.closing.is_some() {
             return PushOutcome::Closed;
         }
+        // The low 32 bits: enough to compare ticks 24 days apart.
+        if lanes.direct_wire(tick as u32)
+            && let Some(wire) = &lanes.wire
+        {
+            match wire.try_send(frame) {
+                Sent::Whole => return PushOutcome::Written,
+                Sent::Part(written) => {
+                    lanes.partial = Some(Box::new((frame.clone(), written)));
+                    wake_after_unlock(lanes);
+                    return PushOutcome::Written;
+                }
+                // Full, or broken: the driver finds out which when it writes.
+                Sent::Nothing => {}
+            }
+        }
+        self.push_locked(lanes, Lane::Data, frame.clone())
+    }
+
+    fn push_locked(
+        &self,
+        mut lanes: parking_lot::MutexGuard<'_, Lanes>,
+        lane: Lane,
+        frame: TextFrame,
+    ) -> PushOutcome {
         let len = frame.len();
         let mut dropped = 0;
         match lane {
@@ -305,23 +414,67 @@ impl Outbox {
         lanes.control_bytes + replay + lanes.data_bytes
     }
 
+    /// Lends the connection's socket to the fan-out: from now on a frame for
+    /// an idle, quiet connection is written straight to it from the thread
+    /// that delivers it, with no queue and no wake-up. The driver keeps
+    /// writing everything else, announcing its own frames with
+    /// [`reserve_wire`](Self::reserve_wire), and takes the wire back with
+    /// [`reclaim_wire`](Self::reclaim_wire) before it closes.
+    pub fn lend_wire(&self, wire: Arc<dyn Wire>) {
+        self.lanes.lock().wire = Some(wire);
+    }
+
+    /// The driver is about to write frames of its own (pongs, a ping): no
+    /// direct write happens until it next asks for a batch. A partly written
+    /// frame is moved into `batch`, to be written first.
+    pub fn reserve_wire(&self, batch: &mut Batch) {
+        let mut lanes = self.lanes.lock();
+        lanes.wire_busy = true;
+        Self::take_partial(&mut lanes, batch);
+    }
+
+    /// Takes the wire back for good (the connection is ending): a partly
+    /// written frame is moved into `batch`, to be finished before a close
+    /// frame; the outbox drops its handle on the socket.
+    pub fn reclaim_wire(&self, batch: &mut Batch) {
+        let mut lanes = self.lanes.lock();
+        lanes.wire = None;
+        lanes.wire_busy = true;
+        Self::take_partial(&mut lanes, batch);
+    }
+
+    fn take_partial(lanes: &mut Lanes, batch: &mut Batch) {
+        if let Some(partial) = lanes.partial.take() {
+            let (frame, written) = *partial;
+            debug_assert!(batch.frames.is_empty(), "a part-written frame goes first");
+            batch.frames.insert(0, frame);
+            batch.written = written;
+        }
+    }
+
     /// Moves queued frames into `out` without waiting: all control frames, then
     /// data frames until about `max_bytes` (at least one). `None` when nothing
     /// is queued and no close is pending.
-    pub fn try_drain(&self, out: &mut Vec<TextFrame>, max_bytes: usize) -> Option<Drained> {
+    pub fn try_drain(&self, out: &mut Batch, max_bytes: usize) -> Option<Drained> {
         let mut lanes = self.lanes.lock();
         Self::take_batch(&mut lanes, out, max_bytes)
     }
 
-    fn take_batch(
-        lanes: &mut Lanes,
-        out: &mut Vec<TextFrame>,
-        max_bytes: usize,
-    ) -> Option<Drained> {
+    /// Takes the next batch; the wire is the driver's while it writes one.
+    fn take_batch(lanes: &mut Lanes, out: &mut Batch, max_bytes: usize) -> Option<Drained> {
+        let drained = Self::take_frames(lanes, out, max_bytes);
+        lanes.wire_busy = drained.is_some();
+        drained
+    }
+
+    fn take_frames(lanes: &mut Lanes, batch: &mut Batch, max_bytes: usize) -> Option<Drained> {
         if let Some(Closing::Now(reason)) = lanes.closing {
+            Self::take_partial(lanes, batch);
             return Some(Drained::Close(reason));
         }
-        let before = out.len();
+        let before = batch.frames.len();
+        Self::take_partial(lanes, batch);
+        let out = &mut batch.frames;
         let mut taken = 0;
         while let Some(frame) = lanes.control.pop_front() {
             lanes.control_bytes -= frame.len();
@@ -368,7 +521,7 @@ impl Outbox {
     pub fn poll_drain(
         &self,
         cx: &mut Context<'_>,
-        out: &mut Vec<TextFrame>,
+        out: &mut Batch,
         max_bytes: usize,
     ) -> Poll<Drained> {
         let mut lanes = self.lanes.lock();
@@ -392,7 +545,7 @@ impl Outbox {
     /// twice): every idle connection's task holds one.
     pub fn drain<'a>(
         &'a self,
-        out: &'a mut Vec<TextFrame>,
+        out: &'a mut Batch,
         max_bytes: usize,
     ) -> impl Future<Output = Drained> + 'a {
         poll_fn(move |cx| self.poll_drain(cx, out, max_bytes))
@@ -400,168 +553,4 @@ impl Outbox {
 }
 
 #[cfg(test)]
-mod tests {
-    use super::*;
-    use std::sync::Arc;
-    use std::sync::atomic::{AtomicUsize, Ordering};
-    use std::task::Wake;
-
-    fn outbox(data: usize, control: usize, policy: SlowConsumerPolicy) -> Outbox {
-        Outbox::new(
-            ConnectionId(1),
-            None,
-            &HubConfig {
-                data_queue_bytes: data,
-                control_queue_bytes: control,
-                slow_consumer: policy,
-                ..HubConfig::default()
-            },
-        )
-    }
-
-    fn frame(text: &'static str) -> TextFrame {
-        TextFrame::from_static(text)
-    }
-
-    fn drain_all(outbox: &Outbox) -> (Vec<TextFrame>, Option<Drained>) {
-        let mut out = Vec::new();
-        let drained = outbox.try_drain(&mut out, usize::MAX);
-        (out, drained)
-    }
-
-    #[test]
-    fn control_frames_overtake_data_frames() {
-        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
-        outbox.push(Lane::Data, frame("d1"));
-        outbox.push(Lane::Data, frame("d2"));
-        outbox.push(Lane::Control, frame("c1"));
-        outbox.push(Lane::Data, frame("d3"));
-        outbox.push(Lane::Control, frame("c2"));
-        let (frames, drained) = drain_all(&outbox);
-        assert_eq!(frames, ["c1", "c2", "d1", "d2", "d3"].map(frame));
-        assert_eq!(drained, Some(Drained::Frames));
-        assert_eq!(outbox.try_drain(&mut Vec::new(), usize::MAX), None);
-    }
-
-    #[test]
-    fn a_batch_is_bounded_in_bytes_but_takes_at_least_one_frame() {
-        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
-        for _ in 0..4 {
-            outbox.push(Lane::Data, frame("0123456789"));
-        }
-        let mut out = Vec::new();
-        outbox.try_drain(&mut out, 15);
-        assert_eq!(out.len(), 2);
-        out.clear();
-        outbox.try_drain(&mut out, 1);
-        assert_eq!(out.len(), 1);
-        assert_eq!(outbox.queued_bytes(), 10);
-    }
-
-    #[test]
-    fn disconnect_policy_discards_the_queue_and_closes_with_1008() {
-        let outbox = outbox(25, 1024, SlowConsumerPolicy::Disconnect);
-        assert_eq!(
-            outbox.push(Lane::Data, frame("0123456789")),
-            PushOutcome::Queued { dropped: 0 }
-        );
-        outbox.push(Lane::Data, frame("0123456789"));
-        assert_eq!(
-            outbox.push(Lane::Data, frame("0123456789")),
-            PushOutcome::Overflowed
-        );
-        assert_eq!(outbox.queued_bytes(), 0);
-        assert_eq!(
-            outbox.push(Lane::Control, frame("late")),
-            PushOutcome::Closed
-        );
-        let (frames, drained) = drain_all(&outbox);
-        assert!(frames.is_empty());
-        assert_eq!(drained, Some(Drained::Close(CloseReason::SLOW_CONSUMER)));
-    }
-
-    #[test]
-    fn drop_oldest_policy_keeps_the_newest_frames() {
-        let outbox = outbox(25, 1024, SlowConsumerPolicy::DropOldest);
-        for text in ["aaaaaaaaa1", "aaaaaaaaa2", "aaaaaaaaa3", "aaaaaaaaa4"] {
-            outbox.push(Lane::Data, frame(text));
-        }
-        assert_eq!(
-            outbox.push(Lane::Data, frame("aaaaaaaaa5")),
-            PushOutcome::Queued { dropped: 1 }
-        );
-        let (frames, _) = drain_all(&outbox);
-        assert_eq!(frames, ["aaaaaaaaa4", "aaaaaaaaa5"].map(frame));
-    }
-
-    #[test]
-    fn a_single_oversized_frame_still_fits_an_empty_lane() {
-        let outbox = outbox(4, 4, SlowConsumerPolicy::Disconnect);
-        assert_eq!(
-            outbox.push(Lane::Data, frame("0123456789")),
-            PushOutcome::Queued { dropped: 0 }
-        );
-        assert_eq!(
-            outbox.push(Lane::Control, frame("0123456789")),
-            PushOutcome::Queued { dropped: 0 }
-        );
-        assert_eq!(
-            outbox.push(Lane::Control, frame("x")),
-            PushOutcome::Overflowed
-        );
-    }
-
-    #[test]
-    fn close_after_flush_delivers_everything_then_the_final_frame() {
-        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
-        outbox.push(Lane::Data, frame("d1"));
-        assert!(outbox.close_after_flush(Some(frame("bye")), CloseReason::SHUTDOWN));
-        assert_eq!(outbox.push(Lane::Data, frame("d2")), PushOutcome::Closed);
-        let (frames, drained) = drain_all(&outbox);
-        assert_eq!(frames, ["bye", "d1"].map(frame));
-        assert_eq!(drained, Some(Drained::Close(CloseReason::SHUTDOWN)));
-    }
-
-    #[test]
-    fn close_after_flush_waits_for_a_partially_drained_queue() {
-        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
-        outbox.push(Lane::Data, frame("d1"));
-        outbox.push(Lane::Data, frame("d2"));
-        outbox.close_after_flush(None, CloseReason::SHUTDOWN);
-        let mut out = Vec::new();
-        assert_eq!(outbox.try_drain(&mut out, 1), Some(Drained::Frames));
-        assert_eq!(
-            outbox.try_drain(&mut out, 1),
-            Some(Drained::Close(CloseReason::SHUTDOWN))
-        );
-        assert_eq!(out, ["d1", "d2"].map(frame));
-    }
-
-    struct CountingWaker(AtomicUsize);
-    impl Wake for CountingWaker {
-        fn wake(self: Arc<Self>) {
-            self.0.fetch_add(1, Ordering::SeqCst);
-        }
-    }
-
-    #[test]
-    fn a_waiting_driver_is_woken_once_per_idle_period() {
-        let outbox = outbox(1024, 1024, SlowConsumerPolicy::Disconnect);
-        let counter = Arc::new(CountingWaker(AtomicUsize::new(0)));
-        let waker = Waker::from(counter.clone());
-        let mut cx = Context::from_waker(&waker);
-        let mut out = Vec::new();
-        assert!(outbox.poll_drain(&mut cx, &mut out, 1024).is_pending());
-        outbox.push(Lane::Data, frame("a"));
-        outbox.push(Lane::Data, frame("b"));
-        assert_eq!(counter.0.load(Ordering::SeqCst), 1, "one wake per batch");
-        assert_eq!(
-            outbox.poll_drain(&mut cx, &mut out, 1024),
-            Poll::Ready(Drained::Frames)
-        );
-        assert_eq!(out.len(), 2);
-        assert!(outbox.poll_drain(&mut cx, &mut out, 1024).is_pending());
-        outbox.close_now(CloseReason::SLOW_CONSUMER);
-        assert_eq!(counter.0.load(Ordering::SeqCst), 2);
-    }
-}
+mod tests;
