@@ -63,11 +63,13 @@ pub struct HubConfig {
     /// connection cap it bounds the hub's memory in total.
     pub max_rooms: usize,
     /// Bytes of data frames (room messages, broadcasts) a connection may have
-    /// queued before the slow-consumer policy applies.
+    /// queued before the slow-consumer policy applies (at most 4 GiB; more
+    /// counts as 4 GiB).
     pub data_queue_bytes: usize,
     /// Bytes of control frames (acks, errors, system events) a connection may
     /// have queued; beyond it the connection is closed as a slow consumer,
-    /// because control frames are never dropped.
+    /// because control frames are never dropped. At most 4 GiB, like
+    /// `data_queue_bytes`.
     pub control_queue_bytes: usize,
     /// What to do with a connection whose data lane is full.
     pub slow_consumer: SlowConsumerPolicy,

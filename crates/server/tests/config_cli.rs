@@ -537,3 +537,15 @@ fn retired_buffer_keys_are_refused_with_what_replaced_them() {
     ));
     assert!(stderr.contains("no longer exists"), "{stderr}");
 }
+
+#[test]
+fn a_queue_over_4_gib_is_refused_naming_the_key() {
+    let stderr = refused(&wshub(
+        &["--listen", "127.0.0.1:0"],
+        &[("WSHUB_HUB__DATA_QUEUE_BYTES", "5000000000")],
+    ));
+    assert!(
+        stderr.contains("WSHUB_HUB__DATA_QUEUE_BYTES") && stderr.contains("4 GiB"),
+        "{stderr}"
+    );
+}

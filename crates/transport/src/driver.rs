@@ -12,18 +12,17 @@ use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
+use futures_util::FutureExt as _;
 use hyper::upgrade::Upgraded;
 use hyper_tungstenite::HyperWebsocket;
-use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
-use tokio::net::TcpStream;
 use tokio::time::timeout;
 use wshub_hub::{Batch, CloseCause, Connection, Drained, SAMPLE_EVERY, TimerOutcome};
 use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
 use crate::config::TransportConfig;
-use crate::socket::SharedIo;
+use crate::socket::Stream;
 use crate::ws::{CLOSE, Event, PING, PONG, Reader, close_payload, write_frames, write_frames_from};
 
 /// Bytes one read takes in, into a buffer shared by every connection a
@@ -67,56 +66,44 @@ enum Read {
 /// `guard` is whatever the caller needs held while the connection lives
 /// (e.g. its slot in a per-IP connection count); it is dropped at the end.
 ///
-/// A plain function returning an `async move` block rather than an `async
-/// fn`: an async fn keeps each argument twice (as captured and as a local),
-/// which would cost every connection its `Connection` again.
+/// Two stages chained, not one `async` block: a coroutine keeps a slot for
+/// everything it captured for its whole life, so the upgrade's handle and
+/// a second copy of what the connection needs would stay in every idle
+/// connection's task.
+pub(crate) fn run(
+    upgrade: Pin<Box<HyperWebsocket>>,
+    conn: Connection,
+    config: Arc<TransportConfig>,
+    guard: Option<Box<dyn Any + Send + Sync>>,
+) -> impl Future<Output = ()> + Send {
+    Box::pin(finish_upgrade(upgrade)).then(move |upgraded| {
+        let io = upgraded.map(|upgraded| Stream::of(upgraded, &conn));
+        live(io, conn, config, guard)
+    })
+}
+
+/// Serves the connection on `io` (none: the upgrade did not complete), then
+/// closes it. A plain function
+/// returning an `async move` block rather than an `async fn`, which keeps
+/// each argument twice (as captured and as a local).
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn would keep every argument twice in the task"
 )]
-pub(crate) fn run(
-    upgrade: Pin<Box<HyperWebsocket>>,
+fn live(
+    mut io: Option<Stream>,
     mut conn: Connection,
     config: Arc<TransportConfig>,
     guard: Option<Box<dyn Any + Send + Sync>>,
 ) -> impl Future<Output = ()> + Send {
     async move {
-        let Some(upgraded) = Box::pin(finish_upgrade(upgrade)).await else {
+        // Borrowed in place: a moved-out upvar keeps its slot in the task.
+        let Some(io) = &mut io else {
             return;
         };
         tracing::debug!("connected");
-        // A TCP socket (what the server accepts) is shared with the hub's
-        // fan-out; any other stream an embedder hands hyper is driven alone.
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let io = SharedIo::new(parts.io.into_inner(), parts.read_buf);
-                conn.outbox().lend_wire(io.wire());
-                live(io, &mut conn, &config).await;
-            }
-            Err(upgraded) => live(TokioIo::new(upgraded), &mut conn, &config).await,
-        }
-        // Dropping the connection leaves its rooms and unregisters it.
-        drop(conn);
-        drop(guard);
-    }
-}
-
-/// Serves the connection on `io`, then closes it.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would keep every argument twice in the task"
-)]
-fn live<'a, S>(
-    mut io: S,
-    conn: &'a mut Connection,
-    config: &'a TransportConfig,
-) -> impl Future<Output = ()> + Send + 'a
-where
-    S: AsyncRead + AsyncWrite + Unpin + Send + 'a,
-{
-    async move {
         let mut reader = Reader::new(config.max_message_bytes);
-        let exit = serve(&mut io, &mut reader, conn, config).await;
+        let exit = serve(io, &mut reader, &mut conn, &config).await;
         // From here on only the driver writes: a frame the fan-out wrote
         // part of is finished before the close frame.
         let mut rest = Batch::default();
@@ -131,10 +118,13 @@ where
                 // Boxed, like every await below that is not the idle wait: a task
                 // is as large as its largest state, and an idle connection should
                 // not pay for the states it is not in.
-                Box::pin(close(&mut io, &mut reader, rest, reason, config)).await;
+                Box::pin(close(io, &mut reader, rest, reason, &config)).await;
             }
             Exit::Gone(cause) => tracing::debug!(cause = cause.label(), "disconnected"),
         }
+        // Dropping the connection leaves its rooms and unregisters it.
+        drop(conn);
+        drop(guard);
     }
 }
 
@@ -165,7 +155,6 @@ where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async move {
-        let mut batch = Batch::default();
         // Counts written frames down to the next one whose latency is sampled.
         let mut sample_countdown = SAMPLE_EVERY;
         let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
@@ -174,12 +163,12 @@ where
             // calls for is one boxed future, awaited after the wait's state
             // is gone. So an idle task holds only the wait.
             let work: Option<Work<'_>> = {
-                let woken = next_event(conn, io, reader, &mut batch, timer.as_mut(), config).await;
+                let woken = next_event(conn, io, reader, timer.as_mut(), config).await;
                 match woken {
-                    Woken::Drained(drained) => Some(Box::pin(flush(
+                    Woken::Drained(drained, batch) => Some(Box::pin(flush(
                         io,
                         conn,
-                        &mut batch,
+                        batch,
                         &mut sample_countdown,
                         drained,
                         config,
@@ -251,7 +240,7 @@ type Work<'a> = Pin<Box<dyn Future<Output = Option<Exit>> + Send + 'a>>;
 
 /// What woke the serve loop.
 enum Woken {
-    Drained(Drained),
+    Drained(Drained, Batch),
     Read(io::Result<Read>),
     Timer,
 }
@@ -267,18 +256,28 @@ fn next_event<'a, S: AsyncRead + Unpin>(
     conn: &'a Connection,
     io: &'a mut S,
     reader: &'a mut Reader,
-    batch: &'a mut Batch,
     timer: Pin<&'a mut tokio::time::Sleep>,
     config: &'a TransportConfig,
 ) -> impl Future<Output = Woken> + 'a {
     async move {
         tokio::select! {
             biased;
-            drained = conn.outbox().drain(batch, config.max_batch_bytes) => Woken::Drained(drained),
+            (drained, batch) = next_batch(conn, config.max_batch_bytes) => Woken::Drained(drained, batch),
             read = read_some(io, reader) => Woken::Read(read),
             () = timer => Woken::Timer,
         }
     }
+}
+
+/// The outbox's next batch. The batch exists only inside a poll and is
+/// handed over once ready: an idle connection holds none.
+fn next_batch(conn: &Connection, max_bytes: usize) -> impl Future<Output = (Drained, Batch)> + '_ {
+    std::future::poll_fn(move |cx| {
+        let mut batch = Batch::default();
+        conn.outbox()
+            .poll_drain(cx, &mut batch, max_bytes)
+            .map(|drained| (drained, batch))
+    })
 }
 
 /// What the client's frames of one read call for from the socket.
@@ -362,14 +361,14 @@ async fn answer<S: AsyncWrite + Unpin>(
 async fn flush<S: AsyncWrite + Unpin>(
     io: &mut S,
     conn: &mut Connection,
-    batch: &mut Batch,
+    batch: Batch,
     sample_countdown: &mut u32,
     drained: Drained,
     config: &TransportConfig,
 ) -> Option<Exit> {
     conn.handle_server_commands();
     let sample = pick_sample(&batch.frames, sample_countdown);
-    let written = write_batch(io, batch, config.write_timeout).await;
+    let written = write_batch(io, &batch, config.write_timeout).await;
     if let (Some(frame), Ok(())) = (sample, &written) {
         conn.sample_delivery(&frame, now_ms());
     }
@@ -418,7 +417,7 @@ fn pick_sample(batch: &[TextFrame], countdown: &mut u32) -> Option<TextFrame> {
 /// writes, then flushes once.
 async fn write_batch<S: AsyncWrite + Unpin>(
     io: &mut S,
-    batch: &mut Batch,
+    batch: &Batch,
     limit: Duration,
 ) -> Result<(), Exit> {
     if batch.frames.is_empty() {
@@ -426,8 +425,6 @@ async fn write_batch<S: AsyncWrite + Unpin>(
     }
     // The frames go out as they are, straight from their shared bytes.
     let written = timeout(limit, write_frames_from(io, &batch.frames, batch.written)).await;
-    // A burst's batch leaves no capacity behind on an idle connection.
-    batch.clear();
     match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(write_error(&err)),

@@ -10,9 +10,11 @@ use std::sync::Arc;
 use std::task::{Context, Poll, ready};
 
 use bytes::{Buf, Bytes};
+use hyper::upgrade::Upgraded;
+use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
-use wshub_hub::{Sent, Wire};
+use wshub_hub::{Connection, Sent, Wire};
 use wshub_protocol::TextFrame;
 
 use crate::ws::{FrameHeader, TEXT};
@@ -62,15 +64,18 @@ impl Wire for Socket {
 pub(crate) struct SharedIo {
     socket: Arc<Socket>,
     /// Bytes hyper read past the upgrade request (a client that did not wait
-    /// for the 101): read before the socket. Empty almost always.
-    early: Bytes,
+    /// for the 101): read before the socket. `None` almost always, and
+    /// boxed: every idle connection's task holds this field.
+    early: Option<Box<Bytes>>,
 }
 
 impl SharedIo {
     pub(crate) fn new(stream: TcpStream, early: Bytes) -> Self {
         Self {
             socket: Arc::new(Socket { stream }),
-            early,
+            // Copied out: hyper's slice would keep its whole read buffer
+            // (kilobytes) alive for the connection's life.
+            early: (!early.is_empty()).then(|| Box::new(Bytes::copy_from_slice(&early))),
         }
     }
 
@@ -86,10 +91,13 @@ impl AsyncRead for SharedIo {
         cx: &mut Context<'_>,
         buf: &mut ReadBuf<'_>,
     ) -> Poll<io::Result<()>> {
-        if !self.early.is_empty() {
-            let n = self.early.len().min(buf.remaining());
-            buf.put_slice(&self.early[..n]);
-            self.early.advance(n);
+        if let Some(early) = &mut self.early {
+            let n = early.len().min(buf.remaining());
+            buf.put_slice(&early[..n]);
+            early.advance(n);
+            if early.is_empty() {
+                self.early = None;
+            }
             return Poll::Ready(Ok(()));
         }
         let stream = &self.socket.stream;
@@ -142,5 +150,85 @@ impl AsyncWrite for SharedIo {
 
     fn poll_shutdown(self: Pin<&mut Self>, _: &mut Context<'_>) -> Poll<io::Result<()>> {
         Poll::Ready(socket2::SockRef::from(&self.socket.stream).shutdown(Shutdown::Write))
+    }
+}
+
+/// What the driver reads and writes: the shared TCP socket, or, for any
+/// other stream an embedder hands hyper (TLS, say), that stream alone.
+pub(crate) enum Stream {
+    Shared(SharedIo),
+    /// Boxed: rare, and every connection's task holds a `Stream`.
+    Alone(Box<TokioIo<Upgraded>>),
+}
+
+impl Stream {
+    /// The upgraded stream for `conn`; a TCP socket is lent to its outbox.
+    pub(crate) fn of(upgraded: Upgraded, conn: &Connection) -> Self {
+        match upgraded.downcast::<TokioIo<TcpStream>>() {
+            Ok(parts) => {
+                let io = SharedIo::new(parts.io.into_inner(), parts.read_buf);
+                conn.outbox().lend_wire(io.wire());
+                Self::Shared(io)
+            }
+            Err(upgraded) => Self::Alone(Box::new(TokioIo::new(upgraded))),
+        }
+    }
+}
+
+impl AsyncRead for Stream {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Shared(io) => Pin::new(io).poll_read(cx, buf),
+            Self::Alone(io) => Pin::new(&mut **io).poll_read(cx, buf),
+        }
+    }
+}
+
+impl AsyncWrite for Stream {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Shared(io) => Pin::new(io).poll_write(cx, buf),
+            Self::Alone(io) => Pin::new(&mut **io).poll_write(cx, buf),
+        }
+    }
+
+    fn poll_write_vectored(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        slices: &[IoSlice<'_>],
+    ) -> Poll<io::Result<usize>> {
+        match self.get_mut() {
+            Self::Shared(io) => Pin::new(io).poll_write_vectored(cx, slices),
+            Self::Alone(io) => Pin::new(&mut **io).poll_write_vectored(cx, slices),
+        }
+    }
+
+    fn is_write_vectored(&self) -> bool {
+        match self {
+            Self::Shared(io) => io.is_write_vectored(),
+            Self::Alone(io) => io.is_write_vectored(),
+        }
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Shared(io) => Pin::new(io).poll_flush(cx),
+            Self::Alone(io) => Pin::new(&mut **io).poll_flush(cx),
+        }
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        match self.get_mut() {
+            Self::Shared(io) => Pin::new(io).poll_shutdown(cx),
+            Self::Alone(io) => Pin::new(&mut **io).poll_shutdown(cx),
+        }
     }
 }

@@ -77,14 +77,6 @@ pub enum Drained {
     Close(CloseReason),
 }
 
-#[derive(Debug, Clone, Copy)]
-enum Closing {
-    /// Discard what is queued and close at once (slow consumer).
-    Now(CloseReason),
-    /// Deliver everything queued, then close (graceful shutdown).
-    AfterFlush(CloseReason),
-}
-
 /// What the server asks a connection to do on its own behalf (the HTTP
 /// API's subscribe and unsubscribe): applied by the connection itself, since
 /// only it owns its room set.
@@ -106,38 +98,46 @@ pub(crate) enum Queued {
     Dropped(wshub_protocol::RoomName),
 }
 
+/// What an outbox holds only now and then, boxed together so that an idle
+/// connection pays one pointer for all of it.
 #[derive(Debug, Default)]
-struct Lanes {
-    /// Boxed: rare, and every idle connection would pay a deque's four
-    /// words for it.
-    #[expect(
-        clippy::box_collection,
-        reason = "every connection holds this field; the box keeps it one word"
-    )]
-    commands: Option<Box<VecDeque<Queued>>>,
-    control: VecDeque<TextFrame>,
-    control_bytes: usize,
-    data: VecDeque<TextFrame>,
-    data_bytes: usize,
+struct Rare {
+    /// What the server asked the connection to do.
+    commands: VecDeque<Queued>,
     /// A recovering join's missed messages: sent after the control lane and
     /// before the data lane (where the room's live messages queue behind
     /// them). Not counted against the data lane's limit: the frames are the
     /// room history's own, shared, so they cost pointers, and a recovery
     /// must not trip the slow-consumer policy it is there to repair.
-    /// Boxed: rare, and an idle connection pays one pointer for it, not a
-    /// deque's four words.
-    #[expect(
-        clippy::box_collection,
-        reason = "every connection holds this field; the box keeps it one word"
-    )]
-    replay: Option<Box<VecDeque<TextFrame>>>,
-    closing: Option<Closing>,
+    replay: VecDeque<TextFrame>,
+    /// A frame the wire took only part of, and how much: the driver writes
+    /// the rest before anything else.
+    partial: Option<(TextFrame, usize)>,
+}
+
+impl Rare {
+    fn is_empty(&self) -> bool {
+        self.commands.is_empty() && self.replay.is_empty() && self.partial.is_none()
+    }
+}
+
+#[derive(Debug, Default)]
+struct Lanes {
+    control: VecDeque<TextFrame>,
+    control_bytes: usize,
+    data: VecDeque<TextFrame>,
+    data_bytes: usize,
+    /// `Some` only while it holds something.
+    rare: Option<Box<Rare>>,
+    /// Why the connection is closing, once it is.
+    closing: Option<CloseReason>,
+    /// The close discards what is queued and happens at once (slow
+    /// consumer, a hub decision); otherwise everything queued is delivered
+    /// first (graceful shutdown).
+    close_at_once: bool,
     waker: Option<Waker>,
     /// The connection's socket, while its driver lends it for direct writes.
     wire: Option<Arc<dyn Wire>>,
-    /// A frame the wire took only part of, and how much: the driver writes
-    /// the rest before anything else. Boxed: rare.
-    partial: Option<Box<(TextFrame, usize)>>,
     /// The driver is writing on its own (a batch it drained, or frames of
     /// its own such as pongs) until it next asks for a batch: a direct write
     /// now could land in the middle of that.
@@ -150,11 +150,23 @@ struct Lanes {
 
 impl Lanes {
     fn is_empty(&self) -> bool {
-        self.control.is_empty()
-            && self.replay.is_none()
-            && self.data.is_empty()
-            && self.commands.is_none()
-            && self.partial.is_none()
+        self.control.is_empty() && self.data.is_empty() && self.rare.is_none()
+    }
+
+    fn rare(&mut self) -> &mut Rare {
+        self.rare.get_or_insert_default()
+    }
+
+    /// Frees the rare part once it holds nothing.
+    fn tidy(&mut self) {
+        if self.rare.as_ref().is_some_and(|rare| rare.is_empty()) {
+            self.rare = None;
+        }
+    }
+
+    fn close(&mut self, reason: CloseReason, at_once: bool) {
+        self.closing = Some(reason);
+        self.close_at_once = at_once;
     }
 
     /// Whether a frame offered at `tick` may go straight to the wire: it
@@ -179,7 +191,10 @@ impl Lanes {
         // Fresh deques give the memory back; `clear` would keep the capacity.
         self.control = VecDeque::new();
         self.data = VecDeque::new();
-        self.replay = None;
+        if let Some(rare) = &mut self.rare {
+            rare.replay = VecDeque::new();
+        }
+        self.tidy();
         self.control_bytes = 0;
         self.data_bytes = 0;
     }
@@ -212,8 +227,10 @@ fn wake_after_unlock(mut lanes: parking_lot::MutexGuard<'_, Lanes>) {
 pub struct Outbox {
     id: ConnectionId,
     user: Option<std::sync::Arc<str>>,
-    data_limit: usize,
-    control_limit: usize,
+    /// The lanes' limits in bytes: `u32` (4 GiB) keeps every connection's
+    /// outbox in a smaller allocation.
+    data_limit: u32,
+    control_limit: u32,
     policy: SlowConsumerPolicy,
     lanes: Mutex<Lanes>,
 }
@@ -227,8 +244,8 @@ impl Outbox {
         Self {
             id,
             user,
-            data_limit: config.data_queue_bytes,
-            control_limit: config.control_queue_bytes,
+            data_limit: u32::try_from(config.data_queue_bytes).unwrap_or(u32::MAX),
+            control_limit: u32::try_from(config.control_queue_bytes).unwrap_or(u32::MAX),
             policy: config.slow_consumer,
             lanes: Mutex::new(Lanes::default()),
         }
@@ -270,7 +287,7 @@ impl Outbox {
             match wire.try_send(frame) {
                 Sent::Whole => return PushOutcome::Written,
                 Sent::Part(written) => {
-                    lanes.partial = Some(Box::new((frame.clone(), written)));
+                    lanes.rare().partial = Some((frame.clone(), written));
                     wake_after_unlock(lanes);
                     return PushOutcome::Written;
                 }
@@ -291,7 +308,9 @@ impl Outbox {
         let mut dropped = 0;
         match lane {
             Lane::Control => {
-                if lanes.control_bytes + len > self.control_limit && !lanes.control.is_empty() {
+                if lanes.control_bytes + len > self.control_limit as usize
+                    && !lanes.control.is_empty()
+                {
                     return self.overflow(lanes);
                 }
                 lanes.control_bytes += len;
@@ -300,11 +319,11 @@ impl Outbox {
             Lane::Data => {
                 // One frame always fits into an empty lane, so a message up to
                 // the size limit is delivered even with a tiny queue.
-                if lanes.data_bytes + len > self.data_limit && !lanes.data.is_empty() {
+                if lanes.data_bytes + len > self.data_limit as usize && !lanes.data.is_empty() {
                     match self.policy {
                         SlowConsumerPolicy::Disconnect => return self.overflow(lanes),
                         SlowConsumerPolicy::DropOldest => {
-                            while lanes.data_bytes + len > self.data_limit {
+                            while lanes.data_bytes + len > self.data_limit as usize {
                                 let Some(old) = lanes.data.pop_front() else {
                                     break;
                                 };
@@ -323,20 +342,21 @@ impl Outbox {
     }
 
     /// Queues a recovering join's missed messages, in order, ahead of the
-    /// data lane and outside its limit (see `Lanes::replay`).
+    /// data lane and outside its limit (see `Rare::replay`).
     pub fn push_replay(&self, frames: impl IntoIterator<Item = TextFrame>) -> PushOutcome {
         let mut lanes = self.lanes.lock();
         if lanes.closing.is_some() {
             return PushOutcome::Closed;
         }
-        lanes.replay.get_or_insert_default().extend(frames);
+        lanes.rare().replay.extend(frames);
+        lanes.tidy();
         wake_after_unlock(lanes);
         PushOutcome::Queued { dropped: 0 }
     }
 
     fn overflow(&self, mut lanes: parking_lot::MutexGuard<'_, Lanes>) -> PushOutcome {
         lanes.discard_all();
-        lanes.closing = Some(Closing::Now(CloseReason::SLOW_CONSUMER));
+        lanes.close(CloseReason::SLOW_CONSUMER, true);
         wake_after_unlock(lanes);
         PushOutcome::Overflowed
     }
@@ -355,21 +375,26 @@ impl Outbox {
 
     fn queue(&self, command: Queued) -> bool {
         let mut lanes = self.lanes.lock();
-        if lanes.closing.is_some() || lanes.commands.as_ref().is_some_and(|c| c.len() >= 1024) {
+        let full = lanes
+            .rare
+            .as_ref()
+            .is_some_and(|rare| rare.commands.len() >= 1024);
+        if lanes.closing.is_some() || full {
             return false;
         }
-        lanes.commands.get_or_insert_default().push_back(command);
+        lanes.rare().commands.push_back(command);
         wake_after_unlock(lanes);
         true
     }
 
     pub(crate) fn take_commands(&self) -> VecDeque<Queued> {
-        self.lanes
-            .lock()
-            .commands
-            .take()
-            .map(|commands| *commands)
-            .unwrap_or_default()
+        let mut lanes = self.lanes.lock();
+        let Some(rare) = &mut lanes.rare else {
+            return VecDeque::new();
+        };
+        let commands = std::mem::take(&mut rare.commands);
+        lanes.tidy();
+        commands
     }
 
     /// Asks the driver to deliver what is queued, then `final_frame` (control
@@ -384,7 +409,7 @@ impl Outbox {
             lanes.control_bytes += frame.len();
             lanes.control.push_back(frame);
         }
-        lanes.closing = Some(Closing::AfterFlush(reason));
+        lanes.close(reason, false);
         wake_after_unlock(lanes);
         true
     }
@@ -393,7 +418,7 @@ impl Outbox {
     pub fn close_now(&self, reason: CloseReason) {
         let mut lanes = self.lanes.lock();
         lanes.discard_all();
-        lanes.closing = Some(Closing::Now(reason));
+        lanes.close(reason, true);
         wake_after_unlock(lanes);
     }
 
@@ -406,9 +431,9 @@ impl Outbox {
     pub fn queued_bytes(&self) -> usize {
         let lanes = self.lanes.lock();
         let replay: usize = lanes
-            .replay
+            .rare
             .iter()
-            .flat_map(|r| r.iter())
+            .flat_map(|rare| rare.replay.iter())
             .map(|f| f.len())
             .sum();
         lanes.control_bytes + replay + lanes.data_bytes
@@ -444,11 +469,14 @@ impl Outbox {
     }
 
     fn take_partial(lanes: &mut Lanes, batch: &mut Batch) {
-        if let Some(partial) = lanes.partial.take() {
-            let (frame, written) = *partial;
+        let Some(rare) = &mut lanes.rare else {
+            return;
+        };
+        if let Some((frame, written)) = rare.partial.take() {
             debug_assert!(batch.frames.is_empty(), "a part-written frame goes first");
             batch.frames.insert(0, frame);
             batch.written = written;
+            lanes.tidy();
         }
     }
 
@@ -468,7 +496,9 @@ impl Outbox {
     }
 
     fn take_frames(lanes: &mut Lanes, batch: &mut Batch, max_bytes: usize) -> Option<Drained> {
-        if let Some(Closing::Now(reason)) = lanes.closing {
+        if let Some(reason) = lanes.closing
+            && lanes.close_at_once
+        {
             Self::take_partial(lanes, batch);
             return Some(Drained::Close(reason));
         }
@@ -481,17 +511,15 @@ impl Outbox {
             taken += frame.len();
             out.push(frame);
         }
-        if let Some(replay) = &mut lanes.replay {
+        if let Some(rare) = &mut lanes.rare {
             while taken < max_bytes {
-                let Some(frame) = replay.pop_front() else {
+                let Some(frame) = rare.replay.pop_front() else {
                     break;
                 };
                 taken += frame.len();
                 out.push(frame);
             }
-            if replay.is_empty() {
-                lanes.replay = None;
-            }
+            lanes.tidy();
         }
         while taken < max_bytes {
             let Some(frame) = lanes.data.pop_front() else {
@@ -501,13 +529,16 @@ impl Outbox {
             taken += frame.len();
             out.push(frame);
         }
-        let commands_waiting = lanes.commands.is_some();
+        let commands_waiting = lanes
+            .rare
+            .as_ref()
+            .is_some_and(|rare| !rare.commands.is_empty());
         if lanes.is_empty() {
             // An idle connection should not keep the capacity of its last burst.
             if lanes.data.capacity() > 64 {
                 lanes.data = VecDeque::new();
             }
-            if let Some(Closing::AfterFlush(reason)) = lanes.closing {
+            if let Some(reason) = lanes.closing {
                 return Some(Drained::Close(reason));
             }
         }

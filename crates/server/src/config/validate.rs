@@ -203,6 +203,14 @@ impl Config {
                 ),
             );
         }
+        for (key, bytes) in [
+            ("hub.data_queue_bytes", h.data_queue_bytes),
+            ("hub.control_queue_bytes", h.control_queue_bytes),
+        ] {
+            if u32::try_from(bytes).is_err() {
+                issues.push(key, format!("{bytes} is over the 4 GiB a queue may hold"));
+            }
+        }
         if h.control_queue_bytes < 1024 {
             issues.push(
                 "hub.control_queue_bytes",

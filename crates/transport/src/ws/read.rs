@@ -47,11 +47,17 @@ struct Header {
 }
 
 /// Reads frames for one connection; see the module docs.
-/// 40 bytes per connection: a fragmented message (rare) is boxed.
+/// 24 bytes per connection: an incomplete frame and a fragmented message
+/// (both rare on an idle connection) are boxed.
 #[derive(Debug, Default)]
 pub(crate) struct Reader {
-    /// An incomplete frame's bytes so far (empty between frames).
-    partial: Vec<u8>,
+    /// An incomplete frame's bytes so far (`None` between frames). Boxed:
+    /// every idle connection's task holds this field.
+    #[expect(
+        clippy::box_collection,
+        reason = "every connection holds this field; the box keeps it one word"
+    )]
+    partial: Option<Box<Vec<u8>>>,
     /// A fragmented message: whether it is text, and its payload so far.
     fragments: Option<Box<(bool, Vec<u8>)>>,
     /// The largest message accepted.
@@ -71,7 +77,8 @@ impl Reader {
     /// "memory returns to idle").
     #[cfg(test)]
     pub(crate) fn held_capacity(&self) -> usize {
-        self.partial.capacity() + self.fragments.as_ref().map_or(0, |f| f.1.capacity())
+        self.partial.as_ref().map_or(0, |p| p.capacity())
+            + self.fragments.as_ref().map_or(0, |f| f.1.capacity())
     }
 
     /// Feeds bytes read from the socket; complete messages and control
@@ -84,11 +91,11 @@ impl Reader {
     ) -> Result<(), CloseReason> {
         let max_message = self.max_message;
         while !input.is_empty() {
-            if self.partial.is_empty() {
+            if self.partial.is_none() {
                 match self.check(parse_header(input), max_message)? {
                     None => {
                         // Not even the header yet: keep the few bytes.
-                        self.partial = input.to_vec();
+                        self.partial = Some(Box::new(input.to_vec()));
                         return Ok(());
                     }
                     Some(header) => {
@@ -99,7 +106,7 @@ impl Reader {
                         } else {
                             let mut partial = Vec::with_capacity(total);
                             partial.extend_from_slice(input);
-                            self.partial = partial;
+                            self.partial = Some(Box::new(partial));
                             return Ok(());
                         }
                     }
@@ -118,26 +125,29 @@ impl Reader {
         max_message: usize,
         events: &mut Vec<Event>,
     ) -> Result<&'a [u8], CloseReason> {
+        let mut partial = self.partial.take().unwrap_or_default();
         let header = loop {
-            if let Some(header) = self.check(parse_header(&self.partial), max_message)? {
+            if let Some(header) = self.check(parse_header(&partial), max_message)? {
                 break header;
             }
             // The header is still incomplete (at most 14 bytes): byte by
             // byte, so that not a byte of the next frame is taken.
             let [first, rest @ ..] = input else {
+                self.partial = Some(partial);
                 return Ok(input);
             };
-            self.partial.push(*first);
+            partial.push(*first);
             input = rest;
         };
         let total = header.len + header.payload;
         // Now the frame's size is known: hold exactly that much.
-        self.partial.reserve_exact(total - self.partial.len());
-        let take = input.len().min(total - self.partial.len());
-        self.partial.extend_from_slice(&input[..take]);
-        if self.partial.len() == total {
-            let frame = std::mem::take(&mut self.partial);
-            self.frame(header, &frame[header.len..], events)?;
+        partial.reserve_exact(total - partial.len());
+        let take = input.len().min(total - partial.len());
+        partial.extend_from_slice(&input[..take]);
+        if partial.len() == total {
+            self.frame(header, &partial[header.len..], events)?;
+        } else {
+            self.partial = Some(partial);
         }
         Ok(&input[take..])
     }
