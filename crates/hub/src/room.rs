@@ -5,7 +5,7 @@ use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 
 use parking_lot::Mutex;
-use rustc_hash::FxHashMap;
+use std::collections::BTreeMap;
 
 use wshub_protocol::TextFrame;
 
@@ -55,7 +55,11 @@ pub(crate) struct Room {
 
 #[derive(Debug)]
 struct Members {
-    by_id: FxHashMap<ConnectionId, Arc<Outbox>>,
+    /// Ordered by id, which is connection order: the fan-out then visits
+    /// outboxes (and sockets) roughly in the order they were allocated,
+    /// and clients in the order they connected, which measurably helps
+    /// both sides' caches in a large room.
+    by_id: BTreeMap<ConnectionId, Arc<Outbox>>,
     snapshot: Option<Arc<[Arc<Outbox>]>>,
     /// Whether the broker delivers the room's publications from other
     /// nodes here yet (always, with a broker that does not confirm rooms).
@@ -67,7 +71,7 @@ struct Members {
 impl Default for Members {
     fn default() -> Self {
         Self {
-            by_id: FxHashMap::default(),
+            by_id: BTreeMap::new(),
             snapshot: None,
             listening: true,
             held_acks: Vec::new(),
@@ -161,9 +165,6 @@ impl Room {
         let removed = members.by_id.remove(&id);
         if removed.is_some() {
             members.snapshot = None;
-            if members.by_id.is_empty() {
-                members.by_id = FxHashMap::default();
-            }
         }
         removed
     }
