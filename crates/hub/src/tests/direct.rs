@@ -19,16 +19,19 @@ impl Wire for Recorder {
     }
 }
 
-/// The hub's clock: 7 ms after the publishes below.
-fn seven_ms_later() -> u64 {
-    NOW + 7
+/// A hub whose clock reads 7 ms after the publishes below.
+fn hub_timing_7_ms() -> Hub {
+    fn seven_ms_later() -> u64 {
+        NOW + 7
+    }
+    Hub::builder(HubConfig::default())
+        .clock(seven_ms_later)
+        .build()
 }
 
 #[test]
 fn a_quiet_member_is_written_directly_and_counted_and_sampled() {
-    let hub = Hub::builder(HubConfig::default())
-        .clock(seven_ms_later)
-        .build();
+    let hub = hub_timing_7_ms();
     let mut alice = connect(&hub);
     let mut bob = connect(&hub);
     join(&mut alice, "r");
@@ -68,9 +71,7 @@ fn a_quiet_member_is_written_directly_and_counted_and_sampled() {
 
 #[test]
 fn one_direct_write_in_sample_every_is_timed_with_the_hubs_clock() {
-    let hub = Hub::builder(HubConfig::default())
-        .clock(seven_ms_later)
-        .build();
+    let hub = hub_timing_7_ms();
     let mut alice = connect(&hub);
     join(&mut alice, "r");
     let wire = Arc::new(Recorder::default());
