@@ -5,23 +5,20 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
-use wshub_protocol::{
-    CloseReason, Content, RoomName, SystemEvent, TextFrame, encode_disconnect, encode_message,
-    encode_system, encode_user_message,
-};
+use wshub_protocol::{CloseReason, RoomName, SystemEvent, TextFrame, encode_system};
 
 use crate::access::Identity;
-use crate::broker::{
-    Audience, Broker, Directive, DirectiveAction, DirectiveTarget, LocalBroker, Publication,
-};
+use crate::broker::{Broker, LocalBroker};
 use crate::config::HubConfig;
 use crate::connection::Connection;
 use crate::error::{AuthError, HubError};
 use crate::node::{ConnectionId, NodeId};
-use crate::outbox::{Outbox, PushOutcome, ServerCommand};
+use crate::outbox::{Outbox, PushOutcome};
 use crate::room::Room;
-use crate::stats::{CloseCause, Counters, Fanout, HubStats, QueueDepth};
+use crate::stats::{CloseCause, Counters, HubStats, QueueDepth};
 
+mod delivery;
+mod directives;
 mod rooms;
 mod shared;
 
@@ -395,255 +392,6 @@ impl Hub {
         }
     }
 
-    /// A publication enters the hub: it is handed to the broker for the other
-    /// nodes, then delivered to this node's audience (except its origin).
-    ///
-    /// Refused with [`HubError::Overloaded`], and delivered to no one, when
-    /// the broker cannot take it: the publisher is told instead of other
-    /// nodes silently missing it.
-    ///
-    /// When the broker keeps history for every node, a publication into a
-    /// room with history is delivered nowhere yet, not even here: the broker
-    /// gives it its offset and brings it back to every node, this one
-    /// included, through [`Hub::deliver_at`]. The returned fan-out is then
-    /// empty.
-    pub fn publish(&self, publication: &Publication) -> Result<Fanout, HubError> {
-        if let Some(retention) = self.shared_retention(&publication.audience) {
-            if self
-                .inner
-                .broker
-                .publish_logged(publication, retention)
-                .is_err()
-            {
-                Counters::add(&self.inner.counters.refused_publications, 1);
-                return Err(HubError::Overloaded);
-            }
-            Counters::add(&self.inner.counters.published, 1);
-            return Ok(Fanout::default());
-        }
-        if self.inner.broker.publish(publication).is_err() {
-            Counters::add(&self.inner.counters.refused_publications, 1);
-            return Err(HubError::Overloaded);
-        }
-        let counter = match publication.audience {
-            Audience::Room(_) | Audience::User(_) => &self.inner.counters.published,
-            Audience::Everyone => &self.inner.counters.broadcasts,
-        };
-        Counters::add(counter, 1);
-        Ok(self.deliver_local(publication))
-    }
-
-    /// A publication from another node enters this one: it is delivered to
-    /// this node's audience. One of this node's own publications, echoed back
-    /// by a broker, is ignored: it was delivered here when it was published.
-    pub fn deliver(&self, publication: &Publication) -> Fanout {
-        if publication.node == self.inner.config.node_id {
-            return Fanout::default();
-        }
-        self.deliver_local(publication)
-    }
-
-    /// Pushes to local recipients. Never blocks on a recipient: a full outbox
-    /// gets the slow-consumer policy and the others are not delayed. No lock
-    /// of the hub is held while pushing.
-    fn deliver_local(&self, publication: &Publication) -> Fanout {
-        let origin = publication
-            .origin
-            .filter(|_| publication.node == self.inner.config.node_id);
-        let mut fanout = Fanout::at(publication.time_ms);
-        match &publication.audience {
-            Audience::Room(room) => {
-                let Some(log) = self.inner.rooms.get(room).map(|state| state.log().cloned()) else {
-                    return fanout;
-                };
-                if let Some(log) = log {
-                    // Ordered by the room's history: offsets reach members in order.
-                    self.deliver_logged(&log, room, publication, origin, &mut fanout);
-                } else {
-                    let Some(members) = self.inner.rooms.get(room).map(|state| {
-                        state.count_publication(publication.time_ms);
-                        state.snapshot()
-                    }) else {
-                        return fanout;
-                    };
-                    Self::fan_out(&members, &publication.frame, origin, &mut fanout);
-                }
-            }
-            Audience::Everyone => {
-                Self::fan_out(
-                    &self.connection_snapshot(),
-                    &publication.frame,
-                    origin,
-                    &mut fanout,
-                );
-            }
-            Audience::User(user) => {
-                for outbox in self.user_outboxes(user) {
-                    fanout.push(&outbox, &publication.frame, origin);
-                }
-            }
-        }
-        self.count(&fanout);
-        fanout
-    }
-
-    /// Offers `frame` to every one of `members` but `origin`.
-    pub(crate) fn fan_out(
-        members: &[Arc<Outbox>],
-        frame: &TextFrame,
-        origin: Option<ConnectionId>,
-        fanout: &mut Fanout,
-    ) {
-        for outbox in members {
-            fanout.push(outbox, frame, origin);
-        }
-    }
-
-    /// Every registered outbox, collected first so that pushing to them
-    /// holds no registry lock (a woken driver may be unregistering).
-    fn connection_snapshot(&self) -> Vec<Arc<Outbox>> {
-        self.inner
-            .connections
-            .iter()
-            .map(|entry| Arc::clone(entry.value()))
-            .collect()
-    }
-
-    /// Publishes `content` to `room` on behalf of the server itself (`from`
-    /// is `"server"`, no `user`): for embedding services and the HTTP API.
-    /// Access rules do not apply; the room name was validated when built.
-    pub fn publish_to_room(
-        &self,
-        room: &RoomName,
-        content: &Content,
-        now_ms: u64,
-    ) -> Result<Fanout, HubError> {
-        let frame = encode_message(room, SERVER_SENDER, None, content.as_raw(), now_ms);
-        self.publish(&Publication {
-            audience: Audience::Room(room.clone()),
-            node: self.inner.config.node_id.clone(),
-            origin: None,
-            time_ms: now_ms,
-            frame,
-        })
-    }
-
-    fn user_outboxes(&self, user: &str) -> Vec<Arc<Outbox>> {
-        self.inner
-            .users
-            .get(user)
-            .map(|outboxes| outboxes.clone())
-            .unwrap_or_default()
-    }
-
-    /// Sends `content` to every connection of `user` (on every node, through
-    /// the broker), as `{"type":"message","user_target":..,"from":"server"}`.
-    pub fn send_to_user(
-        &self,
-        user: &str,
-        content: &Content,
-        now_ms: u64,
-    ) -> Result<Fanout, HubError> {
-        let frame = encode_user_message(user, content.as_raw(), now_ms);
-        self.publish(&Publication {
-            audience: Audience::User(Arc::from(user)),
-            node: self.inner.config.node_id.clone(),
-            origin: None,
-            time_ms: now_ms,
-            frame,
-        })
-    }
-
-    /// Closes the connections named by `target` (a wire id, or every
-    /// connection of a user) with `code` (4000–4999), on every node: each
-    /// gets what is queued, a `system`/`disconnect` frame carrying `reason`,
-    /// then the close. Returns how many were on this node.
-    pub fn disconnect(&self, target: &DisconnectTarget<'_>, code: u16, reason: &str) -> usize {
-        self.issue(
-            target,
-            DirectiveAction::Disconnect {
-                code,
-                reason: reason.to_owned(),
-            },
-        )
-    }
-
-    /// Asks the connections named by `target`, on every node, to join (or
-    /// leave) `room` on their own behalf; each applies it and is told with a
-    /// `system` frame. Returns how many were asked on this node.
-    pub fn command(&self, target: &DisconnectTarget<'_>, command: &ServerCommand) -> usize {
-        self.issue(target, DirectiveAction::Command(command.clone()))
-    }
-
-    /// Acts on this node's share of a directive and hands the rest to the
-    /// broker: a user may have connections anywhere, a wire id names its node.
-    fn issue(&self, target: &DisconnectTarget<'_>, action: DirectiveAction) -> usize {
-        let target = match *target {
-            DisconnectTarget::Connection(wire) => DirectiveTarget::Connection(wire.to_owned()),
-            DisconnectTarget::User(user) => DirectiveTarget::User(Arc::from(user)),
-        };
-        let directive = Directive {
-            node: self.inner.config.node_id.clone(),
-            target,
-            action,
-        };
-        let elsewhere = directive
-            .target
-            .node()
-            .is_none_or(|node| node != self.node_id().as_str());
-        if elsewhere {
-            self.inner.broker.direct(&directive);
-        }
-        self.act(&directive)
-    }
-
-    /// A directive issued on another node enters this one: this node's
-    /// connections among its targets act on it. Returns how many. One of
-    /// this node's own directives, echoed back by a broker, is ignored.
-    pub fn apply(&self, directive: &Directive) -> usize {
-        if directive.node == self.inner.config.node_id {
-            return 0;
-        }
-        self.act(directive)
-    }
-
-    fn act(&self, directive: &Directive) -> usize {
-        let outboxes = match &directive.target {
-            DirectiveTarget::Connection(wire) => {
-                self.target_outboxes(&DisconnectTarget::Connection(wire))
-            }
-            DirectiveTarget::User(user) => self.user_outboxes(user),
-        };
-        match &directive.action {
-            DirectiveAction::Disconnect { code, reason } => {
-                let frame = encode_disconnect(reason);
-                outboxes
-                    .iter()
-                    .filter(|outbox| {
-                        outbox.close_after_flush(
-                            Some(frame.clone()),
-                            CloseReason::disconnected(*code),
-                        )
-                    })
-                    .count()
-            }
-            DirectiveAction::Command(command) => outboxes
-                .iter()
-                .filter(|outbox| outbox.push_command(command.clone()))
-                .count(),
-        }
-    }
-
-    fn target_outboxes(&self, target: &DisconnectTarget<'_>) -> Vec<Arc<Outbox>> {
-        match target {
-            DisconnectTarget::Connection(wire) => ConnectionId::from_wire(wire, self.node_id())
-                .and_then(|id| self.inner.connections.get(&id).map(|o| Arc::clone(&o)))
-                .into_iter()
-                .collect(),
-            DisconnectTarget::User(user) => self.user_outboxes(user),
-        }
-    }
-
     /// How many connections `user` has on this node.
     pub fn user_connections(&self, user: &str) -> usize {
         self.inner
@@ -681,48 +429,6 @@ impl Hub {
                     .collect()
             })
             .unwrap_or_default()
-    }
-
-    /// Sends `frame` (an encoded server frame) to every connection's data lane.
-    pub fn broadcast(&self, frame: TextFrame, now_ms: u64) -> Result<Fanout, HubError> {
-        self.publish(&Publication {
-            audience: Audience::Everyone,
-            node: self.inner.config.node_id.clone(),
-            origin: None,
-            time_ms: now_ms,
-            frame,
-        })
-    }
-
-    fn count(&self, fanout: &Fanout) {
-        let counters = &self.inner.counters;
-        Counters::add(&counters.delivered, fanout.delivered as u64);
-
-        Counters::add(
-            &counters.slow_consumer_disconnects,
-            fanout.overflowed as u64,
-        );
-        Counters::add(&counters.dropped_frames, fanout.dropped as u64);
-        // The frames the fan-out wrote itself are sampled here, one in
-        // SAMPLE_EVERY across the hub like the drivers' own, each timed at
-        // the end of the fan-out: the last write's latency, an upper bound
-        // for the others.
-        if fanout.written > 0 {
-            let written = fanout.written as u64;
-            let before = counters
-                .written_directly
-                .fetch_add(written, Ordering::Relaxed);
-            let every = u64::from(crate::SAMPLE_EVERY);
-            let samples = (before + written) / every - before / every;
-            if samples > 0
-                && let Some(now_ms) = self.inner.clock
-            {
-                let took = now_ms().saturating_sub(fanout.at_ms());
-                for _ in 0..samples {
-                    self.record_delivery_latency(took);
-                }
-            }
-        }
     }
 
     /// Frees empty rooms whose `room_linger` has passed at `now_ms`; returns
