@@ -415,13 +415,15 @@ impl Hub {
         rooms
     }
 
+    /// `room`'s local members as the fan-out sees them (`None`: no such room).
+    pub(crate) fn members_of(&self, room: &str) -> Option<Arc<[Arc<Outbox>]>> {
+        self.inner.rooms.get(room).map(|state| state.snapshot())
+    }
+
     /// `room`'s local members: wire ids and users.
     pub fn room_member_details(&self, room: &str) -> Vec<(String, Option<String>)> {
         let node = self.node_id();
-        self.inner
-            .rooms
-            .get(room)
-            .map(|state| state.snapshot())
+        self.members_of(room)
             .map(|members| {
                 members
                     .iter()

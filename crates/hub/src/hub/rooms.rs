@@ -242,7 +242,7 @@ impl Hub {
             time_ms: now_ms,
             frame: frame.clone(),
         });
-        let Some(members) = self.inner.rooms.get(room).map(|state| state.snapshot()) else {
+        let Some(members) = self.members_of(room.as_str()) else {
             return;
         };
         let mut fanout = Fanout::at(now_ms);

@@ -321,10 +321,7 @@ impl Hub {
         let pending: FxHashSet<ConnectionId> =
             guard.pending.iter().map(|join| join.outbox.id()).collect();
         let behind: Vec<Arc<Outbox>> = self
-            .inner
-            .rooms
-            .get(room)
-            .map(|state| state.snapshot())
+            .members_of(room.as_str())
             .map(|members| {
                 members
                     .iter()
