@@ -16,9 +16,12 @@ pub struct RedisBrokerConfig {
     /// Redis Cluster: sharded pub/sub (`SSUBSCRIBE`/`SPUBLISH`, Redis 7+),
     /// so a channel's messages stay inside the shard that owns its slot.
     pub cluster: bool,
-    /// How often each Redis link is probed with a `PING`. A link that has
-    /// not answered one probe by the next is replaced: a connection that is
-    /// up but deaf is found within two intervals.
+    /// How often each Redis link is probed: the publishing one with `PING`,
+    /// the subscribing one with `CLIENT INFO`, which also counts the
+    /// subscriptions Redis holds for it. A link that has not answered one
+    /// probe by the next is replaced (a connection that is up but deaf is
+    /// found within two intervals), and so is a subscribing link whose count
+    /// differs from what it asked for at two probes in a row.
     pub probe_interval: Duration,
     /// Publications waiting for Redis, at most. Past it a publication is
     /// counted as failed rather than held: local delivery never waits.

@@ -33,6 +33,7 @@
 //! # Ok(()) }
 //! ```
 
+mod audit;
 mod channels;
 mod config;
 mod envelope;

@@ -174,6 +174,43 @@ impl Link {
         }
     }
 
+    /// How many channels Redis counts as subscribed on this link's
+    /// connections (`CLIENT INFO` on each; on a cluster, summed over every
+    /// master). Also a probe: it is answered only by a live, read link.
+    ///
+    /// This is how a subscription lost without notice is found: redis-rs
+    /// replaces a cluster connection whose check failed during a slot
+    /// refresh without a `Disconnection` push, and re-subscribes the new one
+    /// in a single `SSUBSCRIBE` that `CROSSSLOT` refuses.
+    pub(crate) async fn subscriptions(&mut self) -> RedisResult<usize> {
+        let info = cmd("CLIENT").arg("INFO").take();
+        match self {
+            Self::Single(conn) => {
+                let text: String = info.query_async(conn).await?;
+                Ok(subscriptions_in(&text))
+            }
+            Self::Cluster(conn) => {
+                let answers = conn
+                    .route_command(
+                        info,
+                        RoutingInfo::MultiNode((MultipleNodeRoutingInfo::AllMasters, None)),
+                    )
+                    .await?;
+                // With no response policy, redis-rs answers a map of each
+                // master's address to its reply.
+                let redis::Value::Map(answers) = answers else {
+                    return Err(unexpected("CLIENT INFO over the masters is not a map"));
+                };
+                let mut total = 0;
+                for (_, answer) in answers {
+                    let text: String = redis::from_redis_value(answer)?;
+                    total += subscriptions_in(&text);
+                }
+                Ok(total)
+            }
+        }
+    }
+
     /// Loads the broker's scripts (on a cluster, on every master), so that
     /// pipelined `EVALSHA`s find them.
     pub(crate) async fn load_scripts(&mut self) -> RedisResult<()> {
@@ -300,6 +337,20 @@ impl Wire {
     }
 }
 
+/// The channels, patterns and shard channels a `CLIENT INFO` line counts
+/// (`sub=`, `psub=`, `ssub=`).
+fn subscriptions_in(info: &str) -> usize {
+    info.split_ascii_whitespace()
+        .filter_map(|field| field.split_once('='))
+        .filter(|(name, _)| matches!(*name, "sub" | "psub" | "ssub"))
+        .filter_map(|(_, count)| count.parse::<usize>().ok())
+        .sum()
+}
+
+fn unexpected(what: &'static str) -> redis::RedisError {
+    redis::RedisError::from((redis::ErrorKind::UnexpectedReturnType, what))
+}
+
 /// `channels` grouped by hash slot, at most [`SUBSCRIBE_BATCH`] per group:
 /// a shard command may only name channels of one slot.
 fn by_slot(channels: &[String]) -> Vec<Vec<String>> {
@@ -324,6 +375,17 @@ fn by_slot(channels: &[String]) -> Vec<Vec<String>> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn client_info_counts_every_kind_of_subscription() {
+        let info = "id=7 addr=127.0.0.1:40428 laddr=127.0.0.1:6379 fd=8 name= age=3 \
+                    flags=P db=0 sub=3 psub=1 ssub=2 multi=-1 qbuf=0 resp=3";
+        assert_eq!(subscriptions_in(info), 6);
+        assert_eq!(subscriptions_in("id=3 flags=N sub=0 psub=0 ssub=0"), 0);
+        // Older servers have no `ssub`; a garbled count is not guessed at.
+        assert_eq!(subscriptions_in("id=3 sub=4 psub=0"), 4);
+        assert_eq!(subscriptions_in("id=3 sub=x ssub=2"), 2);
+    }
 
     #[test]
     fn shard_commands_never_mix_slots() {

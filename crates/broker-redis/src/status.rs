@@ -33,6 +33,10 @@ pub struct BrokerStatus {
     /// Channels this node is subscribed to (rooms and users with local
     /// members, plus its own and the broadcast channel).
     pub channels: usize,
+    /// Subscriptions Redis counted on the subscribing link at its last
+    /// probe: equal to `channels` but briefly (a link holding other than
+    /// what it asked for is replaced at the second probe that sees it).
+    pub channels_held: usize,
     /// Publications Redis accepted.
     pub published: u64,
     /// Publications that did not reach Redis although the hub accepted
@@ -57,6 +61,7 @@ pub(crate) struct Status {
     publisher_up: AtomicBool,
     subscriber_up: AtomicBool,
     channels: AtomicUsize,
+    channels_held: AtomicUsize,
     published: AtomicU64,
     publish_failures: AtomicU64,
     refused: AtomicU64,
@@ -81,6 +86,7 @@ impl Status {
             publisher_up: self.publisher_up.load(Ordering::Relaxed),
             subscriber_up: self.subscriber_up.load(Ordering::Relaxed),
             channels: self.channels.load(Ordering::Relaxed),
+            channels_held: self.channels_held.load(Ordering::Relaxed),
             published: self.published.load(Ordering::Relaxed),
             publish_failures: self.publish_failures.load(Ordering::Relaxed),
             refused: self.refused.load(Ordering::Relaxed),
@@ -125,6 +131,10 @@ impl Status {
 
     pub(crate) fn channels(&self, n: usize) {
         self.channels.store(n, Ordering::Relaxed);
+    }
+
+    pub(crate) fn channels_held(&self, n: usize) {
+        self.channels_held.store(n, Ordering::Relaxed);
     }
 
     fn flag(&self, link: LinkKind) -> &AtomicBool {

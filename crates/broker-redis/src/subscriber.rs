@@ -15,6 +15,7 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 use wshub_hub::Hub;
 
 use crate::Shared;
+use crate::audit::Audit;
 use crate::channels::Route;
 use crate::envelope::{Incoming, decode};
 use crate::link::{Link, PushSink};
@@ -219,6 +220,7 @@ async fn serve(
     let mut probe = interval(shared.config.probe_interval);
     probe.set_missed_tick_behavior(MissedTickBehavior::Delay);
     probe.tick().await;
+    let mut audit = Audit::default();
     let mut pending = Vec::new();
     loop {
         tokio::select! {
@@ -264,8 +266,13 @@ async fn serve(
                 _ => {}
             },
             _ = probe.tick() => {
-                match timeout(shared.config.probe_interval, link.probe()).await {
-                    Ok(Ok(())) => {}
+                match timeout(shared.config.probe_interval, link.subscriptions()).await {
+                    Ok(Ok(held)) => {
+                        shared.status.channels_held(held);
+                        if let Err(difference) = audit.check(held, wanted.len()) {
+                            return Some(difference);
+                        }
+                    }
                     Ok(Err(error)) => return Some(error.to_string()),
                     Err(_) => return Some("no answer to a probe: the connection is deaf".to_owned()),
                 }

@@ -152,6 +152,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "Redis channels this node is subscribed to",
     ),
     (
+        "wshub_broker_channels_held",
+        "Subscriptions Redis counted on this node's subscribing link at its last probe (differs from wshub_broker_channels only until the link is replaced)",
+    ),
+    (
         "wshub_broker_published_total",
         "Publications Redis accepted from this node",
     ),
@@ -291,6 +295,7 @@ impl Metrics {
                 gauge!("wshub_broker_up", "link" => "publish").set(up(status.publisher_up));
                 gauge!("wshub_broker_up", "link" => "subscribe").set(up(status.subscriber_up));
                 gauge!("wshub_broker_channels").set(status.channels as f64);
+                gauge!("wshub_broker_channels_held").set(status.channels_held as f64);
                 counter!("wshub_broker_published_total").absolute(status.published);
                 counter!("wshub_broker_publish_failures_total").absolute(status.publish_failures);
                 counter!("wshub_broker_publish_refused_total").absolute(status.refused);

@@ -59,7 +59,7 @@ async fn a_redis_cluster_carries_rooms_over_sharded_pubsub() {
     // Kill every pub/sub connection on every shard: the node notices,
     // re-subscribes slot by slot, and delivery resumes.
     let before = metric(&b.metrics().await, "wshub_broker_reconnects_total");
-    let killed: u64 = cluster
+    let killed: Vec<u64> = cluster
         .nodes
         .iter()
         .map(|node| {
@@ -68,10 +68,12 @@ async fn a_redis_cluster_carries_rooms_over_sharded_pubsub() {
                 .parse::<u64>()
                 .unwrap_or(0)
         })
-        .sum();
+        .collect();
+    // Both nodes hold rooms on the first shard. The later shards' counts
+    // depend on how far the nodes got replacing their links meanwhile.
     assert!(
-        killed >= 3,
-        "every shard had a subscriber connection: {killed}"
+        killed[0] >= 2,
+        "both nodes had a subscriber connection: {killed:?}"
     );
     let deadline = tokio::time::Instant::now() + WAIT;
     while metric(&b.metrics().await, "wshub_broker_reconnects_total") == before {
@@ -169,6 +171,10 @@ async fn a_migrated_slot_takes_its_room_to_the_new_owner() {
     }
     wait_listeners(|| subscribed_at(to_port), 2, "both nodes on the new owner").await;
     assert_eq!(subscribed_at(from_port), 0);
+    // Summed over the masters, Redis holds what each node asked for.
+    for server in &servers {
+        wait_all_held(server).await;
+    }
 
     publisher.publish("chat:moving", json!("moved")).await;
     assert_eq!(messages(&mut subscriber, 1).await[0]["content"], "moved");

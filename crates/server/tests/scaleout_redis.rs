@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde_json::{Value, json};
 use support::nodes::*;
 use support::redis::RedisProcess;
+use support::tap::RedisTap;
 use support::{Client, TestServer, WAIT, http_get};
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -365,6 +366,39 @@ async fn a_deaf_subscriber_connection_is_found_and_replaced() {
     .await;
     publisher.publish("chat:deaf", json!("heard")).await;
     assert_eq!(messages(&mut subscriber, 1).await[0]["content"], "heard");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_subscription_redis_dropped_without_a_word_is_found_and_restored() {
+    let redis = RedisProcess::start();
+    let tap = RedisTap::start(redis.port).await;
+    let servers = nodes(&[tap.url()], false, &["quiet-a", "quiet-b"]).await;
+    let (a, b) = (&servers[0], &servers[1]);
+    let mut publisher = user(a, "pub").await;
+    let mut subscriber = user(b, "sub").await;
+    publisher.join("chat:quiet").await;
+    subscriber.join("chat:quiet").await;
+    let channel = "wshub:room:{chat:quiet}";
+    wait_listeners(|| numsub(&redis, channel), 2, "both nodes subscribed").await;
+    let before = metric(&b.metrics().await, "wshub_broker_reconnects_total");
+
+    // Redis forgets both nodes' subscription to the room, and neither node
+    // is told (no push, no closed connection).
+    assert_eq!(tap.unsubscribe_silently(channel), 2);
+    wait_listeners(|| numsub(&redis, channel), 0, "dropped").await;
+
+    // The probes count what Redis holds, see the difference twice, and
+    // replace the links: both nodes listen again.
+    wait_listeners(|| numsub(&redis, channel), 2, "restored").await;
+    assert!(metric(&b.metrics().await, "wshub_broker_reconnects_total") > before);
+    wait_ready(b, true).await;
+    wait_all_held(b).await;
+    publisher.publish("chat:quiet", json!("heard again")).await;
+    assert_eq!(
+        messages(&mut subscriber, 1).await[0]["content"],
+        "heard again"
+    );
+    nothing_pending(&mut subscriber).await;
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -232,7 +232,7 @@ config_section! {
         cluster: bool = false,
         /// `/readyz` answers 503 `degraded` while Redis is unreachable
         required_for_ready: bool = true,
-        /// Each Redis connection is sent a PING this often; one not answered by the next is replaced (a deaf connection is found within two intervals)
+        /// Each Redis link is probed this often (the subscribing one with CLIENT INFO, which also counts its subscriptions); a link not answering by the next probe, or holding other subscriptions than asked at two probes in a row, is replaced
         probe_interval: Duration = redis_defaults().probe_interval,
         /// Publications waiting for Redis at most; beyond, they are counted as failed (local delivery never waits)
         publish_queue: usize = redis_defaults().publish_queue,

@@ -18,6 +18,7 @@ use wshub_server::{Config, Server, ShutdownReport};
 
 pub mod nodes;
 pub mod redis;
+pub mod tap;
 pub mod tools;
 
 /// Generous bound for any single wait; a hang fails the test instead of CI.

@@ -164,6 +164,25 @@ pub async fn wait_listeners(count: impl Fn() -> usize, want: usize, what: &str) 
     }
 }
 
+/// Waits until Redis counts, on the node's subscribing link, as many
+/// subscriptions as the node has channels (its probes report both).
+pub async fn wait_all_held(server: &impl Node) {
+    let deadline = tokio::time::Instant::now() + WAIT;
+    loop {
+        let text = metrics(server).await;
+        let held = metric(&text, "wshub_broker_channels_held");
+        let wanted = metric(&text, "wshub_broker_channels");
+        if held == wanted {
+            return;
+        }
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "Redis holds {held} subscriptions for {wanted} channels"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+}
+
 pub fn numsub(redis: &RedisProcess, channel: &str) -> usize {
     let out = redis.cli(&["PUBSUB", "NUMSUB", channel]);
     out.lines()
