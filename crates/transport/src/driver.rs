@@ -22,7 +22,7 @@ use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
 use crate::config::TransportConfig;
-use crate::socket::Stream;
+use crate::socket::{Stream, stream_of};
 use crate::ws::{CLOSE, Event, PING, PONG, Reader, close_payload, write_frames, write_frames_from};
 
 /// Bytes one read takes in, into a buffer shared by every connection a
@@ -77,7 +77,7 @@ pub(crate) fn run(
     guard: Option<Box<dyn Any + Send + Sync>>,
 ) -> impl Future<Output = ()> + Send {
     Box::pin(finish_upgrade(upgrade)).then(move |upgraded| {
-        let io = upgraded.map(|upgraded| Stream::of(upgraded, &conn));
+        let io = upgraded.map(|upgraded| stream_of(upgraded, &conn));
         live(io, conn, config, guard)
     })
 }

@@ -15,6 +15,7 @@ use hyper::upgrade::Upgraded;
 use hyper_util::rt::TokioIo;
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 use tokio::net::TcpStream;
+use tokio_util::either::Either;
 use wshub_hub::{Connection, Sent, Wire};
 use wshub_protocol::TextFrame;
 
@@ -163,81 +164,18 @@ impl AsyncWrite for SharedIo {
 }
 
 /// What the driver reads and writes: the shared TCP socket, or, for any
-/// other stream an embedder hands hyper (TLS, say), that stream alone.
-pub(crate) enum Stream {
-    Shared(SharedIo),
-    /// Boxed: rare, and every connection's task holds a `Stream`.
-    Alone(Box<TokioIo<Upgraded>>),
-}
+/// other stream an embedder hands hyper (TLS, say), that stream alone
+/// (boxed: rare, and every connection's task holds a `Stream`).
+pub(crate) type Stream = Either<SharedIo, Box<TokioIo<Upgraded>>>;
 
-impl Stream {
-    /// The upgraded stream for `conn`; a TCP socket is lent to its outbox.
-    pub(crate) fn of(upgraded: Upgraded, conn: &Connection) -> Self {
-        match upgraded.downcast::<TokioIo<TcpStream>>() {
-            Ok(parts) => {
-                let io = SharedIo::new(parts.io.into_inner(), parts.read_buf);
-                conn.outbox().lend_wire(io.wire());
-                Self::Shared(io)
-            }
-            Err(upgraded) => Self::Alone(Box::new(TokioIo::new(upgraded))),
+/// The upgraded stream for `conn`; a TCP socket is lent to its outbox.
+pub(crate) fn stream_of(upgraded: Upgraded, conn: &Connection) -> Stream {
+    match upgraded.downcast::<TokioIo<TcpStream>>() {
+        Ok(parts) => {
+            let io = SharedIo::new(parts.io.into_inner(), parts.read_buf);
+            conn.outbox().lend_wire(io.wire());
+            Either::Left(io)
         }
-    }
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut ReadBuf<'_>,
-    ) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Shared(io) => Pin::new(io).poll_read(cx, buf),
-            Self::Alone(io) => Pin::new(&mut **io).poll_read(cx, buf),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Shared(io) => Pin::new(io).poll_write(cx, buf),
-            Self::Alone(io) => Pin::new(&mut **io).poll_write(cx, buf),
-        }
-    }
-
-    fn poll_write_vectored(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        slices: &[IoSlice<'_>],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Self::Shared(io) => Pin::new(io).poll_write_vectored(cx, slices),
-            Self::Alone(io) => Pin::new(&mut **io).poll_write_vectored(cx, slices),
-        }
-    }
-
-    fn is_write_vectored(&self) -> bool {
-        match self {
-            Self::Shared(io) => io.is_write_vectored(),
-            Self::Alone(io) => io.is_write_vectored(),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Shared(io) => Pin::new(io).poll_flush(cx),
-            Self::Alone(io) => Pin::new(&mut **io).poll_flush(cx),
-        }
-    }
-
-    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Self::Shared(io) => Pin::new(io).poll_shutdown(cx),
-            Self::Alone(io) => Pin::new(&mut **io).poll_shutdown(cx),
-        }
+        Err(upgraded) => Either::Right(Box::new(TokioIo::new(upgraded))),
     }
 }
