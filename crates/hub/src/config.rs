@@ -60,8 +60,13 @@ pub struct HubConfig {
     pub max_rooms_per_connection: usize,
     /// Rooms the hub holds at most (0: no cap); a join that would create one
     /// more gets `too_many_rooms`. With `max_rooms_per_connection` and the
-    /// connection cap it bounds the hub's memory in total.
+    /// connection cap it bounds the hub's memory in total. The default, one
+    /// million, is about 600 MiB of rooms at the most.
     pub max_rooms: usize,
+    /// How deep a published `content` may nest arrays and objects; deeper is
+    /// refused with `invalid_field` (many client JSON parsers crash on a
+    /// deep document; serde_json's own limit is 128).
+    pub max_json_depth: usize,
     /// Bytes of data frames (room messages, broadcasts) a connection may have
     /// queued before the slow-consumer policy applies (at most 4 GiB; more
     /// counts as 4 GiB).
@@ -126,7 +131,8 @@ impl Default for HubConfig {
             node_id: NodeId::random(),
             access: AccessPolicy::default(),
             max_rooms_per_connection: 512,
-            max_rooms: 0,
+            max_rooms: 1_000_000,
+            max_json_depth: 64,
             data_queue_bytes: 1 << 20,
             control_queue_bytes: 64 << 10,
             slow_consumer: SlowConsumerPolicy::Disconnect,

@@ -229,7 +229,7 @@ impl Connection {
     /// message, records how long it took from its publish. Call it for one
     /// written frame in [`SAMPLE_EVERY`](crate::SAMPLE_EVERY).
     pub fn sample_delivery(&self, frame: &[u8], now_ms: u64) {
-        if let Some(published) = crate::latency::stamped_time_ms(frame) {
+        if let Some(published) = wshub_protocol::stamped_time_ms(frame) {
             self.hub
                 .record_delivery_latency(now_ms.saturating_sub(published));
         }
@@ -583,6 +583,10 @@ impl Connection {
             .config()
             .access
             .check(&self.identity, room, Action::Publish)?;
+        let limit = self.hub.config().max_json_depth;
+        if wshub_protocol::json_depth_exceeds(content.get(), limit) {
+            return Err(HubError::TooDeep { limit });
+        }
         let frame = encode_message(
             room,
             &self.wire_id(),

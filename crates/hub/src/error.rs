@@ -13,6 +13,13 @@ pub enum HubError {
     /// The connection is not a member of the room it publishes to or leaves.
     #[error("not a member of room {0:?}; join it first")]
     NotJoined(RoomName),
+    /// The content nests arrays and objects deeper than the hub forwards
+    /// (`HubConfig::max_json_depth`): many client JSON parsers crash on it.
+    #[error("content nests deeper than {limit} levels")]
+    TooDeep {
+        /// The deepest nesting forwarded.
+        limit: usize,
+    },
     /// The hub is shutting down and takes no new connections.
     #[error("the hub is shutting down")]
     ShuttingDown,
@@ -68,6 +75,7 @@ impl HubError {
     pub fn code(&self) -> ErrorCode {
         match self {
             Self::NotJoined(_) => ErrorCode::NotJoined,
+            Self::TooDeep { .. } => ErrorCode::InvalidField,
             Self::ShuttingDown | Self::Overloaded | Self::StateUnavailable => {
                 ErrorCode::Unavailable
             }
@@ -91,6 +99,7 @@ impl HubError {
             Self::Overloaded => Some("overloaded"),
             Self::StateUnavailable => Some("broker_unreachable"),
             Self::NotOffered { .. } => Some("not_offered"),
+            Self::TooDeep { .. } => Some("too_deep"),
             _ => None,
         }
     }

@@ -53,9 +53,27 @@ pub struct HubBuilder {
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
     clock: Option<fn() -> u64>,
+    incarnation: u32,
 }
 
 impl HubBuilder {
+    /// Numbers this process's connections from `incarnation << 32`, so that
+    /// a node whose id is fixed (configured, not random) never reuses a
+    /// wire id after a restart: an id a backend kept from before (to
+    /// disconnect, or in presence) cannot name a new connection.
+    pub fn incarnation(mut self, incarnation: u32) -> Self {
+        self.incarnation = incarnation;
+        self
+    }
+
+    /// [`incarnation`](Self::incarnation) with a random value from the
+    /// operating system's generator (zero where it has none).
+    pub fn random_incarnation(self) -> Self {
+        let mut bytes = [0u8; 4];
+        let incarnation = getrandom::fill(&mut bytes).map_or(0, |()| u32::from_le_bytes(bytes));
+        self.incarnation(incarnation)
+    }
+
     /// The clock (milliseconds, the same the driver passes as `now_ms`)
     /// the hub reads after a fan-out that wrote to sockets itself (see
     /// [`Outbox::lend_wire`]), to sample those deliveries' latency as the
@@ -89,7 +107,7 @@ impl HubBuilder {
                 authenticator: self.authenticator,
                 broker: self.broker,
                 clock: self.clock,
-                next_id: AtomicU64::new(1),
+                next_id: AtomicU64::new((u64::from(self.incarnation) << 32) + 1),
                 connections: DashMap::with_hasher(FxBuildHasher),
                 rooms: DashMap::new(),
                 users: DashMap::new(),
@@ -157,6 +175,7 @@ impl Hub {
             authenticator: None,
             broker: Arc::new(LocalBroker),
             clock: None,
+            incarnation: 0,
         }
     }
 
@@ -455,6 +474,17 @@ impl Hub {
         self.inner
             .history_bytes
             .fetch_sub(history_freed, Ordering::Relaxed);
+        // A map keeps the table of its largest size: after a million rooms
+        // (or connections) come and go, give the memory back.
+        if self.inner.rooms.capacity() > 4 * self.inner.rooms.len().max(1024) {
+            self.inner.rooms.shrink_to_fit();
+        }
+        if self.inner.connections.capacity() > 4 * self.inner.connections.len().max(1024) {
+            self.inner.connections.shrink_to_fit();
+        }
+        if self.inner.users.capacity() > 4 * self.inner.users.len().max(1024) {
+            self.inner.users.shrink_to_fit();
+        }
         freed
     }
 

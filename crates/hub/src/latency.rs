@@ -56,27 +56,12 @@ impl LatencyHistogram {
     }
 }
 
-/// The publish time stamped in a `message` frame (its trailing
-/// `"time":<ms>}`), read without parsing the frame or allocating.
-pub fn stamped_time_ms(frame: &[u8]) -> Option<u64> {
-    let body = frame.strip_suffix(b"}")?;
-    let digits_start = body.iter().rposition(|b| !b.is_ascii_digit())? + 1;
-    let prefix = &body[..digits_start];
-    if !prefix.ends_with(br#","time":"#) || digits_start == body.len() {
-        return None;
-    }
-    std::str::from_utf8(&body[digits_start..])
-        .ok()?
-        .parse()
-        .ok()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
 
     #[test]
-    fn buckets_are_cumulative_and_the_stamp_is_read_from_the_tail() {
+    fn buckets_are_cumulative() {
         let histogram = LatencyHistogram::default();
         for ms in [0, 1, 3, 7, 20_000] {
             histogram.record(ms);
@@ -89,11 +74,5 @@ mod tests {
             "over the last bound: only in +Inf"
         );
         assert_eq!((snapshot.count, snapshot.sum_ms), (5, 20_011));
-        assert_eq!(
-            stamped_time_ms(br#"{"type":"message","room":"r","from":"a.1","content":{"time":5},"time":1700000000123}"#),
-            Some(1_700_000_000_123)
-        );
-        assert_eq!(stamped_time_ms(br#"{"type":"ack","ref":"1"}"#), None);
-        assert_eq!(stamped_time_ms(br#"{"type":"system","event":"x"}"#), None);
     }
 }

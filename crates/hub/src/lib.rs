@@ -132,11 +132,12 @@ pub use hub::{
     Authenticator, DisconnectTarget, HistoryPage, Hub, HubBuilder, INSUFFICIENT_STATE,
     SERVER_SENDER,
 };
-pub use latency::{BUCKETS_MS, LatencyHistogram, LatencySnapshot, SAMPLE_EVERY, stamped_time_ms};
+pub use latency::{BUCKETS_MS, LatencyHistogram, LatencySnapshot, SAMPLE_EVERY};
 pub use node::{ConnectionId, NodeId, NodeIdError};
 pub use outbox::{Batch, Drained, Lane, Outbox, PushOutcome, Sent, ServerCommand, Wire};
 pub use stats::{CloseCause, Fanout, HubStats, QueueDepth};
 pub use wshub_protocol as protocol;
+pub use wshub_protocol::stamped_time_ms;
 
 #[cfg(test)]
 mod tests;

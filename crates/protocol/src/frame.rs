@@ -163,3 +163,53 @@ mod tests {
         assert_eq!(Content::null().as_json(), "null");
     }
 }
+
+/// Whether the JSON text `json` nests arrays and objects deeper than
+/// `limit` levels: one pass over the bytes, skipping strings, stopping at
+/// the first level past the limit. `json` is already known to be valid.
+pub fn json_depth_exceeds(json: &str, limit: usize) -> bool {
+    let mut depth = 0usize;
+    let mut in_string = false;
+    let mut escaped = false;
+    for &byte in json.as_bytes() {
+        if in_string {
+            match byte {
+                _ if escaped => escaped = false,
+                b'\\' => escaped = true,
+                b'"' => in_string = false,
+                _ => {}
+            }
+            continue;
+        }
+        match byte {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > limit {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
+#[cfg(test)]
+mod depth_tests {
+    use super::json_depth_exceeds;
+
+    #[test]
+    fn nesting_is_counted_outside_strings_only() {
+        assert!(!json_depth_exceeds("1", 0));
+        assert!(json_depth_exceeds("[1]", 0));
+        assert!(!json_depth_exceeds(r#"{"a":[1,{"b":2}]}"#, 3));
+        assert!(json_depth_exceeds(r#"{"a":[1,{"b":2}]}"#, 2));
+        assert!(!json_depth_exceeds(r#"{"a":"[[[[{{{{\"]]"}"#, 1));
+        let deep = format!("{}{}", "[".repeat(200_000), "]".repeat(200_000));
+        assert!(json_depth_exceeds(&deep, 64));
+        let fine = format!("{}{}", "[".repeat(64), "]".repeat(64));
+        assert!(!json_depth_exceeds(&fine, 64));
+    }
+}

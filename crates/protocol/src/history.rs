@@ -33,6 +33,32 @@ pub fn with_offset(frame: &TextFrame, offset: u64) -> TextFrame {
     TextFrame::from_utf8(out.into()).unwrap_or_else(|_| frame.clone())
 }
 
+/// The publish time stamped in a `message` frame ([`encode_message`]'s
+/// trailing `"time":<ms>`, followed by [`with_offset`]'s `"offset":<n>` in a
+/// room with history), read from the tail without parsing the frame or
+/// allocating: how the latency histogram samples deliveries.
+///
+/// [`encode_message`]: crate::encode_message
+pub fn stamped_time_ms(frame: &[u8]) -> Option<u64> {
+    let body = frame.strip_suffix(b"}")?;
+    let (prefix, number) = trailing_field(body)?;
+    let (prefix, number) = match prefix.strip_suffix(b",\"offset\":") {
+        Some(before_offset) => trailing_field(before_offset)?,
+        None => (prefix, number),
+    };
+    prefix.ends_with(b",\"time\":").then_some(number)?
+}
+
+/// Splits `…<digits>` into what precedes the digits and their value.
+fn trailing_field(body: &[u8]) -> Option<(&[u8], Option<u64>)> {
+    let start = body.iter().rposition(|b| !b.is_ascii_digit())? + 1;
+    if start == body.len() {
+        return None;
+    }
+    let value = std::str::from_utf8(&body[start..]).ok()?.parse().ok();
+    Some((&body[..start], value))
+}
+
 #[derive(Serialize)]
 struct JoinAck<'a> {
     #[serde(rename = "type")]
@@ -206,6 +232,19 @@ pub fn encode_member_event(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_stamp_is_read_from_a_message_with_or_without_an_offset() {
+        let room = RoomName::new("r").unwrap();
+        let content = serde_json::value::RawValue::from_string(r#"{"time":5}"#.into()).unwrap();
+        let frame = crate::encode_message(&room, "a.1", None, &content, 1_700_000_000_123);
+        assert_eq!(stamped_time_ms(frame.bytes()), Some(1_700_000_000_123));
+        let with = with_offset(&frame, 42);
+        assert_eq!(stamped_time_ms(with.bytes()), Some(1_700_000_000_123));
+        assert_eq!(stamped_time_ms(br#"{"type":"ack","ref":"1"}"#), None);
+        assert_eq!(stamped_time_ms(br#"{"type":"system","event":"x"}"#), None);
+        assert_eq!(stamped_time_ms(br#"{"type":"x","offset":7}"#), None);
+    }
 
     #[test]
     fn an_offset_is_appended_to_an_encoded_frame() {

@@ -35,10 +35,10 @@ pub use client::{
     ClientFrame, ErrorCode, ParseError, Position, QUOTED_INPUT_CHARS, Ref, parse_client_frame,
     quote_prefix,
 };
-pub use frame::{Content, ContentError, TextFrame};
+pub use frame::{Content, ContentError, TextFrame, json_depth_exceeds};
 pub use history::{
     PresenceMember, encode_history, encode_join_ack, encode_member_event, encode_presence,
-    encode_presence_stats, with_offset,
+    encode_presence_stats, stamped_time_ms, with_offset,
 };
 pub use room::{MAX_ROOM_NAME_LEN, RoomName, RoomNameError};
 pub use serde_json::value::RawValue;

@@ -1,7 +1,10 @@
 //! The admin listener's routes: `/metrics`, `/debug/stats`, the server HTTP
 //! API (`/api/*`, see docs/api.md), `/healthz` and `/readyz`. It is for
 //! operators and backends, never for browsers: off loopback it requires
-//! `api.key`.
+//! `api.key`, and a request a web page could make (another site's `Origin`,
+//! `Sec-Fetch-Site: cross-site` or `same-site`, a POST whose body is not
+//! declared JSON, which a browser sends cross-site without a preflight) is
+//! refused before anything else, key or not.
 
 use std::convert::Infallible;
 use std::sync::atomic::Ordering;
@@ -37,8 +40,15 @@ pub async fn route(
     state: AppState,
     request: Request<Incoming>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Err(reason) = state.admin_hosts.check(request.headers()) {
-        return Ok(api_error(StatusCode::FORBIDDEN, "forbidden_host", reason));
+    if let Err(refused) = state.admin_hosts.check(&request) {
+        return Ok(api_error(
+            refused.status(),
+            refused.error(),
+            refused.to_string(),
+        ));
+    }
+    if let Some(refused) = from_a_web_page(&request) {
+        return Ok(refused);
     }
     let path = request.uri().path().to_owned();
     if let Some(answer) = health(&state, &request) {
@@ -55,6 +65,8 @@ pub async fn route(
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
     Ok(match path.as_str() {
         "/metrics" | "/debug/stats" if !is_read => method_not_allowed("GET, HEAD"),
+        // It names rooms: as private as the API.
+        "/debug/stats" if !authorized(&state, &request) => unauthorized(),
         "/metrics" => {
             let draining = !state.ready.load(Ordering::SeqCst);
             let body = state
@@ -87,31 +99,101 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
     answer
 }
 
+/// The refusal for what a browser page could send: an `Origin` that is not the
+/// admin listener's own (`null` included), `Sec-Fetch-Site` other than
+/// `same-origin` or `none`, and a POST whose body is not declared
+/// `application/json` (a "simple" cross-site request needs no preflight,
+/// so the browser would send it). A backend's plain request carries none
+/// of these and passes.
+fn from_a_web_page<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
+    let headers = request.headers();
+    let forbidden = |message: String| api_error(StatusCode::FORBIDDEN, "forbidden_origin", message);
+    let mut origins = headers.get_all(header::ORIGIN).iter();
+    match (origins.next(), origins.next()) {
+        (None, _) => {}
+        (Some(origin), None) => {
+            let own = headers
+                .get(header::HOST)
+                .and_then(|host| host.to_str().ok());
+            let same = origin.to_str().ok().zip(own).is_some_and(|(origin, own)| {
+                ["http://", "https://"]
+                    .iter()
+                    .filter_map(|scheme| origin.strip_prefix(scheme))
+                    .any(|authority| authority.eq_ignore_ascii_case(own))
+            });
+            if !same {
+                return Some(forbidden(format!(
+                    "the admin listener does not answer web pages (Origin {:?})",
+                    String::from_utf8_lossy(origin.as_bytes())
+                )));
+            }
+        }
+        (Some(_), Some(_)) => return Some(forbidden("more than one Origin header".into())),
+    }
+    if let Some(site) = headers.get("sec-fetch-site")
+        && !matches!(site.as_bytes(), b"same-origin" | b"none")
+    {
+        return Some(forbidden(format!(
+            "the admin listener does not answer web pages (Sec-Fetch-Site: {})",
+            String::from_utf8_lossy(site.as_bytes())
+        )));
+    }
+    if request.method() == Method::POST {
+        let json = headers
+            .get(header::CONTENT_TYPE)
+            .and_then(|value| value.to_str().ok())
+            .and_then(|value| value.split(';').next())
+            .is_some_and(|media| media.trim().eq_ignore_ascii_case("application/json"));
+        if !json {
+            return Some(api_error(
+                StatusCode::UNSUPPORTED_MEDIA_TYPE,
+                "unsupported_media_type",
+                "send the body as Content-Type: application/json",
+            ));
+        }
+    }
+    None
+}
+
 /// Whether the request presents the configured key (`X-API-Key: <key>` or
-/// `Authorization: apikey <key>`), compared in constant time.
+/// `Authorization: apikey <key>`, once), compared in constant time.
 fn authorized(state: &AppState, request: &Request<Incoming>) -> bool {
     let Some(key) = &state.api_key else {
         return true;
     };
     let headers = request.headers();
-    let presented = headers
-        .get("x-api-key")
+    let single = |name: header::HeaderName| {
+        let mut values = headers.get_all(name).iter();
+        match (values.next(), values.next()) {
+            (Some(value), None) => Some(Some(value)),
+            (None, _) => Some(None),
+            (Some(_), Some(_)) => None,
+        }
+    };
+    let (Some(by_key), Some(by_authorization)) = (
+        single(header::HeaderName::from_static("x-api-key")),
+        single(header::AUTHORIZATION),
+    ) else {
+        // Two keys: which one counts would be a guess.
+        return false;
+    };
+    let presented = by_key
         .map(|value| value.as_bytes())
-        .or_else(|| {
-            headers
-                .get(header::AUTHORIZATION)
-                .and_then(|value| value.as_bytes().strip_prefix(b"apikey "))
-        });
+        .or_else(|| by_authorization.and_then(|value| value.as_bytes().strip_prefix(b"apikey ")));
     presented.is_some_and(|presented| bool::from(presented.ct_eq(key.as_bytes())))
+}
+
+fn unauthorized() -> Response<Full<Bytes>> {
+    api_error(
+        StatusCode::UNAUTHORIZED,
+        "unauthorized",
+        "send the API key once, as X-API-Key: <key> or Authorization: apikey <key>",
+    )
 }
 
 async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
     if !authorized(state, &request) {
-        return api_error(
-            StatusCode::UNAUTHORIZED,
-            "unauthorized",
-            "send the API key as X-API-Key: <key> or Authorization: apikey <key>",
-        );
+        return unauthorized();
     }
     let hub = state.upgrade.hub();
     let now = wshub_transport::now_ms();
@@ -163,8 +245,8 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
             .await
         }
         (Method::GET, room_path) if room_path.starts_with("rooms/") => {
-            let name = &room_path["rooms/".len()..];
-            let room = match RoomName::new(name) {
+            let name = percent_decoded(&room_path["rooms/".len()..]);
+            let room = match RoomName::new(&name) {
                 Ok(room) => room,
                 Err(err) => {
                     return api_error(StatusCode::BAD_REQUEST, "room_invalid", err.to_string());
@@ -253,7 +335,7 @@ async fn room_feature(
 ) -> Response<Full<Bytes>> {
     let hub = state.upgrade.hub();
     let (name, feature) = path.rsplit_once('/').unwrap_or((path, ""));
-    let room = match RoomName::new(name) {
+    let room = match RoomName::new(&percent_decoded(name)) {
         Ok(room) => room,
         Err(err) => return api_error(StatusCode::BAD_REQUEST, "room_invalid", err.to_string()),
     };
@@ -356,20 +438,48 @@ impl QueryParams {
     }
 }
 
-/// The body as UTF-8 text, at most `api.max_body_bytes`.
+/// A path segment with its `%XX` escapes decoded (`chat%3A1` is `chat:1`);
+/// an escape that does not decode to UTF-8 stays as it was.
+fn percent_decoded(segment: &str) -> std::borrow::Cow<'_, str> {
+    percent_encoding::percent_decode_str(segment)
+        .decode_utf8()
+        .unwrap_or(std::borrow::Cow::Borrowed(segment))
+}
+
+/// The body as UTF-8 text: at most `api.max_body_bytes` (a larger
+/// `Content-Length` is refused with 413 before reading), arriving within
+/// `api.body_timeout` (408 otherwise).
 async fn read_body(
     state: &AppState,
     request: Request<Incoming>,
 ) -> Result<String, Response<Full<Bytes>>> {
     let limit = state.api_max_body;
-    let collected = Limited::new(request.into_body(), limit).collect().await;
-    let bytes = match collected {
-        Ok(body) => body.to_bytes(),
-        Err(_) => {
+    let too_large = || {
+        api_error(
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "body_too_large",
+            format!("the body is over api.max_body_bytes ({limit} bytes)"),
+        )
+    };
+    let announced = request
+        .headers()
+        .get(header::CONTENT_LENGTH)
+        .and_then(|value| value.to_str().ok()?.parse::<u64>().ok());
+    if announced.is_some_and(|length| length > limit as u64) {
+        return Err(too_large());
+    }
+    let collected = Limited::new(request.into_body(), limit).collect();
+    let bytes = match tokio::time::timeout(state.api_body_timeout, collected).await {
+        Ok(Ok(body)) => body.to_bytes(),
+        Ok(Err(_)) => return Err(too_large()),
+        Err(_elapsed) => {
             return Err(api_error(
-                StatusCode::BAD_REQUEST,
-                "body_too_large",
-                format!("the body is over api.max_body_bytes ({limit} bytes)"),
+                StatusCode::REQUEST_TIMEOUT,
+                "body_timeout",
+                format!(
+                    "the body did not arrive within api.body_timeout ({:?})",
+                    state.api_body_timeout
+                ),
             ));
         }
     };

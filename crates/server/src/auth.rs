@@ -256,7 +256,23 @@ impl JwtAuth {
         let identity = Identity::user(claims.sub)
             .with_grants(&claims.rooms)
             .map_err(|err| AuthFailure::BadClaim(format!("rooms: {err}")))?;
-        Ok(identity.with_expiry(claims.exp.saturating_mul(1000)))
+        // The connection lives until `exp` plus the leeway the check allowed;
+        // a token that has no time left (its `exp` is this very second) is
+        // refused now rather than accepted and closed with 4001 at once,
+        // which a client that reconnects on 4001 would loop on.
+        let expires_at_ms = claims
+            .exp
+            .saturating_add(self.validation.leeway)
+            .saturating_mul(1000);
+        let now_ms = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |elapsed| {
+                u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+            });
+        if expires_at_ms <= now_ms {
+            return Err(AuthFailure::Expired);
+        }
+        Ok(identity.with_expiry(expires_at_ms))
     }
 
     /// Signs a token for `sub` valid for `ttl`, with the configured audience

@@ -63,8 +63,12 @@ fn quiet_failure(
     tracing::debug!(%class, ?latency, "request answered with a server error");
 }
 
-/// The URI with every `token` query value replaced by `[redacted]`: a JWT in
-/// `?token=` must not reach any log, at any level.
+/// Query parameters whose values are secrets: a JWT in `?token=`, or an API
+/// key someone tried as `?key=` / `?api_key=`.
+const SECRET_PARAMETERS: [&str; 5] = ["token", "access_token", "key", "api_key", "apikey"];
+
+/// The URI with every secret query value replaced by `[redacted]`: a token
+/// or key in the query must not reach any log, at any level.
 pub fn redacted_uri(uri: &hyper::Uri) -> String {
     let Some(query) = uri.query() else {
         return uri.to_string();
@@ -72,7 +76,13 @@ pub fn redacted_uri(uri: &hyper::Uri) -> String {
     let query: Vec<String> = query
         .split('&')
         .map(|pair| match pair.split_once('=') {
-            Some((name, _)) if name.eq_ignore_ascii_case("token") => format!("{name}=[redacted]"),
+            Some((name, _))
+                if SECRET_PARAMETERS
+                    .iter()
+                    .any(|secret| name.eq_ignore_ascii_case(secret)) =>
+            {
+                format!("{name}=[redacted]")
+            }
             _ => pair.to_owned(),
         })
         .collect();
@@ -85,6 +95,11 @@ mod tests {
     fn the_token_query_value_is_redacted() {
         let uri: hyper::Uri = "/ws?room=a&token=eyJ.secret.sig&x=1".parse().unwrap();
         assert_eq!(super::redacted_uri(&uri), "/ws?room=a&token=[redacted]&x=1");
+        let keyed: hyper::Uri = "/api/info?api_key=s3cret&KEY=k".parse().unwrap();
+        assert_eq!(
+            super::redacted_uri(&keyed),
+            "/api/info?api_key=[redacted]&KEY=[redacted]"
+        );
         let plain: hyper::Uri = "/ws".parse().unwrap();
         assert_eq!(super::redacted_uri(&plain), "/ws");
     }

@@ -189,9 +189,51 @@ pub struct HostPolicy {
     allowed: Option<Vec<(String, Option<u16>)>>,
 }
 
+/// Why a request's host was refused.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum HostRefusal {
+    /// No `Host`, an empty or unreadable one, or several: `400` (RFC 9112
+    /// §3.2), whatever the allow-list says.
+    Malformed(&'static str),
+    /// A host this server does not serve: `403`.
+    NotServed(String),
+}
+
+impl HostRefusal {
+    /// The HTTP status of the refusal.
+    pub fn status(&self) -> hyper::StatusCode {
+        match self {
+            Self::Malformed(_) => hyper::StatusCode::BAD_REQUEST,
+            Self::NotServed(_) => hyper::StatusCode::FORBIDDEN,
+        }
+    }
+
+    /// The refusal's machine word.
+    pub fn error(&self) -> &'static str {
+        match self {
+            Self::Malformed(_) => "bad_host",
+            Self::NotServed(_) => "forbidden_host",
+        }
+    }
+}
+
+impl std::fmt::Display for HostRefusal {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Self::Malformed(reason) => f.write_str(reason),
+            Self::NotServed(reason) => f.write_str(reason),
+        }
+    }
+}
+
+/// The loopback names a default policy serves, on any port: a name that
+/// resolves to loopback cannot be a DNS-rebinding attack, and a local dev
+/// proxy on another port (`localhost:5173` forwarding `/ws`) sends its own.
+const LOOPBACK_NAMES: [&str; 3] = ["localhost", "127.0.0.1", "[::1]"];
+
 impl HostPolicy {
-    /// Parses `allowed_hosts`; empty means the loopback names with the
-    /// listen port on a loopback `listen`, any host otherwise.
+    /// Parses `allowed_hosts`; empty means the loopback names (any port) on
+    /// a loopback `listen`, any host otherwise.
     pub fn new(entries: &[String], listen: std::net::SocketAddr) -> Result<Self, String> {
         if entries.iter().any(|entry| entry.trim() == "*") {
             return Ok(Self { allowed: None });
@@ -200,13 +242,8 @@ impl HostPolicy {
             if !listen.ip().is_loopback() {
                 return Ok(Self { allowed: None });
             }
-            let port = Some(listen.port());
             return Ok(Self {
-                allowed: Some(
-                    ["localhost", "127.0.0.1", "[::1]"]
-                        .map(|host| (host.to_owned(), port))
-                        .into(),
-                ),
+                allowed: Some(LOOPBACK_NAMES.map(|host| (host.to_owned(), None)).into()),
             });
         }
         let allowed = entries
@@ -222,17 +259,31 @@ impl HostPolicy {
         })
     }
 
-    /// Whether a request with these headers is for a host we serve.
-    pub fn check(&self, headers: &hyper::HeaderMap) -> Result<(), String> {
+    /// Whether a request is for a host we serve: exactly one readable
+    /// `Host`, and the host that counts (an absolute-form target's
+    /// authority, RFC 9112 §3.2.2; otherwise `Host`) allowed.
+    pub fn check<B>(&self, request: &hyper::Request<B>) -> Result<(), HostRefusal> {
+        let mut values = request.headers().get_all(hyper::header::HOST).iter();
+        let value = match (values.next(), values.next()) {
+            (Some(value), None) => value,
+            (None, _) => return Err(HostRefusal::Malformed("a Host header is required")),
+            (Some(_), Some(_)) => {
+                return Err(HostRefusal::Malformed("exactly one Host header is allowed"));
+            }
+        };
+        let Some(from_header) = value.to_str().ok().and_then(split_authority) else {
+            return Err(HostRefusal::Malformed(
+                "the Host header is empty or cannot be read",
+            ));
+        };
+        let (host, port) = match request.uri().authority() {
+            Some(authority) => split_authority(authority.as_str()).ok_or(
+                HostRefusal::Malformed("the request target's host cannot be read"),
+            )?,
+            None => from_header,
+        };
         let Some(allowed) = &self.allowed else {
             return Ok(());
-        };
-        let mut values = headers.get_all(hyper::header::HOST).iter();
-        let (Some(value), None) = (values.next(), values.next()) else {
-            return Err("exactly one Host header is required".into());
-        };
-        let Some((host, port)) = value.to_str().ok().and_then(split_authority) else {
-            return Err("the Host header cannot be read".into());
         };
         let served = allowed
             .iter()
@@ -240,9 +291,9 @@ impl HostPolicy {
         if served {
             Ok(())
         } else {
-            Err(format!(
+            Err(HostRefusal::NotServed(format!(
                 "host {host:?} is not served here; allow it with allowed_hosts (WSHUB_ALLOWED_HOSTS)"
-            ))
+            )))
         }
     }
 }
@@ -330,15 +381,20 @@ mod tests {
         }
     }
 
-    fn host_headers(values: &[&[u8]]) -> hyper::HeaderMap {
-        let mut headers = hyper::HeaderMap::new();
-        for value in values {
-            headers.append(
+    /// A request to `target` with these `Host` values.
+    fn request_to(target: &str, hosts: &[&[u8]]) -> hyper::Request<()> {
+        let mut request = hyper::Request::builder().uri(target).body(()).unwrap();
+        for value in hosts {
+            request.headers_mut().append(
                 hyper::header::HOST,
                 hyper::header::HeaderValue::from_bytes(value).unwrap(),
             );
         }
-        headers
+        request
+    }
+
+    fn with_host(hosts: &[&[u8]]) -> hyper::Request<()> {
+        request_to("/ws", hosts)
     }
 
     #[test]
@@ -349,34 +405,60 @@ mod tests {
             b"localhost:8080",
             b"LOCALHOST:8080",
             b"[::1]:8080",
-        ] {
-            assert!(local.check(&host_headers(&[ok])).is_ok());
-        }
-        for bad in [
-            &b"attacker.example:8080"[..],
-            b"127.0.0.1:9999",
+            // A local dev proxy on another port, or no port at all.
+            b"localhost:5173",
             b"127.0.0.1",
         ] {
-            assert!(local.check(&host_headers(&[bad])).is_err());
+            assert!(local.check(&with_host(&[ok])).is_ok());
         }
-        assert!(local.check(&host_headers(&[])).is_err(), "no Host");
-        assert!(
-            local
-                .check(&host_headers(&[b"127.0.0.1:8080", b"127.0.0.1:8080"]))
-                .is_err(),
-            "two Host headers"
-        );
+        for bad in [&b"attacker.example:8080"[..], b"attacker.example"] {
+            assert!(matches!(
+                local.check(&with_host(&[bad])),
+                Err(HostRefusal::NotServed(_))
+            ));
+        }
         let public = HostPolicy::new(&[], PUBLIC.parse().unwrap()).unwrap();
-        assert!(public.check(&host_headers(&[b"anything.example"])).is_ok());
+        assert!(public.check(&with_host(&[b"anything.example"])).is_ok());
         let listed = HostPolicy::new(&["hub.example.com".into()], PUBLIC.parse().unwrap()).unwrap();
         assert!(
-            listed
-                .check(&host_headers(&[b"hub.example.com:443"]))
-                .is_ok(),
+            listed.check(&with_host(&[b"hub.example.com:443"])).is_ok(),
             "any port"
         );
-        assert!(listed.check(&host_headers(&[b"evil.example.com"])).is_err());
+        assert!(listed.check(&with_host(&[b"evil.example.com"])).is_err());
         assert!(HostPolicy::new(&["a/b".into()], PUBLIC.parse().unwrap()).is_err());
+    }
+
+    #[test]
+    fn a_missing_empty_or_repeated_host_is_a_bad_request_whatever_the_list() {
+        let local = HostPolicy::new(&[], "127.0.0.1:8080".parse().unwrap()).unwrap();
+        let public = HostPolicy::new(&[], PUBLIC.parse().unwrap()).unwrap();
+        for policy in [&local, &public] {
+            for hosts in [
+                &[][..],
+                &[&b""[..]],
+                &[b"  "],
+                &[b"a.example", b"a.example"],
+            ] {
+                let refused = policy.check(&with_host(hosts)).unwrap_err();
+                assert_eq!(
+                    refused.status(),
+                    hyper::StatusCode::BAD_REQUEST,
+                    "{hosts:?}"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn an_absolute_form_target_is_the_host_that_counts() {
+        let local = HostPolicy::new(&[], "127.0.0.1:8080".parse().unwrap()).unwrap();
+        let rebound = request_to("http://attacker.example:8080/ws", &[b"127.0.0.1:8080"]);
+        assert!(matches!(
+            local.check(&rebound),
+            Err(HostRefusal::NotServed(_))
+        ));
+        let fine = request_to("http://localhost:8080/ws", &[b"attacker.example"]);
+        assert!(local.check(&fine).is_ok());
     }
 
     #[test]

@@ -40,6 +40,8 @@ pub struct AppState {
     pub(crate) api_key: Option<Arc<str>>,
     /// `api.max_body_bytes`.
     pub(crate) api_max_body: usize,
+    /// `api.body_timeout`.
+    pub(crate) api_body_timeout: std::time::Duration,
     /// When the server started, for `/api/info`.
     pub(crate) started: std::time::Instant,
     /// The Redis broker, when `broker.kind = "redis"`.
@@ -99,10 +101,14 @@ pub async fn route<B>(
     mut request: Request<B>,
     context: &Arc<ConnContext>,
 ) -> Result<Response<Full<Bytes>>, Infallible> {
-    if let Err(reason) = state.hosts.check(request.headers()) {
+    if let Err(refused) = state.hosts.check(&request) {
         state.metrics.reject(Rejection::Host);
-        tracing::debug!(peer = %context.peer, %reason, "request refused: host");
-        return Ok(refusal(StatusCode::FORBIDDEN, "forbidden_host", &reason));
+        tracing::debug!(peer = %context.peer, reason = %refused, "request refused: host");
+        return Ok(refusal(
+            refused.status(),
+            refused.error(),
+            &refused.to_string(),
+        ));
     }
     let path = request.uri().path();
     if path == &*state.ws_path {

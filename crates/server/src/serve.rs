@@ -112,6 +112,10 @@ impl Server {
             ),
         };
         let mut hub = Hub::builder(hub_config).clock(wshub_transport::now_ms);
+        if config.hub.node_id.is_some() {
+            // A fixed node id would otherwise repeat wire ids after a restart.
+            hub = hub.random_incarnation();
+        }
         if let Some(auth) = &auth {
             hub = hub.authenticator(Arc::clone(auth) as _);
         }
@@ -147,6 +151,7 @@ impl Server {
                 admin_hosts: Arc::new(admin_hosts),
                 api_key: (!config.api.key.is_empty()).then(|| Arc::from(config.api.key.as_str())),
                 api_max_body: config.api.max_body_bytes,
+                api_body_timeout: config.api.body_timeout,
                 started: std::time::Instant::now(),
                 broker,
                 broker_required: config.broker.redis.required_for_ready,

@@ -281,7 +281,11 @@ async fn bad_requests_get_json_errors_and_the_key_is_required_when_set() {
         assert!(answer["message"].as_str().is_some());
     }
     let big = format!(r#"{{"room":"r","content":"{}"}}"#, "x".repeat(2000));
-    assert_eq!(publish(&big, &key).1["error"], "body_too_large");
+    let (status, answer) = publish(&big, &key);
+    assert_eq!(
+        (status, answer["error"].as_str()),
+        (413, Some("body_too_large"))
+    );
     assert_eq!(curl(server.admin, "GET", "/api/publish", None, &key).0, 405);
     assert_eq!(curl(server.admin, "GET", "/api/nowhere", None, &key).0, 404);
     // The public listener serves no API and no metrics.
@@ -299,7 +303,8 @@ async fn bad_requests_get_json_errors_and_the_key_is_required_when_set() {
     );
     let metrics = server.metrics().await;
     assert!(
-        metrics.contains(r#"wshub_api_requests_total{endpoint="publish",status="400"} 4"#),
+        metrics.contains(r#"wshub_api_requests_total{endpoint="publish",status="400"} 3"#)
+            && metrics.contains(r#"wshub_api_requests_total{endpoint="publish",status="413"} 1"#),
         "{metrics}"
     );
 }
@@ -373,4 +378,163 @@ async fn delivery_latency_is_sampled_into_a_histogram() {
     );
     assert!(value("wshub_delivery_latency_seconds_bucket{le=\"10\"} ") <= count);
     assert!(metrics.contains("# HELP wshub_delivery_latency_seconds "));
+}
+
+/// One raw HTTP/1.1 request to `addr` (the bytes as written, so headers a
+/// browser would send can be forged exactly): status and body.
+async fn raw_http(addr: SocketAddr, request: &str) -> (u16, String) {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let mut stream = tokio::net::TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut raw = Vec::new();
+    tokio::time::timeout(support::WAIT, stream.read_to_end(&mut raw))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    let text = String::from_utf8_lossy(&raw).into_owned();
+    let status = text.split(' ').nth(1).unwrap().parse().unwrap();
+    let body = text.split_once("\r\n\r\n").unwrap().1.to_owned();
+    (status, body)
+}
+
+/// A POST to the admin API as a page on `evil.example` (or a curl with its
+/// headers) would send it.
+fn raw_post(addr: SocketAddr, path: &str, headers: &str, body: &str) -> String {
+    format!(
+        "POST {path} HTTP/1.1\r\nHost: {addr}\r\n{headers}Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
+        body.len()
+    )
+}
+
+#[tokio::test]
+async fn a_web_page_cannot_drive_the_key_less_admin_api() {
+    let server = TestServer::start().await;
+    let mut client = server.client().await;
+    client.join("lobby").await;
+    let body = r#"{"content":"x"}"#;
+    let refused = [
+        // A "simple" cross-site POST: no preflight, so the browser sends it.
+        (
+            "Origin: http://evil.example\r\nContent-Type: text/plain\r\n",
+            403,
+        ),
+        (
+            "Origin: http://evil.example\r\nContent-Type: application/json\r\n",
+            403,
+        ),
+        ("Origin: null\r\nContent-Type: application/json\r\n", 403),
+        (
+            "Sec-Fetch-Site: cross-site\r\nContent-Type: application/json\r\n",
+            403,
+        ),
+        (
+            "Sec-Fetch-Site: same-site\r\nContent-Type: application/json\r\n",
+            403,
+        ),
+        // No Origin, but not declared JSON: what a form or no-cors fetch sends.
+        ("Content-Type: text/plain\r\n", 415),
+        ("Content-Type: application/x-www-form-urlencoded\r\n", 415),
+        ("", 415),
+    ];
+    for (headers, status) in refused {
+        let answer = raw_http(
+            server.admin,
+            &raw_post(server.admin, "/api/broadcast", headers, body),
+        )
+        .await;
+        assert_eq!(answer.0, status, "{headers:?}: {answer:?}");
+    }
+    // A backend's plain request, and the admin listener's own page, work.
+    let own = format!(
+        "Origin: http://{}\r\nContent-Type: application/json\r\n",
+        server.admin
+    );
+    for headers in [
+        "Content-Type: application/json\r\n",
+        &own,
+        "Content-Type: application/json; charset=utf-8\r\nSec-Fetch-Site: none\r\n",
+    ] {
+        let answer = raw_http(
+            server.admin,
+            &raw_post(server.admin, "/api/broadcast", headers, body),
+        )
+        .await;
+        assert_eq!(answer.0, 200, "{headers:?}: {answer:?}");
+        assert_eq!(
+            client.recv().await["content"],
+            "x",
+            "one broadcast per accepted request"
+        );
+    }
+    // Reads are refused to other sites' pages too.
+    let read = format!(
+        "GET /api/info HTTP/1.1\r\nHost: {}\r\nOrigin: http://evil.example\r\nConnection: close\r\n\r\n",
+        server.admin
+    );
+    assert_eq!(raw_http(server.admin, &read).await.0, 403);
+}
+
+#[tokio::test]
+async fn bodies_are_bounded_in_size_from_the_header_and_in_time() {
+    let mut config = test_config();
+    config.api.max_body_bytes = 1024;
+    config.api.body_timeout = std::time::Duration::from_millis(300);
+    let server = TestServer::start_with(config).await;
+    // A Content-Length over the limit is refused before any body is sent.
+    let announced = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 10000000\r\nConnection: close\r\n\r\n",
+        server.admin
+    );
+    let (status, body) = raw_http(server.admin, &announced).await;
+    assert_eq!(status, 413, "{body}");
+    assert!(body.contains("body_too_large"), "{body}");
+    // A body that never arrives is timed out.
+    let started = std::time::Instant::now();
+    let stalled = format!(
+        "POST /api/publish HTTP/1.1\r\nHost: {}\r\nContent-Type: application/json\r\nContent-Length: 100\r\nConnection: close\r\n\r\n{{\"room\"",
+        server.admin
+    );
+    let (status, body) = raw_http(server.admin, &stalled).await;
+    assert_eq!(status, 408, "{body}");
+    assert!(body.contains("body_timeout"), "{body}");
+    assert!(started.elapsed() < std::time::Duration::from_secs(3));
+}
+
+// curl blocks its thread: the server needs another runtime worker.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_key_is_sent_once_and_guards_debug_stats_and_encoded_paths_decode() {
+    let mut config = test_config();
+    config.api.key = "k3y-for-the-api".into();
+    let server = TestServer::start_with(config).await;
+    let key = "x-api-key: k3y-for-the-api";
+    assert_eq!(curl(server.admin, "GET", "/api/info", None, &[key]).0, 200);
+    let twice = curl(
+        server.admin,
+        "GET",
+        "/api/info",
+        None,
+        &[key, "x-api-key: other"],
+    );
+    assert_eq!(twice.0, 401, "two keys: {twice:?}");
+    let mixed = curl(
+        server.admin,
+        "GET",
+        "/api/info",
+        None,
+        &[key, "authorization: apikey other"],
+    );
+    assert_eq!(mixed.0, 200, "the X-API-Key counts, once: {mixed:?}");
+    // `/debug/stats` names rooms: it needs the key as the API does.
+    assert_eq!(curl(server.admin, "GET", "/debug/stats", None, &[]).0, 401);
+    assert_eq!(
+        curl(server.admin, "GET", "/debug/stats", None, &[key]).0,
+        200
+    );
+    assert_eq!(curl(server.admin, "GET", "/metrics", None, &[]).0, 200);
+    // A room name with a colon, percent-encoded in the path.
+    let (mut a, _) = (server.client().await, ());
+    a.join("chat:1").await;
+    let (status, room) = curl(server.admin, "GET", "/api/rooms/chat%3A1", None, &[key]);
+    assert_eq!(status, 200, "{room}");
+    assert_eq!(room["room"], "chat:1");
 }

@@ -22,7 +22,7 @@ use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
 use crate::config::TransportConfig;
-use crate::socket::{Stream, stream_of};
+use crate::socket::stream_of;
 use crate::ws::{CLOSE, Event, PING, PONG, Reader, close_payload, write_frames, write_frames_from};
 
 /// Bytes one read takes in, into a buffer shared by every connection a
@@ -90,12 +90,15 @@ pub(crate) fn run(
     clippy::manual_async_fn,
     reason = "an async fn would keep every argument twice in the task"
 )]
-fn live(
-    mut io: Option<Stream>,
+pub(crate) fn live<S>(
+    mut io: Option<S>,
     mut conn: Connection,
     config: Arc<TransportConfig>,
     guard: Option<Box<dyn Any + Send + Sync>>,
-) -> impl Future<Output = ()> + Send {
+) -> impl Future<Output = ()> + Send
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send,
+{
     async move {
         // Borrowed in place: a moved-out upvar keeps its slot in the task.
         let Some(io) = &mut io else {
@@ -115,6 +118,10 @@ fn live(
         match exit {
             Exit::Close(reason) => {
                 tracing::debug!(code = reason.code, reason = reason.reason, "closing");
+                // What was queued before the close (the answers to what the
+                // client sent before it broke the protocol) goes out first.
+                conn.outbox().close_after_flush(None, reason);
+                drain_rest(&conn, &mut rest, config.max_batch_bytes);
                 // Boxed, like every await below that is not the idle wait: a task
                 // is as large as its largest state, and an idle connection should
                 // not pay for the states it is not in.
@@ -158,12 +165,17 @@ where
         // Counts written frames down to the next one whose latency is sampled.
         let mut sample_countdown = SAMPLE_EVERY;
         let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
+        // Which source is polled first: the one after the last to wake the
+        // loop, so a busy outbox cannot starve reads or timers, nor a
+        // flooding client the outbox.
+        let mut first = Source::Outbox;
         loop {
             // What woke the loop is handled without awaiting; any I/O it
             // calls for is one boxed future, awaited after the wait's state
             // is gone. So an idle task holds only the wait.
             let work: Option<Work<'_>> = {
-                let woken = next_event(conn, io, reader, timer.as_mut(), config).await;
+                let woken = next_event(conn, io, reader, timer.as_mut(), config, first).await;
+                first = woken.source().next();
                 match woken {
                     Woken::Drained(drained, batch) => Some(Box::pin(flush(
                         io,
@@ -183,10 +195,9 @@ where
                         };
                         // A refresh may have moved the expiry.
                         timer.as_mut().reset(instant_of(conn.poll_timeout()));
-                        answers.call_for_io().then(|| {
-                            let rest = reserve_wire(conn);
-                            Box::pin(answer(io, rest, answers, config)) as Work<'_>
-                        })
+                        answers
+                            .call_for_io()
+                            .then(|| Box::pin(answer(io, conn, answers, config)) as Work<'_>)
                     }
                     Woken::Timer => {
                         let ping = conn.handle_timeout(now_ms()) == TimerOutcome::SendPing;
@@ -245,54 +256,116 @@ enum Woken {
     Timer,
 }
 
-/// Waits for the next thing to do: queued frames (first: what is queued was
-/// accepted earlier than what the client is sending now, and a close the
-/// hub decided on comes out here too), bytes from the client, or the timer.
-#[expect(
-    clippy::manual_async_fn,
-    reason = "an async fn would keep every argument twice in the task"
-)]
-fn next_event<'a, S: AsyncRead + Unpin>(
-    conn: &'a Connection,
-    io: &'a mut S,
-    reader: &'a mut Reader,
-    timer: Pin<&'a mut tokio::time::Sleep>,
-    config: &'a TransportConfig,
-) -> impl Future<Output = Woken> + 'a {
-    async move {
-        tokio::select! {
-            biased;
-            (drained, batch) = next_batch(conn, config.max_batch_bytes) => Woken::Drained(drained, batch),
-            read = read_some(io, reader) => Woken::Read(read),
-            () = timer => Woken::Timer,
+impl Woken {
+    fn source(&self) -> Source {
+        match self {
+            Self::Drained(..) => Source::Outbox,
+            Self::Read(_) => Source::Socket,
+            Self::Timer => Source::Timer,
         }
     }
 }
 
-/// The outbox's next batch. The batch exists only inside a poll and is
-/// handed over once ready: an idle connection holds none.
-fn next_batch(conn: &Connection, max_bytes: usize) -> impl Future<Output = (Drained, Batch)> + '_ {
+/// The three things a connection waits on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Source {
+    Outbox,
+    Socket,
+    Timer,
+}
+
+impl Source {
+    /// The next in the rotation.
+    fn next(self) -> Self {
+        match self {
+            Self::Outbox => Self::Socket,
+            Self::Socket => Self::Timer,
+            Self::Timer => Self::Outbox,
+        }
+    }
+}
+
+/// Waits for the next thing to do: queued frames (a close the hub decided
+/// on comes out here too), bytes from the client, or the timer; polled in
+/// turn starting with `first`, so that none of them can starve the others
+/// (a room that keeps the outbox full must not keep the client's messages,
+/// its pings or its token expiry waiting).
+fn next_event<'a, S: AsyncRead + Unpin>(
+    conn: &'a Connection,
+    io: &'a mut S,
+    reader: &'a mut Reader,
+    mut timer: Pin<&'a mut tokio::time::Sleep>,
+    config: &'a TransportConfig,
+    first: Source,
+) -> impl Future<Output = Woken> + 'a {
     std::future::poll_fn(move |cx| {
-        let mut batch = Batch::default();
-        conn.outbox()
-            .poll_drain(cx, &mut batch, max_bytes)
-            .map(|drained| (drained, batch))
+        let mut source = first;
+        for _ in 0..3 {
+            match source {
+                Source::Outbox => {
+                    let mut batch = Batch::default();
+                    if let Poll::Ready(drained) =
+                        conn.outbox()
+                            .poll_drain(cx, &mut batch, config.max_batch_bytes)
+                    {
+                        return Poll::Ready(Woken::Drained(drained, batch));
+                    }
+                }
+                Source::Socket => {
+                    if let Poll::Ready(read) = poll_read_some(cx, io, reader) {
+                        return Poll::Ready(Woken::Read(read));
+                    }
+                }
+                Source::Timer => {
+                    if timer.as_mut().poll(cx).is_ready() {
+                        return Poll::Ready(Woken::Timer);
+                    }
+                }
+            }
+            source = source.next();
+        }
+        Poll::Pending
     })
 }
 
-/// What the client's frames of one read call for from the socket.
+/// Moves everything the outbox still holds into `batch`, for the last
+/// writes before a close. The outbox must be closing (it refuses new frames),
+/// so this ends.
+fn drain_rest(conn: &Connection, batch: &mut Batch, max_bytes: usize) {
+    loop {
+        let before = batch.frames.len();
+        match conn.outbox().try_drain(batch, max_bytes) {
+            Some(Drained::Frames) if batch.frames.len() > before => {}
+            _ => break,
+        }
+    }
+}
+
+/// What the client's frames of one read call for from the socket, in the
+/// order the client sent them: the answers queued before each ping, then
+/// its pong.
 struct Answers {
-    /// Payloads of the pings to answer, in order.
-    pongs: Vec<Bytes>,
+    /// What to write, in order (empty unless a ping, a close or a violation
+    /// was read: then the wire is reserved and the answers queued so far
+    /// are in here).
+    writes: Vec<Own>,
     /// The client closed (with this code, if any): nothing after it counts.
     closed: Option<Option<u16>>,
     /// The client broke the protocol after these frames: close with this.
     violation: Option<CloseReason>,
 }
 
+/// One write of the driver's own.
+enum Own {
+    /// Frames the outbox had queued (and a part-written one first).
+    Queued(Batch),
+    /// A pong with this payload.
+    Pong(Bytes),
+}
+
 impl Answers {
     fn call_for_io(&self) -> bool {
-        !self.pongs.is_empty() || self.closed.is_some() || self.violation.is_some()
+        !self.writes.is_empty() || self.closed.is_some() || self.violation.is_some()
     }
 }
 
@@ -305,7 +378,7 @@ fn handle_events(
 ) -> Answers {
     let now = now_ms();
     let mut answers = Answers {
-        pongs: Vec::new(),
+        writes: Vec::new(),
         closed: None,
         violation,
     };
@@ -319,7 +392,9 @@ fn handle_events(
             }
             Event::Ping(payload) => {
                 conn.handle_heartbeat(now);
-                answers.pongs.push(Bytes::from(payload));
+                // What was answered before the ping goes out before its pong.
+                answers.writes.push(Own::Queued(reserve_wire(conn)));
+                answers.writes.push(Own::Pong(Bytes::from(payload)));
             }
             Event::Pong => conn.handle_heartbeat(now),
             Event::Close(code) => {
@@ -328,27 +403,44 @@ fn handle_events(
             }
         }
     }
+    if answers.closed.is_some() || answers.violation.is_some() {
+        answers.writes.push(Own::Queued(reserve_wire(conn)));
+    }
     answers
 }
 
-/// Answers pings, the client's close, or a violation, after `rest` (the
-/// wire is reserved); `Some` ends the connection. Boxed by the caller:
-/// rare, and an idle task should not carry its state.
+/// Answers pings, the client's close, or a violation (the wire is
+/// reserved); `Some` ends the connection. Boxed by the caller: rare, and an
+/// idle task should not carry its state.
 async fn answer<S: AsyncWrite + Unpin>(
     io: &mut S,
-    rest: Batch,
+    conn: &Connection,
     answers: Answers,
     config: &TransportConfig,
 ) -> Option<Exit> {
-    let pongs = answers
-        .pongs
-        .into_iter()
-        .map(|payload| (PONG, payload))
-        .collect();
-    if let Some(exit) = send_own(io, rest, pongs, config).await {
-        return Some(exit);
+    let write = async {
+        for own in &answers.writes {
+            match own {
+                Own::Queued(batch) => write_frames_from(io, &batch.frames, batch.written).await?,
+                Own::Pong(payload) => write_frames(io, &[(PONG, payload.clone())]).await?,
+            }
+        }
+        Ok::<(), io::Error>(())
+    };
+    match timeout(config.write_timeout, write).await {
+        Ok(Ok(())) => {}
+        Ok(Err(err)) => return Some(write_error(&err)),
+        Err(_elapsed) => return Some(Exit::Gone(CloseCause::WriteTimeout)),
     }
     if let Some(code) = answers.closed {
+        // The answers to what the client sent before its close go out
+        // before the close reply.
+        conn.outbox().close_after_flush(None, CloseReason::NORMAL);
+        let mut queued = Batch::default();
+        drain_rest(conn, &mut queued, config.max_batch_bytes);
+        if let Err(exit) = write_batch(io, &queued, config.write_timeout).await {
+            return Some(exit);
+        }
         answer_close(io, code, config.close_timeout).await;
         return Some(Exit::Gone(CloseCause::Client));
     }
@@ -382,22 +474,28 @@ async fn flush<S: AsyncWrite + Unpin>(
 /// Reads what the socket has into the thread's scratch buffer and feeds it
 /// to `reader`, within one poll (the scratch buffer is never held across an
 /// await).
+fn poll_read_some<S: AsyncRead + Unpin>(
+    cx: &mut std::task::Context<'_>,
+    io: &mut S,
+    reader: &mut Reader,
+) -> Poll<io::Result<Read>> {
+    SCRATCH.with_borrow_mut(|scratch| {
+        let mut buf = ReadBuf::new(scratch);
+        ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
+        if buf.filled().is_empty() {
+            return Poll::Ready(Ok(Read::Eof));
+        }
+        let mut events = Vec::new();
+        let violation = reader.feed(buf.filled(), &mut events).err();
+        Poll::Ready(Ok(Read::Events(events, violation)))
+    })
+}
+
 fn read_some<'a, S: AsyncRead + Unpin>(
     io: &'a mut S,
     reader: &'a mut Reader,
 ) -> impl Future<Output = io::Result<Read>> + 'a {
-    std::future::poll_fn(move |cx| {
-        SCRATCH.with_borrow_mut(|scratch| {
-            let mut buf = ReadBuf::new(scratch);
-            ready!(Pin::new(&mut *io).poll_read(cx, &mut buf))?;
-            if buf.filled().is_empty() {
-                return Poll::Ready(Ok(Read::Eof));
-            }
-            let mut events = Vec::new();
-            let violation = reader.feed(buf.filled(), &mut events).err();
-            Poll::Ready(Ok(Read::Events(events, violation)))
-        })
-    })
+    std::future::poll_fn(move |cx| poll_read_some(cx, io, reader))
 }
 
 /// The frame of `batch` that is the next one in [`SAMPLE_EVERY`] written,
@@ -451,8 +549,11 @@ async fn answer_close<S: AsyncWrite + Unpin>(io: &mut S, code: Option<u16>, limi
     let _ = timeout(limit, reply).await;
 }
 
-/// Sends our close frame and waits (bounded) for the client's reply, so the
-/// client sees a clean close handshake and the server side holds TIME_WAIT.
+/// Sends our close frame and ends our side at once (RFC 6455 §7.1.1: the
+/// server closes TCP first; §7.1.7: a failed connection is closed, not kept
+/// waiting), then reads (bounded) until the client's side ends too, so the
+/// client sees a clean close and the server side holds TIME_WAIT. A client
+/// whose own close frame we already read sends nothing more: no wait.
 async fn close<S>(
     io: &mut S,
     reader: &mut Reader,
@@ -465,19 +566,16 @@ async fn close<S>(
     let handshake = async {
         write_frames_from(io, &rest.frames, rest.written).await?;
         write_frames(io, &[(CLOSE, close_payload(reason.code, reason.reason))]).await?;
+        io.shutdown().await?;
         // Whatever else the client still sends is dropped, up to its close.
-        loop {
+        while !reader.is_closed() {
             match read_some(io, reader).await? {
                 Read::Eof => break,
-                Read::Events(events, violation) => {
-                    let closed = events.iter().any(|event| matches!(event, Event::Close(_)));
-                    if closed || violation.is_some() {
-                        break;
-                    }
-                }
+                Read::Events(_, Some(_)) => break,
+                Read::Events(..) => {}
             }
         }
-        io.shutdown().await
+        Ok::<(), io::Error>(())
     };
     let _ = timeout(config.close_timeout, handshake).await;
 }

@@ -38,9 +38,50 @@ fn text_response(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<By
     response
 }
 
+/// `426 Upgrade Required` with `Sec-WebSocket-Version: 13`, for a handshake
+/// in a version we do not speak (RFC 6455 §4.2.2, §4.4).
+fn version_required() -> Response<Full<Bytes>> {
+    let mut response = text_response(
+        StatusCode::UPGRADE_REQUIRED,
+        "426 Upgrade Required: this server speaks WebSocket version 13 (RFC 6455)\n",
+    );
+    let headers = response.headers_mut();
+    headers.insert(
+        header::UPGRADE,
+        header::HeaderValue::from_static("websocket"),
+    );
+    headers.insert(
+        header::SEC_WEBSOCKET_VERSION,
+        header::HeaderValue::from_static("13"),
+    );
+    response
+}
+
+/// What is wrong with a handshake.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Fault {
+    /// A malformed request: 400.
+    Bad(&'static str),
+    /// A version other than 13 (or none): 426.
+    Version,
+}
+
 /// RFC 6455 §4.2.1: the opening handshake is a GET, of HTTP/1.1 or later,
-/// with a `Host`, and a `Sec-WebSocket-Key` that is the base64 of 16 bytes.
-fn check_handshake<B>(request: &Request<B>) -> Result<(), &'static str> {
+/// with a `Host`, a `Sec-WebSocket-Key` that is the base64 of 16 bytes, and
+/// version 13.
+fn check_handshake<B>(request: &Request<B>) -> Result<(), Fault> {
+    check_request(request).map_err(Fault::Bad)?;
+    let mut versions = request
+        .headers()
+        .get_all(header::SEC_WEBSOCKET_VERSION)
+        .iter();
+    match (versions.next(), versions.next()) {
+        (Some(version), None) if version == "13" => Ok(()),
+        _ => Err(Fault::Version),
+    }
+}
+
+fn check_request<B>(request: &Request<B>) -> Result<(), &'static str> {
     use base64::Engine as _;
     if request.method() != hyper::Method::GET {
         return Err("the method must be GET");
@@ -65,9 +106,6 @@ fn check_handshake<B>(request: &Request<B>) -> Result<(), &'static str> {
         .map_err(|_| "Sec-WebSocket-Key is not base64")?;
     if decoded.len() != 16 {
         return Err("Sec-WebSocket-Key must be the base64 of 16 bytes");
-    }
-    if single(header::SEC_WEBSOCKET_VERSION).is_none_or(|version| version != "13") {
-        return Err("Sec-WebSocket-Version must be 13");
     }
     Ok(())
 }
@@ -125,17 +163,19 @@ impl WsUpgrade {
     }
 
     /// The answer [`accept`](Self::accept) would refuse the request itself
-    /// with (not an upgrade: 426; a broken handshake: 400), if any, so a
-    /// caller can commit resources only to a handshake that will succeed.
+    /// with (not an upgrade, or a version other than 13: 426; a broken
+    /// handshake: 400), if any, so a caller can commit resources only to a
+    /// handshake that will succeed.
     pub fn refusal<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
         if !is_upgrade_request(request) {
             return Some(upgrade_required());
         }
-        check_handshake(request).err().map(|reason| {
-            text_response(
+        check_handshake(request).err().map(|fault| match fault {
+            Fault::Version => version_required(),
+            Fault::Bad(reason) => text_response(
                 StatusCode::BAD_REQUEST,
                 format!("400 Bad Request: invalid WebSocket handshake: {reason}\n"),
-            )
+            ),
         })
     }
 

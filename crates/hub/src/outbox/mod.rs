@@ -451,11 +451,17 @@ impl Outbox {
 
     /// The driver is about to write frames of its own (pongs, a ping): no
     /// direct write happens until it next asks for a batch. A partly written
-    /// frame is moved into `batch`, to be written first.
+    /// frame is moved into `batch`, to be written first, and so is the
+    /// control lane: the answers to what the client sent before the ping
+    /// go out before its pong.
     pub fn reserve_wire(&self, batch: &mut Batch) {
         let mut lanes = self.lanes.lock();
         lanes.wire_busy = true;
         Self::take_partial(&mut lanes, batch);
+        while let Some(frame) = lanes.control.pop_front() {
+            lanes.control_bytes -= frame.len();
+            batch.frames.push(frame);
+        }
     }
 
     /// Takes the wire back for good (the connection is ending): a partly

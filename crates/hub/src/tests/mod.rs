@@ -69,6 +69,25 @@ fn publish(conn: &mut Connection, room: &str, content: &str) -> FrameOutcome {
 }
 
 #[test]
+fn a_fixed_node_id_never_repeats_a_wire_id_across_incarnations() {
+    let config = || crate::HubConfig {
+        node_id: crate::NodeId::new("fixed").unwrap(),
+        ..crate::HubConfig::default()
+    };
+    let before = Hub::builder(config()).incarnation(1).build();
+    let after = Hub::builder(config()).incarnation(2).build();
+    let (a, b) = (connect(&before), connect(&after));
+    assert!(a.wire_id().starts_with("fixed."));
+    assert_ne!(a.wire_id(), b.wire_id());
+    let plain = Hub::builder(config()).build();
+    assert_eq!(
+        connect(&plain).wire_id(),
+        "fixed.1",
+        "no incarnation: short ids"
+    );
+}
+
+#[test]
 fn types_that_cross_threads_are_send_and_sync() {
     fn assert_send_sync<T: Send + Sync>() {}
     assert_send_sync::<Hub>();

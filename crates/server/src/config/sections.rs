@@ -117,8 +117,10 @@ config_section! {
     pub struct ApiSection {
         /// Key every `/api/*` request must present (`X-API-Key: <key>` or `Authorization: apikey <key>`); unset: no key needed (loopback admin only)
         @secret key: String = String::new(),
-        /// Largest API request body; larger gets 400
+        /// Largest API request body; a larger `Content-Length` gets 413 before the body is read
         max_body_bytes: usize = 1 << 20,
+        /// How long an API request body may take to arrive; slower gets 408
+        body_timeout: Duration = Duration::from_secs(10),
     }
 }
 
@@ -176,7 +178,7 @@ config_section! {
         slow_consumer: SlowConsumer = SlowConsumer::Disconnect,
         /// Rooms one connection may be in; joining more gets too_many_rooms
         max_rooms_per_connection: usize = hub_defaults().max_rooms_per_connection,
-        /// Rooms the server holds at most; a join creating one more gets too_many_rooms (0: off)
+        /// Rooms the server holds at most; a join creating one more gets too_many_rooms (0: off; a million rooms cost about 600 MiB)
         max_rooms: usize = hub_defaults().max_rooms,
         /// How long an empty room's state is kept after its last activity (rooms with history: at least their `history_ttl`)
         room_linger: Duration = hub_defaults().room_linger,
@@ -246,6 +248,8 @@ config_section! {
     pub struct TransportSection {
         /// Largest message a client may send; larger closes with 1009
         max_message_bytes: usize = transport_defaults().max_message_bytes,
+        /// Deepest nesting of arrays and objects in a published `content`; deeper is refused with `invalid_field`
+        max_json_depth: usize = wshub_hub::HubConfig::default().max_json_depth,
         /// Server ping interval, announced in welcome.heartbeat_ms
         heartbeat_interval: Duration = wshub_hub::Heartbeat::default().interval,
         /// Close a connection that sent nothing (pongs included) for this long

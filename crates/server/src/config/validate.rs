@@ -286,6 +286,7 @@ impl Config {
             access: self.access_policy(),
             max_rooms_per_connection: self.hub.max_rooms_per_connection,
             max_rooms: self.hub.max_rooms,
+            max_json_depth: self.transport.max_json_depth,
             data_queue_bytes: self.hub.data_queue_bytes,
             control_queue_bytes: self.hub.control_queue_bytes,
             slow_consumer: match self.hub.slow_consumer {

@@ -4,6 +4,8 @@
 //! large message return as soon as the message is handled (see
 //! ARCHITECTURE.md, "Owning the framing").
 
+#[cfg(test)]
+mod props;
 mod read;
 #[cfg(test)]
 mod rules;
