@@ -24,8 +24,15 @@ fn token(sub: &str) -> String {
 
 /// Serves the test page on a loopback port (one thread, bounded by the test).
 fn serve_page() -> SocketAddr {
+    serve("browser_page.html")
+}
+
+/// Serves `tests/interop/<file>` at `/?…` on a loopback port.
+fn serve(file: &str) -> SocketAddr {
     let page = std::fs::read(
-        Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/interop/browser_page.html"),
+        Path::new(env!("CARGO_MANIFEST_DIR"))
+            .join("tests/interop")
+            .join(file),
     )
     .unwrap();
     let listener = TcpListener::bind("127.0.0.1:0").unwrap();
@@ -180,4 +187,44 @@ async fn chromium_on_a_local_page_connects_to_the_default_configuration() {
         .await
         .expect("chromium connected from a local page");
     assert_eq!(hello["content"]["hello"], "from chromium", "{hello}");
+}
+
+/// A page on another loopback port tries to drive the key-less admin API
+/// (the default on loopback) with the requests a browser sends cross-site
+/// without asking: none of them acts, and the page learns nothing.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_on_another_page_cannot_drive_the_admin_api() {
+    let server = TestServer::start().await;
+    let mut rust = server.client().await;
+    rust.join("lobby").await;
+    let page = serve("admin_attack.html");
+    let url = format!(
+        "http://{page}/?ws={}&admin=http://{}",
+        server.ws_url(),
+        server.admin
+    );
+    let _browser = launch_chromium(&url);
+    // Every attempt was answered before the page reports; a broadcast that
+    // got through would have reached this client first.
+    let report = tokio::time::timeout(Duration::from_secs(60), rust.recv())
+        .await
+        .expect("the page reported");
+    let Some(outcomes) = report["content"]["done"].as_array() else {
+        panic!("a broadcast got through: {report}");
+    };
+    assert_eq!(outcomes.len(), 5, "{report}");
+    assert_eq!(
+        outcomes[3], "failed",
+        "the JSON POST needs a preflight, which is refused: {report}"
+    );
+    let metrics = server.metrics().await;
+    assert!(
+        !metrics.contains(r#"endpoint="broadcast",status="200""#),
+        "no broadcast accepted:\n{metrics}"
+    );
+    assert_eq!(
+        server.hub.stats().connections,
+        2,
+        "the page and this client"
+    );
 }

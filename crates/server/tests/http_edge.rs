@@ -127,9 +127,58 @@ async fn a_host_that_is_not_served_is_refused_before_anything_else() {
     assert!(answer.contains("forbidden_host"), "{answer}");
     let health = format!("GET /metrics HTTP/1.1\r\nHost: {rebinding}\r\n\r\n");
     assert_eq!(raw_status(server.addr, &health).await, 403, "every route");
-    for served in [format!("localhost:{port}"), format!("127.0.0.1:{port}")] {
+    // Loopback names on any port: a local dev proxy (say on 5173) forwards
+    // its own Host, and a loopback name cannot be a rebinding attack.
+    for served in [
+        format!("localhost:{port}"),
+        format!("127.0.0.1:{port}"),
+        "localhost:5173".to_owned(),
+    ] {
         let request = format!("GET /healthz HTTP/1.1\r\nHost: {served}\r\n\r\n");
         assert_eq!(raw_status(server.addr, &request).await, 200, "{served}");
+    }
+    // An absolute-form target names the host that counts (RFC 9112 §3.2.2).
+    let absolute =
+        format!("GET http://{rebinding}/healthz HTTP/1.1\r\nHost: 127.0.0.1:{port}\r\n\r\n");
+    assert_eq!(
+        raw_status(server.addr, &absolute).await,
+        403,
+        "absolute form"
+    );
+    // No Host, an empty one, or two: 400 before the allow-list (RFC 9112 §3.2).
+    for hosts in [
+        String::new(),
+        "Host: \r\n".to_owned(),
+        format!("Host: 127.0.0.1:{port}\r\nHost: 127.0.0.1:{port}\r\n"),
+    ] {
+        let request = format!("GET /healthz HTTP/1.1\r\n{hosts}\r\n");
+        assert_eq!(raw_status(server.addr, &request).await, 400, "{hosts:?}");
+        assert_eq!(
+            raw_status(server.admin, &request).await,
+            400,
+            "admin {hosts:?}"
+        );
+    }
+}
+
+#[tokio::test]
+async fn a_websocket_version_other_than_13_gets_426_naming_13() {
+    let server = TestServer::start().await;
+    for version in ["8", "14", ""] {
+        let request = format!(
+            "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
+            server.addr
+        );
+        let mut stream = TcpStream::connect(server.addr).await.unwrap();
+        stream.write_all(request.as_bytes()).await.unwrap();
+        let mut answer = vec![0u8; 4096];
+        let n = tokio::time::timeout(WAIT, stream.read(&mut answer))
+            .await
+            .unwrap()
+            .unwrap();
+        let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+        assert!(answer.starts_with("http/1.1 426"), "{version}: {answer}");
+        assert!(answer.contains("sec-websocket-version: 13\r\n"), "{answer}");
     }
 }
 

@@ -106,6 +106,14 @@ async fn every_bad_token_is_refused_before_the_upgrade_with_its_reason() {
     let mut expired = claims("alice", &[]);
     expired["exp"] = json!(now() - 120);
     assert_eq!(reason_for_token(&server, &hs256(&expired)).await, "expired");
+    // Expiring this very second: accepting it would close it with 4001 at
+    // once, and a client that reconnects on 4001 would loop.
+    let mut no_time_left = claims("alice", &[]);
+    no_time_left["exp"] = json!(now());
+    assert_eq!(
+        reason_for_token(&server, &hs256(&no_time_left)).await,
+        "expired"
+    );
 
     let mut early = claims("alice", &[]);
     early["nbf"] = json!(now() + 3600);

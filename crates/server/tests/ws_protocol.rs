@@ -86,6 +86,43 @@ async fn leave_stops_delivery() {
 }
 
 #[tokio::test]
+async fn content_nested_deeper_than_max_json_depth_is_refused() {
+    let mut config = test_config();
+    config.transport.max_json_depth = 8;
+    let server = TestServer::start_with(config).await;
+    let mut alice = server.client().await;
+    let mut bob = server.client().await;
+    alice.join("lobby").await;
+    bob.join("lobby").await;
+    let deep = format!("{}{}", "[".repeat(9), "]".repeat(9));
+    alice
+        .send_text(&format!(
+            r#"{{"type":"publish","room":"lobby","ref":"deep","content":{deep}}}"#
+        ))
+        .await;
+    let error = alice.recv().await;
+    assert_eq!(
+        (
+            error["type"].as_str(),
+            error["code"].as_str(),
+            error["ref"].as_str()
+        ),
+        (Some("error"), Some("invalid_field"), Some("deep")),
+        "{error}"
+    );
+    let fine = format!("{}{}", "[".repeat(8), "]".repeat(8));
+    alice
+        .publish("lobby", serde_json::from_str(&fine).unwrap())
+        .await;
+    let message = bob.recv().await;
+    assert_eq!(
+        message["content"],
+        serde_json::from_str::<serde_json::Value>(&fine).unwrap(),
+        "only the deep one was refused"
+    );
+}
+
+#[tokio::test]
 async fn every_error_code_leaves_the_connection_open() {
     let server = TestServer::start().await;
     let mut client = server.client().await;
