@@ -6,6 +6,9 @@
 //!   quick benchmark as a smoke test that fails on any lost message.
 //! - `bench [--quick] [--compare OLD.json]`: the benchmark matrix.
 //! - `doctor [--connections N] [--write-sysctl]`: kernel and ulimit check.
+//! - `fuzz [--time 10m]`: the frame reader's property and differential
+//!   tests, run with many more cases and a fresh seed each round until the
+//!   time is up.
 
 mod bench;
 mod doctor;
@@ -24,6 +27,7 @@ fn main() -> anyhow::Result<()> {
         "test" | "ci" => test(&rest),
         "bench" => bench::run(&rest, &workspace_root()),
         "doctor" => doctor::run(&rest, &workspace_root().join("deploy/sysctl/99-wshub.conf")),
+        "fuzz" => fuzz(&rest),
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -41,7 +45,8 @@ fn print_help() {
          commands:\n  \
          test    format check, clippy -D warnings, hub purity, rustdoc, all tests, bench --quick (what CI runs)\n  \
          bench   [--quick] [--compare OLD.json]: benchmark matrix, reports in target/bench/\n  \
-         doctor  [--connections N] [--write-sysctl]: kernel and ulimit readiness for N connections\n"
+         doctor  [--connections N] [--write-sysctl]: kernel and ulimit readiness for N connections\n  \
+         fuzz    [--time 10m]: the frame reader's property tests, longer (each round a fresh seed)\n"
     );
 }
 
@@ -173,6 +178,60 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs the frame reader's generators (`crates/transport/src/ws/props.rs`)
+/// in rounds of many cases, each with a fresh seed, until `--time` is up.
+fn fuzz(args: &[String]) -> anyhow::Result<()> {
+    let time = match args {
+        [] => std::time::Duration::from_secs(600),
+        [flag, value] if flag == "--time" => parse_duration(value)?,
+        _ => bail!("usage: cargo xtask fuzz [--time 10m]"),
+    };
+    let deadline = std::time::Instant::now() + time;
+    let cases = 200_000;
+    let mut round = 0;
+    while std::time::Instant::now() < deadline {
+        round += 1;
+        run(
+            &format!("fuzz round {round} ({cases} cases per property)"),
+            cargo()
+                .args([
+                    "test",
+                    "--release",
+                    "-p",
+                    "wshub-transport",
+                    "--lib",
+                    "ws::props",
+                    "--",
+                    "--test-threads=2",
+                ])
+                .env("PROPTEST_CASES", cases.to_string()),
+        )?;
+    }
+    eprintln!(
+        "==> fuzz: {round} rounds, {} cases per property, no failure",
+        round * cases
+    );
+    Ok(())
+}
+
+/// `90s`, `10m`, `1h`, or plain seconds.
+fn parse_duration(text: &str) -> anyhow::Result<std::time::Duration> {
+    let (number, unit) = text.split_at(
+        text.find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(text.len()),
+    );
+    let number: u64 = number
+        .parse()
+        .with_context(|| format!("{text:?} is not a duration like 90s, 10m or 1h"))?;
+    let seconds = match unit {
+        "" | "s" => number,
+        "m" => number * 60,
+        "h" => number * 3600,
+        _ => bail!("{text:?} is not a duration like 90s, 10m or 1h"),
+    };
+    Ok(std::time::Duration::from_secs(seconds))
+}
+
 #[derive(Debug, Default)]
 struct Totals {
     passed: u64,
@@ -269,6 +328,25 @@ fn check_hub_purity() -> anyhow::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::Totals;
+
+    #[test]
+    fn fuzz_durations_read_as_people_write_them() {
+        use std::time::Duration;
+        assert_eq!(
+            super::parse_duration("10m").unwrap(),
+            Duration::from_secs(600)
+        );
+        assert_eq!(
+            super::parse_duration("90s").unwrap(),
+            Duration::from_secs(90)
+        );
+        assert_eq!(
+            super::parse_duration("45").unwrap(),
+            Duration::from_secs(45)
+        );
+        assert!(super::parse_duration("ten").is_err());
+        assert!(super::parse_duration("5d").is_err());
+    }
 
     #[test]
     fn summary_lines_are_totalled() {

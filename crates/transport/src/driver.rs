@@ -579,3 +579,6 @@ async fn close<S>(
     };
     let _ = timeout(config.close_timeout, handshake).await;
 }
+
+#[cfg(test)]
+mod tests;

@@ -276,12 +276,19 @@ impl Outbox {
     /// data lane like [`push`](Self::push). The write happens under the
     /// outbox's lock, so nothing can be queued or drained past it.
     pub fn offer(&self, frame: &TextFrame, tick: u64) -> PushOutcome {
+        self.offer_with(frame, tick, true)
+    }
+
+    /// [`offer`](Self::offer), writing directly only when `may_write`
+    /// (a fan-out that spent its budget of direct writes queues the rest).
+    pub(crate) fn offer_with(&self, frame: &TextFrame, tick: u64, may_write: bool) -> PushOutcome {
         let mut lanes = self.lanes.lock();
         if lanes.closing.is_some() {
             return PushOutcome::Closed;
         }
         // The low 32 bits: enough to compare ticks 24 days apart.
         if lanes.direct_wire(tick as u32)
+            && may_write
             && let Some(wire) = &lanes.wire
         {
             match wire.try_send(frame) {

@@ -90,3 +90,40 @@ fn one_direct_write_in_sample_every_is_timed_with_the_hubs_clock() {
     assert_eq!((latency.count, latency.sum_ms), (1, 7));
     drop(members);
 }
+
+#[test]
+fn one_fan_out_writes_at_most_its_budget_directly_and_queues_the_rest() {
+    let hub = Hub::new(HubConfig {
+        max_rooms_per_connection: 4,
+        ..HubConfig::default()
+    });
+    let mut alice = connect(&hub);
+    join(&mut alice, "big");
+    let wire = Arc::new(Recorder::default());
+    let extra = 3;
+    let members: Vec<_> = (0..crate::DIRECT_WRITES_PER_FANOUT + extra)
+        .map(|_| {
+            let mut member = connect(&hub);
+            join(&mut member, "big");
+            member.outbox().lend_wire(wire.clone());
+            assert!(frames(&member).is_empty());
+            member
+        })
+        .collect();
+    publish(&mut alice, "big", "1");
+    assert_eq!(
+        wire.0.lock().len(),
+        crate::DIRECT_WRITES_PER_FANOUT,
+        "the publisher's thread made at most the budget's writes"
+    );
+    let queued: usize = members.iter().map(|m| frames(m).len()).sum();
+    assert_eq!(queued, extra, "the rest went to the drivers' queues");
+    let stats = hub.stats();
+    assert_eq!(
+        (stats.delivered, stats.written_directly),
+        (
+            (crate::DIRECT_WRITES_PER_FANOUT + extra) as u64,
+            crate::DIRECT_WRITES_PER_FANOUT as u64
+        )
+    );
+}
