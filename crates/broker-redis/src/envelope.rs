@@ -126,7 +126,7 @@ pub(crate) fn encode_directive(directive: &Directive) -> Bytes {
         DirectiveAction::Disconnect { code, reason } => Header::Disconnect {
             n,
             to,
-            code: *code,
+            code: code.get(),
             reason: Cow::Borrowed(reason),
         },
         DirectiveAction::Command(command) => {
@@ -184,14 +184,26 @@ pub(crate) fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incom
             to,
             code,
             reason,
-        } => Ok(Incoming::Directive(Directive {
-            node: node(&n)?,
-            target: target(to),
-            action: DirectiveAction::Disconnect {
-                code,
-                reason: reason.into_owned(),
-            },
-        })),
+        } => {
+            // Another node's word, but bytes off the network all the same:
+            // only application codes, only a reason a close frame can carry.
+            let code = wshub_hub::protocol::AppCloseCode::new(code)
+                .map_err(|err| Malformed(err.to_string()))?;
+            if reason.len() > wshub_hub::protocol::MAX_CLOSE_REASON_BYTES {
+                return Err(Malformed(format!(
+                    "a disconnect reason of {} bytes (at most 123)",
+                    reason.len()
+                )));
+            }
+            Ok(Incoming::Directive(Directive {
+                node: node(&n)?,
+                target: target(to),
+                action: DirectiveAction::Disconnect {
+                    code,
+                    reason: reason.into_owned(),
+                },
+            }))
+        }
         Header::Command { n, to, join, room } => {
             let room = RoomName::new(&room).map_err(|err| Malformed(format!("bad room: {err}")))?;
             Ok(Incoming::Directive(Directive {
@@ -262,7 +274,7 @@ mod tests {
                 node: NodeId::new("a").unwrap(),
                 target: DirectiveTarget::User(Arc::from("u \"7\"")),
                 action: DirectiveAction::Disconnect {
-                    code: 4000,
+                    code: wshub_hub::protocol::AppCloseCode::DEFAULT,
                     reason: "bye\n".into(),
                 },
             },
@@ -279,6 +291,23 @@ mod tests {
             };
             assert_eq!(back, directive);
         }
+    }
+
+    #[test]
+    fn a_directive_with_a_protocol_close_code_or_a_long_reason_is_refused() {
+        let disconnect = |code: u16, reason: &str| {
+            let header =
+                serde_json::json!({"k":"d","n":"a","user":"u7","code":code,"reason":reason});
+            Bytes::from(format!("{header}\n"))
+        };
+        assert!(matches!(
+            decode(disconnect(4100, "bye"), None),
+            Ok(Incoming::Directive(_))
+        ));
+        for (code, reason) in [(1000, "x"), (1011, "x"), (3000, "x"), (5000, "x")] {
+            assert!(decode(disconnect(code, reason), None).is_err(), "{code}");
+        }
+        assert!(decode(disconnect(4000, &"x".repeat(124)), None).is_err());
     }
 
     #[test]

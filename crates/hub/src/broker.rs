@@ -69,12 +69,13 @@ impl DirectiveTarget {
 #[derive(Debug, Clone, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum DirectiveAction {
-    /// Close with `code` (4000–4999) after a `system`/`disconnect` frame
-    /// carrying `reason`.
+    /// Close with `code` after a `system`/`disconnect` frame carrying
+    /// `reason` (at most 123 bytes: a broker decoding a longer one refuses
+    /// the directive).
     Disconnect {
-        /// The WebSocket close code.
-        code: u16,
-        /// Said in the `disconnect` frame and the close.
+        /// The WebSocket close code, 4000–4999.
+        code: wshub_protocol::AppCloseCode,
+        /// Said in the `disconnect` frame.
         reason: String,
     },
     /// Join or leave a room on the connection's own behalf.

@@ -36,7 +36,7 @@ pub enum ApiCommand {
         /// Whom to disconnect.
         target: Target,
         /// The close code, 4000–4999 (default 4000).
-        code: u16,
+        code: crate::AppCloseCode,
         /// A short reason, at most 123 bytes (sent in a `system` frame and
         /// the close frame).
         reason: Option<String>,
@@ -186,18 +186,21 @@ impl ApiCommand {
             "disconnect" => {
                 let target = target(fields)?;
                 let code = match fields.code {
-                    None => 4000,
+                    None => crate::AppCloseCode::DEFAULT,
                     Some(raw) => raw
                         .get()
                         .parse::<u16>()
                         .ok()
-                        .filter(|code| (4000..=4999).contains(code))
+                        .and_then(|code| crate::AppCloseCode::new(code).ok())
                         .ok_or_else(|| {
                             ApiError::new("invalid_field", "field \"code\" must be 4000 to 4999")
                         })?,
                 };
                 let reason = string("reason", fields.reason)?;
-                if reason.as_ref().is_some_and(|r| r.len() > 123) {
+                if reason
+                    .as_ref()
+                    .is_some_and(|r| r.len() > crate::MAX_CLOSE_REASON_BYTES)
+                {
                     return Err(ApiError::new(
                         "invalid_field",
                         "field \"reason\" is longer than 123 bytes",
@@ -430,7 +433,7 @@ mod tests {
                 "disconnect",
                 r#"{"user":"alice","code":4100,"reason":"bye"}"#
             ),
-            Ok(ApiCommand::Disconnect { code: 4100, .. })
+            Ok(ApiCommand::Disconnect { code, .. }) if code.get() == 4100
         ));
     }
 

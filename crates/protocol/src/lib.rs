@@ -43,8 +43,8 @@ pub use history::{
 pub use room::{MAX_ROOM_NAME_LEN, RoomName, RoomNameError};
 pub use serde_json::value::RawValue;
 pub use server::{
-    CloseReason, MAX_ERROR_MESSAGE_BYTES, SystemEvent, encode_ack, encode_broadcast,
-    encode_disconnect, encode_error, encode_error_with_reason, encode_http_refusal, encode_message,
-    encode_shutdown, encode_subscribed, encode_system, encode_unsubscribed, encode_user_message,
-    encode_welcome,
+    AppCloseCode, CloseReason, MAX_CLOSE_REASON_BYTES, MAX_ERROR_MESSAGE_BYTES, NotAnAppCloseCode,
+    SystemEvent, encode_ack, encode_broadcast, encode_disconnect, encode_error,
+    encode_error_with_reason, encode_http_refusal, encode_message, encode_shutdown,
+    encode_subscribed, encode_system, encode_unsubscribed, encode_user_message, encode_welcome,
 };

@@ -28,6 +28,39 @@ impl SystemEvent {
     }
 }
 
+/// A close code an application may choose: 4000–4999 (RFC 6455 §7.4.2,
+/// "private use"). The codes below are the protocol's, and a server that
+/// sent one of them on an operator's say-so would lie to the client.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord)]
+pub struct AppCloseCode(u16);
+
+/// A close code outside 4000–4999.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
+#[error("close code {0} is not an application code (4000 to 4999)")]
+pub struct NotAnAppCloseCode(pub u16);
+
+impl AppCloseCode {
+    /// The default: 4000.
+    pub const DEFAULT: Self = Self(4000);
+
+    /// `code`, if it is 4000–4999.
+    pub const fn new(code: u16) -> Result<Self, NotAnAppCloseCode> {
+        if code >= 4000 && code <= 4999 {
+            Ok(Self(code))
+        } else {
+            Err(NotAnAppCloseCode(code))
+        }
+    }
+
+    /// The code.
+    pub const fn get(self) -> u16 {
+        self.0
+    }
+}
+
+/// The most bytes of a close frame's reason (125 less the code's two).
+pub const MAX_CLOSE_REASON_BYTES: usize = 123;
+
 /// An RFC 6455 close code with its reason text, as the server sends it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct CloseReason {
@@ -80,9 +113,9 @@ impl CloseReason {
     };
     /// 4000–4999 chosen by the server's operator (HTTP API disconnect); the
     /// reason the operator gave arrives in a `system`/`disconnect` frame.
-    pub const fn disconnected(code: u16) -> Self {
+    pub const fn disconnected(code: AppCloseCode) -> Self {
         Self {
-            code,
+            code: code.get(),
             reason: "disconnected by the server",
         }
     }

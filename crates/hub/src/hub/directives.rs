@@ -3,7 +3,7 @@
 
 use std::sync::Arc;
 
-use wshub_protocol::{CloseReason, encode_disconnect};
+use wshub_protocol::{AppCloseCode, CloseReason, MAX_CLOSE_REASON_BYTES, encode_disconnect};
 
 use super::{DisconnectTarget, Hub};
 use crate::broker::{Directive, DirectiveAction, DirectiveTarget};
@@ -12,15 +12,21 @@ use crate::outbox::{Outbox, ServerCommand};
 
 impl Hub {
     /// Closes the connections named by `target` (a wire id, or every
-    /// connection of a user) with `code` (4000–4999), on every node: each
-    /// gets what is queued, a `system`/`disconnect` frame carrying `reason`,
-    /// then the close. Returns how many were on this node.
-    pub fn disconnect(&self, target: &DisconnectTarget<'_>, code: u16, reason: &str) -> usize {
+    /// connection of a user) with `code`, on every node: each gets what is
+    /// queued, a `system`/`disconnect` frame carrying `reason` (cut to 123
+    /// bytes at a character boundary), then the close. Returns how many
+    /// were on this node.
+    pub fn disconnect(
+        &self,
+        target: &DisconnectTarget<'_>,
+        code: AppCloseCode,
+        reason: &str,
+    ) -> usize {
         self.issue(
             target,
             DirectiveAction::Disconnect {
                 code,
-                reason: reason.to_owned(),
+                reason: cut_reason(reason).to_owned(),
             },
         )
     }
@@ -99,5 +105,34 @@ impl Hub {
                 .collect(),
             DisconnectTarget::User(user) => self.user_outboxes(user),
         }
+    }
+}
+
+/// `reason` cut to at most [`MAX_CLOSE_REASON_BYTES`], at a character
+/// boundary.
+pub(crate) fn cut_reason(reason: &str) -> &str {
+    let mut end = reason.len().min(MAX_CLOSE_REASON_BYTES);
+    while !reason.is_char_boundary(end) {
+        end -= 1;
+    }
+    &reason[..end]
+}
+
+#[cfg(test)]
+mod tests {
+    use super::cut_reason;
+    use wshub_protocol::AppCloseCode;
+
+    #[test]
+    fn only_application_codes_and_short_reasons() {
+        assert!(AppCloseCode::new(4000).is_ok() && AppCloseCode::new(4999).is_ok());
+        for code in [0, 1000, 1008, 3999, 5000] {
+            assert!(AppCloseCode::new(code).is_err(), "{code}");
+        }
+        assert_eq!(cut_reason("bye"), "bye");
+        let long = "é".repeat(100);
+        let cut = cut_reason(&long);
+        assert!(cut.len() <= 123 && cut.len() >= 122, "{}", cut.len());
+        assert!(long.starts_with(cut));
     }
 }

@@ -268,7 +268,10 @@ fn directives_reach_a_users_connections_on_every_node_exactly_once() {
     }
     assert!(a.has_room("news") && b.has_room("news"));
 
-    assert_eq!(a.disconnect(&DisconnectTarget::User("u7"), 4000, "bye"), 1);
+    assert_eq!(
+        a.disconnect(&DisconnectTarget::User("u7"), code(4000), "bye"),
+        1
+    );
     for conn in [&on_a, &on_b] {
         let (got, close) = take(conn);
         assert_eq!(types(&got), ["system"]);
@@ -283,13 +286,13 @@ fn a_directive_for_one_connection_acts_only_on_its_node() {
     let on_b = connect(&b);
     let wire = on_b.wire_id().to_owned();
     assert_eq!(
-        a.disconnect(&DisconnectTarget::Connection(&wire), 4001, "x"),
+        a.disconnect(&DisconnectTarget::Connection(&wire), code(4001), "x"),
         0,
         "not on a"
     );
     assert_eq!(take(&on_b).1.map(|c| c.code), Some(4001));
     assert_eq!(
-        b.disconnect(&DisconnectTarget::Connection("a.999"), 4000, "x"),
+        b.disconnect(&DisconnectTarget::Connection("a.999"), code(4000), "x"),
         0
     );
 }
@@ -404,4 +407,8 @@ fn shutdown_holds_no_registry_lock_while_it_wakes_drivers() {
     finishes_without_deadlock("shutdown", |hub| {
         hub.shutdown();
     });
+}
+
+fn code(code: u16) -> wshub_protocol::AppCloseCode {
+    wshub_protocol::AppCloseCode::new(code).unwrap()
 }

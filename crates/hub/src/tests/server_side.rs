@@ -51,7 +51,7 @@ fn a_disconnect_delivers_the_queue_then_a_system_frame_then_closes_with_the_code
     join(&mut bob, "r");
     publish(&mut bob, "r", "1");
     assert_eq!(
-        hub.disconnect(&DisconnectTarget::User("alice"), 4100, "banned"),
+        hub.disconnect(&DisconnectTarget::User("alice"), code(4100), "banned"),
         1
     );
     let (got, close) = take(&alice);
@@ -68,15 +68,15 @@ fn a_disconnect_delivers_the_queue_then_a_system_frame_then_closes_with_the_code
     );
     let wire = bob.wire_id().to_owned();
     assert_eq!(
-        hub.disconnect(&DisconnectTarget::Connection(&wire), 4000, ""),
+        hub.disconnect(&DisconnectTarget::Connection(&wire), code(4000), ""),
         1
     );
     assert_eq!(
-        hub.disconnect(&DisconnectTarget::Connection("othernode.1"), 4000, ""),
+        hub.disconnect(&DisconnectTarget::Connection("othernode.1"), code(4000), ""),
         0
     );
     assert_eq!(
-        hub.disconnect(&DisconnectTarget::User("nobody"), 4000, ""),
+        hub.disconnect(&DisconnectTarget::User("nobody"), code(4000), ""),
         0
     );
 }
@@ -147,4 +147,8 @@ fn the_server_subscribes_and_unsubscribes_a_connection_through_its_outbox() {
     publish(&mut bob, "news", "2");
     assert!(frames(&alice).is_empty());
     assert_eq!(hub.room_size("news"), 1);
+}
+
+fn code(code: u16) -> wshub_protocol::AppCloseCode {
+    wshub_protocol::AppCloseCode::new(code).unwrap()
 }
