@@ -230,7 +230,15 @@ const FULL: &[Scenario] = &[
     },
     Scenario {
         name: "memory-2k",
-        args: &["memory", "--clients", "2000", "--admin", "{admin}"],
+        args: &[
+            "memory",
+            "--clients",
+            "2000",
+            "--rooms-per-client",
+            "495",
+            "--admin",
+            "{admin}",
+        ],
         two_nodes: false,
         server_env: &[],
         floor: false,

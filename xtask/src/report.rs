@@ -117,6 +117,22 @@ const GOALS: &[(&str, &str, &str, &str, f64, bool)] = &[
         false,
     ),
     (
+        "Idle again 30 s after 2,000 half messages at once, vs idle",
+        "memory",
+        "released_vs_idle",
+        "×",
+        1.5,
+        false,
+    ),
+    (
+        "RSS with every connection gone, vs before any",
+        "memory",
+        "after_close_vs_before",
+        "×",
+        1.1,
+        false,
+    ),
+    (
         "Upgrades per second",
         "connect",
         "connects_per_second",
