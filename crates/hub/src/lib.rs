@@ -134,7 +134,9 @@ pub use hub::{
 };
 pub use latency::{BUCKETS_MS, LatencyHistogram, LatencySnapshot, SAMPLE_EVERY};
 pub use node::{ConnectionId, NodeId, NodeIdError};
-pub use outbox::{Batch, Drained, Lane, Outbox, PushOutcome, Sent, ServerCommand, Wire};
+pub use outbox::{
+    Batch, Drained, Lane, Outbox, PushOutcome, Sent, ServerCommand, Wire, WireReservation,
+};
 pub use stats::{CloseCause, DIRECT_WRITES_PER_FANOUT, Fanout, HubStats, QueueDepth};
 pub use wshub_protocol as protocol;
 pub use wshub_protocol::stamped_time_ms;

@@ -1,5 +1,14 @@
 //! The `wshub` binary.
 
+/// jemalloc, with background threads that give freed pages back to the
+/// system a second after their last use (built-in options: see
+/// `.cargo/config.toml`): glibc's malloc kept the memory of a burst of large
+/// messages, and of a million rooms, after it was freed, even with no
+/// connection left. Measured in `cargo xtask bench`, row `memory-2k`
+/// (ARCHITECTURE.md, "What an idle connection costs").
+#[global_allocator]
+static ALLOCATOR: tikv_jemallocator::Jemalloc = tikv_jemallocator::Jemalloc;
+
 use anyhow::Context as _;
 use clap::Parser;
 use wshub_server::cli::{Cli, Invocation};

@@ -17,7 +17,9 @@ use hyper::upgrade::Upgraded;
 use hyper_tungstenite::HyperWebsocket;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
 use tokio::time::timeout;
-use wshub_hub::{Batch, CloseCause, Connection, Drained, SAMPLE_EVERY, TimerOutcome};
+use wshub_hub::{
+    Batch, CloseCause, Connection, Drained, SAMPLE_EVERY, TimerOutcome, WireReservation,
+};
 use wshub_protocol::{CloseReason, TextFrame};
 
 use crate::clock::{instant_of, now_ms};
@@ -203,9 +205,13 @@ where
                         let ping = conn.handle_timeout(now_ms()) == TimerOutcome::SendPing;
                         timer.as_mut().reset(instant_of(conn.poll_timeout()));
                         ping.then(|| {
-                            let rest = reserve_wire(conn);
-                            Box::pin(send_own(io, rest, vec![(PING, Bytes::new())], config))
-                                as Work<'_>
+                            let reservation = conn.outbox().reserve_wire();
+                            Box::pin(send_own(
+                                io,
+                                reservation,
+                                vec![(PING, Bytes::new())],
+                                config,
+                            )) as Work<'_>
                         })
                     }
                 }
@@ -219,24 +225,18 @@ where
     }
 }
 
-/// Takes the socket from the fan-out until the next drain, for frames of
-/// the driver's own; what the fan-out left part-written comes back first.
-fn reserve_wire(conn: &Connection) -> Batch {
-    let mut rest = Batch::default();
-    conn.outbox().reserve_wire(&mut rest);
-    rest
-}
-
-/// Writes frames of the driver's own (pongs, a ping) after `rest`; `Some`
-/// ends the connection.
+/// Writes frames of the driver's own (a ping) after what the reservation
+/// says is due first; the wire is the fan-out's again once they are written.
+/// `Some` ends the connection.
 async fn send_own<S: AsyncWrite + Unpin>(
     io: &mut S,
-    rest: Batch,
+    reservation: WireReservation,
     frames: Vec<(u8, Bytes)>,
     config: &TransportConfig,
 ) -> Option<Exit> {
+    let ahead = &reservation.ahead;
     let write = async {
-        write_frames_from(io, &rest.frames, rest.written).await?;
+        write_frames_from(io, &ahead.frames, ahead.written).await?;
         write_frames(io, &frames).await
     };
     match timeout(config.write_timeout, write).await {
@@ -345,9 +345,11 @@ fn drain_rest(conn: &Connection, batch: &mut Batch, max_bytes: usize) {
 /// order the client sent them: the answers queued before each ping, then
 /// its pong.
 struct Answers {
-    /// What to write, in order (empty unless a ping, a close or a violation
-    /// was read: then the wire is reserved and the answers queued so far
-    /// are in here).
+    /// Held while a ping, a close or a violation calls for frames of the
+    /// driver's own; dropped (the wire given back) once they are written.
+    reservation: Option<WireReservation>,
+    /// What to write, in order: the answers queued before each pong, the
+    /// pong; last, the answers queued before a close or a violation.
     writes: Vec<Own>,
     /// The client closed (with this code, if any): nothing after it counts.
     closed: Option<Option<u16>>,
@@ -364,6 +366,12 @@ enum Own {
 }
 
 impl Answers {
+    /// The wire, reserved from the first frame of the driver's own on.
+    fn reserve(&mut self, conn: &Connection) -> &mut WireReservation {
+        self.reservation
+            .get_or_insert_with(|| conn.outbox().reserve_wire())
+    }
+
     fn call_for_io(&self) -> bool {
         !self.writes.is_empty() || self.closed.is_some() || self.violation.is_some()
     }
@@ -378,6 +386,7 @@ fn handle_events(
 ) -> Answers {
     let now = now_ms();
     let mut answers = Answers {
+        reservation: None,
         writes: Vec::new(),
         closed: None,
         violation,
@@ -393,7 +402,8 @@ fn handle_events(
             Event::Ping(payload) => {
                 conn.handle_heartbeat(now);
                 // What was answered before the ping goes out before its pong.
-                answers.writes.push(Own::Queued(reserve_wire(conn)));
+                let ahead = answers.reserve(conn).take_ahead();
+                answers.writes.push(Own::Queued(ahead));
                 answers.writes.push(Own::Pong(Bytes::from(payload)));
             }
             Event::Pong => conn.handle_heartbeat(now),
@@ -404,7 +414,8 @@ fn handle_events(
         }
     }
     if answers.closed.is_some() || answers.violation.is_some() {
-        answers.writes.push(Own::Queued(reserve_wire(conn)));
+        let ahead = answers.reserve(conn).take_ahead();
+        answers.writes.push(Own::Queued(ahead));
     }
     answers
 }

@@ -142,6 +142,8 @@ struct Lanes {
     /// its own such as pongs) until it next asks for a batch: a direct write
     /// now could land in the middle of that.
     wire_busy: bool,
+    /// Live [`WireReservation`]s: the driver is writing frames of its own.
+    wire_reservations: u8,
     /// When the fan-out last offered this connection a frame (the low 32
     /// bits of its milliseconds; 0: never), to tell paced traffic, which is
     /// written directly, from a burst, which is batched by the driver.
@@ -182,7 +184,11 @@ impl Lanes {
         if never || since >= 0 {
             self.last_offer = tick.max(1);
         }
-        quiet && self.wire.is_some() && !self.wire_busy && self.is_empty()
+        quiet
+            && self.wire.is_some()
+            && !self.wire_busy
+            && self.wire_reservations == 0
+            && self.is_empty()
     }
 
     /// Discards what is queued; a partly written frame is kept, since its
@@ -457,14 +463,25 @@ impl Outbox {
     }
 
     /// The driver is about to write frames of its own (pongs, a ping): no
-    /// direct write happens until it next asks for a batch. A partly written
-    /// frame is moved into `batch`, to be written first, and so is the
-    /// control lane: the answers to what the client sent before the ping
-    /// go out before its pong.
-    pub fn reserve_wire(&self, batch: &mut Batch) {
+    /// direct write happens while the returned reservation lives. What must
+    /// go out before those frames is in its [`ahead`](WireReservation::ahead):
+    /// a partly written frame first, then the control lane (the answers to
+    /// what the client sent before the ping go out before its pong).
+    pub fn reserve_wire(self: &Arc<Self>) -> WireReservation {
         let mut lanes = self.lanes.lock();
-        lanes.wire_busy = true;
-        Self::take_partial(&mut lanes, batch);
+        lanes.wire_reservations += 1;
+        let mut ahead = Batch::default();
+        Self::take_ahead(&mut lanes, &mut ahead);
+        drop(lanes);
+        WireReservation {
+            outbox: Arc::clone(self),
+            ahead,
+        }
+    }
+
+    /// A part-written frame, then the control lane, into `batch`.
+    fn take_ahead(lanes: &mut Lanes, batch: &mut Batch) {
+        Self::take_partial(lanes, batch);
         while let Some(frame) = lanes.control.pop_front() {
             lanes.control_bytes -= frame.len();
             batch.frames.push(frame);
@@ -477,7 +494,6 @@ impl Outbox {
     pub fn reclaim_wire(&self, batch: &mut Batch) {
         let mut lanes = self.lanes.lock();
         lanes.wire = None;
-        lanes.wire_busy = true;
         Self::take_partial(&mut lanes, batch);
     }
 
@@ -593,6 +609,38 @@ impl Outbox {
         max_bytes: usize,
     ) -> impl Future<Output = Drained> + 'a {
         poll_fn(move |cx| self.poll_drain(cx, out, max_bytes))
+    }
+}
+
+/// The socket reserved for the driver's own frames (see
+/// [`Outbox::reserve_wire`]): the fan-out writes nothing directly while it
+/// lives, and dropping it gives the wire back. A driver cannot forget to
+/// release it, nor write its frames before what was due ahead of them,
+/// which the reservation hands over.
+#[derive(Debug)]
+#[must_use = "the wire is reserved only while this lives"]
+pub struct WireReservation {
+    outbox: Arc<Outbox>,
+    /// What must be written before the driver's own frames.
+    pub ahead: Batch,
+}
+
+impl WireReservation {
+    /// What was queued on the control lane since the reservation (or the
+    /// last call) was taken: the answers due before the driver's next
+    /// frame of its own.
+    pub fn take_ahead(&mut self) -> Batch {
+        let mut batch = std::mem::take(&mut self.ahead);
+        let mut lanes = self.outbox.lanes.lock();
+        Outbox::take_ahead(&mut lanes, &mut batch);
+        batch
+    }
+}
+
+impl Drop for WireReservation {
+    fn drop(&mut self) {
+        let mut lanes = self.outbox.lanes.lock();
+        lanes.wire_reservations = lanes.wire_reservations.saturating_sub(1);
     }
 }
 

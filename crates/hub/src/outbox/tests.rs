@@ -322,33 +322,57 @@ fn a_slow_consumer_close_still_finishes_a_partly_written_frame() {
 fn the_driver_reserves_the_wire_for_its_own_frames_and_reclaims_it_to_close() {
     let wire = FakeWire::new();
     let (outbox, _counter) = lent(&wire);
+    let outbox = Arc::new(outbox);
     *wire.takes.lock() = Sent::Part(2);
     outbox.offer(&frame("m1"), 1_000);
     *wire.takes.lock() = Sent::Whole;
-    // A pong is due: the rest of m1 goes first, and no direct write until
-    // the driver asks for its next batch.
-    let mut batch = Batch::default();
-    outbox.reserve_wire(&mut batch);
+    outbox.push(Lane::Control, frame("ack"));
+    // A pong is due: the rest of m1 goes first, then the answers queued
+    // before the ping, and no direct write while the reservation lives.
+    let mut reservation = outbox.reserve_wire();
     assert_eq!(
-        (batch.frames.clone(), batch.written),
-        (vec![frame("m1")], 2)
+        (reservation.ahead.frames.clone(), reservation.ahead.written),
+        (vec![frame("m1"), frame("ack")], 2)
     );
     assert_eq!(
         outbox.offer(&frame("m2"), 2_000),
         PushOutcome::Queued { dropped: 0 }
     );
-    batch.clear();
-    assert_eq!(outbox.try_drain(&mut batch, 1024), Some(Drained::Frames));
+    // Answers queued since then come with the next frame of the driver's own.
+    outbox.push(Lane::Control, frame("ack2"));
+    let next = reservation.take_ahead();
+    assert_eq!(next.frames, vec![frame("m1"), frame("ack"), frame("ack2")]);
+    assert!(reservation.take_ahead().frames.is_empty());
+    drop(reservation);
+    assert_eq!(
+        outbox.try_drain(&mut Batch::default(), 1024),
+        Some(Drained::Frames)
+    );
     assert_eq!(outbox.try_drain(&mut Batch::default(), 1024), None);
+    // Given back: quiet and idle again, so written directly.
     assert_eq!(outbox.offer(&frame("m3"), 3_000), PushOutcome::Written);
-    // Closing: the wire is taken back for good.
-    outbox.reclaim_wire(&mut Batch::default());
-    assert_eq!(outbox.try_drain(&mut Batch::default(), 1024), None);
+    // Two reservations at once: the wire is back only when both are gone.
+    let first = outbox.reserve_wire();
+    let second = outbox.reserve_wire();
+    drop(first);
     assert_eq!(
         outbox.offer(&frame("m4"), 4_000),
         PushOutcome::Queued { dropped: 0 }
     );
-    assert_eq!(wire.took(), ["m1", "m3"].map(frame));
+    drop(second);
+    assert_eq!(
+        outbox.try_drain(&mut Batch::default(), 1024),
+        Some(Drained::Frames)
+    );
+    assert_eq!(outbox.try_drain(&mut Batch::default(), 1024), None);
+    assert_eq!(outbox.offer(&frame("m5"), 5_000), PushOutcome::Written);
+    // Closing: the wire is taken back for good.
+    outbox.reclaim_wire(&mut Batch::default());
+    assert_eq!(
+        outbox.offer(&frame("m6"), 6_000),
+        PushOutcome::Queued { dropped: 0 }
+    );
+    assert_eq!(wire.took(), ["m1", "m3", "m5"].map(frame));
 }
 
 #[test]
