@@ -30,6 +30,18 @@ async fn raw_status(addr: SocketAddr, request: &str) -> u16 {
     line.split(' ').nth(1).unwrap().parse().unwrap()
 }
 
+/// Sends `request` raw and returns the first read of the answer.
+async fn raw_answer(addr: SocketAddr, request: &str) -> String {
+    let mut stream = TcpStream::connect(addr).await.unwrap();
+    stream.write_all(request.as_bytes()).await.unwrap();
+    let mut answer = vec![0u8; 4096];
+    let n = tokio::time::timeout(WAIT, stream.read(&mut answer))
+        .await
+        .expect("an answer in time")
+        .unwrap();
+    String::from_utf8_lossy(&answer[..n]).into_owned()
+}
+
 fn upgrade_request(method: &str, version: &str, host: Option<&str>, key: Option<&str>) -> String {
     let mut request = format!("{method} /ws {version}\r\n");
     if let Some(host) = host {
@@ -112,17 +124,10 @@ async fn a_host_that_is_not_served_is_refused_before_anything_else() {
     // A DNS-rebinding page: same-origin in the browser's eyes, but for a
     // host this loopback server does not serve.
     let rebinding = format!("attacker.example:{port}");
-    let mut stream = TcpStream::connect(server.addr).await.unwrap();
     let request = format!(
         "GET /ws HTTP/1.1\r\nHost: {rebinding}\r\nOrigin: http://{rebinding}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: 13\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n"
     );
-    stream.write_all(request.as_bytes()).await.unwrap();
-    let mut answer = vec![0u8; 4096];
-    let n = tokio::time::timeout(WAIT, stream.read(&mut answer))
-        .await
-        .unwrap()
-        .unwrap();
-    let answer = String::from_utf8_lossy(&answer[..n]);
+    let answer = raw_answer(server.addr, &request).await;
     assert!(answer.starts_with("HTTP/1.1 403"), "{answer}");
     assert!(answer.contains("forbidden_host"), "{answer}");
     let health = format!("GET /metrics HTTP/1.1\r\nHost: {rebinding}\r\n\r\n");
@@ -169,14 +174,7 @@ async fn a_websocket_version_other_than_13_gets_426_naming_13() {
             "GET /ws HTTP/1.1\r\nHost: {}\r\nConnection: Upgrade\r\nUpgrade: websocket\r\nSec-WebSocket-Version: {version}\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\r\n",
             server.addr
         );
-        let mut stream = TcpStream::connect(server.addr).await.unwrap();
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut answer = vec![0u8; 4096];
-        let n = tokio::time::timeout(WAIT, stream.read(&mut answer))
-            .await
-            .unwrap()
-            .unwrap();
-        let answer = String::from_utf8_lossy(&answer[..n]).to_ascii_lowercase();
+        let answer = raw_answer(server.addr, &request).await.to_ascii_lowercase();
         assert!(answer.starts_with("http/1.1 426"), "{version}: {answer}");
         assert!(answer.contains("sec-websocket-version: 13\r\n"), "{answer}");
     }
