@@ -564,7 +564,7 @@ async fn answer_close<S: AsyncWrite + Unpin>(io: &mut S, code: Option<u16>, limi
 /// server closes TCP first; §7.1.7: a failed connection is closed, not kept
 /// waiting), then reads (bounded) until the client's side ends too, so the
 /// client sees a clean close and the server side holds TIME_WAIT. A client
-/// whose own close frame we already read sends nothing more: no wait.
+/// whose own close frame we already read sends nothing more: no read.
 async fn close<S>(
     io: &mut S,
     reader: &mut Reader,
@@ -578,13 +578,12 @@ async fn close<S>(
         write_frames_from(io, &rest.frames, rest.written).await?;
         write_frames(io, &[(CLOSE, close_payload(reason.code, reason.reason))]).await?;
         io.shutdown().await?;
-        // Whatever else the client still sends is dropped, up to its close.
-        while !reader.is_closed() {
-            match read_some(io, reader).await? {
-                Read::Eof => break,
-                Read::Events(_, Some(_)) => break,
-                Read::Events(..) => {}
-            }
+        // Whatever else the client still sends is read and dropped (the
+        // reader parses nothing after a close or a violation) until its side
+        // ends: closing with unread bytes would send a reset, which can cost
+        // the client our close frame.
+        if !reader.saw_close() {
+            while let Read::Events(..) = read_some(io, reader).await? {}
         }
         Ok::<(), io::Error>(())
     };

@@ -81,6 +81,8 @@ pub(crate) struct Reader {
     max_message: usize,
     /// A close frame or a violation was read: nothing more is parsed.
     closed: bool,
+    /// The client sent a close frame (valid or not): it sends nothing more.
+    saw_close: bool,
 }
 
 /// What a reader holds between reads.
@@ -133,9 +135,10 @@ impl Reader {
         })
     }
 
-    /// Whether a close frame (or a violation) ended the reading.
-    pub(crate) fn is_closed(&self) -> bool {
-        self.closed
+    /// Whether the client sent a close frame (valid or not): after it, the
+    /// client sends nothing, so there is nothing to wait for.
+    pub(crate) fn saw_close(&self) -> bool {
+        self.saw_close
     }
 
     /// Feeds bytes read from the socket; complete messages and control
@@ -320,6 +323,7 @@ impl Reader {
             _ => {
                 // A close ends the reading, whether or not its body is valid.
                 self.closed = true;
+                self.saw_close = true;
                 Event::Close(close_code(&payload)?)
             }
         })

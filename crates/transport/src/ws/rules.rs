@@ -377,3 +377,26 @@ fn checked_arithmetic_on_fragment_sums() {
     bytes.extend_from_slice(&[0, 0, 0, 0]);
     assert_eq!(refused(&bytes), CloseReason::MESSAGE_TOO_BIG);
 }
+
+#[test]
+fn only_a_close_frame_means_the_client_sends_nothing_more() {
+    let mut reader = Reader::new(MAX);
+    let _ = reader.feed(&frame(true, 0x8, &[3]), &mut Vec::new());
+    assert!(
+        reader.saw_close(),
+        "a bad close frame is still the client's last"
+    );
+    let mut reader = Reader::new(MAX);
+    let mut rsv = text("x");
+    rsv[0] |= 0x40;
+    assert!(reader.feed(&rsv, &mut Vec::new()).is_err());
+    assert!(
+        !reader.saw_close(),
+        "after other violations the client may still be sending"
+    );
+    let mut events = Vec::new();
+    reader
+        .feed(&text("ignored"), &mut events)
+        .expect("ignored, not refused");
+    assert!(events.is_empty(), "nothing is parsed after a violation");
+}
