@@ -262,28 +262,37 @@ impl HostPolicy {
     /// Whether a request is for a host we serve: exactly one readable
     /// `Host`, and the host that counts (an absolute-form target's
     /// authority, RFC 9112 §3.2.2; otherwise `Host`) allowed.
+    ///
+    /// HTTP/1.0 does not require `Host` (load balancers' health checks
+    /// often omit it): such a request passes where any host is served and
+    /// is refused (403) where an allow-list cannot check it.
     pub fn check<B>(&self, request: &hyper::Request<B>) -> Result<(), HostRefusal> {
         let mut values = request.headers().get_all(hyper::header::HOST).iter();
-        let value = match (values.next(), values.next()) {
-            (Some(value), None) => value,
-            (None, _) => return Err(HostRefusal::Malformed("a Host header is required")),
+        let from_header = match (values.next(), values.next()) {
+            (Some(value), None) => Some(value.to_str().ok().and_then(split_authority).ok_or(
+                HostRefusal::Malformed("the Host header is empty or cannot be read"),
+            )?),
+            (None, _) if request.version() >= hyper::Version::HTTP_11 => {
+                return Err(HostRefusal::Malformed("a Host header is required"));
+            }
+            (None, _) => None,
             (Some(_), Some(_)) => {
                 return Err(HostRefusal::Malformed("exactly one Host header is allowed"));
             }
         };
-        let Some(from_header) = value.to_str().ok().and_then(split_authority) else {
-            return Err(HostRefusal::Malformed(
-                "the Host header is empty or cannot be read",
-            ));
-        };
-        let (host, port) = match request.uri().authority() {
-            Some(authority) => split_authority(authority.as_str()).ok_or(
+        let target = match request.uri().authority() {
+            Some(authority) => Some(split_authority(authority.as_str()).ok_or(
                 HostRefusal::Malformed("the request target's host cannot be read"),
-            )?,
+            )?),
             None => from_header,
         };
         let Some(allowed) = &self.allowed else {
             return Ok(());
+        };
+        let Some((host, port)) = target else {
+            return Err(HostRefusal::NotServed(
+                "an HTTP/1.0 request without Host cannot be checked against allowed_hosts".into(),
+            ));
         };
         let served = allowed
             .iter()
@@ -447,6 +456,25 @@ mod tests {
                 );
             }
         }
+    }
+
+    #[test]
+    fn http_1_0_may_omit_host_where_any_host_is_served() {
+        let old = |uri: &str| {
+            hyper::Request::builder()
+                .version(hyper::Version::HTTP_10)
+                .uri(uri)
+                .body(())
+                .unwrap()
+        };
+        let public = HostPolicy::new(&[], PUBLIC.parse().unwrap()).unwrap();
+        assert!(public.check(&old("/readyz")).is_ok(), "a balancer's check");
+        let local = HostPolicy::new(&[], "127.0.0.1:8080".parse().unwrap()).unwrap();
+        assert!(matches!(
+            local.check(&old("/readyz")),
+            Err(HostRefusal::NotServed(_))
+        ));
+        assert!(local.check(&old("http://localhost:8080/readyz")).is_ok());
     }
 
     #[test]

@@ -115,6 +115,16 @@ async fn handshakes_that_break_rfc_6455_get_400() {
     }
     let good = upgrade_request("GET", "HTTP/1.1", Some(&host), Some(good_key));
     assert_eq!(raw_status(server.addr, &good).await, 101);
+    // A load balancer's HTTP/1.0 health check sends no Host (HAProxy's
+    // `option httpchk`): fine where any host is served; HTTP/1.1 needs one.
+    assert_eq!(
+        raw_status(server.addr, "GET /readyz HTTP/1.0\r\n\r\n").await,
+        200
+    );
+    assert_eq!(
+        raw_status(server.addr, "GET /readyz HTTP/1.1\r\n\r\n").await,
+        400
+    );
 }
 
 #[tokio::test]
