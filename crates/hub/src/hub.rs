@@ -476,15 +476,9 @@ impl Hub {
             .fetch_sub(history_freed, Ordering::Relaxed);
         // A map keeps the table of its largest size: after a million rooms
         // (or connections) come and go, give the memory back.
-        if self.inner.rooms.capacity() > 4 * self.inner.rooms.len().max(1024) {
-            self.inner.rooms.shrink_to_fit();
-        }
-        if self.inner.connections.capacity() > 4 * self.inner.connections.len().max(1024) {
-            self.inner.connections.shrink_to_fit();
-        }
-        if self.inner.users.capacity() > 4 * self.inner.users.len().max(1024) {
-            self.inner.users.shrink_to_fit();
-        }
+        shrink_if_sparse(&self.inner.rooms);
+        shrink_if_sparse(&self.inner.connections);
+        shrink_if_sparse(&self.inner.users);
         freed
     }
 
@@ -614,5 +608,17 @@ impl Hub {
         if outcome == PushOutcome::Overflowed {
             Counters::add(&self.inner.counters.slow_consumer_disconnects, 1);
         }
+    }
+}
+
+/// Shrinks `map` when its table is more than four times what it holds
+/// (tables under 1,024 entries are left alone).
+fn shrink_if_sparse<K, V, S>(map: &DashMap<K, V, S>)
+where
+    K: Eq + std::hash::Hash,
+    S: std::hash::BuildHasher + Clone,
+{
+    if map.capacity() > 4 * map.len().max(1024) {
+        map.shrink_to_fit();
     }
 }

@@ -21,6 +21,7 @@ use wshub_protocol::api::{
 };
 use wshub_protocol::{Content, RoomName};
 
+use crate::origin::{OriginPolicy, origin_header, single_header};
 use crate::routes::{AppState, health, response};
 
 fn json(status: StatusCode, body: Bytes) -> Response<Full<Bytes>> {
@@ -108,27 +109,16 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 fn from_a_web_page<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
     let headers = request.headers();
     let forbidden = |message: String| api_error(StatusCode::FORBIDDEN, "forbidden_origin", message);
-    let mut origins = headers.get_all(header::ORIGIN).iter();
-    match (origins.next(), origins.next()) {
-        (None, _) => {}
-        (Some(origin), None) => {
-            let own = headers
-                .get(header::HOST)
-                .and_then(|host| host.to_str().ok());
-            let same = origin.to_str().ok().zip(own).is_some_and(|(origin, own)| {
-                ["http://", "https://"]
-                    .iter()
-                    .filter_map(|scheme| origin.strip_prefix(scheme))
-                    .any(|authority| authority.eq_ignore_ascii_case(own))
-            });
-            if !same {
-                return Some(forbidden(format!(
-                    "the admin listener does not answer web pages (Origin {:?})",
-                    String::from_utf8_lossy(origin.as_bytes())
-                )));
-            }
-        }
-        (Some(_), Some(_)) => return Some(forbidden("more than one Origin header".into())),
+    // Same-origin only: no loopback page of another port, unlike `/ws`.
+    let host = headers
+        .get(header::HOST)
+        .and_then(|host| host.to_str().ok());
+    let checked = origin_header(headers)
+        .and_then(|origin| OriginPolicy::same_origin_only().check(origin, host));
+    if let Err(reason) = checked {
+        return Some(forbidden(format!(
+            "the admin listener does not answer web pages: {reason}"
+        )));
     }
     if let Some(site) = headers.get("sec-fetch-site")
         && !matches!(site.as_bytes(), b"same-origin" | b"none")
@@ -162,17 +152,9 @@ fn authorized(state: &AppState, request: &Request<Incoming>) -> bool {
         return true;
     };
     let headers = request.headers();
-    let single = |name: header::HeaderName| {
-        let mut values = headers.get_all(name).iter();
-        match (values.next(), values.next()) {
-            (Some(value), None) => Some(Some(value)),
-            (None, _) => Some(None),
-            (Some(_), Some(_)) => None,
-        }
-    };
-    let (Some(by_key), Some(by_authorization)) = (
-        single(header::HeaderName::from_static("x-api-key")),
-        single(header::AUTHORIZATION),
+    let (Ok(by_key), Ok(by_authorization)) = (
+        single_header(headers, header::HeaderName::from_static("x-api-key")),
+        single_header(headers, header::AUTHORIZATION),
     ) else {
         // Two keys: which one counts would be a guess.
         return false;

@@ -5,6 +5,34 @@
 //! another site cannot hide where it comes from. Clients that are not
 //! browsers send none; they are let through here and meet authentication.
 
+/// The one value of header `name`: `Ok(None)` without it, `Err` when it is
+/// repeated (which one counts would be a guess).
+pub(crate) fn single_header(
+    headers: &hyper::HeaderMap,
+    name: hyper::header::HeaderName,
+) -> Result<Option<&hyper::header::HeaderValue>, ()> {
+    let mut values = headers.get_all(name).iter();
+    match (values.next(), values.next()) {
+        (None, _) => Ok(None),
+        (Some(value), None) => Ok(Some(value)),
+        (Some(_), Some(_)) => Err(()),
+    }
+}
+
+/// The page origin of a request: `Ok(None)` without one; refused when there
+/// are several or it cannot be read, since a browser sends exactly one, in
+/// ASCII.
+pub(crate) fn origin_header(headers: &hyper::HeaderMap) -> Result<Option<&str>, String> {
+    match single_header(headers, hyper::header::ORIGIN) {
+        Err(()) => Err("more than one Origin header".into()),
+        Ok(None) => Ok(None),
+        Ok(Some(value)) => value
+            .to_str()
+            .map(Some)
+            .map_err(|_| "the Origin header cannot be read".into()),
+    }
+}
+
 /// One allowed origin: `https://app.example.com`, `https://*.example.com`
 /// (any subdomain), `http://localhost:*` (any port).
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -142,6 +170,13 @@ impl OriginPolicy {
         Ok(Self { patterns: parsed })
     }
 
+    /// Same-origin pages only, whatever the listener: the admin listener's.
+    pub fn same_origin_only() -> Self {
+        Self {
+            patterns: Vec::new(),
+        }
+    }
+
     /// Whether a handshake with this `Origin` (and `Host`) may proceed: a
     /// same-origin page (scheme http or https, host and port equal to
     /// `Host`'s) or a configured pattern. No `Origin` (not a browser) passes
@@ -267,18 +302,16 @@ impl HostPolicy {
     /// often omit it): such a request passes where any host is served and
     /// is refused (403) where an allow-list cannot check it.
     pub fn check<B>(&self, request: &hyper::Request<B>) -> Result<(), HostRefusal> {
-        let mut values = request.headers().get_all(hyper::header::HOST).iter();
-        let from_header = match (values.next(), values.next()) {
-            (Some(value), None) => Some(value.to_str().ok().and_then(split_authority).ok_or(
+        let host = single_header(request.headers(), hyper::header::HOST)
+            .map_err(|()| HostRefusal::Malformed("exactly one Host header is allowed"))?;
+        let from_header = match host {
+            Some(value) => Some(value.to_str().ok().and_then(split_authority).ok_or(
                 HostRefusal::Malformed("the Host header is empty or cannot be read"),
             )?),
-            (None, _) if request.version() >= hyper::Version::HTTP_11 => {
+            None if request.version() >= hyper::Version::HTTP_11 => {
                 return Err(HostRefusal::Malformed("a Host header is required"));
             }
-            (None, _) => None,
-            (Some(_), Some(_)) => {
-                return Err(HostRefusal::Malformed("exactly one Host header is allowed"));
-            }
+            None => None,
         };
         let target = match request.uri().authority() {
             Some(authority) => Some(split_authority(authority.as_str()).ok_or(

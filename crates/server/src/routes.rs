@@ -16,7 +16,7 @@ use crate::admission::{Gate, Refusal};
 use crate::auth::{AuthFailure, JwtAuth};
 use crate::http_conn::ConnContext;
 use crate::metrics::{Metrics, Rejection};
-use crate::origin::{HostPolicy, OriginPolicy};
+use crate::origin::{HostPolicy, OriginPolicy, origin_header};
 
 /// What every request handler shares.
 #[derive(Debug, Clone)]
@@ -154,21 +154,6 @@ fn refusal(status: StatusCode, error: &str, reason: &str) -> Response<Full<Bytes
         "application/json",
         encode_http_refusal(error, reason, None),
     )
-}
-
-/// The page origin of an upgrade request: `Ok(None)` without one; refused
-/// when there are several or it cannot be read, since a browser sends
-/// exactly one, in ASCII.
-fn origin_header(headers: &hyper::HeaderMap) -> Result<Option<&str>, String> {
-    let mut values = headers.get_all(header::ORIGIN).iter();
-    match (values.next(), values.next()) {
-        (None, _) => Ok(None),
-        (Some(_), Some(_)) => Err("more than one Origin header".into()),
-        (Some(value), None) => value
-            .to_str()
-            .map(Some)
-            .map_err(|_| "the Origin header cannot be read".into()),
-    }
 }
 
 /// The upgrade pipeline, cheapest check first so a flood costs little:
