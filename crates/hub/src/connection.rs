@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use wshub_protocol::{
     ClientFrame, CloseReason, ErrorCode, RawValue, Ref, RoomName, SystemEvent, TextFrame,
-    encode_ack, encode_error, encode_error_with_reason, encode_message, encode_subscribed,
-    encode_system, encode_unsubscribed, encode_welcome, parse_client_frame,
+    encode_ack, encode_error, encode_error_with_reason, encode_message, encode_pong,
+    encode_subscribed, encode_system, encode_unsubscribed, encode_welcome, parse_client_frame,
 };
 
 use crate::access::{Action, Identity};
@@ -169,6 +169,10 @@ impl Connection {
         };
         let reference = frame.reference().cloned();
         let result = match frame {
+            ClientFrame::Ping { .. } => {
+                self.send_control(encode_pong(reference.as_ref()));
+                return FrameOutcome::Accepted;
+            }
             ClientFrame::History {
                 room, limit, since, ..
             } => {

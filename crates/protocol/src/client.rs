@@ -64,6 +64,13 @@ pub enum ClientFrame<'a> {
         /// The client's correlation id, echoed in the ack or error.
         reference: Option<Ref>,
     },
+    /// `{"type":"ping"}`: an application-level liveness probe, answered with
+    /// `{"type":"pong"}` (browsers cannot see WebSocket pings, so a page
+    /// tells a dead path from a quiet room with this).
+    Ping {
+        /// The client's correlation id, echoed in the pong.
+        reference: Option<Ref>,
+    },
     /// `{"type":"publish","room":..,"content":..}`: send to the other members.
     Publish {
         /// The room to publish to.
@@ -85,6 +92,7 @@ impl ClientFrame<'_> {
             | Self::PresenceStats { reference, .. }
             | Self::Leave { reference, .. }
             | Self::Refresh { reference, .. }
+            | Self::Ping { reference }
             | Self::Publish { reference, .. } => reference.as_ref(),
         }
     }
@@ -288,15 +296,25 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, ParseError> {
     };
     if !matches!(
         &*kind,
-        "join" | "leave" | "publish" | "refresh" | "history" | "presence" | "presence_stats"
+        "join"
+            | "leave"
+            | "publish"
+            | "refresh"
+            | "history"
+            | "presence"
+            | "presence_stats"
+            | "ping"
     ) {
         return fail(
             ErrorCode::UnknownType,
             format!(
-                "unknown type {}; expected \"join\", \"leave\", \"publish\", \"refresh\", \"history\", \"presence\" or \"presence_stats\"",
+                "unknown type {}; expected \"join\", \"leave\", \"publish\", \"refresh\", \"history\", \"presence\", \"presence_stats\" or \"ping\"",
                 quote_prefix(&kind)
             ),
         );
+    }
+    if kind == "ping" {
+        return Ok(ClientFrame::Ping { reference });
     }
     if kind == "refresh" {
         let Some(token_raw) = envelope.token else {
@@ -523,6 +541,20 @@ mod tests {
             }
             other => panic!("{other:?}"),
         }
+    }
+
+    #[test]
+    fn ping_needs_no_room_and_keeps_its_ref() {
+        match parse_client_frame(r#"{"type":"ping","ref":"p1"}"#).unwrap() {
+            ClientFrame::Ping { reference } => {
+                assert_eq!(reference.unwrap().as_json(), r#""p1""#);
+            }
+            other => panic!("{other:?}"),
+        }
+        assert!(matches!(
+            parse_client_frame(r#"{"type":"ping"}"#),
+            Ok(ClientFrame::Ping { reference: None })
+        ));
     }
 
     #[test]

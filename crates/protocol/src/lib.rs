@@ -45,6 +45,6 @@ pub use serde_json::value::RawValue;
 pub use server::{
     AppCloseCode, CloseReason, MAX_CLOSE_REASON_BYTES, MAX_ERROR_MESSAGE_BYTES, NotAnAppCloseCode,
     SystemEvent, encode_ack, encode_broadcast, encode_disconnect, encode_error,
-    encode_error_with_reason, encode_http_refusal, encode_message, encode_shutdown,
+    encode_error_with_reason, encode_http_refusal, encode_message, encode_pong, encode_shutdown,
     encode_subscribed, encode_system, encode_unsubscribed, encode_user_message, encode_welcome,
 };

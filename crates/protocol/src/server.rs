@@ -227,6 +227,26 @@ pub fn encode_ack(reference: &Ref) -> TextFrame {
     )
 }
 
+#[derive(Serialize)]
+struct Pong<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a RawValue>,
+}
+
+/// `{"type":"pong"}` (with the ping's `ref` when it had one): the answer to
+/// an application-level `ping`.
+pub fn encode_pong(reference: Option<&Ref>) -> TextFrame {
+    encode(
+        &Pong {
+            kind: "pong",
+            reference: reference.map(Ref::raw),
+        },
+        24 + reference.map_or(0, |r| r.as_json().len()),
+    )
+}
+
 /// `{"type":"error","ref":..,"code":..,"message":..}`.
 pub fn encode_error(reference: Option<&Ref>, code: ErrorCode, message: &str) -> TextFrame {
     encode_error_with_reason(reference, code, None, message)

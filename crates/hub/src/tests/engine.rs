@@ -68,6 +68,37 @@ fn any_client_frame_counts_as_life() {
     assert!(conn.outbox().is_closing());
 }
 
+/// A browser cannot see WebSocket pings: its liveness probe is a frame,
+/// answered on the control lane ahead of queued messages, and it is life.
+#[test]
+fn an_application_ping_gets_a_pong_ahead_of_messages_and_counts_as_life() {
+    let hub = beating_hub(25, 60);
+    let mut conn = connect(&hub);
+    let mut other = connect(&hub);
+    frames(&conn);
+    send_at(&mut conn, r#"{"type":"join","room":"r"}"#, NOW);
+    send_at(&mut other, r#"{"type":"join","room":"r"}"#, NOW);
+    send_at(&mut other, r#"{"type":"publish","room":"r","content":1}"#, NOW);
+    frames(&conn);
+    send_at(&mut other, r#"{"type":"publish","room":"r","content":2}"#, NOW);
+    assert_eq!(
+        send_at(&mut conn, r#"{"type":"ping","ref":7}"#, NOW + 50 * SEC),
+        FrameOutcome::Accepted
+    );
+    send_at(&mut conn, r#"{"type":"ping"}"#, NOW + 50 * SEC);
+    let got = frames(&conn);
+    assert_eq!(
+        got[..2],
+        [
+            serde_json::json!({"type":"pong","ref":7}),
+            serde_json::json!({"type":"pong"})
+        ]
+    );
+    assert_eq!(got[2]["content"], 2);
+    conn.handle_timeout(NOW + 109 * SEC);
+    assert!(!conn.outbox().is_closing(), "the ping reset the silence");
+}
+
 fn send_at(conn: &mut Connection, text: &str, now_ms: u64) -> FrameOutcome {
     conn.handle_text(text, now_ms)
 }
