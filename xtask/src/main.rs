@@ -2,16 +2,19 @@
 //!
 //! - `test`: everything CI runs — format check, clippy with warnings denied,
 //!   the hub purity check, rustdoc with warnings denied, the whole test suite
-//!   (which installs its pinned Python/Node peers under target/), and the
+//!   (which installs its pinned Python/Node peers under target/), the JS
+//!   client's tests with Node's runner against the built binary, and the
 //!   quick benchmark as a smoke test that fails on any lost message.
 //! - `bench [--quick] [--compare OLD.json]`: the benchmark matrix.
 //! - `doctor [--connections N] [--write-sysctl]`: kernel and ulimit check.
+//! - `test-js`: only the JS client's and web console's tests.
 //! - `fuzz [--time 10m]`: the frame reader's property and differential
 //!   tests, run with many more cases and a fresh seed each round until the
 //!   time is up.
 
 mod bench;
 mod doctor;
+mod js;
 mod report;
 
 use std::path::PathBuf;
@@ -28,6 +31,14 @@ fn main() -> anyhow::Result<()> {
         "bench" => bench::run(&rest, &workspace_root()),
         "doctor" => doctor::run(&rest, &workspace_root().join("deploy/sysctl/99-wshub.conf")),
         "fuzz" => fuzz(&rest),
+        "test-js" => {
+            let totals = js::test(&workspace_root())?;
+            println!(
+                "tests: {} passed, {} failed, {} skipped",
+                totals.passed, totals.failed, totals.ignored
+            );
+            Ok(())
+        }
         "help" | "--help" | "-h" => {
             print_help();
             Ok(())
@@ -43,10 +54,11 @@ fn print_help() {
     eprintln!(
         "cargo xtask <command>\n\n\
          commands:\n  \
-         test    format check, clippy -D warnings, hub purity, rustdoc, all tests, bench --quick (what CI runs)\n  \
+         test    format check, clippy -D warnings, hub purity, rustdoc, all tests, JS client tests, bench --quick (what CI runs)\n  \
          bench   [--quick] [--compare OLD.json]: benchmark matrix, reports in target/bench/\n  \
          doctor  [--connections N] [--write-sysctl]: kernel and ulimit readiness for N connections\n  \
-         fuzz    [--time 10m]: the frame reader's property tests, longer (each round a fresh seed)\n"
+         fuzz    [--time 10m]: the frame reader's property tests, longer (each round a fresh seed)\n  \
+         test-js the JS client's and web console's tests alone (Node's runner, Chromium)\n"
     );
 }
 
@@ -162,11 +174,15 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     )?;
     // --no-fail-fast: one failing test binary must not hide the others, and
     // the closing line counts every test.
-    let totals = run_tests(
+    let mut totals = run_tests(
         cargo()
             .args(["test", "--workspace", "--no-fail-fast"])
             .args(extra),
     )?;
+    let js = js::test(&workspace_root())?;
+    totals.passed += js.passed;
+    totals.failed += js.failed;
+    totals.ignored += js.ignored;
     eprintln!("==> cargo xtask bench --quick (smoke test: fails on any lost message)");
     bench::run(&["--quick".to_owned()], &workspace_root())?;
     // One closing line for the whole suite: cargo prints a summary per test
@@ -240,6 +256,26 @@ struct Totals {
 }
 
 impl Totals {
+    /// Adds a line of Node's spec reporter summary: "ℹ pass 12", "ℹ fail 0", "ℹ skipped 1".
+    fn add_node(&mut self, line: &str) {
+        let Some(rest) = line.strip_prefix("ℹ ") else {
+            return;
+        };
+        let mut words = rest.split_whitespace();
+        let (Some(what), Some(count), None) = (words.next(), words.next(), words.next()) else {
+            return;
+        };
+        let Ok(count) = count.parse::<u64>() else {
+            return;
+        };
+        match what {
+            "pass" => self.passed += count,
+            "fail" => self.failed += count,
+            "skipped" | "todo" => self.ignored += count,
+            _ => {}
+        }
+    }
+
     /// Adds a cargo summary line: "test result: ok. 9 passed; 0 failed; 1 ignored; …".
     fn add(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("test result: ") else {
@@ -355,5 +391,21 @@ mod tests {
         totals.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
         totals.add("running 5 tests");
         assert_eq!((totals.passed, totals.failed, totals.ignored), (11, 3, 1));
+    }
+
+    #[test]
+    fn node_summary_lines_are_totalled() {
+        let mut totals = Totals::default();
+        for line in [
+            "ℹ tests 14",
+            "ℹ pass 12",
+            "ℹ fail 1",
+            "ℹ skipped 1",
+            "ℹ duration_ms 9123.4",
+            "✔ ℹ pass 3 (in a test name)",
+        ] {
+            totals.add_node(line);
+        }
+        assert_eq!((totals.passed, totals.failed, totals.ignored), (12, 1, 1));
     }
 }

@@ -349,13 +349,37 @@ pub struct Info {
     pub rooms: u64,
 }
 
+/// Where the node's public WebSocket endpoint is (for the web console's
+/// "try it" panel, which connects from the admin listener's page).
+#[derive(Debug, Clone, Serialize)]
+pub struct WebSocketEndpoint {
+    /// The public listener's port.
+    pub port: u16,
+    /// The WebSocket path (`ws_path`).
+    pub path: String,
+    /// Whether it serves `wss://`.
+    pub tls: bool,
+}
+
 /// `GET /debug/stats`.
 #[derive(Debug, Serialize)]
 pub struct DebugStats {
+    /// The node id.
+    pub node: String,
+    /// Seconds since start.
+    pub uptime_seconds: u64,
+    /// The public WebSocket endpoint.
+    pub websocket: WebSocketEndpoint,
     /// Connections now.
     pub connections: u64,
+    /// Connections accepted since start.
+    pub connections_total: u64,
     /// Rooms now.
     pub rooms: u64,
+    /// Publications into rooms since start (a rate is its change per second).
+    pub messages_published_total: u64,
+    /// Frames delivered to recipients by fan-out since start.
+    pub messages_delivered_total: u64,
     /// The largest rooms, by members.
     pub largest_rooms: Vec<RoomCount>,
     /// Bytes queued in every outbox together.

@@ -1,6 +1,8 @@
-//! The admin listener's routes: `/metrics`, `/debug/stats`, the server HTTP
-//! API (`/api/*`, see docs/api.md), `/healthz` and `/readyz`. It is for
-//! operators and backends, never for browsers: off loopback it requires
+//! The admin listener's routes: the web console (`/`, see console.rs),
+//! `/metrics`, `/debug/stats`, the server HTTP API (`/api/*`, see
+//! docs/api.md), `/healthz` and `/readyz`. Apart from the console's own
+//! same-origin fetches, it is for operators and backends, never for
+//! other sites' pages: off loopback it requires
 //! `api.key`, and a request a web page could make (another site's `Origin`,
 //! `Sec-Fetch-Site: cross-site` or `same-site`, a POST whose body is not
 //! declared JSON, which a browser sends cross-site without a preflight) is
@@ -47,6 +49,11 @@ pub async fn route(
             refused.error(),
             refused.to_string(),
         ));
+    }
+    // The console's static files open from a link too; what they fetch
+    // meets every check below.
+    if let Some(file) = crate::console::serve(&request) {
+        return Ok(file);
     }
     if let Some(refused) = from_a_web_page(&request) {
         return Ok(refused);
@@ -528,8 +535,14 @@ fn debug_stats(state: &AppState) -> DebugStats {
     largest.truncate(10);
     let runtime = tokio::runtime::Handle::current().metrics();
     DebugStats {
+        node: hub.node_id().to_string(),
+        uptime_seconds: state.started.elapsed().as_secs(),
+        websocket: (*state.websocket).clone(),
         connections: stats.connections,
+        connections_total: stats.connections_total,
         rooms: stats.rooms,
+        messages_published_total: stats.published,
+        messages_delivered_total: stats.delivered,
         largest_rooms: largest
             .into_iter()
             .map(|(room, members)| RoomCount {

@@ -9,6 +9,7 @@ pub mod admission;
 pub mod auth;
 pub mod cli;
 pub mod config;
+pub mod console;
 pub mod healthcheck;
 pub mod http_conn;
 pub mod logging;

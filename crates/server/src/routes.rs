@@ -48,6 +48,8 @@ pub struct AppState {
     pub(crate) broker: Option<Arc<wshub_broker_redis::RedisBroker>>,
     /// `broker.redis.required_for_ready`.
     pub(crate) broker_required: bool,
+    /// The public WebSocket endpoint, as the web console reaches it.
+    pub(crate) websocket: Arc<wshub_protocol::api::WebSocketEndpoint>,
 }
 
 impl AppState {

@@ -134,6 +134,11 @@ impl Server {
             })?),
             _ => None,
         };
+        let websocket = Arc::new(wshub_protocol::api::WebSocketEndpoint {
+            port: bound.port(),
+            path: config.ws_path.clone(),
+            tls: tls.is_some(),
+        });
         Ok(Self {
             listener,
             tls,
@@ -155,6 +160,7 @@ impl Server {
                 started: std::time::Instant::now(),
                 broker,
                 broker_required: config.broker.redis.required_for_ready,
+                websocket,
             },
             tasks,
             shutdown_timeout: config.shutdown_timeout,

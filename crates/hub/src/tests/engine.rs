@@ -78,9 +78,17 @@ fn an_application_ping_gets_a_pong_ahead_of_messages_and_counts_as_life() {
     frames(&conn);
     send_at(&mut conn, r#"{"type":"join","room":"r"}"#, NOW);
     send_at(&mut other, r#"{"type":"join","room":"r"}"#, NOW);
-    send_at(&mut other, r#"{"type":"publish","room":"r","content":1}"#, NOW);
+    send_at(
+        &mut other,
+        r#"{"type":"publish","room":"r","content":1}"#,
+        NOW,
+    );
     frames(&conn);
-    send_at(&mut other, r#"{"type":"publish","room":"r","content":2}"#, NOW);
+    send_at(
+        &mut other,
+        r#"{"type":"publish","room":"r","content":2}"#,
+        NOW,
+    );
     assert_eq!(
         send_at(&mut conn, r#"{"type":"ping","ref":7}"#, NOW + 50 * SEC),
         FrameOutcome::Accepted
