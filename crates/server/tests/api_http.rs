@@ -235,6 +235,13 @@ async fn rooms_info_and_debug_stats_follow_the_hub() {
     assert!(stats["runtime_workers"].as_u64().unwrap() >= 1);
     assert!(stats["process_rss_bytes"].as_u64().unwrap() > 1_000_000);
     assert!(stats["process_open_fds"].as_u64().unwrap() > 4);
+    assert_eq!(
+        stats["websocket"],
+        json!({"port": server.addr.port(), "path": "/ws", "tls": false}),
+        "where the console's try-it panel connects"
+    );
+    assert_eq!(stats["connections_total"], 2);
+    assert_eq!(stats["node"], info["node"]);
     drop(b);
     server
         .wait_for("b to leave", |hub| hub.stats().connections == 1)
@@ -244,6 +251,46 @@ async fn rooms_info_and_debug_stats_follow_the_hub() {
     assert_eq!(
         stats["largest_rooms"][0],
         json!({"room":"chat:1","members":1})
+    );
+}
+
+/// The console's page opens from a link on another site (it is static and
+/// holds no secret), but what it fetches still refuses other sites' pages.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_console_page_opens_from_a_link_but_its_data_stays_same_origin() {
+    let server = TestServer::start().await;
+    let cross_site = ["sec-fetch-site: cross-site"];
+    let (status, page) = curl(server.admin, "GET", "/", None, &cross_site);
+    assert_eq!(status, 200);
+    assert!(
+        page.as_str()
+            .unwrap()
+            .contains(r#"data-stat="connections""#)
+    );
+    assert_eq!(
+        curl(server.admin, "GET", "/client/index.js", None, &[]).0,
+        200,
+        "the client is served beside the page"
+    );
+    assert_eq!(
+        curl(server.admin, "GET", "/debug/stats", None, &cross_site).0,
+        403
+    );
+    assert_eq!(
+        curl(
+            server.admin,
+            "GET",
+            "/debug/stats",
+            None,
+            &["sec-fetch-site: same-origin"]
+        )
+        .0,
+        200
+    );
+    assert_eq!(
+        curl(server.admin, "GET", "/", None, &["host: evil.example"]).0,
+        403,
+        "a rebound name gets nothing, the page included"
     );
 }
 
