@@ -14,9 +14,12 @@ use crate::Totals;
 /// changed, runs every test file, and returns the runner's counts.
 pub fn test(root: &Path) -> anyhow::Result<Totals> {
     let target = target_dir(root);
+    // The binary `cargo test --workspace` builds (for the integration
+    // tests) is the one to test; a plain `cargo build` would resolve
+    // features differently and rebuild half the graph.
     crate::run(
-        "cargo build --bin wshub (for the JS client's tests)",
-        crate::cargo().args(["build", "-p", "wshub-server", "--bin", "wshub"]),
+        "cargo test --workspace --no-run (the wshub binary, as the test build made it)",
+        crate::cargo().args(["test", "--workspace", "--no-run"]),
     )?;
     let modules = install(&root.join("clients/js"), &target.join("js-client"))?;
     let mut files: Vec<PathBuf> = std::fs::read_dir(root.join("clients/js/test"))?

@@ -312,8 +312,10 @@ export class WshubClient {
     clearTimeout(this.#timers.reconnect);
     this.#timers.reconnect = null;
     this.#listenForNetwork(false);
-    for (const sub of this.#subs.values()) {
-      if (sub.joined === undefined) sub[refused](error, { final: true });
+    for (const sub of [...this.#subs.values()]) {
+      if (sub.joined !== undefined) continue;
+      this.#subs.delete(sub.room);
+      sub[refused](error, { final: true });
     }
     for (const waiter of this.#waiters.splice(0)) waiter.reject(error);
     this.#setState("closed");

@@ -150,7 +150,7 @@ export interface SubscriptionEvents {
 }
 
 export declare class WshubError extends Error {
-  /** The server's error code (`forbidden`, `not_joined`, `rate_limited`, …) or the client's own (`disconnected`, `closed`, `timeout`, `already_joined`, `unauthorized`, `token_expired`, `forbidden`). */
+  /** The server's error code (`forbidden`, `not_joined`, `rate_limited`, …) or the client's own (`disconnected`, `closed`, `timeout`, `already_joined`, `left`, `unauthorized`, `token_expired`, `forbidden`). */
   readonly code: string;
   readonly reason?: string;
   constructor(code: string, message?: string, reason?: string);

@@ -65,11 +65,16 @@ export class Subscription {
   /** Leaves the room; no re-join after a reconnect. */
   async leave() {
     if (this.#state === "left") return;
-    const wasMember = this.#state === "joined";
+    const wasAsked = this.#state === "joining" || this.#state === "joined";
     this.#state = "left";
     this.#client[removed](this);
-    if (wasMember && this.#client.state === "connected") {
+    if (this.joined === undefined) this.#first.reject(new WshubError("left", `left room "${this.room}" before the join was answered`));
+    if (!wasAsked || this.#client.state !== "connected") return;
+    // Frames are handled in order: this leave follows a join still in flight.
+    try {
       await this.#client.request({ type: "leave", room: this.room });
+    } catch (err) {
+      if (err.code !== "not_joined" && err.code !== "disconnected") throw err;
     }
   }
 
