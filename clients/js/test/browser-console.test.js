@@ -118,6 +118,19 @@ test("the console shows live figures and its try-it panel joins, receives and pu
     urls.every((url) => url.startsWith(server.admin) || url.startsWith("data:")),
     `a request left the node: ${urls.join(", ")}`,
   );
+
+  // The browser's own network signal: offline drops the socket at once
+  // (no waiting for a liveness timeout), online brings it back.
+  const tryState = () => text(page, '[data-try="state"]');
+  await page.setOfflineMode(true);
+  await page.waitForFunction(() => document.querySelector('[data-try="state"]').textContent !== "connected", {
+    timeout: 2_000,
+  });
+  assert.notEqual(await tryState(), "closed");
+  await page.setOfflineMode(false);
+  await page.waitForFunction(() => document.querySelector('[data-try="state"]').textContent === "connected", {
+    timeout: 10_000,
+  });
 });
 
 test("with api.key set the console asks for the key and sends it as X-API-Key, never in a URL", async (t) => {
