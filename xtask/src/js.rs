@@ -4,7 +4,7 @@
 //! under `target/js-client` by `npm ci`, never into the source tree.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
+use std::process::Command;
 
 use anyhow::{Context, bail};
 
@@ -28,26 +28,17 @@ pub fn test(root: &Path) -> anyhow::Result<Totals> {
         .collect();
     files.sort();
     eprintln!("==> node --test clients/js/test ({} files)", files.len());
-    let mut child = Command::new("node")
-        .args(["--test", "--test-reporter=spec"])
-        .args(&files)
-        .current_dir(root.join("clients/js"))
-        .env("WSHUB_BIN", target.join("debug/wshub"))
-        .env("WSHUB_NODE_MODULES", &modules)
-        .env("CARGO_TARGET_DIR", &target)
-        .stdout(Stdio::piped())
-        .spawn()
-        .context("cannot start node")?;
-    let mut totals = Totals::default();
-    if let Some(stdout) = child.stdout.take() {
-        use std::io::BufRead as _;
-        for line in std::io::BufReader::new(stdout).lines() {
-            let line = line?;
-            println!("{line}");
-            totals.add_node(&line);
-        }
-    }
-    let status = child.wait()?;
+    let (totals, status) = crate::run_counted(
+        "node",
+        Command::new("node")
+            .args(["--test", "--test-reporter=spec"])
+            .args(&files)
+            .current_dir(root.join("clients/js"))
+            .env("WSHUB_BIN", target.join("debug/wshub"))
+            .env("WSHUB_NODE_MODULES", &modules)
+            .env("CARGO_TARGET_DIR", &target),
+        Totals::add_node,
+    )?;
     if !status.success() || totals.failed > 0 {
         bail!(
             "the JS client's tests failed ({status}; {} failed)",

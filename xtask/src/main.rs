@@ -256,23 +256,26 @@ struct Totals {
 }
 
 impl Totals {
+    /// Counts `count` tests under the word the runner used for them.
+    fn count(&mut self, word: &str, count: &str) {
+        let Ok(count) = count.parse::<u64>() else {
+            return;
+        };
+        match word {
+            "passed" | "pass" => self.passed += count,
+            "failed" | "fail" => self.failed += count,
+            "ignored" | "skipped" | "todo" => self.ignored += count,
+            _ => {}
+        }
+    }
+
     /// Adds a line of Node's spec reporter summary: "ℹ pass 12", "ℹ fail 0", "ℹ skipped 1".
     fn add_node(&mut self, line: &str) {
         let Some(rest) = line.strip_prefix("ℹ ") else {
             return;
         };
-        let mut words = rest.split_whitespace();
-        let (Some(what), Some(count), None) = (words.next(), words.next(), words.next()) else {
-            return;
-        };
-        let Ok(count) = count.parse::<u64>() else {
-            return;
-        };
-        match what {
-            "pass" => self.passed += count,
-            "fail" => self.failed += count,
-            "skipped" | "todo" => self.ignored += count,
-            _ => {}
+        if let [word, count] = rest.split_whitespace().collect::<Vec<_>>()[..] {
+            self.count(word, count);
         }
     }
 
@@ -283,39 +286,40 @@ impl Totals {
         };
         for part in rest.split(';') {
             let mut words = part.split_whitespace().rev();
-            let (Some(what), Some(count)) = (words.next(), words.next()) else {
-                continue;
-            };
-            let Ok(count) = count.parse::<u64>() else {
-                continue;
-            };
-            match what {
-                "passed" => self.passed += count,
-                "failed" => self.failed += count,
-                "ignored" => self.ignored += count,
-                _ => {}
+            if let (Some(word), Some(count)) = (words.next(), words.next()) {
+                self.count(word, count);
             }
         }
     }
 }
 
-/// Runs `cargo test`, passing its output through and totalling its results.
-fn run_tests(command: &mut Command) -> anyhow::Result<Totals> {
+/// Runs a test runner, passing its output through and totalling its
+/// summary lines with `add`.
+fn run_counted(
+    name: &str,
+    command: &mut Command,
+    add: fn(&mut Totals, &str),
+) -> anyhow::Result<(Totals, std::process::ExitStatus)> {
     use std::io::BufRead as _;
-    eprintln!("==> cargo test");
     let mut child = command
         .stdout(std::process::Stdio::piped())
         .spawn()
-        .context("cannot start cargo test")?;
+        .with_context(|| format!("cannot start {name}"))?;
     let mut totals = Totals::default();
     if let Some(stdout) = child.stdout.take() {
         for line in std::io::BufReader::new(stdout).lines() {
             let line = line?;
             println!("{line}");
-            totals.add(&line);
+            add(&mut totals, &line);
         }
     }
-    let status = child.wait()?;
+    Ok((totals, child.wait()?))
+}
+
+/// Runs `cargo test`, passing its output through and totalling its results.
+fn run_tests(command: &mut Command) -> anyhow::Result<Totals> {
+    eprintln!("==> cargo test");
+    let (totals, status) = run_counted("cargo test", command, Totals::add)?;
     if !status.success() {
         println!(
             "tests: {} passed, {} failed, {} skipped",
