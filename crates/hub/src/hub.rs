@@ -434,6 +434,33 @@ impl Hub {
         rooms
     }
 
+    /// The `n` rooms with the most local members, largest first (ties in
+    /// name order). One pass holding at most `n` names, however many rooms
+    /// there are: cheap enough for a console that asks every second.
+    pub fn largest_rooms(&self, n: usize) -> Vec<(RoomName, usize)> {
+        use std::cmp::Reverse;
+        // The heap's top is the weakest of the best `n` so far.
+        let mut best: std::collections::BinaryHeap<Reverse<(usize, Reverse<RoomName>)>> =
+            std::collections::BinaryHeap::with_capacity(n + 1);
+        for entry in self.inner.rooms.iter() {
+            let members = entry.value().len();
+            if best.len() == n {
+                let Some(Reverse((weakest, Reverse(name)))) = best.peek() else {
+                    break;
+                };
+                if (members, Reverse(entry.key())) <= (*weakest, Reverse(name)) {
+                    continue;
+                }
+                best.pop();
+            }
+            best.push(Reverse((members, Reverse(entry.key().clone()))));
+        }
+        best.into_sorted_vec()
+            .into_iter()
+            .map(|Reverse((members, Reverse(name)))| (name, members))
+            .collect()
+    }
+
     /// `room`'s local members as the fan-out sees them (`None`: no such room).
     pub(crate) fn members_of(&self, room: &str) -> Option<Arc<[Arc<Outbox>]>> {
         self.inner.rooms.get(room).map(|state| state.snapshot())

@@ -364,3 +364,27 @@ fn recovery_has_no_gap_and_no_duplicate_while_publishes_race_the_join() {
     stop.store(true, Ordering::Relaxed);
     racing.join().unwrap();
 }
+
+#[test]
+fn largest_rooms_come_by_members_then_name() {
+    let hub = hub();
+    let mut conns: Vec<Connection> = (0..4).map(|_| connect(&hub)).collect();
+    for (room, members) in [("b", 2), ("a", 2), ("c", 3), ("d", 1), ("e", 2)] {
+        for conn in conns.iter_mut().take(members) {
+            join(conn, room);
+        }
+    }
+    let named = |n| -> Vec<(String, usize)> {
+        hub.largest_rooms(n)
+            .into_iter()
+            .map(|(room, members)| (room.as_str().to_owned(), members))
+            .collect()
+    };
+    assert_eq!(
+        named(3),
+        [("c".into(), 3), ("a".into(), 2), ("b".into(), 2)]
+    );
+    assert_eq!(named(10).len(), 5);
+    assert_eq!(named(10)[4], ("d".into(), 1));
+    assert!(named(0).is_empty());
+}
