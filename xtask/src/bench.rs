@@ -446,7 +446,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
 
 pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
     let options = parse(args)?;
-    let target = root.join("target");
+    let target = crate::target_dir(root);
     eprintln!("==> building the release server and load generator");
     let status = crate::cargo()
         .args([

@@ -13,7 +13,7 @@ use crate::Totals;
 /// Builds the binary, installs the dev dependencies when their lock file
 /// changed, runs every test file, and returns the runner's counts.
 pub fn test(root: &Path) -> anyhow::Result<Totals> {
-    let target = target_dir(root);
+    let target = crate::target_dir(root);
     // The binary `cargo test --workspace` builds (for the integration
     // tests) is the one to test; a plain `cargo build` would resolve
     // features differently and rebuild half the graph.
@@ -46,10 +46,6 @@ pub fn test(root: &Path) -> anyhow::Result<Totals> {
         );
     }
     Ok(totals)
-}
-
-fn target_dir(root: &Path) -> PathBuf {
-    std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
 /// `npm ci` into `dir` from the package's manifest and lock file; skipped
