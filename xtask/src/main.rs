@@ -74,8 +74,32 @@ fn target_dir(root: &std::path::Path) -> PathBuf {
     std::env::var_os("CARGO_TARGET_DIR").map_or_else(|| root.join("target"), PathBuf::from)
 }
 
+/// A cargo command without what `cargo run` put in xtask's environment
+/// (`CARGO_MANIFEST_DIR`, `CARGO_PKG_*`, …): build scripts that watch those
+/// would otherwise see a change, and their crates rebuild, whenever one
+/// switches between plain cargo and `cargo xtask`.
 fn cargo() -> Command {
-    Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()))
+    let mut command = Command::new(std::env::var("CARGO").unwrap_or_else(|_| "cargo".into()));
+    for (name, _) in std::env::vars_os() {
+        let Some(name) = name.to_str() else { continue };
+        if is_set_by_cargo_run(name) {
+            command.env_remove(name);
+        }
+    }
+    command
+}
+
+fn is_set_by_cargo_run(name: &str) -> bool {
+    name.starts_with("CARGO_PKG_")
+        || matches!(
+            name,
+            "CARGO_MANIFEST_DIR"
+                | "CARGO_MANIFEST_PATH"
+                | "CARGO_CRATE_NAME"
+                | "CARGO_BIN_NAME"
+                | "CARGO_PRIMARY_PACKAGE"
+                | "CARGO_RUSTC_CURRENT_DIR"
+        )
 }
 
 fn run(step: &str, command: &mut Command) -> anyhow::Result<()> {
@@ -400,6 +424,25 @@ mod tests {
         totals.add("test result: FAILED. 2 passed; 3 failed; 0 ignored; 0 measured; 0 filtered out; finished in 1s");
         totals.add("running 5 tests");
         assert_eq!((totals.passed, totals.failed, totals.ignored), (11, 3, 1));
+    }
+
+    #[test]
+    fn inner_cargo_runs_without_cargo_runs_package_variables() {
+        assert!(super::is_set_by_cargo_run("CARGO_MANIFEST_DIR"));
+        assert!(super::is_set_by_cargo_run("CARGO_PKG_VERSION"));
+        assert!(!super::is_set_by_cargo_run("CARGO_TARGET_DIR"));
+        assert!(!super::is_set_by_cargo_run("CARGO_HOME"));
+        let command = super::cargo();
+        let removed: Vec<_> = command
+            .get_envs()
+            .filter(|(_, value)| value.is_none())
+            .map(|(name, _)| name.to_string_lossy().into_owned())
+            .collect();
+        // Under `cargo test` these are set, so they are taken out.
+        assert!(
+            removed.contains(&"CARGO_MANIFEST_DIR".to_owned()),
+            "{removed:?}"
+        );
     }
 
     #[test]
