@@ -444,6 +444,17 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
     Ok(options)
 }
 
+/// The scenario's load generator arguments as a reader would type them:
+/// the admin address, known only once the server runs, shown as `ADMIN`.
+fn shown_command(scenario: &Scenario) -> String {
+    scenario
+        .args
+        .iter()
+        .map(|arg| if *arg == "{admin}" { "ADMIN" } else { arg })
+        .collect::<Vec<_>>()
+        .join(" ")
+}
+
 pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
     let options = parse(args)?;
     let target = crate::target_dir(root);
@@ -483,7 +494,7 @@ pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
         let bind_ips: Vec<String> = (1..=4)
             .map(|host| format!("127.{run_octet}.{}.{host}", index + 1))
             .collect();
-        eprintln!("==> {} ({})", scenario.name, scenario.args.join(" "));
+        eprintln!("==> {} ({})", scenario.name, shown_command(scenario));
         let mut outcome = run_scenario(&server_bin, &loadgen_bin, scenario, &bind_ips.join(","));
         if scenario.floor
             && let Ok(report) = &mut outcome
@@ -500,11 +511,11 @@ pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
         match outcome {
             Ok(report) => {
                 problems.extend(report::problems(scenario.name, &report));
-                results.push(json!({"name": scenario.name, "command": scenario.args.join(" "), "report": report}));
+                results.push(json!({"name": scenario.name, "command": shown_command(scenario), "report": report}));
             }
             Err(err) => {
                 problems.push(format!("{}: {err:#}", scenario.name));
-                results.push(json!({"name": scenario.name, "command": scenario.args.join(" "), "error": format!("{err:#}")}));
+                results.push(json!({"name": scenario.name, "command": shown_command(scenario), "error": format!("{err:#}")}));
             }
         }
     }

@@ -55,7 +55,7 @@ fn print_help() {
         "cargo xtask <command>\n\n\
          commands:\n  \
          test    format check, clippy -D warnings, hub purity, rustdoc, all tests, JS client tests, bench --quick (what CI runs)\n  \
-         bench   [--quick] [--compare OLD.json]: benchmark matrix, reports in target/bench/\n  \
+         bench   [--quick] [--only NAME[,NAME]] [--compare OLD.json]: benchmark matrix, reports in target/bench/\n  \
          doctor  [--connections N] [--write-sysctl]: kernel and ulimit readiness for N connections\n  \
          fuzz    [--time 10m]: the frame reader's property tests, longer (each round a fresh seed)\n  \
          test-js the JS client's and web console's tests alone (Node's runner, Chromium)\n"
@@ -113,6 +113,24 @@ fn run(step: &str, command: &mut Command) -> anyhow::Result<()> {
     Ok(())
 }
 
+/// Runs `command` with its output held back (dpkg prints a line per file),
+/// showing the last of it only when it fails.
+fn quietly(step: &str, command: &mut Command) -> anyhow::Result<()> {
+    let output = command
+        .output()
+        .with_context(|| format!("cannot start {command:?}"))?;
+    if !output.status.success() {
+        let text =
+            String::from_utf8_lossy(&output.stdout) + String::from_utf8_lossy(&output.stderr);
+        let tail: Vec<&str> = text.lines().rev().take(20).collect();
+        for line in tail.iter().rev() {
+            eprintln!("    {line}");
+        }
+        bail!("{step} failed ({})", output.status);
+    }
+    Ok(())
+}
+
 /// What the suite drives that the language registries do not provide: the
 /// command to look for and the Debian package that brings it.
 const PREREQUISITES: &[(&str, &str)] = &[
@@ -150,14 +168,14 @@ fn check_prerequisites() -> anyhow::Result<()> {
         .is_ok_and(|out| String::from_utf8_lossy(&out.stdout).trim() == "0");
     if is_root && on_path("apt-get") {
         eprintln!(
-            "==> installing missing prerequisites: {}",
+            "==> installing missing prerequisites with apt-get: {}",
             packages.join(" ")
         );
-        run(
+        quietly(
             "apt-get update",
             Command::new("apt-get").args(["update", "-qq"]),
         )?;
-        run(
+        quietly(
             "apt-get install",
             Command::new("apt-get")
                 .args(["install", "-y", "-qq"])

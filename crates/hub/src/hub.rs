@@ -569,19 +569,6 @@ impl Hub {
             .map_or(0, |state| state.published())
     }
 
-    /// The wire ids of `room`'s local members.
-    pub fn room_members(&self, room: &str) -> Vec<String> {
-        let node = self.node_id();
-        self.inner
-            .rooms
-            .get(room)
-            .map(|state| state.member_ids())
-            .unwrap_or_default()
-            .into_iter()
-            .map(|id| id.to_wire(node))
-            .collect()
-    }
-
     /// Bytes waiting in outboxes now: the total and the largest single
     /// outbox. Visits every connection (one lock each), so it is for scrapes
     /// and diagnostics, not the hot path.

@@ -12,7 +12,9 @@
 //! What it does:
 //! - registers connections ([`Hub::connect`]); each is a [`Connection`] owned by
 //!   one driver, which unregisters it by dropping it;
-//! - keeps rooms (many-to-many, an empty room is freed) and fans a message out
+//! - keeps rooms (many-to-many; an empty room is freed at once, or once its
+//!   linger has passed: `room_linger`, at least `history_ttl` with history)
+//!   and fans a message out
 //!   to a room's members, encoded once as a [`protocol::TextFrame`] and shared;
 //! - bounds every connection's outbound queue in bytes, with a control lane
 //!   that overtakes the data lane and a [`SlowConsumerPolicy`] for a full one.

@@ -220,11 +220,6 @@ impl Room {
         snapshot
     }
 
-    /// The member ids, for inspection (not the fan-out path).
-    pub(crate) fn member_ids(&self) -> Vec<ConnectionId> {
-        self.members.lock().by_id.keys().copied().collect()
-    }
-
     pub(crate) fn touch(&self, now_ms: u64) {
         self.last_active_ms.fetch_max(now_ms, Ordering::Relaxed);
     }

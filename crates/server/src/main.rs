@@ -31,10 +31,21 @@ fn main() -> std::process::ExitCode {
         }
         Invocation::ConfigCheck(args) => {
             return match args.load_with_warnings() {
-                Ok((_, warnings)) => {
+                // A check is asked for by a person or a pipeline: an
+                // ignored variable is a typo to fix, so it fails here
+                // (`serve` only warns).
+                Ok((_, warnings)) if !warnings.is_empty() => {
+                    let count = warnings.len();
+                    eprintln!(
+                        "wshub: {count} problem{}:",
+                        if count == 1 { "" } else { "s" }
+                    );
                     for warning in warnings {
-                        eprintln!("wshub: warning: {warning}");
+                        eprintln!("  {warning}");
                     }
+                    std::process::ExitCode::FAILURE
+                }
+                Ok(_) => {
                     println!("configuration ok");
                     std::process::ExitCode::SUCCESS
                 }

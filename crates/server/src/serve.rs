@@ -333,8 +333,6 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// An address over its cap (or a full server) is answered in one write and
-/// closed at once: no task, no HTTP parsing.
 /// Reloads the certificate on every SIGHUP until `stop`: new connections
 /// get the new one, established ones keep theirs. A bad file is logged and
 /// the old certificate stays.
@@ -368,6 +366,8 @@ fn spawn_tls_reload(tls: crate::tls::Tls, tasks: &TaskTracker, stop: Cancellatio
     let _ = (tls, tasks, stop);
 }
 
+/// An address over its cap (or a full server) is answered in one write and
+/// closed at once: no task, no HTTP parsing.
 fn refuse_at_accept(stream: &TcpStream, state: &AppState, refused: &Refusal) {
     let (status, rejection, error, reason) = match refused {
         Refusal::ServerFull => (

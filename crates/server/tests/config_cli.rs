@@ -459,6 +459,60 @@ fn config_default_is_accepted_back_and_config_check_reports_every_problem() {
     }
 }
 
+/// A typo in a variable fails `config check` (which a person asked for),
+/// while Kubernetes' service variables for a Service named `wshub` pass.
+#[test]
+fn config_check_fails_on_an_ignored_variable_but_not_on_service_links() {
+    let typo = wshub(&["config", "check"], &[("WSHUB_HUB__SLOW_CONSUMR", "x")]);
+    let stderr = String::from_utf8_lossy(&typo.stderr);
+    assert_eq!(typo.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("did you mean WSHUB_HUB__SLOW_CONSUMER"),
+        "{stderr}"
+    );
+    assert!(!String::from_utf8_lossy(&typo.stdout).contains("ok"));
+
+    let links = wshub(
+        &["config", "check"],
+        &[
+            ("WSHUB_SERVICE_HOST", "10.0.0.7"),
+            ("WSHUB_PORT", "tcp://10.0.0.7:8080"),
+            ("WSHUB_PORT_8080_TCP_ADDR", "10.0.0.7"),
+        ],
+    );
+    assert!(
+        links.status.success(),
+        "{}",
+        String::from_utf8_lossy(&links.stderr)
+    );
+    assert!(links.stderr.is_empty(), "not even a warning");
+}
+
+/// A namespace that only turns on history takes the unlisted namespaces'
+/// rules: open without auth, closed with it.
+#[test]
+fn a_namespace_without_rules_inherits_the_default_ones() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = write_toml(
+        dir.path(),
+        "[permissions.namespaces.chat]\nhistory_size = 50\n",
+    );
+    let checked = wshub(&["config", "check", "--config", &file], &[]);
+    assert!(
+        checked.status.success(),
+        "{}",
+        String::from_utf8_lossy(&checked.stderr)
+    );
+    let printed = wshub(&["print-config", "--config", &file], &[]);
+    let text = String::from_utf8_lossy(&printed.stdout);
+    let chat = text.split("[permissions.namespaces.chat]").nth(1).unwrap();
+    assert!(chat.contains("history_size = 50"), "{text}");
+    assert!(
+        !chat.contains("join ="),
+        "not written, so not printed: {text}"
+    );
+}
+
 #[test]
 fn room_features_are_configured_per_namespace_on_either_broker() {
     let dir = tempfile::tempdir().unwrap();

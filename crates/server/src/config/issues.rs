@@ -234,11 +234,14 @@ fn walk(
             Value::Dict(_, nested) if is_section => {
                 walk(nested, &key, known, dynamic, figment, issues);
             }
-            _ if origin_of(figment, &key) == Origin::Env => {
+            _ if origin_of(figment, &key) == Origin::Env && is_service_link(&env_var(&key)) => {
                 // Kubernetes injects `<SERVICE>_PORT=tcp://…` and friends
                 // into every pod: with a Service named `wshub` they are
-                // `WSHUB_*`. They must not stop the server; a typo should
-                // still be obvious.
+                // `WSHUB_*`, never a setting (settings nest with `__`).
+            }
+            _ if origin_of(figment, &key) == Origin::Env => {
+                // Not fatal for `serve` (a stray variable must not take a
+                // fleet down); `config check` counts it as a problem.
                 let near = closest(&key, known)
                     .map(|near| format!("; did you mean {}?", env_var(near)))
                     .unwrap_or_default();
@@ -274,4 +277,59 @@ pub(crate) fn closest<'a>(key: &str, known: &'a [KeyDoc]) -> Option<&'a str> {
         .filter(|(distance, near)| *distance <= (near.len() / 3).max(2))
         .min_by_key(|(distance, _)| *distance)
         .map(|(_, near)| near)
+}
+
+/// Whether `name` has the shape of a variable Kubernetes injects for a
+/// Service (`WSHUB_PORT`, `WSHUB_SERVICE_HOST`, `WSHUB_ADMIN_PORT_9091_TCP_ADDR`,
+/// ...): one `_` between words, where wshub's own settings use `__`.
+pub(crate) fn is_service_link(name: &str) -> bool {
+    if name.contains("__") {
+        return false;
+    }
+    let words: Vec<&str> = name.split('_').collect();
+    let Some(at) = words
+        .iter()
+        .rposition(|word| *word == "PORT" || *word == "SERVICE")
+    else {
+        return false;
+    };
+    match (words[at], &words[at + 1..]) {
+        ("SERVICE", ["HOST"] | ["PORT", ..]) | ("PORT", []) => true,
+        ("PORT", [number, proto, rest @ ..]) => {
+            number.parse::<u16>().is_ok()
+                && matches!(*proto, "TCP" | "UDP" | "SCTP")
+                && matches!(rest, [] | ["PROTO"] | ["PORT"] | ["ADDR"])
+        }
+        _ => false,
+    }
+}
+
+#[cfg(test)]
+mod service_link_tests {
+    use super::is_service_link;
+
+    #[test]
+    fn kubernetes_service_variables_are_recognised_and_settings_are_not() {
+        for name in [
+            "WSHUB_PORT",
+            "WSHUB_SERVICE_HOST",
+            "WSHUB_SERVICE_PORT",
+            "WSHUB_SERVICE_PORT_WS",
+            "WSHUB_PORT_8080_TCP",
+            "WSHUB_PORT_8080_TCP_ADDR",
+            "WSHUB_ADMIN_PORT_9091_TCP_PROTO",
+            "WSHUB_ADMIN_SERVICE_HOST",
+        ] {
+            assert!(is_service_link(name), "{name}");
+        }
+        for name in [
+            "WSHUB_HUB__SLOW_CONSUMR",
+            "WSHUB_LISTN",
+            "WSHUB_PORT_X_TCP",
+            "WSHUB_ADMIN__LISTEN",
+            "WSHUB_SERVICE",
+        ] {
+            assert!(!is_service_link(name), "{name}");
+        }
+    }
 }

@@ -152,7 +152,7 @@ pub fn readme_table() -> String {
     out.push_str(&format!(
         "| `permissions.namespaces.<name>.join` / `.publish` | `WSHUB_PERMISSIONS__NAMESPACES__<NAME>__JOIN` | | {} | unset | {} |\n",
         <Permission as value::ConfigValue>::TYPE,
-        "Who may join / publish in rooms `<name>:*`; unlisted namespaces are open without auth and closed with it",
+        "Who may join / publish in rooms `<name>:*`; unset, and in unlisted namespaces: anyone without auth, nobody with it",
     ));
     for (key, ty, default, doc) in [
         (
@@ -216,5 +216,33 @@ mod tests {
             std::fs::write(&path, updated).expect("rewrite README.md");
             panic!("README.md's config table was stale and has been rewritten; commit it");
         }
+    }
+}
+
+#[cfg(test)]
+mod inherited_rules {
+    use super::{AuthMode, Config, NamespacePermissions, Permission};
+    use wshub_hub::{NamespaceRules, Rule};
+
+    /// A rule left out of a namespace is the unlisted namespaces' rule; a
+    /// rule written is kept.
+    #[test]
+    fn a_rule_not_written_follows_the_auth_mode() {
+        let mut config = Config::default();
+        config.permissions.namespaces.insert(
+            "chat".into(),
+            NamespacePermissions {
+                join: None,
+                publish: Some(Permission::Nobody),
+                ..NamespacePermissions::new(Permission::Nobody, Permission::Nobody)
+            },
+        );
+        let open = config.access_policy();
+        assert_eq!(open.namespaces["chat"].join, Rule::Anyone);
+        assert_eq!(open.namespaces["chat"].publish, Rule::Nobody);
+        config.auth.mode = AuthMode::Jwt;
+        let closed = config.access_policy();
+        assert_eq!(closed.namespaces["chat"].join, NamespaceRules::CLOSED.join);
+        assert_eq!(closed.namespaces["chat"].publish, Rule::Nobody);
     }
 }

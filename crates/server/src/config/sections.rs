@@ -40,7 +40,7 @@ config_section! {
         shutdown_drain_period: Duration = Duration::ZERO,
         /// Each client's shutdown frame carries `reconnect_after_ms`, drawn from 0 to this
         shutdown_reconnect_jitter: Duration = Duration::from_secs(5),
-        /// Page origins allowed to open WebSockets (`https://app.example.com`, `https://*.example.com`, `http://localhost:*`); empty: same origin only. Comma-separated in the environment
+        /// Page origins allowed to open WebSockets (`https://app.example.com`, `https://*.example.com`, `http://localhost:*`); empty: same origin only, and on a loopback `listen` also pages from `http://localhost:*`, `http://127.0.0.1:*` and `http://[::1]:*`. Comma-separated in the environment
         allowed_origins: Vec<String> = Vec::new(),
         /// Proxies (addresses or CIDRs) whose X-Forwarded-For is believed. Comma-separated in the environment
         trusted_proxies: Vec<String> = Vec::new(),
@@ -344,10 +344,12 @@ config_enum! {
 /// Rules and room features of one namespace.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct NamespacePermissions {
-    /// Who may join: `anyone`, `authenticated`, `claim` or `nobody`.
-    pub join: Permission,
-    /// Who may publish.
-    pub publish: Permission,
+    /// Who may join: `anyone`, `authenticated`, `claim` or `nobody`;
+    /// `None` (not written): as in an unlisted namespace, anyone without
+    /// auth and nobody with it.
+    pub join: Option<Permission>,
+    /// Who may publish; `None` as for `join`.
+    pub publish: Option<Permission>,
     /// Messages kept per room for history and recovery (0: off).
     pub history_size: usize,
     /// How long a room's history lives after its last publication.
@@ -362,8 +364,8 @@ impl NamespacePermissions {
     /// `join` and `publish` rules, no room features.
     pub fn new(join: Permission, publish: Permission) -> Self {
         Self {
-            join,
-            publish,
+            join: Some(join),
+            publish: Some(publish),
             history_size: 0,
             history_ttl: DEFAULT_HISTORY_TTL,
             presence: false,
@@ -428,22 +430,23 @@ impl Section for PermissionsConfig {
         for (name, value) in entries {
             let key = join_key(&table, &name);
             if !matches!(value, Value::Dict(..)) {
-                issues.push(&key, "must be a table with join and publish");
+                issues.push(&key, "must be a table of join, publish, history_size, history_ttl, presence, join_leave");
                 continue;
             }
+            // A rule not written is the unlisted namespaces' rule: a
+            // namespace that only turns on history need not repeat it.
             let mut rule = |which: &str| {
                 let rule_key = join_key(&key, which);
-                if figment.find_value(&rule_key).is_err() {
-                    issues.push(
-                        &rule_key,
-                        format!("missing; set it to one of: {}", Permission::TYPE),
-                    );
-                }
-                extract(figment, &rule_key, Permission::Nobody, issues)
+                figment
+                    .find_value(&rule_key)
+                    .is_ok()
+                    .then(|| extract(figment, &rule_key, Permission::Nobody, issues))
             };
-            let join = rule("join");
-            let publish = rule("publish");
-            let defaults = NamespacePermissions::new(join, publish);
+            let defaults = NamespacePermissions {
+                join: rule("join"),
+                publish: rule("publish"),
+                ..NamespacePermissions::new(Permission::Nobody, Permission::Nobody)
+            };
             let history_size = extract(figment, &join_key(&key, "history_size"), 0usize, issues);
             let history_ttl = extract(
                 figment,
@@ -471,14 +474,11 @@ impl Section for PermissionsConfig {
         let mut namespaces = toml::Table::new();
         for (name, rules) in &self.namespaces {
             let mut entry = toml::Table::new();
-            entry.insert(
-                "join".into(),
-                toml::Value::String(rules.join.as_str().into()),
-            );
-            entry.insert(
-                "publish".into(),
-                toml::Value::String(rules.publish.as_str().into()),
-            );
+            for (which, rule) in [("join", rules.join), ("publish", rules.publish)] {
+                if let Some(rule) = rule {
+                    entry.insert(which.into(), toml::Value::String(rule.as_str().into()));
+                }
+            }
             if rules.history_size > 0 {
                 entry.insert(
                     "history_size".into(),

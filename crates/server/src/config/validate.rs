@@ -252,6 +252,10 @@ impl Config {
             Permission::Claim => Rule::Claim,
             Permission::Nobody => Rule::Nobody,
         };
+        let fallback = match self.auth.mode {
+            AuthMode::None => NamespaceRules::OPEN,
+            AuthMode::Jwt => NamespaceRules::CLOSED,
+        };
         AccessPolicy {
             namespaces: self
                 .permissions
@@ -259,16 +263,13 @@ impl Config {
                 .iter()
                 .map(|(name, rules)| {
                     let rules = NamespaceRules {
-                        join: rule(rules.join),
-                        publish: rule(rules.publish),
+                        join: rules.join.map_or(fallback.join, rule),
+                        publish: rules.publish.map_or(fallback.publish, rule),
                     };
                     (name.clone(), rules)
                 })
                 .collect(),
-            fallback: match self.auth.mode {
-                AuthMode::None => NamespaceRules::OPEN,
-                AuthMode::Jwt => NamespaceRules::CLOSED,
-            },
+            fallback,
         }
     }
 
