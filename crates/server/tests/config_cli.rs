@@ -126,7 +126,8 @@ fn an_unknown_variable_warns_with_the_closest_real_one_and_does_not_stop_start_u
 }
 
 /// Kubernetes injects service links into every pod of a namespace; with a
-/// Service named `wshub` they look like settings.
+/// Service named `wshub` they look like settings, but are none: they pass
+/// in silence, while a typo beside them is warned about once.
 #[test]
 fn kubernetes_service_link_variables_do_not_stop_the_server() {
     use std::io::{BufRead, BufReader};
@@ -136,6 +137,7 @@ fn kubernetes_service_link_variables_do_not_stop_the_server() {
         .env("WSHUB_SERVICE_HOST", "10.0.0.7")
         .env("WSHUB_SERVICE_PORT", "8080")
         .env("WSHUB_PORT_8080_TCP_ADDR", "10.0.0.7")
+        .env("WSHUB_HUB__SLOW_CONSUMR", "x")
         .stderr(std::process::Stdio::piped())
         .spawn()
         .unwrap();
@@ -163,10 +165,17 @@ fn kubernetes_service_link_variables_do_not_stop_the_server() {
             seen.iter()
                 .filter(|line| line.contains(variable) && line.contains("WARN"))
                 .count(),
-            1,
-            "one warning for {variable}: {seen:#?}"
+            0,
+            "a service link is no setting and no typo: no warning for {variable}: {seen:#?}"
         );
     }
+    assert_eq!(
+        seen.iter()
+            .filter(|line| line.contains("WSHUB_HUB__SLOW_CONSUMR") && line.contains("WARN"))
+            .count(),
+        1,
+        "a typo is warned about, once: {seen:#?}"
+    );
 }
 
 #[test]

@@ -234,7 +234,9 @@ fn walk(
             Value::Dict(_, nested) if is_section => {
                 walk(nested, &key, known, dynamic, figment, issues);
             }
-            _ if origin_of(figment, &key) == Origin::Env && is_service_link(&env_var(&key)) => {
+            _ if origin_of(figment, &key) == Origin::Env
+                && is_service_link(&env_var(&key), value.as_str().unwrap_or("")) =>
+            {
                 // Kubernetes injects `<SERVICE>_PORT=tcp://…` and friends
                 // into every pod: with a Service named `wshub` they are
                 // `WSHUB_*`, never a setting (settings nest with `__`).
@@ -279,29 +281,45 @@ pub(crate) fn closest<'a>(key: &str, known: &'a [KeyDoc]) -> Option<&'a str> {
         .map(|(_, near)| near)
 }
 
-/// Whether `name` has the shape of a variable Kubernetes injects for a
-/// Service (`WSHUB_PORT`, `WSHUB_SERVICE_HOST`, `WSHUB_ADMIN_PORT_9091_TCP_ADDR`,
-/// ...): one `_` between words, where wshub's own settings use `__`.
-pub(crate) fn is_service_link(name: &str) -> bool {
+/// Whether `name=value` has the shape of a variable Kubernetes injects for
+/// a Service (`WSHUB_PORT=tcp://…`, `WSHUB_SERVICE_HOST`,
+/// `WSHUB_ADMIN_PORT_9091_TCP_ADDR`, ...): one `_` between words, where
+/// wshub's own settings nest with `__`. A bare `…_PORT` counts only with a
+/// `tcp://`-style value, so `WSHUB_PORT=8080` (a guess at a setting) is
+/// still reported.
+pub(crate) fn is_service_link(name: &str, value: &str) -> bool {
     if name.contains("__") {
         return false;
     }
     let words: Vec<&str> = name.split('_').collect();
-    let Some(at) = words
+    // `<NAME>_SERVICE_HOST`, `<NAME>_SERVICE_PORT`, `<NAME>_SERVICE_PORT_<PORT NAME>`
+    let service = words.windows(2).enumerate().any(|(at, pair)| {
+        at > 0
+            && pair[0] == "SERVICE"
+            && (pair[1] == "PORT" || (pair[1] == "HOST" && at + 2 == words.len()))
+    });
+    // `<NAME>_PORT` and `<NAME>_PORT_<n>_<PROTO>` (an URL), and
+    // `<NAME>_PORT_<n>_<PROTO>_PROTO|_PORT|_ADDR`
+    let is_url = ["tcp://", "udp://", "sctp://"]
         .iter()
-        .rposition(|word| *word == "PORT" || *word == "SERVICE")
-    else {
-        return false;
-    };
-    match (words[at], &words[at + 1..]) {
-        ("SERVICE", ["HOST"] | ["PORT", ..]) | ("PORT", []) => true,
-        ("PORT", [number, proto, rest @ ..]) => {
-            number.parse::<u16>().is_ok()
-                && matches!(*proto, "TCP" | "UDP" | "SCTP")
-                && matches!(rest, [] | ["PROTO"] | ["PORT"] | ["ADDR"])
-        }
-        _ => false,
-    }
+        .any(|scheme| value.starts_with(scheme));
+    let port = words.iter().enumerate().skip(1).any(|(at, word)| {
+        *word == "PORT"
+            && match &words[at + 1..] {
+                [] => is_url,
+                [number, proto, rest @ ..] => {
+                    number.parse::<u16>().is_ok()
+                        && matches!(*proto, "TCP" | "UDP" | "SCTP")
+                        && match rest {
+                            [] => is_url,
+                            [part] => matches!(*part, "PROTO" | "PORT" | "ADDR"),
+                            _ => false,
+                        }
+                }
+                _ => false,
+            }
+    });
+    service || port
 }
 
 #[cfg(test)]
@@ -310,26 +328,28 @@ mod service_link_tests {
 
     #[test]
     fn kubernetes_service_variables_are_recognised_and_settings_are_not() {
-        for name in [
-            "WSHUB_PORT",
-            "WSHUB_SERVICE_HOST",
-            "WSHUB_SERVICE_PORT",
-            "WSHUB_SERVICE_PORT_WS",
-            "WSHUB_PORT_8080_TCP",
-            "WSHUB_PORT_8080_TCP_ADDR",
-            "WSHUB_ADMIN_PORT_9091_TCP_PROTO",
-            "WSHUB_ADMIN_SERVICE_HOST",
+        for (name, value) in [
+            ("WSHUB_PORT", "tcp://10.0.0.7:8080"),
+            ("WSHUB_SERVICE_HOST", "10.0.0.7"),
+            ("WSHUB_SERVICE_PORT", "8080"),
+            ("WSHUB_SERVICE_PORT_WS", "8080"),
+            ("WSHUB_PORT_8080_TCP", "tcp://10.0.0.7:8080"),
+            ("WSHUB_PORT_8080_TCP_ADDR", "10.0.0.7"),
+            ("WSHUB_ADMIN_PORT_9091_TCP_PROTO", "tcp"),
+            ("WSHUB_ADMIN_SERVICE_HOST", "10.0.0.8"),
         ] {
-            assert!(is_service_link(name), "{name}");
+            assert!(is_service_link(name, value), "{name}");
         }
-        for name in [
-            "WSHUB_HUB__SLOW_CONSUMR",
-            "WSHUB_LISTN",
-            "WSHUB_PORT_X_TCP",
-            "WSHUB_ADMIN__LISTEN",
-            "WSHUB_SERVICE",
+        for (name, value) in [
+            ("WSHUB_HUB__SLOW_CONSUMR", "x"),
+            ("WSHUB_LISTN", "1"),
+            ("WSHUB_PORT", "8080"),
+            ("WSHUB_LISTEN_PORT", "8080"),
+            ("WSHUB_PORT_X_TCP", "tcp://x"),
+            ("WSHUB_ADMIN__LISTEN", "x"),
+            ("WSHUB_SERVICE", "x"),
         ] {
-            assert!(!is_service_link(name), "{name}");
+            assert!(!is_service_link(name, value), "{name}");
         }
     }
 }
