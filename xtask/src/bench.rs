@@ -401,7 +401,7 @@ const QUICK: &[Scenario] = &[
 
 /// The server's configuration for every scenario, stated in the report:
 /// the defaults, as a user would run it (its admin listener moves to a free
-/// port, so a server already on 9090 cannot collide with the bench).
+/// port, so a server already on 8081 cannot collide with the bench).
 const SERVER_ARGS: &[&str] = &[];
 
 struct Options {

@@ -124,7 +124,7 @@ fn serve(config: wshub_server::Config, warnings: &[String]) -> anyhow::Result<()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let server =
-            Server::bind(&config).with_context(|| format!("cannot listen on {}", config.listen))?;
+            Server::bind(&config).context("cannot start")?;
         let addr = server.local_addr()?;
         let admin = server
             .admin_addr()

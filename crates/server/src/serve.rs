@@ -85,7 +85,10 @@ impl Server {
                 .trusted_proxy_nets()
                 .map_err(|reason| ConfigError::invalid("trusted_proxies", reason))?,
         });
-        let listener = listen(config.listen, config.listen_backlog)?;
+        // Each failure names the one key whose address failed.
+        let listener = listen(config.listen, config.listen_backlog).map_err(|err| {
+            io::Error::new(err.kind(), format!("listen {}: {err}", config.listen))
+        })?;
         let admin_listener: Option<TcpListener> = match config.admin.listen {
             crate::config::AdminListen::Off => None,
             crate::config::AdminListen::At(addr) => Some(listen(addr, 1024).map_err(|err| {

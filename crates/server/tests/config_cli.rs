@@ -388,10 +388,17 @@ fn a_port_in_use_is_reported_once() {
         1,
         "{stderr}"
     );
+    assert!(stderr.contains(&format!("listen {addr}: ")), "{stderr}");
+    assert!(!stderr.contains("admin.listen"), "{stderr}");
+
+    // The admin address taken: only that one is named.
+    let output = wshub(&["--listen", "127.0.0.1:0", "--admin-listen", &addr], &[]);
+    let stderr = String::from_utf8_lossy(&output.stderr);
     assert!(
-        stderr.contains(&format!("cannot listen on {addr}")),
+        stderr.contains(&format!("cannot start: admin.listen {addr}: ")),
         "{stderr}"
     );
+    assert!(!stderr.contains("127.0.0.1:0"), "{stderr}");
 }
 
 #[test]
@@ -408,12 +415,12 @@ fn help_says_what_the_command_does_and_names_the_environment() {
 #[test]
 fn an_admin_listener_off_loopback_needs_an_api_key() {
     let stderr = refused(&wshub(
-        &["print-config", "--admin-listen", "0.0.0.0:9090"],
+        &["print-config", "--admin-listen", "0.0.0.0:8081"],
         &[],
     ));
-    assert!(stderr.contains("--admin-listen: 0.0.0.0:9090 is not a loopback address, so api.key (WSHUB_API__KEY) must be set"), "{stderr}");
+    assert!(stderr.contains("--admin-listen: 0.0.0.0:8081 is not a loopback address, so api.key (WSHUB_API__KEY) must be set"), "{stderr}");
     let output = wshub(
-        &["print-config", "--admin-listen", "0.0.0.0:9090"],
+        &["print-config", "--admin-listen", "0.0.0.0:8081"],
         &[("WSHUB_API__KEY", "secret-api-key")],
     );
     assert!(output.status.success());

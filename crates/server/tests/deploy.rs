@@ -444,7 +444,7 @@ fn the_compose_cluster_validates_and_its_load_balancer_routes_websockets() {
             "{node} behind the balancer"
         );
         assert!(
-            prometheus.contains(&format!("{node}:9090")),
+            prometheus.contains(&format!("{node}:8081")),
             "{node} scraped"
         );
     }

@@ -30,7 +30,7 @@ pub struct Args {
     #[arg(long, default_value_t = 1)]
     pub batch: usize,
     /// The admin listener, where the API is.
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, default_value = "127.0.0.1:8081")]
     pub admin: SocketAddr,
     /// `api.key`, if the server has one.
     #[arg(long)]

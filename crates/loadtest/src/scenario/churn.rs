@@ -25,7 +25,7 @@ pub struct Args {
     pub rooms: usize,
     /// The server's admin listener, whose `/metrics` says whether
     /// connections and rooms returned to zero.
-    #[arg(long, default_value = "127.0.0.1:9090")]
+    #[arg(long, default_value = "127.0.0.1:8081")]
     pub admin: std::net::SocketAddr,
 }
 

@@ -108,7 +108,7 @@ config_section! {
     /// `[admin]`: the operator's listener.
     pub struct AdminSection {
         /// Address of the admin listener (`/metrics`, `/debug/stats`, `/api/*`, `/healthz`, `/readyz`), or `off`; off loopback it needs `api.key`
-        listen: AdminListen = AdminListen::At(SocketAddr::from(([127, 0, 0, 1], 9090))),
+        listen: AdminListen = AdminListen::At(SocketAddr::from(([127, 0, 0, 1], 8081))),
     }
 }
 
