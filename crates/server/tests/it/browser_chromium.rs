@@ -4,7 +4,7 @@
 //! Needs the `chromium` package (`.ci/run` installs it when missing).
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener};

@@ -1,7 +1,7 @@
 //! Protocol v1 end to end over real loopback sockets.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

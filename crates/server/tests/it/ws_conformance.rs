@@ -11,7 +11,7 @@
 //! before a violation is answered, in order, then the close, then TCP ends.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

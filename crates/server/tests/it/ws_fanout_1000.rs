@@ -2,7 +2,7 @@
 //! none lost, none duplicated, in order.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::HashSet;
 

@@ -3,7 +3,7 @@
 //! that stays stuck is ended by `transport.write_timeout`.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

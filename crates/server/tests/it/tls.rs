@@ -3,7 +3,7 @@
 //! certificate to new connections while old ones stay up.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead as _, BufReader};
 use std::net::SocketAddr;

@@ -3,7 +3,7 @@
 //! hint, while an API publisher keeps feeding the room.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};

@@ -3,7 +3,7 @@
 //! secrets that must not reach the logs.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::net::SocketAddr;
 use std::time::Duration;

@@ -4,7 +4,7 @@
 //! silent gap.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! the process exits well before its shutdown timeout.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::io::{BufRead, BufReader};
 use std::net::SocketAddr;

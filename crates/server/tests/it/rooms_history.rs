@@ -4,7 +4,7 @@
 //! presence through the API.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

@@ -3,7 +3,7 @@
 //! their user and room grants; expiry and refresh work on a live connection.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::collections::BTreeMap;
 use std::path::PathBuf;

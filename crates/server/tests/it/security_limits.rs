@@ -2,7 +2,7 @@
 //! real loopback sockets.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::{Duration, Instant};
 

@@ -5,7 +5,7 @@
 //! available here: the image itself is not built in the tests.)
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -2,7 +2,7 @@
 //! pub/sub, subscriptions restored slot by slot, and slots that move.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 

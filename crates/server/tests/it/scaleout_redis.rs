@@ -2,7 +2,7 @@
 //! as one hub, and survive Redis going away or going deaf.
 #![allow(clippy::unwrap_used)]
 
-mod support;
+use crate::support;
 
 use std::time::Duration;
 
