@@ -11,10 +11,13 @@ use tokio::net::TcpListener;
 
 /// A whole HTTP response refusing a connection before any request is read:
 /// written in one non-blocking write just before the socket is dropped.
-pub fn canned_refusal(status: &str, error: &str, reason: &str) -> Vec<u8> {
-    let body = wshub_protocol::encode_http_refusal(error, reason, None);
+pub fn canned_refusal(answer: &crate::admission::RefusalAnswer) -> Vec<u8> {
+    let body = wshub_protocol::encode_http_refusal(answer.error, answer.reason, None);
     let head = format!(
-        "HTTP/1.1 {status}\r\nContent-Type: application/json\r\nRetry-After: 5\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        "HTTP/1.1 {} {}\r\nContent-Type: application/json\r\nRetry-After: {}\r\nConnection: close\r\nContent-Length: {}\r\n\r\n",
+        answer.status.as_u16(),
+        answer.status.canonical_reason().unwrap_or(""),
+        answer.retry_after_secs,
         body.len()
     );
     [head.as_bytes(), &body].concat()
@@ -47,11 +50,8 @@ impl FdReserve {
         self.0 = None;
         let mut cx = Context::from_waker(Waker::noop());
         if let Poll::Ready(Ok((stream, _))) = listener.poll_accept(&mut cx) {
-            let _ = stream.try_write(&canned_refusal(
-                "503 Service Unavailable",
-                "server_full",
-                "the server is out of file descriptors",
-            ));
+            let answer = crate::admission::Refusal::OutOfDescriptors.answer();
+            let _ = stream.try_write(&canned_refusal(&answer));
         }
         self.0 = std::fs::File::open("/dev/null").ok();
     }

@@ -9,8 +9,10 @@ use std::time::Duration;
 
 use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
-use hyper::HeaderMap;
+use hyper::{HeaderMap, StatusCode};
 use ipnet::IpNet;
+
+use crate::metrics::Rejection;
 
 /// Why a connection is turned away before its upgrade.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -21,6 +23,71 @@ pub enum Refusal {
     TooManyFromIp,
     /// This IP opens connections too fast: 429, retry after the duration.
     TooFastFromIp(Duration),
+    /// The process ran out of file descriptors: 503 (answered from the
+    /// reserved descriptor).
+    OutOfDescriptors,
+}
+
+/// How a [`Refusal`] is answered over HTTP, wherever it happens (in one
+/// write at `accept`, or on the upgrade route behind a proxy).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RefusalAnswer {
+    /// 503 or 429.
+    pub status: StatusCode,
+    /// What `wshub_rejected_upgrades_total` counts it as.
+    pub rejection: Rejection,
+    /// The body's `error`.
+    pub error: &'static str,
+    /// The body's `reason`, for people.
+    pub reason: &'static str,
+    /// `Retry-After`, seconds: when a new attempt can succeed.
+    pub retry_after_secs: u64,
+}
+
+/// A full server or an address at its cap frees up within seconds.
+const RETRY_AFTER_SECS: u64 = 5;
+
+impl Refusal {
+    /// The one mapping to status, metric, body and `Retry-After`.
+    pub fn answer(&self) -> RefusalAnswer {
+        let (status, rejection, error, reason, retry_after_secs) = match self {
+            Self::ServerFull => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Rejection::ServerFull,
+                "server_full",
+                "the server holds its maximum of connections",
+                RETRY_AFTER_SECS,
+            ),
+            Self::TooManyFromIp => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Rejection::PerIpConnections,
+                "too_many_connections",
+                "this address holds its maximum of concurrent connections",
+                RETRY_AFTER_SECS,
+            ),
+            Self::OutOfDescriptors => (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Rejection::ServerFull,
+                "server_full",
+                "the server is out of file descriptors",
+                RETRY_AFTER_SECS,
+            ),
+            Self::TooFastFromIp(wait) => (
+                StatusCode::TOO_MANY_REQUESTS,
+                Rejection::PerIpRate,
+                "too_many_connects",
+                "this address opens connections too fast",
+                wait.as_secs().max(1),
+            ),
+        };
+        RefusalAnswer {
+            status,
+            rejection,
+            error,
+            reason,
+            retry_after_secs,
+        }
+    }
 }
 
 /// The `[limits]` that apply before the upgrade.
@@ -322,6 +389,35 @@ impl Gate {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// One mapping serves both places a refusal is answered: the same
+    /// status, body and `Retry-After` whether at `accept` or on the route.
+    #[test]
+    fn each_refusal_has_one_answer_and_the_canned_bytes_carry_it() {
+        let slow = Refusal::TooFastFromIp(Duration::from_millis(2500)).answer();
+        assert_eq!(slow.status, StatusCode::TOO_MANY_REQUESTS);
+        assert_eq!(slow.retry_after_secs, 2);
+        let instant = Refusal::TooFastFromIp(Duration::ZERO).answer();
+        assert_eq!(instant.retry_after_secs, 1, "never \"retry after 0\"");
+        let full = Refusal::ServerFull.answer();
+        assert_eq!(
+            (full.status, full.error, full.retry_after_secs),
+            (StatusCode::SERVICE_UNAVAILABLE, "server_full", 5)
+        );
+        let bytes = crate::accept_limit::canned_refusal(&slow);
+        let text = String::from_utf8(bytes).unwrap();
+        assert!(
+            text.starts_with("HTTP/1.1 429 Too Many Requests\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nRetry-After: 2\r\n"), "{text}");
+        assert!(
+            text.ends_with(
+                r#""error":"too_many_connects","reason":"this address opens connections too fast"}"#
+            ),
+            "{text}"
+        );
+    }
 
     fn ip(text: &str) -> IpAddr {
         text.parse().unwrap()

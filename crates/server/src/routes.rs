@@ -267,35 +267,14 @@ fn admission_refusal(
     ip: std::net::IpAddr,
 ) -> Response<Full<Bytes>> {
     tracing::debug!(%ip, ?refused, "upgrade refused: limits");
-    let (mut answer, retry_after) = match refused {
-        Refusal::ServerFull => {
-            state.metrics.reject(Rejection::ServerFull);
-            let answer = refusal(
-                StatusCode::SERVICE_UNAVAILABLE,
-                "server_full",
-                "the server holds its maximum of connections",
-            );
-            (answer, 5)
-        }
-        Refusal::TooManyFromIp => {
-            state.metrics.reject(Rejection::PerIpConnections);
-            let answer = refusal(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connections",
-                "this address holds its maximum of concurrent connections",
-            );
-            (answer, 5)
-        }
-        Refusal::TooFastFromIp(wait) => {
-            state.metrics.reject(Rejection::PerIpRate);
-            let answer = refusal(
-                StatusCode::TOO_MANY_REQUESTS,
-                "too_many_connects",
-                "this address opens connections too fast",
-            );
-            (answer, wait.as_secs().max(1))
-        }
-    };
+    let refusal_answer = refused.answer();
+    state.metrics.reject(refusal_answer.rejection);
+    let mut answer = refusal(
+        refusal_answer.status,
+        refusal_answer.error,
+        refusal_answer.reason,
+    );
+    let retry_after = refusal_answer.retry_after_secs;
     answer
         .headers_mut()
         .insert(header::RETRY_AFTER, header::HeaderValue::from(retry_after));

@@ -20,7 +20,7 @@ use crate::admission::{AdmissionLimits, Gate, Refusal};
 use crate::auth::JwtAuth;
 use crate::config::{AuthMode, BrokerKind, Config, ConfigError};
 use crate::http_conn::{self, HttpTimeouts};
-use crate::metrics::{Metrics, Rejection};
+use crate::metrics::Metrics;
 use crate::origin::{HostPolicy, OriginPolicy};
 use crate::routes::AppState;
 
@@ -372,29 +372,10 @@ fn spawn_tls_reload(tls: crate::tls::Tls, tasks: &TaskTracker, stop: Cancellatio
 /// An address over its cap (or a full server) is answered in one write and
 /// closed at once: no task, no HTTP parsing.
 fn refuse_at_accept(stream: &TcpStream, state: &AppState, refused: &Refusal) {
-    let (status, rejection, error, reason) = match refused {
-        Refusal::ServerFull => (
-            "503 Service Unavailable",
-            Rejection::ServerFull,
-            "server_full",
-            "the server holds its maximum of connections",
-        ),
-        Refusal::TooManyFromIp => (
-            "429 Too Many Requests",
-            Rejection::PerIpConnections,
-            "too_many_connections",
-            "this address holds its maximum of concurrent connections",
-        ),
-        Refusal::TooFastFromIp(_) => (
-            "429 Too Many Requests",
-            Rejection::PerIpRate,
-            "too_many_connects",
-            "this address opens connections too fast",
-        ),
-    };
-    state.metrics.reject(rejection);
+    let answer = refused.answer();
+    state.metrics.reject(answer.rejection);
     // Best effort and never waiting: the socket is dropped right after.
-    let _ = stream.try_write(&accept_limit::canned_refusal(status, error, reason));
+    let _ = stream.try_write(&accept_limit::canned_refusal(&answer));
 }
 
 /// The admin listener's accept loop: no admission caps (it is for
