@@ -65,9 +65,10 @@ pub async fn route(
     if let Some(api_path) = path.strip_prefix("/api/") {
         let started = std::time::Instant::now();
         let answer = api(&state, request, api_path).await;
+        let endpoint = Endpoint::of(api_path).map_or("other", Endpoint::label);
         state
             .metrics
-            .api_request(api_path, answer.status().as_u16(), started.elapsed());
+            .api_request(endpoint, answer.status().as_u16(), started.elapsed());
         return Ok(answer);
     }
     let is_read = matches!(*request.method(), Method::GET | Method::HEAD);
@@ -180,14 +181,103 @@ fn unauthorized() -> Response<Full<Bytes>> {
     )
 }
 
+/// The API's calls: one table for dispatch, the method each allows (405
+/// names it in `Allow`) and the metric label it is counted under.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum Endpoint {
+    Info,
+    Rooms,
+    /// `rooms/{room}`, `rooms/{room}/history`, `rooms/{room}/presence`.
+    Room(RoomView),
+    Batch,
+    /// One of [`Endpoint::COMMANDS`].
+    Command(&'static str),
+}
+
+/// What `GET /api/rooms/{room}...` shows.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum RoomView {
+    Members,
+    History,
+    Presence,
+}
+
+impl Endpoint {
+    const COMMANDS: [&'static str; 6] = [
+        "publish",
+        "broadcast",
+        "send",
+        "disconnect",
+        "subscribe",
+        "unsubscribe",
+    ];
+
+    /// The call `path` (after `/api/`) names, if any.
+    pub(crate) fn of(path: &str) -> Option<Self> {
+        Some(match path {
+            "info" => Self::Info,
+            "rooms" => Self::Rooms,
+            "batch" => Self::Batch,
+            _ => {
+                if let Some(name) = Self::COMMANDS.iter().find(|name| **name == path) {
+                    Self::Command(name)
+                } else if let Some(room) = path.strip_prefix("rooms/") {
+                    Self::Room(if room.ends_with("/history") {
+                        RoomView::History
+                    } else if room.ends_with("/presence") {
+                        RoomView::Presence
+                    } else {
+                        RoomView::Members
+                    })
+                } else {
+                    return None;
+                }
+            }
+        })
+    }
+
+    fn method(self) -> Method {
+        match self {
+            Self::Info | Self::Rooms | Self::Room(_) => Method::GET,
+            Self::Batch | Self::Command(_) => Method::POST,
+        }
+    }
+
+    /// `endpoint` in `wshub_api_requests_total`: a fixed set, whatever
+    /// the path.
+    pub(crate) fn label(self) -> &'static str {
+        match self {
+            Self::Info => "info",
+            Self::Rooms => "rooms",
+            Self::Room(_) => "room",
+            Self::Batch => "batch",
+            Self::Command(name) => name,
+        }
+    }
+}
+
 async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Response<Full<Bytes>> {
     if !authorized(state, &request) {
         return unauthorized();
     }
+    let Some(endpoint) = Endpoint::of(path) else {
+        return api_error(
+            StatusCode::NOT_FOUND,
+            "not_found",
+            format!("no API call /api/{path}"),
+        );
+    };
+    if *request.method() != endpoint.method() {
+        return method_not_allowed(if endpoint.method() == Method::GET {
+            "GET"
+        } else {
+            "POST"
+        });
+    }
     let hub = state.upgrade.hub();
     let now = wshub_transport::now_ms();
-    match (request.method().clone(), path) {
-        (Method::GET, "info") => json(
+    match endpoint {
+        Endpoint::Info => json(
             StatusCode::OK,
             encode_api_answer(&Info {
                 node: hub.node_id().to_string(),
@@ -197,7 +287,7 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
                 rooms: hub.stats().rooms,
             }),
         ),
-        (Method::GET, "rooms") => {
+        Endpoint::Rooms => {
             let query = QueryParams::parse(request.uri().query());
             let get = |name: &str| query.get(name);
             let limit = match get("limit").map(str::parse::<usize>) {
@@ -221,20 +311,11 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
                 .collect();
             json(StatusCode::OK, encode_api_answer(&RoomList { rooms }))
         }
-        (Method::GET, room_path)
-            if room_path.starts_with("rooms/")
-                && (room_path.ends_with("/history") || room_path.ends_with("/presence")) =>
-        {
-            room_feature(
-                state,
-                request.uri().query(),
-                &room_path["rooms/".len()..],
-                now,
-            )
-            .await
+        Endpoint::Room(RoomView::History | RoomView::Presence) => {
+            room_feature(state, request.uri().query(), &path["rooms/".len()..], now).await
         }
-        (Method::GET, room_path) if room_path.starts_with("rooms/") => {
-            let name = percent_decoded(&room_path["rooms/".len()..]);
+        Endpoint::Room(RoomView::Members) => {
+            let name = percent_decoded(&path["rooms/".len()..]);
             let room = match RoomName::new(&name) {
                 Ok(room) => room,
                 Err(err) => {
@@ -261,7 +342,7 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
                 }),
             )
         }
-        (Method::POST, "batch") => match read_body(state, request).await {
+        Endpoint::Batch => match read_body(state, request).await {
             Err(refused) => refused,
             Ok(body) => match ApiCommand::parse_batch(&body) {
                 Err(err) => json(StatusCode::BAD_REQUEST, encode_api_error(&err)),
@@ -280,10 +361,7 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
                 }
             },
         },
-        (
-            Method::POST,
-            name @ ("publish" | "broadcast" | "send" | "disconnect" | "subscribe" | "unsubscribe"),
-        ) => match read_body(state, request).await {
+        Endpoint::Command(name) => match read_body(state, request).await {
             Err(refused) => refused,
             Ok(body) => match ApiCommand::parse(name, &body) {
                 Err(err) => json(StatusCode::BAD_REQUEST, encode_api_error(&err)),
@@ -295,21 +373,6 @@ async fn api(state: &AppState, request: Request<Incoming>, path: &str) -> Respon
                 },
             },
         },
-        (
-            _,
-            "info" | "rooms" | "batch" | "publish" | "broadcast" | "send" | "disconnect"
-            | "subscribe" | "unsubscribe",
-        ) => method_not_allowed(if matches!(path, "info" | "rooms") {
-            "GET"
-        } else {
-            "POST"
-        }),
-        (_, room_path) if room_path.starts_with("rooms/") => method_not_allowed("GET"),
-        _ => api_error(
-            StatusCode::NOT_FOUND,
-            "not_found",
-            format!("no API call /api/{path}"),
-        ),
     }
 }
 
@@ -573,4 +636,56 @@ fn process_rss_bytes() -> u64 {
         .ok()
         .and_then(|statm| statm.split_whitespace().nth(1)?.parse::<u64>().ok())
         .map_or(0, |pages| pages * 4096)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Endpoint, Method, RoomView};
+
+    #[test]
+    fn one_table_names_each_call_its_method_and_its_label() {
+        let cases = [
+            ("info", Endpoint::Info, Method::GET, "info"),
+            ("rooms", Endpoint::Rooms, Method::GET, "rooms"),
+            (
+                "rooms/chat:1",
+                Endpoint::Room(RoomView::Members),
+                Method::GET,
+                "room",
+            ),
+            (
+                "rooms/chat:1/history",
+                Endpoint::Room(RoomView::History),
+                Method::GET,
+                "room",
+            ),
+            (
+                "rooms/a/presence",
+                Endpoint::Room(RoomView::Presence),
+                Method::GET,
+                "room",
+            ),
+            ("batch", Endpoint::Batch, Method::POST, "batch"),
+            (
+                "publish",
+                Endpoint::Command("publish"),
+                Method::POST,
+                "publish",
+            ),
+            (
+                "unsubscribe",
+                Endpoint::Command("unsubscribe"),
+                Method::POST,
+                "unsubscribe",
+            ),
+        ];
+        for (path, endpoint, method, label) in cases {
+            assert_eq!(Endpoint::of(path), Some(endpoint), "{path}");
+            assert_eq!(endpoint.method(), method, "{path}");
+            assert_eq!(endpoint.label(), label, "{path}");
+        }
+        for unknown in ["", "publishx", "room", "debug/stats", "../metrics"] {
+            assert_eq!(Endpoint::of(unknown), None, "{unknown}");
+        }
+    }
 }

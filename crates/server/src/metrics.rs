@@ -227,26 +227,7 @@ impl Metrics {
     }
 
     /// Counts one API request by endpoint and status, and its duration.
-    pub fn api_request(&self, path: &str, status: u16, elapsed: std::time::Duration) {
-        let endpoint = match path {
-            "publish" | "broadcast" | "send" | "disconnect" | "subscribe" | "unsubscribe"
-            | "batch" | "rooms" | "info" => path,
-            room if room.starts_with("rooms/") => "room",
-            _ => "other",
-        };
-        let endpoint = match endpoint {
-            "publish" => "publish",
-            "broadcast" => "broadcast",
-            "send" => "send",
-            "disconnect" => "disconnect",
-            "subscribe" => "subscribe",
-            "unsubscribe" => "unsubscribe",
-            "batch" => "batch",
-            "rooms" => "rooms",
-            "info" => "info",
-            "room" => "room",
-            _ => "other",
-        };
+    pub fn api_request(&self, endpoint: &'static str, status: u16, elapsed: std::time::Duration) {
         metrics::with_local_recorder(&self.recorder, || {
             counter!("wshub_api_requests_total", "endpoint" => endpoint, "status" => status.to_string())
                 .increment(1);
