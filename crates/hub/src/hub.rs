@@ -116,6 +116,7 @@ impl HubBuilder {
                 delivery_latency: crate::latency::LatencyHistogram::default(),
                 shutting_down: AtomicBool::new(false),
                 history_bytes: AtomicUsize::new(0),
+                next_sweep_ms: AtomicU64::new(0),
             }),
         }
     }
@@ -154,7 +155,14 @@ struct Inner {
     shutting_down: AtomicBool,
     /// Bytes held by every room's history together.
     history_bytes: AtomicUsize,
+    /// When the next [`Hub::handle_timeout`] has work (0: at once).
+    next_sweep_ms: AtomicU64,
 }
+
+/// How often the hub's housekeeping runs (see [`Hub::poll_timeout`]): often
+/// enough that a lingering room or an expired history is freed within a
+/// minute of its time, rarely enough to cost nothing.
+pub const SWEEP_INTERVAL_MS: u64 = 60_000;
 
 impl Default for Hub {
     fn default() -> Self {
@@ -479,8 +487,42 @@ impl Hub {
             .unwrap_or_default()
     }
 
-    /// Frees empty rooms whose `room_linger` has passed at `now_ms`; returns
-    /// how many. Call it periodically when `room_linger` is set.
+    /// When [`handle_timeout`](Self::handle_timeout) is next due, in
+    /// milliseconds on the clock the drivers pass as `now_ms`: the hub's own
+    /// timer, as [`Connection::poll_timeout`] is a connection's. 0 before
+    /// the first call: due at once.
+    pub fn poll_timeout(&self) -> u64 {
+        self.inner.next_sweep_ms.load(Ordering::Relaxed)
+    }
+
+    /// Runs the hub's housekeeping if it is due at `now_ms`: frees empty
+    /// rooms whose linger has passed, expires history past its TTL, and
+    /// gives back map memory after a peak (see [`sweep`](Self::sweep)).
+    /// Returns how many rooms it freed; a call before
+    /// [`poll_timeout`](Self::poll_timeout) does nothing.
+    pub fn handle_timeout(&self, now_ms: u64) -> usize {
+        let due = self.inner.next_sweep_ms.load(Ordering::Relaxed);
+        if now_ms < due
+            || self
+                .inner
+                .next_sweep_ms
+                .compare_exchange(
+                    due,
+                    now_ms.saturating_add(SWEEP_INTERVAL_MS),
+                    Ordering::Relaxed,
+                    Ordering::Relaxed,
+                )
+                .is_err()
+        {
+            // Not yet, or another caller took this round.
+            return 0;
+        }
+        self.sweep(now_ms)
+    }
+
+    /// Frees empty rooms whose `room_linger` has passed at `now_ms` and
+    /// expires history; returns how many rooms it freed. Runs whenever
+    /// called; [`handle_timeout`](Self::handle_timeout) calls it on time.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let mut freed = 0;
         let mut history_freed = 0;

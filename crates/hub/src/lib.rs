@@ -25,8 +25,10 @@
 //!
 //! The hub is the whole protocol: welcome, acks and errors, heartbeats,
 //! credential expiry and message rate limits. An embedder only moves frames
-//! between a socket and a [`Connection`], and calls
-//! [`Connection::handle_timeout`] when [`Connection::poll_timeout`] says.
+//! between a socket and a [`Connection`], calls
+//! [`Connection::handle_timeout`] when [`Connection::poll_timeout`] says, and
+//! [`Hub::handle_timeout`] when [`Hub::poll_timeout`] says (the hub's own
+//! housekeeping: lingering rooms, history expiry).
 //!
 //! ```
 //! use std::num::NonZeroU32;
@@ -132,7 +134,7 @@ pub use error::{AuthError, HubError};
 pub use flood::MessageRateLimit;
 pub use hub::{
     Authenticator, DisconnectTarget, HistoryPage, Hub, HubBuilder, INSUFFICIENT_STATE,
-    SERVER_SENDER,
+    SERVER_SENDER, SWEEP_INTERVAL_MS,
 };
 pub use latency::{BUCKETS_MS, LatencyHistogram, LatencySnapshot, SAMPLE_EVERY};
 pub use node::{ConnectionId, NodeId, NodeIdError};

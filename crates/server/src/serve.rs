@@ -244,9 +244,9 @@ impl Server {
                     accept_until = Some(tokio::time::Instant::now() + drain_delay);
                 }
                 () = draining => break,
-                _ = prune.tick() => {
-                    state.gate.prune();
-                    state.upgrade.hub().sweep(wshub_transport::now_ms());
+                _ = prune.tick() => state.gate.prune(),
+                () = hub_timer(state.upgrade.hub()) => {
+                    state.upgrade.hub().handle_timeout(wshub_transport::now_ms());
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => match state.gate.accept(peer.ip()) {
@@ -334,6 +334,13 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     // each dropped SYN waits a second to be retried.
     socket.listen(i32::try_from(backlog).unwrap_or(i32::MAX))?;
     TcpListener::from_std(socket.into())
+}
+
+/// Sleeps until the hub's housekeeping is due ([`wshub_hub::Hub::poll_timeout`], on
+/// the clock the drivers use).
+async fn hub_timer(hub: &wshub_hub::Hub) {
+    let wait = hub.poll_timeout().saturating_sub(wshub_transport::now_ms());
+    tokio::time::sleep(Duration::from_millis(wait)).await;
 }
 
 /// Reloads the certificate on every SIGHUP until `stop`: new connections

@@ -388,3 +388,25 @@ fn largest_rooms_come_by_members_then_name() {
     assert_eq!(named(10)[4], ("d".into(), 1));
     assert!(named(0).is_empty());
 }
+
+/// The hub's own timer, like a connection's: an embedder calls
+/// `handle_timeout` when `poll_timeout` says, and lingering rooms go.
+#[test]
+fn the_hubs_housekeeping_runs_when_its_timer_says() {
+    let hub = Hub::new(HubConfig {
+        room_linger: Duration::from_secs(10),
+        ..HubConfig::default()
+    });
+    let t0 = 1_000_000;
+    let mut conn = hub.connect(t0).unwrap();
+    conn.handle_text(r#"{"type":"join","room":"r"}"#, t0);
+    conn.handle_text(r#"{"type":"leave","room":"r"}"#, t0);
+    assert!(hub.has_room("r"), "an empty room lingers");
+    assert_eq!(hub.poll_timeout(), 0, "due at once before the first call");
+    assert_eq!(hub.handle_timeout(t0), 0, "the linger has not passed");
+    assert_eq!(hub.poll_timeout(), t0 + crate::SWEEP_INTERVAL_MS);
+    assert_eq!(hub.handle_timeout(t0 + 30_000), 0, "not due: nothing runs");
+    assert!(hub.has_room("r"));
+    assert_eq!(hub.handle_timeout(t0 + crate::SWEEP_INTERVAL_MS), 1);
+    assert!(!hub.has_room("r"));
+}
