@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use wshub_protocol::RoomName;
+use wshub_protocol::{ErrorReason, RoomName};
 
 /// What a connection proved about itself when it connected (or refreshed).
 #[derive(Clone, Default)]
@@ -189,13 +189,18 @@ pub enum DenialCause {
 
 impl DenialCause {
     /// The cause as the error frame's `reason`.
-    pub fn as_str(self) -> &'static str {
+    pub fn reason(self) -> ErrorReason {
         match self {
-            Self::NeedsAuthentication => "needs_authentication",
-            Self::NeedsGrant => "needs_grant",
-            Self::NotAllowed => "not_allowed",
-            Self::NoRules => "no_rules",
+            Self::NeedsAuthentication => ErrorReason::NeedsAuthentication,
+            Self::NeedsGrant => ErrorReason::NeedsGrant,
+            Self::NotAllowed => ErrorReason::NotAllowed,
+            Self::NoRules => ErrorReason::NoRules,
         }
+    }
+
+    /// The cause as it appears on the wire.
+    pub fn as_str(self) -> &'static str {
+        self.reason().as_str()
     }
 }
 

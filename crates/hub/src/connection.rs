@@ -6,8 +6,9 @@ use std::sync::Arc;
 
 use wshub_protocol::{
     ClientFrame, CloseReason, ErrorCode, RawValue, Ref, RoomName, SystemEvent, TextFrame,
-    encode_ack, encode_error, encode_error_with_reason, encode_message, encode_pong,
-    encode_subscribed, encode_system, encode_unsubscribed, encode_welcome, parse_client_frame,
+    UnsubscribeReason, encode_ack, encode_error, encode_error_with_reason, encode_message,
+    encode_pong, encode_subscribed, encode_system, encode_unsubscribed, encode_welcome,
+    parse_client_frame,
 };
 
 use crate::access::{Action, Identity};
@@ -506,7 +507,10 @@ impl Connection {
         for room in revoked {
             self.rooms.remove(&room);
             self.hub.remove_member(&room, self.id(), self.now_ms());
-            self.send_control(encode_unsubscribed(&room, "permission_revoked"));
+            self.send_control(encode_unsubscribed(
+                &room,
+                UnsubscribeReason::PermissionRevoked,
+            ));
         }
         Ok(())
     }
@@ -555,7 +559,7 @@ impl Connection {
                 Queued::Server(ServerCommand::Unsubscribe(room)) => {
                     if self.rooms.remove(&room) {
                         self.hub.remove_member(&room, self.id(), self.now_ms());
-                        self.send_control(encode_unsubscribed(&room, "server"));
+                        self.send_control(encode_unsubscribed(&room, UnsubscribeReason::Server));
                     }
                 }
             }

@@ -2,7 +2,7 @@
 
 use std::fmt;
 
-use wshub_protocol::{AuthReason, ErrorCode, RoomName};
+use wshub_protocol::{AuthReason, ErrorCode, ErrorReason, RoomName};
 
 use crate::access::AccessDenied;
 
@@ -89,19 +89,19 @@ impl HubError {
 
     /// A machine-readable refinement of [`code`](Self::code), sent as the
     /// error frame's `reason` (e.g. `expired` for a refresh token).
-    pub fn reason(&self) -> Option<&'static str> {
-        match self {
-            Self::Unauthorized(err) => Some(err.reason.as_str()),
-            Self::Forbidden(denied) => Some(denied.cause.as_str()),
-            Self::UserMismatch { .. } => Some("user_mismatch"),
-            Self::TooManyRooms { .. } => Some("connection_limit"),
-            Self::HubRoomLimit { .. } => Some("hub_limit"),
-            Self::Overloaded => Some("overloaded"),
-            Self::StateUnavailable => Some("broker_unreachable"),
-            Self::NotOffered { .. } => Some("not_offered"),
-            Self::TooDeep { .. } => Some("too_deep"),
-            _ => None,
-        }
+    pub fn reason(&self) -> Option<ErrorReason> {
+        Some(match self {
+            Self::Unauthorized(err) => ErrorReason::Auth(err.reason),
+            Self::Forbidden(denied) => denied.cause.reason(),
+            Self::UserMismatch { .. } => ErrorReason::UserMismatch,
+            Self::TooManyRooms { .. } => ErrorReason::ConnectionLimit,
+            Self::HubRoomLimit { .. } => ErrorReason::HubLimit,
+            Self::Overloaded => ErrorReason::Overloaded,
+            Self::StateUnavailable => ErrorReason::BrokerUnreachable,
+            Self::NotOffered { .. } => ErrorReason::NotOffered,
+            Self::TooDeep { .. } => ErrorReason::TooDeep,
+            _ => return None,
+        })
     }
 }
 

@@ -31,7 +31,7 @@ pub enum AuthReason {
 
 impl AuthReason {
     /// The reason as it appears on the wire.
-    pub fn as_str(self) -> &'static str {
+    pub const fn as_str(self) -> &'static str {
         match self {
             Self::MissingToken => "missing_token",
             Self::Malformed => "malformed",

@@ -258,7 +258,7 @@ pub fn encode_error(reference: Option<&Ref>, code: ErrorCode, message: &str) -> 
 pub fn encode_error_with_reason(
     reference: Option<&Ref>,
     code: ErrorCode,
-    reason: Option<&'static str>,
+    reason: Option<crate::ErrorReason>,
     message: &str,
 ) -> TextFrame {
     let message = truncate(message, MAX_ERROR_MESSAGE_BYTES);
@@ -267,7 +267,7 @@ pub fn encode_error_with_reason(
             kind: "error",
             reference: reference.map(Ref::raw),
             code: code.as_str(),
-            reason,
+            reason: reason.map(crate::ErrorReason::as_str),
             message,
         },
         64 + message.len(),
@@ -426,15 +426,15 @@ pub fn encode_system(event: SystemEvent) -> TextFrame {
 /// `{"type":"system","event":"unsubscribed","room":..,"reason":..}`: the
 /// server took the connection out of `room` (e.g. `reason`
 /// `"permission_revoked"` after a refresh whose token no longer grants it).
-pub fn encode_unsubscribed(room: &RoomName, reason: &str) -> TextFrame {
+pub fn encode_unsubscribed(room: &RoomName, reason: crate::UnsubscribeReason) -> TextFrame {
     encode(
         &System {
             kind: "system",
             event: "unsubscribed",
             room: Some(room.as_str()),
-            reason: Some(reason),
+            reason: Some(reason.as_str()),
         },
-        80 + room.as_str().len() + reason.len(),
+        80 + room.as_str().len() + reason.as_str().len(),
     )
 }
 
@@ -506,11 +506,16 @@ mod tests {
             br#"{"type":"system","event":"shutdown"}"#
         );
         assert_eq!(
-            &encode_error_with_reason(None, ErrorCode::Unauthorized, Some("expired"), "m")[..],
+            &encode_error_with_reason(
+                None,
+                ErrorCode::Unauthorized,
+                Some(crate::ErrorReason::Auth(crate::AuthReason::Expired)),
+                "m"
+            )[..],
             br#"{"type":"error","code":"unauthorized","reason":"expired","message":"m"}"#
         );
         assert_eq!(
-            &encode_unsubscribed(&RoomName::new("chat:2").unwrap(), "permission_revoked")[..],
+            &encode_unsubscribed(&RoomName::new("chat:2").unwrap(), crate::UnsubscribeReason::PermissionRevoked)[..],
             br#"{"type":"system","event":"unsubscribed","room":"chat:2","reason":"permission_revoked"}"#
         );
         let long = "é".repeat(1000);

@@ -6,8 +6,8 @@ use std::sync::Arc;
 
 use rustc_hash::{FxHashMap, FxHashSet};
 use wshub_protocol::{
-    PresenceMember, Ref, RoomName, TextFrame, encode_error_with_reason, encode_join_ack,
-    encode_unsubscribed, with_offset,
+    PresenceMember, Ref, RoomName, TextFrame, UnsubscribeReason, encode_error_with_reason,
+    encode_join_ack, encode_unsubscribed, with_offset,
 };
 
 use super::{HistoryPage, Hub};
@@ -33,7 +33,7 @@ enum Place {
 
 /// The `reason` of the `unsubscribed` frame a member gets when this node
 /// missed messages of its room: re-join with `since` to recover them.
-pub const INSUFFICIENT_STATE: &str = "insufficient_state";
+pub const INSUFFICIENT_STATE: &str = UnsubscribeReason::InsufficientState.as_str();
 
 impl Hub {
     /// The retention a publication to `audience` is logged with by the
@@ -183,7 +183,7 @@ impl Hub {
                     HubError::StateUnavailable.reason(),
                     &HubError::StateUnavailable.to_string(),
                 ),
-                None => encode_unsubscribed(room, "broker_unreachable"),
+                None => encode_unsubscribed(room, UnsubscribeReason::BrokerUnreachable),
             };
             self.count_overflow(join.outbox.push(Lane::Control, frame));
             self.remove_member(room, join.outbox.id(), 0);
@@ -367,7 +367,7 @@ impl Hub {
             return;
         }
         Counters::add(&self.inner.counters.resyncs, behind.len() as u64);
-        let frame = encode_unsubscribed(room, INSUFFICIENT_STATE);
+        let frame = encode_unsubscribed(room, UnsubscribeReason::InsufficientState);
         for outbox in behind {
             self.remove_member(room, outbox.id(), now_ms);
             self.count_overflow(outbox.push(Lane::Data, frame.clone()));
