@@ -184,40 +184,64 @@ async fn churn_across_nodes_leaves_no_redis_subscription_behind() {
     assert_eq!(numsub(&redis, "wshub:all"), 2);
 }
 
-/// Publishes `0..count` from `publisher`, one every `pace`, and collects
-/// what `subscriber` receives, until the last arrives or `WAIT` passes
-/// after publishing ends.
+/// Publishes 0, 1, 2, … every `pace` until `enough(published, last received)`
+/// holds (at most `max`), and returns what the subscriber got and how many
+/// were published. Bounded in count, and the subscriber gives up after 5 s
+/// of silence.
 async fn paced_stream(
     publisher: &mut Client,
     subscriber: Client,
-    count: u64,
     pace: Duration,
+    max: u64,
     mut during: impl FnMut(u64),
-) -> Vec<u64> {
-    let receiver = tokio::spawn(async move {
-        let mut subscriber = subscriber;
-        let mut got = Vec::new();
-        loop {
-            let frame = match tokio::time::timeout(Duration::from_secs(5), subscriber.recv()).await
-            {
-                Ok(frame) => frame,
-                Err(_) => return got,
-            };
-            if frame["type"] == "message" {
-                let n = frame["content"].as_u64().unwrap();
-                got.push(n);
-                if n + 1 == count {
+    enough: impl Fn(u64, Option<u64>) -> bool,
+) -> (Vec<u64>, u64) {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicU64, Ordering};
+    const NONE: u64 = u64::MAX;
+    let last = Arc::new(AtomicU64::new(NONE));
+    let total = Arc::new(AtomicU64::new(NONE));
+    let receiver = tokio::spawn({
+        let (last, total) = (Arc::clone(&last), Arc::clone(&total));
+        async move {
+            let mut subscriber = subscriber;
+            let mut got = Vec::new();
+            let mut silent_since = std::time::Instant::now();
+            loop {
+                let all = total.load(Ordering::SeqCst);
+                if all != NONE && got.last().is_some_and(|n| n + 1 == all) {
                     return got;
+                }
+                if silent_since.elapsed() > Duration::from_secs(5) {
+                    return got;
+                }
+                let Ok(frame) =
+                    tokio::time::timeout(Duration::from_millis(200), subscriber.recv()).await
+                else {
+                    continue;
+                };
+                if frame["type"] == "message" {
+                    let n = frame["content"].as_u64().unwrap();
+                    got.push(n);
+                    last.store(n, Ordering::SeqCst);
+                    silent_since = std::time::Instant::now();
                 }
             }
         }
     });
-    for n in 0..count {
-        during(n);
-        publisher.publish("chat:stream", json!(n)).await;
+    let mut published = 0;
+    while published < max {
+        let seen = last.load(Ordering::SeqCst);
+        if enough(published, (seen != NONE).then_some(seen)) {
+            break;
+        }
+        during(published);
+        publisher.publish("chat:stream", json!(published)).await;
+        published += 1;
         tokio::time::sleep(pace).await;
     }
-    receiver.await.unwrap()
+    total.store(published, Ordering::SeqCst);
+    (receiver.await.unwrap(), published)
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -231,7 +255,6 @@ async fn a_redis_outage_is_survived_and_what_it_cost_is_counted() {
     subscriber.join("chat:stream").await;
     wait_listeners(|| numsub(&redis, "wshub:room:{chat:stream}"), 2, "stream").await;
 
-    let count = 400;
     let redis_port = redis.port;
     let (kill, killed) = std::sync::mpsc::channel::<()>();
     let outage = std::thread::spawn(move || {
@@ -241,16 +264,20 @@ async fn a_redis_outage_is_survived_and_what_it_cost_is_counted() {
         redis.restart();
         redis
     });
-    let got = paced_stream(
+    // Redis goes away at message 100 for 1.5 s (~150 messages); the stream
+    // goes on until message 350 or a later one has arrived, well after Redis
+    // is back (delivery resumed by itself), or 3,000 messages (30 s) at most.
+    let (got, count) = paced_stream(
         &mut publisher,
         subscriber,
-        count,
         Duration::from_millis(10),
+        3_000,
         |n| {
             if n == 100 {
                 let _ = kill.send(());
             }
         },
+        |_, last| last.is_some_and(|n| n >= 350),
     )
     .await;
     let redis = outage.join().unwrap();
@@ -277,7 +304,10 @@ async fn a_redis_outage_is_survived_and_what_it_cost_is_counted() {
         "{text}"
     );
     assert!(metric(&text, "wshub_broker_reconnects_total") > 0);
+    // Readiness follows the link probes (every `probe_interval`): ready
+    // again within a bounded wait, without a restart.
     for server in [a, b] {
+        wait_ready(server, true).await;
         assert_eq!(ready(server).await, (200, json!({"status":"ready"})));
     }
 }
