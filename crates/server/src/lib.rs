@@ -7,6 +7,7 @@ pub mod accept_limit;
 pub mod admin;
 pub mod admission;
 pub mod auth;
+pub mod broker;
 pub mod cli;
 pub mod config;
 pub mod console;

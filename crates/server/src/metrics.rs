@@ -241,7 +241,7 @@ impl Metrics {
         &self,
         hub: &Hub,
         draining: bool,
-        broker: Option<&wshub_broker_redis::RedisBroker>,
+        broker: Option<&dyn crate::broker::NodeLink>,
     ) -> String {
         let stats = hub.stats();
         let depth = hub.queue_depth();
@@ -271,7 +271,7 @@ impl Metrics {
                 counter!("wshub_rejected_upgrades_total", "reason" => why.label()).absolute(count);
             }
             if let Some(broker) = broker {
-                let status = broker.status();
+                let status = broker.figures();
                 let up = |flag: bool| if flag { 1.0 } else { 0.0 };
                 gauge!("wshub_broker_up", "link" => "publish").set(up(status.publisher_up));
                 gauge!("wshub_broker_up", "link" => "subscribe").set(up(status.subscriber_up));

@@ -44,10 +44,8 @@ pub struct AppState {
     pub(crate) api_body_timeout: std::time::Duration,
     /// When the server started, for `/api/info`.
     pub(crate) started: std::time::Instant,
-    /// The Redis broker, when `broker.kind = "redis"`.
-    pub(crate) broker: Option<Arc<wshub_broker_redis::RedisBroker>>,
-    /// `broker.redis.required_for_ready`.
-    pub(crate) broker_required: bool,
+    /// The broker joining the nodes, unless `broker.kind = "memory"`.
+    pub(crate) broker: Option<Arc<dyn crate::broker::NodeLink>>,
     /// The public WebSocket endpoint, as the web console reaches it.
     pub(crate) websocket: Arc<wshub_protocol::api::WebSocketEndpoint>,
 }
@@ -67,8 +65,12 @@ impl AppState {
         if !self.ready.load(Ordering::SeqCst) {
             return (StatusCode::SERVICE_UNAVAILABLE, json("draining", None));
         }
+        let required = self
+            .broker
+            .as_ref()
+            .is_some_and(|broker| broker.required_for_ready());
         match self.broker.as_ref().map(|broker| broker.ready()) {
-            Some(Err(reason)) if self.broker_required => (
+            Some(Err(reason)) if required => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 json("degraded", Some(reason)),
             ),

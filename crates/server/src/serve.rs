@@ -11,14 +11,13 @@ use std::time::Duration;
 use tokio::net::{TcpListener, TcpStream};
 use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
-use wshub_broker_redis::RedisBroker;
 use wshub_hub::Hub;
 use wshub_transport::WsUpgrade;
 
 use crate::accept_limit::{self, FdReserve, is_out_of_descriptors};
 use crate::admission::{AdmissionLimits, Gate, Refusal};
 use crate::auth::JwtAuth;
-use crate::config::{AuthMode, BrokerKind, Config, ConfigError};
+use crate::config::{AuthMode, Config, ConfigError};
 use crate::http_conn::{self, HttpTimeouts};
 use crate::metrics::Metrics;
 use crate::origin::{HostPolicy, OriginPolicy};
@@ -107,13 +106,7 @@ impl Server {
         let hosts = HostPolicy::new(&config.allowed_hosts, bound)
             .map_err(|reason| ConfigError::invalid("allowed_hosts", reason))?;
         let hub_config = config.hub_config()?;
-        let broker = match config.broker.kind {
-            BrokerKind::Memory => None,
-            BrokerKind::Redis => Some(
-                RedisBroker::new(config.redis_broker_config())
-                    .map_err(|err| ConfigError::invalid("broker.redis.url", err.to_string()))?,
-            ),
-        };
+        let broker = crate::broker::from_config(config)?;
         let mut hub = Hub::builder(hub_config).clock(wshub_transport::now_ms);
         if config.hub.node_id.is_some() {
             // A fixed node id would otherwise repeat wire ids after a restart.
@@ -123,7 +116,7 @@ impl Server {
             hub = hub.authenticator(Arc::clone(auth) as _);
         }
         if let Some(broker) = &broker {
-            hub = hub.broker(Arc::clone(broker) as Arc<dyn wshub_hub::Broker>);
+            hub = hub.broker(Arc::clone(broker).hub_broker());
         }
         let hub = hub.build();
         if let Some(broker) = &broker {
@@ -162,7 +155,6 @@ impl Server {
                 api_body_timeout: config.api.body_timeout,
                 started: std::time::Instant::now(),
                 broker,
-                broker_required: config.broker.redis.required_for_ready,
                 websocket,
             },
             tasks,
@@ -306,7 +298,7 @@ impl Server {
         if let Some(broker) = &state.broker
             && !broker.flush(Duration::from_secs(2)).await
         {
-            tracing::warn!("shutdown: some publications never reached Redis");
+            tracing::warn!("shutdown: some publications never reached the broker");
         }
         if drained {
             tracing::info!("shutdown complete");
