@@ -197,12 +197,7 @@ async fn check_positions(shared: Arc<Shared>, hub: Hub) {
             limit: 0,
         };
         if let Ok(position) = crate::state::read_history(link, keys, request).await {
-            let now_ms = std::time::SystemTime::now()
-                .duration_since(std::time::UNIX_EPOCH)
-                .map_or(0, |elapsed| {
-                    u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
-                });
-            hub.check_position(&room, position.offset, &position.epoch, now_ms);
+            hub.check_position(&room, position.offset, &position.epoch);
         }
     }
 }

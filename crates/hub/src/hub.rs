@@ -487,6 +487,21 @@ impl Hub {
             .unwrap_or_default()
     }
 
+    /// Now on the hub's clock: the one its builder was given, or the
+    /// system's (Unix milliseconds) for a hub built without one.
+    pub(crate) fn now_ms(&self) -> u64 {
+        self.inner.clock.map_or_else(
+            || {
+                std::time::SystemTime::now()
+                    .duration_since(std::time::UNIX_EPOCH)
+                    .map_or(0, |elapsed| {
+                        u64::try_from(elapsed.as_millis()).unwrap_or(u64::MAX)
+                    })
+            },
+            |now_ms| now_ms(),
+        )
+    }
+
     /// When [`handle_timeout`](Self::handle_timeout) is next due, in
     /// milliseconds on the clock the drivers pass as `now_ms`: the hub's own
     /// timer, as [`Connection::poll_timeout`] is a connection's. 0 before

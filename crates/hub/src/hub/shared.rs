@@ -186,7 +186,7 @@ impl Hub {
                 None => encode_unsubscribed(room, UnsubscribeReason::BrokerUnreachable),
             };
             self.count_overflow(join.outbox.push(Lane::Control, frame));
-            self.remove_member(room, join.outbox.id(), 0);
+            self.remove_member(room, join.outbox.id(), self.now_ms());
             join.outbox.push_dropped(room.clone());
             return;
         };
@@ -200,7 +200,7 @@ impl Hub {
         }
         if !complete {
             // A live message it was held never arrived here.
-            self.drop_behind(room, vec![join.outbox], 0);
+            self.drop_behind(room, vec![join.outbox], self.now_ms());
             return;
         }
         let heard = guard
@@ -299,8 +299,11 @@ impl Hub {
 
     /// The broker says `room` stands at `offset` of `epoch` (e.g. after its
     /// link to this node was replaced): if this node delivered less, its
-    /// members missed messages and are told as for a gap.
-    pub fn check_position(&self, room: &RoomName, offset: u64, epoch: &str, now_ms: u64) {
+    /// members missed messages and are told as for a gap. The time is the
+    /// hub's own clock ([`HubBuilder::clock`](crate::HubBuilder::clock)): a
+    /// broker passes no wall clock in.
+    pub fn check_position(&self, room: &RoomName, offset: u64, epoch: &str) {
+        let now_ms = self.now_ms();
         let Some(stream) = self.room_stream(room) else {
             return;
         };
