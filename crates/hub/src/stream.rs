@@ -47,6 +47,28 @@ pub(crate) struct PendingJoin {
     pub(crate) asked: bool,
     /// Live messages that arrived meanwhile, with their offsets.
     pub(crate) held: Vec<(u64, TextFrame)>,
+    /// Bytes in `held`.
+    pub(crate) held_bytes: usize,
+    /// Set once `held` would have passed its byte bound: nothing more is
+    /// held, and this is the last live offset seen. The answer then skips
+    /// to it with `recovered: false` instead of growing without bound.
+    pub(crate) gave_up_at: Option<u64>,
+}
+
+impl PendingJoin {
+    /// Holds a live message for this join, within `limit` bytes (the
+    /// member's own queue bound); past it, gives up holding (see
+    /// [`gave_up_at`](Self::gave_up_at)).
+    pub(crate) fn hold(&mut self, offset: u64, frame: &TextFrame, limit: usize) {
+        if self.gave_up_at.is_none() && self.held_bytes + frame.len() <= limit {
+            self.held_bytes += frame.len();
+            self.held.push((offset, frame.clone()));
+            return;
+        }
+        self.held = Vec::new();
+        self.held_bytes = 0;
+        self.gave_up_at = Some(self.gave_up_at.map_or(offset, |at| at.max(offset)));
+    }
 }
 
 /// How one live message relates to what this node delivered before it.
@@ -111,6 +133,8 @@ impl RoomStream {
             since: since.map(|(offset, epoch)| (offset, epoch.to_owned())),
             asked,
             held: Vec::new(),
+            held_bytes: 0,
+            gave_up_at: None,
         });
         self.next_ticket
     }

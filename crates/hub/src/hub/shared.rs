@@ -192,7 +192,14 @@ impl Hub {
         };
         let (frames, through, recovered, complete) = answer_frames(&join, &stored);
         if let Some(reference) = &join.reference {
-            let ack = encode_join_ack(reference, stored.offset, &stored.epoch, recovered);
+            // Having given up holding, the member starts after the last
+            // live message seen: that is its position.
+            let position = if join.gave_up_at.is_some() {
+                through
+            } else {
+                stored.offset
+            };
+            let ack = encode_join_ack(reference, position, &stored.epoch, recovered);
             self.count_overflow(join.outbox.push(Lane::Control, ack));
         }
         if !frames.is_empty() {
@@ -254,8 +261,9 @@ impl Hub {
             Self::fan_out(&members, &frame, origin, &mut fanout);
         } else {
             let mut skip: FxHashSet<ConnectionId> = FxHashSet::default();
+            let limit = self.inner.config.data_queue_bytes;
             for join in &mut guard.pending {
-                join.held.push((offset, frame.clone()));
+                join.hold(offset, &frame, limit);
                 skip.insert(join.outbox.id());
             }
             // Members answered from the broker: their own position decides.
@@ -470,6 +478,12 @@ fn answer_frames(
     join: &PendingJoin,
     stored: &StoredHistory,
 ) -> (Vec<TextFrame>, u64, Option<bool>, bool) {
+    if let Some(last_seen) = join.gave_up_at {
+        // More arrived meanwhile than the member may queue: no replay, no
+        // held messages; it starts after the newest one, told it missed some.
+        let recovered = join.since.as_ref().map(|_| false);
+        return (Vec::new(), last_seen.max(stored.offset), recovered, true);
+    }
     let mut frames = Vec::new();
     let recovered = join.since.as_ref().map(|(after, epoch)| {
         let reachable = *epoch == stored.epoch

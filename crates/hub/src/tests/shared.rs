@@ -126,8 +126,11 @@ impl Broker for SharedLog {
 }
 
 fn shared_hub() -> (Hub, Arc<SharedLog>) {
+    shared_hub_with(HubConfig::default())
+}
+
+fn shared_hub_with(mut config: HubConfig) -> (Hub, Arc<SharedLog>) {
     let log = Arc::new(SharedLog::default());
-    let mut config = HubConfig::default();
     config.access.namespaces.insert(
         "chat".into(),
         NamespaceRules {
@@ -242,6 +245,43 @@ fn live_messages_that_arrive_before_the_answer_are_held_for_the_join() {
     let got = queued(&member);
     assert_eq!(got[0]["type"], "ack");
     assert_eq!(offsets(&got), [1, 2, 3, 4, 5]);
+}
+
+/// What a waiting join holds is bounded by the member's own queue: past
+/// it the join stops holding and its answer skips to the newest message,
+/// saying `recovered: false`, instead of growing while the broker is slow.
+#[test]
+fn a_join_holds_at_most_its_queue_and_then_answers_recovered_false() {
+    let (hub, log) = shared_hub_with(HubConfig {
+        data_queue_bytes: 2_000,
+        ..HubConfig::default()
+    });
+    let mut publisher = connect(&hub);
+    join_since(&mut publisher, "chat:1", None);
+    hub.room_listening("chat:1");
+    log.answer();
+    let mut member = connect(&hub);
+    join_since(&mut member, "chat:1", Some(0));
+    let text = "x".repeat(150);
+    for _ in 0..40 {
+        publish(&mut publisher, "chat:1", &format!("\"{text}\""));
+    }
+    log.deliver(40); // ~8 KB arrive live while the join waits
+    log.answer();
+    publish(&mut publisher, "chat:1", "41");
+    log.deliver(1);
+    let got = queued(&member);
+    assert_eq!(got[0]["type"], "ack", "{got:?}");
+    assert_eq!(got[0]["recovered"], false);
+    assert_eq!(
+        got[0]["offset"], 40,
+        "it starts after the newest message seen"
+    );
+    assert_eq!(
+        offsets(&got),
+        [41],
+        "nothing held, nothing replayed, then live"
+    );
 }
 
 #[test]
