@@ -245,6 +245,15 @@ impl ConfigArgs {
     /// [`load`](Self::load), with the warnings (unknown `WSHUB_*`
     /// variables, ignored).
     pub fn load_with_warnings(&self) -> Result<(Config, Vec<String>), ConfigError> {
+        self.load_prepared()
+            .map(|(config, _, warnings)| (config, warnings))
+    }
+
+    /// [`load_with_warnings`](Self::load_with_warnings), with what the
+    /// checks built, for `Server::bind_prepared`.
+    pub fn load_prepared(
+        &self,
+    ) -> Result<(Config, crate::config::Prepared, Vec<String>), ConfigError> {
         if let Some(path) = &self.config
             && let Err(err) = std::fs::File::open(path)
         {
@@ -253,6 +262,6 @@ impl ConfigArgs {
                 format!("cannot read {}: {err}", path.display()),
             ));
         }
-        Config::load_with_warnings(&self.figment())
+        Config::load_prepared(&self.figment())
     }
 }

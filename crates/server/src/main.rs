@@ -89,7 +89,7 @@ fn main() -> std::process::ExitCode {
     };
     // A bad config prints every problem, each naming its key, and exits
     // before binding.
-    let (config, warnings) = match args.load_with_warnings() {
+    let (config, prepared, warnings) = match args.load_prepared() {
         Ok(loaded) => loaded,
         Err(err) => {
             eprintln!("wshub: {err}");
@@ -103,7 +103,7 @@ fn main() -> std::process::ExitCode {
         print!("{}", config.to_toml());
         return std::process::ExitCode::SUCCESS;
     }
-    match serve(config, &warnings) {
+    match serve(config, prepared, &warnings) {
         Ok(()) => std::process::ExitCode::SUCCESS,
         Err(err) => {
             eprintln!("wshub: {err:#}");
@@ -112,7 +112,11 @@ fn main() -> std::process::ExitCode {
     }
 }
 
-fn serve(config: wshub_server::Config, warnings: &[String]) -> anyhow::Result<()> {
+fn serve(
+    config: wshub_server::Config,
+    prepared: wshub_server::config::Prepared,
+    warnings: &[String],
+) -> anyhow::Result<()> {
     logging::init(&config.log)?;
     for warning in warnings {
         tracing::warn!("{warning}");
@@ -124,7 +128,7 @@ fn serve(config: wshub_server::Config, warnings: &[String]) -> anyhow::Result<()
         .context("cannot start the tokio runtime")?;
     runtime.block_on(async {
         let server =
-            Server::bind(&config).context("cannot start")?;
+            Server::bind_prepared(&config, prepared).context("cannot start")?;
         let addr = server.local_addr()?;
         let admin = server
             .admin_addr()

@@ -16,8 +16,7 @@ use wshub_transport::WsUpgrade;
 
 use crate::accept_limit::{self, FdReserve, is_out_of_descriptors};
 use crate::admission::{AdmissionLimits, Gate, Refusal};
-use crate::auth::JwtAuth;
-use crate::config::{AuthMode, Config, ConfigError};
+use crate::config::{Config, ConfigError, Prepared};
 use crate::http_conn::{self, HttpTimeouts};
 use crate::metrics::Metrics;
 use crate::origin::{HostPolicy, OriginPolicy};
@@ -71,11 +70,14 @@ impl Server {
     /// Binds the listener with the configured backlog. Must run inside a
     /// tokio runtime.
     pub fn bind(config: &Config) -> Result<Self, BindError> {
-        let auth = match config.auth.mode {
-            AuthMode::None => None,
-            AuthMode::Jwt => Some(Arc::new(JwtAuth::from_config(&config.auth)?)),
-        };
-        config.validate()?;
+        let prepared = config.prepare()?;
+        Self::bind_prepared(config, prepared)
+    }
+
+    /// [`bind`](Self::bind) with what checking `config` already built (the
+    /// token verifier, the certificate), so no key file is read twice.
+    pub fn bind_prepared(config: &Config, prepared: Prepared) -> Result<Self, BindError> {
+        let Prepared { auth, tls } = prepared;
         let gate = Gate::new(AdmissionLimits {
             max_connections: config.limits.max_connections,
             connections_per_ip: config.limits.connections_per_ip,
@@ -124,12 +126,6 @@ impl Server {
         }
         let tasks = TaskTracker::new();
         let upgrade = WsUpgrade::new(hub, config.transport_config(), tasks.clone());
-        let tls = match (&config.tls.cert_file, &config.tls.key_file) {
-            (Some(cert), Some(key)) => Some(crate::tls::Tls::load(cert, key).map_err(|err| {
-                ConfigError::invalid(err.key, format!("{}: {}", err.path, err.reason))
-            })?),
-            _ => None,
-        };
         let websocket = Arc::new(wshub_protocol::api::WebSocketEndpoint {
             port: bound.port(),
             path: config.ws_path.clone(),

@@ -24,6 +24,7 @@ pub use sections::{
     NamespacePermissions, Permission, PermissionsConfig, RedisSection, SlowConsumer,
     TransportSection,
 };
+pub use validate::Prepared;
 
 use issues::Issues;
 
@@ -49,6 +50,13 @@ impl Config {
     /// `WSHUB_*` variables are ignored with a warning (Kubernetes' service
     /// links), while unknown keys in the file or flags stay errors.
     pub fn load_with_warnings(figment: &Figment) -> Result<(Self, Vec<String>), ConfigError> {
+        Self::load_prepared(figment).map(|(config, _, warnings)| (config, warnings))
+    }
+
+    /// Like [`load_with_warnings`](Self::load_with_warnings), also
+    /// returning what the checks built, for
+    /// [`Server::bind_prepared`](crate::serve::Server::bind_prepared).
+    pub fn load_prepared(figment: &Figment) -> Result<(Self, Prepared, Vec<String>), ConfigError> {
         // A file that is missing or not TOML cannot be read key by key.
         if let Err(err) = figment.data() {
             return Err(ConfigError::unreadable(&err));
@@ -57,17 +65,23 @@ impl Config {
         let keys = Self::key_docs();
         issues::unknown_keys(figment, &keys, sections::dynamic_key, &mut issues);
         let config = <Self as Section>::extract(figment, "", &mut issues);
-        config.check(&mut issues);
+        let prepared = config.check(&mut issues);
         let warnings = issues.warnings().to_vec();
         issues.finish(Some(figment))?;
-        Ok((config, warnings))
+        Ok((config, prepared, warnings))
     }
 
     /// Checks the values that parse but cannot work, reporting all of them.
     pub fn validate(&self) -> Result<(), ConfigError> {
+        self.prepare().map(drop)
+    }
+
+    /// [`validate`](Self::validate), returning what the checks built.
+    pub fn prepare(&self) -> Result<Prepared, ConfigError> {
         let mut issues = Issues::default();
-        self.check(&mut issues);
-        issues.finish(None)
+        let prepared = self.check(&mut issues);
+        issues.finish(None)?;
+        Ok(prepared)
     }
 
     /// Every key, in declaration order.

@@ -12,8 +12,21 @@ use wshub_transport::TransportConfig;
 use super::issues::{ConfigError, Issues};
 use super::sections::{AuthMode, BrokerKind, Config, Permission, SlowConsumer};
 
+/// What checking a configuration built on the way: the token verifier and
+/// the TLS certificate, so the server binds with them instead of reading
+/// the key files again. Only [`Config::prepare`] and the loaders make one,
+/// so holding one means the configuration was checked.
+#[derive(Debug, Default)]
+pub struct Prepared {
+    pub(crate) auth: Option<std::sync::Arc<crate::auth::JwtAuth>>,
+    pub(crate) tls: Option<crate::tls::Tls>,
+}
+
 impl Config {
-    pub(crate) fn check(&self, issues: &mut Issues) {
+    /// Checks every value, reporting all problems, and returns what the
+    /// checks built (see [`Prepared`]).
+    pub(crate) fn check(&self, issues: &mut Issues) -> Prepared {
+        let mut prepared = Prepared::default();
         if !self.ws_path.starts_with('/') {
             issues.push(
                 "ws_path",
@@ -75,18 +88,21 @@ impl Config {
         self.check_transport(issues);
         self.check_hub(issues);
         self.check_broker(issues);
-        self.check_tls(issues);
+        prepared.tls = self.check_tls(issues);
         if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins, self.listen) {
             issues.push("allowed_origins", err.to_string());
         }
         if let Err(err) = self.trusted_proxy_nets() {
             issues.push("trusted_proxies", err);
         }
-        if self.auth.mode == AuthMode::Jwt
-            && let Err(err) = crate::auth::JwtAuth::from_config(&self.auth)
-        {
-            for issue in err.issues {
-                issues.push(issue.key, issue.reason);
+        if self.auth.mode == AuthMode::Jwt {
+            match crate::auth::JwtAuth::from_config(&self.auth) {
+                Ok(auth) => prepared.auth = Some(std::sync::Arc::new(auth)),
+                Err(err) => {
+                    for issue in err.issues {
+                        issues.push(issue.key, issue.reason);
+                    }
+                }
             }
         }
         if self.limits.message_burst > 0 && self.limits.messages_per_second == 0 {
@@ -95,6 +111,7 @@ impl Config {
                 "needs limits.messages_per_second; set both, or neither",
             );
         }
+        prepared
     }
 
     fn check_transport(&self, issues: &mut Issues) {
@@ -140,20 +157,20 @@ impl Config {
         }
     }
 
-    fn check_tls(&self, issues: &mut Issues) {
+    fn check_tls(&self, issues: &mut Issues) -> Option<crate::tls::Tls> {
         match (&self.tls.cert_file, &self.tls.key_file) {
             (Some(_), None) => issues.push("tls.key_file", "missing; tls.cert_file needs its key"),
             (None, Some(_)) => issues.push(
                 "tls.cert_file",
                 "missing; tls.key_file needs its certificate",
             ),
-            (Some(cert), Some(key)) => {
-                if let Err(err) = crate::tls::Tls::load(cert, key) {
-                    issues.push(err.key, format!("{}: {}", err.path, err.reason));
-                }
-            }
+            (Some(cert), Some(key)) => match crate::tls::Tls::load(cert, key) {
+                Ok(tls) => return Some(tls),
+                Err(err) => issues.push(err.key, format!("{}: {}", err.path, err.reason)),
+            },
             (None, None) => {}
         }
+        None
     }
 
     fn check_broker(&self, issues: &mut Issues) {

@@ -237,3 +237,35 @@ fn a_bad_certificate_file_stops_start_up_naming_the_key() {
         "the missing half is named: {stderr}"
     );
 }
+
+/// The certificate checked while loading the configuration is the one the
+/// server serves: binding reads no key file again (gone by then here).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_server_binds_with_the_certificate_its_check_loaded() {
+    let ca = new_ca();
+    let dir = tempfile::tempdir().unwrap();
+    write_leaf(&ca, dir.path());
+    let mut config = support::test_config();
+    config.tls.cert_file = Some(dir.path().join("cert.pem"));
+    config.tls.key_file = Some(dir.path().join("key.pem"));
+    let prepared = config.prepare().unwrap();
+    std::fs::remove_file(dir.path().join("cert.pem")).unwrap();
+    std::fs::remove_file(dir.path().join("key.pem")).unwrap();
+    assert!(
+        config.prepare().is_err(),
+        "checked again, the missing files are a problem"
+    );
+    let server = wshub_server::serve::Server::bind_prepared(&config, prepared).unwrap();
+    let addr = server.local_addr().unwrap();
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let running = tokio::spawn(server.run(async {
+        let _ = stopped.await;
+    }));
+    let mut ws = connect(addr, &ca)
+        .await
+        .expect("wss with the loaded certificate");
+    assert_eq!(recv(&mut ws).await["type"], "welcome");
+    drop(ws);
+    let _ = stop.send(());
+    running.await.unwrap();
+}
