@@ -17,13 +17,13 @@ use crate::outbox::{Outbox, PushOutcome};
 use crate::room::Room;
 use crate::stats::{CloseCause, Counters, HubStats, QueueDepth};
 
+mod broker_history;
 mod delivery;
 mod directives;
-mod rooms;
-mod shared;
+mod features;
 
-pub use rooms::HistoryPage;
-pub use shared::INSUFFICIENT_STATE;
+pub use broker_history::INSUFFICIENT_STATE;
+pub use features::HistoryPage;
 
 /// The `from` of messages the server itself publishes (not a connection).
 pub const SERVER_SENDER: &str = "server";

@@ -116,9 +116,9 @@ mod hub;
 mod latency;
 mod node;
 mod outbox;
+mod position;
 mod room;
 mod stats;
-mod stream;
 mod timers;
 
 pub use access::{

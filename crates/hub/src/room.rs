@@ -13,7 +13,7 @@ use crate::config::RoomFeatures;
 use crate::history::RoomLog;
 use crate::node::ConnectionId;
 use crate::outbox::Outbox;
-use crate::stream::RoomStream;
+use crate::position::RoomStream;
 
 /// One room.
 ///

@@ -431,11 +431,11 @@ fn control_lane_overflow_closes_a_client_that_never_reads_its_acks() {
 
 mod access;
 mod broker;
+mod broker_history;
 mod direct;
 mod engine;
-mod rooms;
+mod features;
 mod server_side;
-mod shared;
 
 #[test]
 fn the_hub_wide_room_cap_refuses_new_rooms_but_not_existing_ones() {

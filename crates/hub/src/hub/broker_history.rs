@@ -17,8 +17,8 @@ use crate::broker::{
 use crate::error::HubError;
 use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox};
+use crate::position::{Continuity, PendingJoin};
 use crate::stats::{Counters, Fanout};
-use crate::stream::{Continuity, PendingJoin};
 
 /// Where a member answered from the broker stands against a live message.
 #[derive(Debug, Clone, Copy)]
@@ -55,7 +55,7 @@ impl Hub {
     fn room_stream(
         &self,
         room: &RoomName,
-    ) -> Option<Arc<parking_lot::Mutex<crate::stream::RoomStream>>> {
+    ) -> Option<Arc<parking_lot::Mutex<crate::position::RoomStream>>> {
         self.inner
             .rooms
             .get(room)
