@@ -27,6 +27,7 @@ mod auth;
 mod client;
 mod frame;
 mod history;
+mod http;
 mod reason;
 mod room;
 mod server;
@@ -41,6 +42,7 @@ pub use history::{
     PresenceMember, encode_history, encode_join_ack, encode_member_event, encode_presence,
     encode_presence_stats, stamped_time_ms, with_offset,
 };
+pub use http::{Readiness, UpgradeRefusal};
 pub use reason::{ErrorReason, UnsubscribeReason};
 pub use room::{MAX_ROOM_NAME_LEN, RoomName, RoomNameError};
 pub use serde_json::value::RawValue;

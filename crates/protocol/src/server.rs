@@ -441,10 +441,14 @@ pub fn encode_unsubscribed(room: &RoomName, reason: crate::UnsubscribeReason) ->
 /// The JSON body of an HTTP refusal (401, 403, 429, 503):
 /// `{"error":..,"reason":..,"message":..}`. Not a WebSocket frame, so plain
 /// bytes.
-pub fn encode_http_refusal(error: &str, reason: &str, message: Option<&str>) -> bytes::Bytes {
+pub fn encode_http_refusal(
+    error: crate::UpgradeRefusal,
+    reason: &str,
+    message: Option<&str>,
+) -> bytes::Bytes {
     bytes::Bytes::from(encode_vec(
         &HttpRefusal {
-            error,
+            error: error.as_str(),
             reason,
             message,
         },
@@ -526,7 +530,7 @@ mod tests {
             "cut on a character boundary"
         );
         assert_eq!(
-            &encode_http_refusal("server_full", "full", None)[..],
+            &encode_http_refusal(crate::UpgradeRefusal::ServerFull, "full", None)[..],
             br#"{"error":"server_full","reason":"full"}"#
         );
     }

@@ -46,7 +46,7 @@ pub async fn route(
     if let Err(refused) = state.admin_hosts.check(&request) {
         return Ok(api_error(
             refused.status(),
-            refused.error(),
+            refused.error().as_str(),
             refused.to_string(),
         ));
     }
@@ -116,7 +116,13 @@ fn method_not_allowed(allow: &'static str) -> Response<Full<Bytes>> {
 /// of these and passes.
 fn from_a_web_page<B>(request: &Request<B>) -> Option<Response<Full<Bytes>>> {
     let headers = request.headers();
-    let forbidden = |message: String| api_error(StatusCode::FORBIDDEN, "forbidden_origin", message);
+    let forbidden = |message: String| {
+        api_error(
+            StatusCode::FORBIDDEN,
+            wshub_protocol::UpgradeRefusal::ForbiddenOrigin.as_str(),
+            message,
+        )
+    };
     // Same-origin only: no loopback page of another port, unlike `/ws`.
     let host = headers
         .get(header::HOST)

@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::{HeaderMap, StatusCode};
 use ipnet::IpNet;
+use wshub_protocol::UpgradeRefusal;
 
 use crate::metrics::Rejection;
 
@@ -37,7 +38,7 @@ pub struct RefusalAnswer {
     /// What `wshub_rejected_upgrades_total` counts it as.
     pub rejection: Rejection,
     /// The body's `error`.
-    pub error: &'static str,
+    pub error: UpgradeRefusal,
     /// The body's `reason`, for people.
     pub reason: &'static str,
     /// `Retry-After`, seconds: when a new attempt can succeed.
@@ -54,28 +55,28 @@ impl Refusal {
             Self::ServerFull => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Rejection::ServerFull,
-                "server_full",
+                UpgradeRefusal::ServerFull,
                 "the server holds its maximum of connections",
                 RETRY_AFTER_SECS,
             ),
             Self::TooManyFromIp => (
                 StatusCode::TOO_MANY_REQUESTS,
                 Rejection::PerIpConnections,
-                "too_many_connections",
+                UpgradeRefusal::TooManyConnections,
                 "this address holds its maximum of concurrent connections",
                 RETRY_AFTER_SECS,
             ),
             Self::OutOfDescriptors => (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Rejection::ServerFull,
-                "server_full",
+                UpgradeRefusal::ServerFull,
                 "the server is out of file descriptors",
                 RETRY_AFTER_SECS,
             ),
             Self::TooFastFromIp(wait) => (
                 StatusCode::TOO_MANY_REQUESTS,
                 Rejection::PerIpRate,
-                "too_many_connects",
+                UpgradeRefusal::TooManyConnects,
                 "this address opens connections too fast",
                 wait.as_secs().max(1),
             ),
@@ -402,7 +403,11 @@ mod tests {
         let full = Refusal::ServerFull.answer();
         assert_eq!(
             (full.status, full.error, full.retry_after_secs),
-            (StatusCode::SERVICE_UNAVAILABLE, "server_full", 5)
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                UpgradeRefusal::ServerFull,
+                5
+            )
         );
         let bytes = crate::accept_limit::canned_refusal(&slow);
         let text = String::from_utf8(bytes).unwrap();

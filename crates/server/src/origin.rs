@@ -244,10 +244,10 @@ impl HostRefusal {
     }
 
     /// The refusal's machine word.
-    pub fn error(&self) -> &'static str {
+    pub fn error(&self) -> wshub_protocol::UpgradeRefusal {
         match self {
-            Self::Malformed(_) => "bad_host",
-            Self::NotServed(_) => "forbidden_host",
+            Self::Malformed(_) => wshub_protocol::UpgradeRefusal::BadHost,
+            Self::NotServed(_) => wshub_protocol::UpgradeRefusal::ForbiddenHost,
         }
     }
 }

@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header};
 use wshub_hub::Identity;
-use wshub_protocol::encode_http_refusal;
+use wshub_protocol::{Readiness, UpgradeRefusal, encode_http_refusal};
 use wshub_transport::{Admission, WsUpgrade, is_upgrade_request, upgrade_required};
 
 use crate::admission::{Gate, Refusal};
@@ -55,15 +55,11 @@ impl AppState {
     /// (if it is required); otherwise 200, `degraded` when the broker is down
     /// but not required.
     fn readiness(&self) -> (StatusCode, String) {
-        let json = |status: &str, reason: Option<&str>| {
-            let mut body = serde_json::json!({ "status": status });
-            if let Some(reason) = reason {
-                body["reason"] = reason.into();
-            }
-            format!("{body}\n")
-        };
         if !self.ready.load(Ordering::SeqCst) {
-            return (StatusCode::SERVICE_UNAVAILABLE, json("draining", None));
+            return (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Readiness::Draining.encode(),
+            );
         }
         let required = self
             .broker
@@ -72,10 +68,10 @@ impl AppState {
         match self.broker.as_ref().map(|broker| broker.ready()) {
             Some(Err(reason)) if required => (
                 StatusCode::SERVICE_UNAVAILABLE,
-                json("degraded", Some(reason)),
+                Readiness::Degraded { reason }.encode(),
             ),
-            Some(Err(reason)) => (StatusCode::OK, json("degraded", Some(reason))),
-            _ => (StatusCode::OK, json("ready", None)),
+            Some(Err(reason)) => (StatusCode::OK, Readiness::Degraded { reason }.encode()),
+            _ => (StatusCode::OK, Readiness::Ready.encode()),
         }
     }
 }
@@ -152,7 +148,7 @@ pub(crate) fn health<B>(state: &AppState, request: &Request<B>) -> Option<Respon
 }
 
 /// `{"error":..,"reason":..}` with `status`.
-fn refusal(status: StatusCode, error: &str, reason: &str) -> Response<Full<Bytes>> {
+fn refusal(status: StatusCode, error: UpgradeRefusal, reason: &str) -> Response<Full<Bytes>> {
     response(
         status,
         "application/json",
@@ -176,7 +172,7 @@ fn websocket<B>(
         state.metrics.reject(Rejection::Draining);
         let mut answer = refusal(
             StatusCode::SERVICE_UNAVAILABLE,
-            "draining",
+            UpgradeRefusal::Draining,
             "this server is shutting down; reconnect to another node",
         );
         answer
@@ -201,7 +197,11 @@ fn websocket<B>(
         } else {
             tracing::debug!(%peer, %reason, "upgrade refused: origin");
         }
-        return refusal(StatusCode::FORBIDDEN, "forbidden_origin", &reason);
+        return refusal(
+            StatusCode::FORBIDDEN,
+            UpgradeRefusal::ForbiddenOrigin,
+            &reason,
+        );
     }
     let via_proxy = state.gate.is_trusted_proxy(peer.ip());
     let ip = state.gate.client_ip(peer, headers);
@@ -254,7 +254,11 @@ fn unauthorized(
     state.metrics.reject(Rejection::Unauthorized);
     let reason = failure.reason().as_str();
     tracing::debug!(%peer, reason, "upgrade refused: {failure}");
-    let body = encode_http_refusal("unauthorized", reason, Some(&failure.to_string()));
+    let body = encode_http_refusal(
+        UpgradeRefusal::Unauthorized,
+        reason,
+        Some(&failure.to_string()),
+    );
     let mut answer = response(StatusCode::UNAUTHORIZED, "application/json", body);
     answer.headers_mut().insert(
         header::WWW_AUTHENTICATE,
