@@ -126,14 +126,14 @@ pub fn default_toml() -> String {
             _ => out.push_str(&format!("# {name} = ...\n")),
         }
     }
-    out.push_str(
-        "\n# Rules per namespace (rooms `chat:*`): anyone, authenticated, claim or nobody.\n\
-         # [permissions.namespaces.chat]\n# join = \"claim\"\n# publish = \"claim\"\n\
-         # Messages kept per room for history and recovery (0: off), and for how long:\n\
-         # history_size = 100\n# history_ttl = \"5m\"\n\
-         # Members may ask who is in a room; members hear joins and leaves:\n\
-         # presence = true\n# join_leave = true\n",
-    );
+    out.push_str("\n# Rules and features per namespace (rooms `chat:*`), for example:\n");
+    out.push_str("# [permissions.namespaces.chat]\n");
+    for key in sections::NAMESPACE_KEYS {
+        out.push_str(&format!(
+            "# {} ({})\n# {} = {}\n",
+            key.doc, key.ty, key.key, key.example
+        ));
+    }
     out
 }
 
@@ -163,40 +163,14 @@ pub fn readme_table() -> String {
             doc.doc.replace('|', "\\|"),
         ));
     }
-    out.push_str(&format!(
-        "| `permissions.namespaces.<name>.join` / `.publish` | `WSHUB_PERMISSIONS__NAMESPACES__<NAME>__JOIN` | | {} | unset | {} |\n",
-        <Permission as value::ConfigValue>::TYPE,
-        "Who may join / publish in rooms `<name>:*`; unset, and in unlisted namespaces: anyone without auth, nobody with it",
-    ));
-    for (key, ty, default, doc) in [
-        (
-            "history_size",
-            "integer",
-            "`0`",
-            "Messages kept per room of the namespace for history and recovery; its messages then carry offsets (0: off)",
-        ),
-        (
-            "history_ttl",
-            "duration",
-            "`\"5m\"`",
-            "How long a room's history lives after its last publication (the room is kept at least that long)",
-        ),
-        (
-            "presence",
-            "boolean",
-            "`false`",
-            "Members may ask `presence` / `presence_stats`",
-        ),
-        (
-            "join_leave",
-            "boolean",
-            "`false`",
-            "Members get a `system` `join` / `leave` event when someone joins or leaves",
-        ),
-    ] {
+    for key in sections::NAMESPACE_KEYS {
         out.push_str(&format!(
-            "| `permissions.namespaces.<name>.{key}` | `WSHUB_PERMISSIONS__NAMESPACES__<NAME>__{}` | | {ty} | {default} | {doc} |\n",
-            key.to_uppercase()
+            "| `permissions.namespaces.<name>.{}` | `WSHUB_PERMISSIONS__NAMESPACES__<NAME>__{}` | | {} | {} | {} |\n",
+            key.key,
+            key.key.to_uppercase(),
+            key.ty,
+            key.default,
+            key.doc,
         ));
     }
     out
@@ -258,5 +232,33 @@ mod inherited_rules {
         let closed = config.access_policy();
         assert_eq!(closed.namespaces["chat"].join, NamespaceRules::CLOSED.join);
         assert_eq!(closed.namespaces["chat"].publish, Rule::Nobody);
+    }
+}
+
+#[cfg(test)]
+mod namespace_keys {
+    use figment::Figment;
+    use figment::providers::{Format, Toml};
+
+    use super::Config;
+    use super::sections::NAMESPACE_KEYS;
+
+    /// The one declaration and the typed reading agree: every declared key,
+    /// written with its example value, is read and printed back.
+    #[test]
+    fn every_declared_namespace_key_is_read_and_printed_back() {
+        let mut toml = String::from("[permissions.namespaces.chat]\n");
+        for key in NAMESPACE_KEYS {
+            toml.push_str(&format!("{} = {}\n", key.key, key.example));
+        }
+        let config = Config::load(&Figment::from(Toml::string(&toml))).unwrap();
+        let printed = config.to_toml();
+        for key in NAMESPACE_KEYS {
+            assert!(
+                printed.contains(&format!("{} = {}", key.key, key.example)),
+                "{} not read back:\n{printed}",
+                key.key
+            );
+        }
     }
 }

@@ -388,6 +388,64 @@ pub struct PermissionsConfig {
 
 const NAMESPACES: &str = "permissions.namespaces";
 
+/// One key of a `[permissions.namespaces.<name>]` table, declared once for
+/// the unknown-key check, `wshub config default` and the README's table.
+#[derive(Debug, Clone, Copy)]
+pub(crate) struct NamespaceKey {
+    pub(crate) key: &'static str,
+    pub(crate) ty: &'static str,
+    /// Its value when not written, as the README shows it.
+    pub(crate) default: &'static str,
+    /// A value for the commented example in `config default`.
+    pub(crate) example: &'static str,
+    pub(crate) doc: &'static str,
+}
+
+pub(crate) const NAMESPACE_KEYS: [NamespaceKey; 6] = [
+    NamespaceKey {
+        key: "join",
+        ty: <Permission as super::value::ConfigValue>::TYPE,
+        default: "unset",
+        example: "\"claim\"",
+        doc: "Who may join rooms `<name>:*`; unset, and in unlisted namespaces: anyone without auth, nobody with it",
+    },
+    NamespaceKey {
+        key: "publish",
+        ty: <Permission as super::value::ConfigValue>::TYPE,
+        default: "unset",
+        example: "\"claim\"",
+        doc: "Who may publish to rooms `<name>:*`; unset as for `join`",
+    },
+    NamespaceKey {
+        key: "history_size",
+        ty: "integer",
+        default: "`0`",
+        example: "100",
+        doc: "Messages kept per room of the namespace for history and recovery; its messages then carry offsets (0: off)",
+    },
+    NamespaceKey {
+        key: "history_ttl",
+        ty: "duration",
+        default: "`\"5m\"`",
+        example: "\"5m\"",
+        doc: "How long a room's history lives after its last publication (the room is kept at least that long)",
+    },
+    NamespaceKey {
+        key: "presence",
+        ty: "boolean",
+        default: "`false`",
+        example: "true",
+        doc: "Members may ask `presence` / `presence_stats`",
+    },
+    NamespaceKey {
+        key: "join_leave",
+        ty: "boolean",
+        default: "`false`",
+        example: "true",
+        doc: "Members get a `system` `join` / `leave` event when someone joins or leaves",
+    },
+];
+
 /// Whether `key` lies in the free-form `[permissions]` tables, and if so
 /// what it is there.
 pub(crate) fn dynamic_key(key: &str) -> Option<DynamicKey> {
@@ -397,10 +455,7 @@ pub(crate) fn dynamic_key(key: &str) -> Option<DynamicKey> {
     let rest = key.strip_prefix(NAMESPACES)?.strip_prefix('.')?;
     Some(match rest.split_once('.') {
         None => DynamicKey::Table,
-        Some((
-            _,
-            "join" | "publish" | "history_size" | "history_ttl" | "presence" | "join_leave",
-        )) => DynamicKey::Leaf,
+        Some((_, leaf)) if NAMESPACE_KEYS.iter().any(|key| key.key == leaf) => DynamicKey::Leaf,
         Some(_) => DynamicKey::Invalid,
     })
 }
