@@ -94,7 +94,7 @@ impl Cli {
             Some(Command::Config(ConfigCommand::Default)) => {
                 if let Some(flag) = before
                     .serving_flag()
-                    .or(before.config.as_ref().map(|_| "--config"))
+                    .or(before.config.as_ref().map(|_| "--config".to_owned()))
                 {
                     return Err(format!("{flag} does not apply to `wshub config default`"));
                 }
@@ -176,18 +176,31 @@ pub struct ConfigArgs {
     pub shutdown_timeout: Option<String>,
 }
 
-/// The keys that have a flag; the flag is `--` and the key with `.` and `_`
-/// written as `-`.
-pub const FLAG_KEYS: [&str; 6] = [
-    "listen",
-    "admin.listen",
-    "ws_path",
-    "log.format",
-    "log.level",
-    "shutdown_timeout",
-];
+/// The flag of a config key: `--` and the key with `.` and `_` written as
+/// `-` (`admin.listen` → `--admin-listen`).
+pub fn flag_of(key: &str) -> String {
+    format!("--{}", key.replace(['.', '_'], "-"))
+}
 
 impl ConfigArgs {
+    /// Each flag's config key and value: the one list every use of the
+    /// flags reads (the layering, the README's table, the checks below).
+    fn flags(&self) -> [(&'static str, &Option<String>); 6] {
+        [
+            ("listen", &self.listen),
+            ("admin.listen", &self.admin_listen),
+            ("ws_path", &self.ws_path),
+            ("log.format", &self.log_format),
+            ("log.level", &self.log_level),
+            ("shutdown_timeout", &self.shutdown_timeout),
+        ]
+    }
+
+    /// The config keys that have a flag.
+    pub fn flag_keys() -> [&'static str; 6] {
+        Self::default().flags().map(|(key, _)| key)
+    }
+
     /// These flags, overridden by those in `later` (written after the
     /// command).
     pub fn then(self, later: Self) -> Self {
@@ -203,31 +216,16 @@ impl ConfigArgs {
     }
 
     /// The first flag given that only serving uses.
-    fn serving_flag(&self) -> Option<&'static str> {
-        [
-            ("--listen", self.listen.is_some()),
-            ("--admin-listen", self.admin_listen.is_some()),
-            ("--ws-path", self.ws_path.is_some()),
-            ("--log-format", self.log_format.is_some()),
-            ("--log-level", self.log_level.is_some()),
-            ("--shutdown-timeout", self.shutdown_timeout.is_some()),
-        ]
-        .into_iter()
-        .find_map(|(flag, given)| given.then_some(flag))
+    fn serving_flag(&self) -> Option<String> {
+        self.flags()
+            .into_iter()
+            .find_map(|(key, value)| value.is_some().then(|| flag_of(key)))
     }
 
     /// Defaults ← file ← env ← these flags.
     pub fn figment(&self) -> Figment {
         let mut figment = Config::figment(self.config.as_deref());
-        let values = [
-            &self.listen,
-            &self.admin_listen,
-            &self.ws_path,
-            &self.log_format,
-            &self.log_level,
-            &self.shutdown_timeout,
-        ];
-        for (key, value) in FLAG_KEYS.into_iter().zip(values) {
+        for (key, value) in self.flags() {
             if let Some(value) = value {
                 figment = figment.merge(Serialized::default(key, value));
             }

@@ -42,7 +42,7 @@ impl ConfigIssue {
             Origin::Default => self.key.clone(),
             Origin::File(path) => format!("{} (in {path})", self.key),
             Origin::Env => env_var(&self.key),
-            Origin::Flag => format!("--{}", self.key.replace(['.', '_'], "-")),
+            Origin::Flag => crate::cli::flag_of(&self.key),
         }
     }
 }

@@ -149,8 +149,8 @@ pub fn readme_table() -> String {
             Some(value) => format!("`{value}`"),
             None => "unset".to_owned(),
         };
-        let flag = if crate::cli::FLAG_KEYS.contains(&doc.key.as_str()) {
-            format!("`--{}`", doc.key.replace(['.', '_'], "-"))
+        let flag = if crate::cli::ConfigArgs::flag_keys().contains(&doc.key.as_str()) {
+            format!("`{}`", crate::cli::flag_of(&doc.key))
         } else {
             String::new()
         };
