@@ -36,7 +36,6 @@
 mod audit;
 mod channels;
 mod config;
-mod envelope;
 mod link;
 mod publisher;
 mod scripts;
@@ -237,7 +236,7 @@ impl Broker for RedisBroker {
                 None => return,
             },
         };
-        let payload = envelope::encode_directive(directive);
+        let payload = wshub_hub::envelope::encode_directive(directive);
         // A directive the queue cannot take is refused like a publication;
         // `direct` has no way to say so, so it is counted (refused).
         if !payload.is_empty() {

@@ -12,9 +12,9 @@ use tokio::time::{MissedTickBehavior, interval, timeout};
 use wshub_hub::{Publication, Retention};
 
 use crate::Shared;
-use crate::envelope::{encode_header, encode_publication};
 use crate::link::{Link, Wire};
 use crate::status::{Backoff, LinkKind};
+use wshub_hub::envelope::{encode_header, encode_publication};
 
 /// Publications sent per pipeline.
 const BATCH: usize = 512;

@@ -17,9 +17,9 @@ use wshub_hub::Hub;
 use crate::Shared;
 use crate::audit::Audit;
 use crate::channels::Route;
-use crate::envelope::{Incoming, decode};
 use crate::link::{Link, PushSink};
 use crate::status::{Backoff, LinkKind};
+use wshub_hub::envelope::{Incoming, decode};
 
 /// A change in the channels this node needs, in the order the hub made it.
 #[derive(Debug)]

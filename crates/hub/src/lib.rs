@@ -109,6 +109,7 @@ mod access;
 mod broker;
 mod config;
 mod connection;
+pub mod envelope;
 mod error;
 mod flood;
 mod history;

@@ -96,12 +96,12 @@ pub struct ConnectionId(pub(crate) u64);
 impl ConnectionId {
     /// The id numbered `n` on some node, e.g. a publication's origin read
     /// back from a broker.
-    pub fn from_u64(n: u64) -> Self {
+    pub(crate) fn from_u64(n: u64) -> Self {
         Self(n)
     }
 
     /// The id as a number, unique within one hub for its lifetime.
-    pub fn as_u64(self) -> u64 {
+    pub(crate) fn as_u64(self) -> u64 {
         self.0
     }
 

@@ -1,6 +1,8 @@
-//! What crosses Redis: one JSON header line, then (for a publication) the
-//! frame exactly as recipients get it, so a receiving node forwards the bytes
-//! it read without re-encoding the content.
+//! What crosses a broker between nodes, whichever broker it is: one JSON
+//! header line, then (for a publication) the frame exactly as recipients
+//! get it, so a receiving node forwards the bytes it read without
+//! re-encoding the content. A broker crate carries these bytes; only the
+//! hub reads inside them.
 //!
 //! ```text
 //! {"k":"p","n":"node-a","s":41,"o":17,"t":1732550000000}\n{"type":"message",...}
@@ -13,8 +15,9 @@ use std::sync::Arc;
 
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
-use wshub_hub::protocol::{RoomName, TextFrame};
-use wshub_hub::{
+use wshub_protocol::{RoomName, TextFrame};
+
+use crate::{
     Audience, ConnectionId, Directive, DirectiveAction, DirectiveTarget, NodeId, Publication,
     ServerCommand,
 };
@@ -70,12 +73,13 @@ enum Target<'a> {
     Connection(Cow<'a, str>),
 }
 
-/// A message read from Redis.
+/// A message read from the broker.
 #[derive(Debug)]
-pub(crate) enum Incoming {
+pub enum Incoming {
     /// A publication, its sequence number on its channel, and the offset
     /// and epoch of a logged one.
     Publication(Publication, u64, Option<(u64, String)>),
+    /// A directive for this node's connections (disconnect, subscribe).
     Directive(Directive),
 }
 
@@ -83,7 +87,7 @@ pub(crate) enum Incoming {
 /// program publishing there, or a newer wire format).
 #[derive(Debug, thiserror::Error)]
 #[error("{0}")]
-pub(crate) struct Malformed(String);
+pub struct Malformed(String);
 
 fn publication_header(publication: &Publication, sequence: u64) -> Header<'_> {
     Header::Publication {
@@ -96,7 +100,8 @@ fn publication_header(publication: &Publication, sequence: u64) -> Header<'_> {
     }
 }
 
-pub(crate) fn encode_publication(publication: &Publication, sequence: u64) -> Bytes {
+/// A publication as it crosses the broker: its header line, then its frame.
+pub fn encode_publication(publication: &Publication, sequence: u64) -> Bytes {
     let header = publication_header(publication, sequence);
     let frame = publication.frame.bytes();
     let mut out = BytesMut::with_capacity(64 + frame.len()).writer();
@@ -111,16 +116,16 @@ pub(crate) fn encode_publication(publication: &Publication, sequence: u64) -> By
 /// The header alone, for a logged publication: the script that gives it
 /// its offset splices `"x":<offset>,"e":"<epoch>",` in after the `{` and
 /// appends the frame.
-pub(crate) fn encode_header(publication: &Publication, sequence: u64) -> Vec<u8> {
+pub fn encode_header(publication: &Publication, sequence: u64) -> Vec<u8> {
     serde_json::to_vec(&publication_header(publication, sequence)).unwrap_or_default()
 }
 
-pub(crate) fn encode_directive(directive: &Directive) -> Bytes {
+/// A directive (disconnect, subscribe) for the other nodes.
+pub fn encode_directive(directive: &Directive) -> Bytes {
     let n = Cow::Borrowed(directive.node.as_str());
     let to = match &directive.target {
         DirectiveTarget::Connection(wire) => Target::Connection(Cow::Borrowed(wire)),
         DirectiveTarget::User(user) => Target::User(Cow::Borrowed(user)),
-        _ => return Bytes::new(),
     };
     let header = match &directive.action {
         DirectiveAction::Disconnect { code, reason } => Header::Disconnect {
@@ -141,14 +146,13 @@ pub(crate) fn encode_directive(directive: &Directive) -> Bytes {
                 room: Cow::Borrowed(room.as_str()),
             }
         }
-        _ => return Bytes::new(),
     };
     serde_json::to_vec(&header).map_or_else(|_| Bytes::new(), Bytes::from)
 }
 
 /// Reads a message that arrived on a channel for `audience` (a
 /// publication's audience comes from its channel, not its header).
-pub(crate) fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incoming, Malformed> {
+pub fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incoming, Malformed> {
     let (header_len, body) = match payload.iter().position(|&b| b == b'\n') {
         Some(end) => (end, payload.slice(end + 1..)),
         None => (payload.len(), Bytes::new()),
@@ -187,9 +191,9 @@ pub(crate) fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incom
         } => {
             // Another node's word, but bytes off the network all the same:
             // only application codes, only a reason a close frame can carry.
-            let code = wshub_hub::protocol::AppCloseCode::new(code)
+            let code = wshub_protocol::AppCloseCode::new(code)
                 .map_err(|err| Malformed(err.to_string()))?;
-            if reason.len() > wshub_hub::protocol::MAX_CLOSE_REASON_BYTES {
+            if reason.len() > wshub_protocol::MAX_CLOSE_REASON_BYTES {
                 return Err(Malformed(format!(
                     "a disconnect reason of {} bytes (at most 123)",
                     reason.len()
@@ -274,7 +278,7 @@ mod tests {
                 node: NodeId::new("a").unwrap(),
                 target: DirectiveTarget::User(Arc::from("u \"7\"")),
                 action: DirectiveAction::Disconnect {
-                    code: wshub_hub::protocol::AppCloseCode::DEFAULT,
+                    code: wshub_protocol::AppCloseCode::DEFAULT,
                     reason: "bye\n".into(),
                 },
             },
