@@ -56,7 +56,7 @@ use wshub_hub::{
 };
 
 pub use config::{ConfigError, RedisBrokerConfig, redact};
-pub use status::BrokerStatus;
+pub use wshub_hub::BrokerStatus;
 
 use channels::Channels;
 use link::Link;

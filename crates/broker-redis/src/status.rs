@@ -5,6 +5,7 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 use std::time::Instant;
 
 use parking_lot::Mutex;
+use wshub_hub::BrokerStatus;
 
 /// Which connection to Redis.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -20,40 +21,6 @@ impl LinkKind {
             Self::Subscribe => "subscribe",
         }
     }
-}
-
-/// A snapshot of the broker's state.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
-#[non_exhaustive]
-pub struct BrokerStatus {
-    /// The publishing link is connected.
-    pub publisher_up: bool,
-    /// The subscribing link is connected and holds every channel it should.
-    pub subscriber_up: bool,
-    /// Channels this node is subscribed to (rooms and users with local
-    /// members, plus its own and the broadcast channel).
-    pub channels: usize,
-    /// Subscriptions Redis counted on the subscribing link at its last
-    /// probe: equal to `channels` but briefly (a link holding other than
-    /// what it asked for is replaced at the second probe that sees it).
-    pub channels_held: usize,
-    /// Publications Redis accepted.
-    pub published: u64,
-    /// Publications that did not reach Redis although the hub accepted
-    /// them (Redis was down or the link failed).
-    pub publish_failures: u64,
-    /// Publications refused because the publish queue was full: the hub
-    /// refused them to their publisher, nobody got them.
-    pub refused: u64,
-    /// Messages received from Redis and handed to the hub.
-    pub received: u64,
-    /// Messages on this hub's channels that were not in its format.
-    pub malformed: u64,
-    /// Publications of other nodes this node never received: gaps in their
-    /// sequence numbers (a Redis outage, a replaced link).
-    pub missed: u64,
-    /// Links replaced after a failure or a failed probe.
-    pub reconnects: u64,
 }
 
 #[derive(Debug, Default)]

@@ -268,3 +268,38 @@ impl Broker for LocalBroker {
         Ok(())
     }
 }
+
+/// A broker's figures, whichever broker it is: what a server exports as
+/// `wshub_broker_*` and reads for readiness. A broker fills the fields it
+/// has and leaves the others at zero.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct BrokerStatus {
+    /// The link that sends publications is up.
+    pub publisher_up: bool,
+    /// The link that receives them is up and holds every channel it should.
+    pub subscriber_up: bool,
+    /// Channels (subjects) this node listens to: rooms and users with local
+    /// members, plus its own and the broadcast channel.
+    pub channels: usize,
+    /// Subscriptions the broker itself counted at its last probe: equal to
+    /// `channels` but briefly (a link holding other than what it asked for
+    /// is replaced).
+    pub channels_held: usize,
+    /// Publications the broker accepted.
+    pub published: u64,
+    /// Publications that did not reach the broker although the hub
+    /// accepted them (the broker was down or the link failed).
+    pub publish_failures: u64,
+    /// Publications refused because the queue to the broker was full: the
+    /// hub refused them to their publisher, nobody got them.
+    pub refused: u64,
+    /// Messages received from the broker and handed to the hub.
+    pub received: u64,
+    /// Messages on this hub's channels that were not in its format.
+    pub malformed: u64,
+    /// Publications of other nodes this node never received: gaps in their
+    /// sequence numbers (an outage, a replaced link).
+    pub missed: u64,
+    /// Links replaced after a failure or a failed probe.
+    pub reconnects: u64,
+}

@@ -126,8 +126,8 @@ pub use access::{
     AccessDenied, AccessPolicy, Action, DenialCause, GrantError, Identity, NamespaceRules, Rule,
 };
 pub use broker::{
-    Audience, Broker, BrokerFull, BrokerUnavailable, Directive, DirectiveAction, DirectiveTarget,
-    HistoryRequest, LocalBroker, Publication, Reply, Retention, StoredHistory,
+    Audience, Broker, BrokerFull, BrokerStatus, BrokerUnavailable, Directive, DirectiveAction,
+    DirectiveTarget, HistoryRequest, LocalBroker, Publication, Reply, Retention, StoredHistory,
 };
 pub use config::{Heartbeat, HubConfig, RoomFeatures, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome, TimerOutcome};

@@ -10,37 +10,9 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use wshub_broker_redis::RedisBroker;
-use wshub_hub::Hub;
+use wshub_hub::{BrokerStatus, Hub};
 
 use crate::config::{BrokerKind, Config, ConfigError};
-
-/// A broker's figures, in the names `/metrics` exports them under
-/// (`wshub_broker_*`), whatever carries the publications.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
-pub struct BrokerFigures {
-    /// The link that sends publications is up.
-    pub publisher_up: bool,
-    /// The link that receives them is up and holds what it should.
-    pub subscriber_up: bool,
-    /// Channels (subjects) this node listens to.
-    pub channels: usize,
-    /// Of those, what the broker itself reports holding.
-    pub channels_held: usize,
-    /// Publications the broker accepted.
-    pub published: u64,
-    /// Publications that failed on the way.
-    pub publish_failures: u64,
-    /// Publications refused because the queue to the broker was full.
-    pub refused: u64,
-    /// Publications received from the broker.
-    pub received: u64,
-    /// Received payloads that did not decode.
-    pub malformed: u64,
-    /// Publications known to be lost on the way here.
-    pub missed: u64,
-    /// Links replaced after a failure.
-    pub reconnects: u64,
-}
 
 /// The server's side of a broker.
 pub trait NodeLink: Send + Sync + std::fmt::Debug {
@@ -55,7 +27,7 @@ pub trait NodeLink: Send + Sync + std::fmt::Debug {
     /// [`ready`](Self::ready) fails.
     fn required_for_ready(&self) -> bool;
     /// Its figures now.
-    fn figures(&self) -> BrokerFigures;
+    fn figures(&self) -> BrokerStatus;
     /// Waits until what was queued so far is sent, at most `limit`; `true`
     /// if nothing is left.
     fn flush(&self, limit: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>>;
@@ -98,21 +70,8 @@ impl NodeLink for Redis {
         self.required_for_ready
     }
 
-    fn figures(&self) -> BrokerFigures {
-        let status = self.broker.status();
-        BrokerFigures {
-            publisher_up: status.publisher_up,
-            subscriber_up: status.subscriber_up,
-            channels: status.channels,
-            channels_held: status.channels_held,
-            published: status.published,
-            publish_failures: status.publish_failures,
-            refused: status.refused,
-            received: status.received,
-            malformed: status.malformed,
-            missed: status.missed,
-            reconnects: status.reconnects,
-        }
+    fn figures(&self) -> BrokerStatus {
+        self.broker.status()
     }
 
     fn flush(&self, limit: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
@@ -132,7 +91,7 @@ mod tests {
         config.broker.kind = BrokerKind::Redis;
         let redis = from_config(&config).unwrap().expect("a redis broker");
         assert!(redis.required_for_ready());
-        assert_eq!(redis.figures(), BrokerFigures::default(), "not started");
+        assert_eq!(redis.figures(), BrokerStatus::default(), "not started");
         assert!(redis.ready().is_err(), "not connected yet");
 
         config.broker.redis.required_for_ready = false;
