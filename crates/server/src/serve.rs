@@ -218,6 +218,10 @@ impl Server {
         }
         let mut reserve = FdReserve::new();
         let mut accept_errors = accept_limit::AcceptErrors::default();
+        // One timer for the loop's life, reset after each round: a new one
+        // per accepted connection would cost a timer-wheel entry each.
+        let hub_timer = tokio::time::sleep_until(hub_due(state.upgrade.hub()));
+        tokio::pin!(hub_timer);
         loop {
             let draining = async {
                 match accept_until {
@@ -233,8 +237,10 @@ impl Server {
                 }
                 () = draining => break,
                 _ = prune.tick() => state.gate.prune(),
-                () = hub_timer(state.upgrade.hub()) => {
-                    state.upgrade.hub().handle_timeout(wshub_transport::now_ms());
+                () = &mut hub_timer => {
+                    let hub = state.upgrade.hub();
+                    hub.handle_timeout(wshub_transport::now_ms());
+                    hub_timer.as_mut().reset(hub_due(hub));
                 }
                 accepted = listener.accept() => match accepted {
                     Ok((stream, peer)) => match state.gate.accept(peer.ip()) {
@@ -324,11 +330,11 @@ fn listen(addr: SocketAddr, backlog: u32) -> io::Result<TcpListener> {
     TcpListener::from_std(socket.into())
 }
 
-/// Sleeps until the hub's housekeeping is due ([`wshub_hub::Hub::poll_timeout`], on
-/// the clock the drivers use).
-async fn hub_timer(hub: &wshub_hub::Hub) {
+/// When the hub's housekeeping is due ([`wshub_hub::Hub::poll_timeout`],
+/// on the clock the drivers use), as a tokio instant.
+fn hub_due(hub: &wshub_hub::Hub) -> tokio::time::Instant {
     let wait = hub.poll_timeout().saturating_sub(wshub_transport::now_ms());
-    tokio::time::sleep(Duration::from_millis(wait)).await;
+    tokio::time::Instant::now() + Duration::from_millis(wait)
 }
 
 /// Reloads the certificate on every SIGHUP until `stop`: new connections
