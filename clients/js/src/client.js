@@ -35,6 +35,8 @@ export class WshubClient {
   #waiters = [];
   #timers = { reconnect: null, welcome: null, liveness: null };
   #hintMs;
+  #lastFrameAt = 0;
+  #pinged = false;
   #lastError = "";
   #onOffline = () => this.#lost(1006, "the browser went offline");
   #onOnline = () => {
@@ -330,18 +332,36 @@ export class WshubClient {
     target[method]("online", this.#onOnline);
   }
 
-  /** Arms the liveness check: after `heartbeat_ms` of silence ask for a pong; no frame within the margin means a dead path. */
-  #armLiveness() {
+  /**
+   * The liveness check: after `heartbeat_ms` of silence ask for a pong; no
+   * frame within the margin after that means a dead path. One timer that
+   * looks at when the last frame came, so a busy connection costs no timer
+   * per message.
+   */
+  #armLiveness(delayMs = this.#welcome?.heartbeat_ms) {
     clearTimeout(this.#timers.liveness);
-    const heartbeatMs = this.#welcome?.heartbeat_ms;
-    if (!heartbeatMs) return;
-    this.#timers.liveness = setTimeout(() => {
+    if (!this.#welcome?.heartbeat_ms) return;
+    this.#timers.liveness = setTimeout(() => this.#checkLiveness(), delayMs);
+  }
+
+  #checkLiveness() {
+    const heartbeatMs = this.#welcome.heartbeat_ms;
+    const marginMs = this.#options.livenessMarginMs;
+    const silentMs = Date.now() - this.#lastFrameAt;
+    if (silentMs >= heartbeatMs + marginMs) {
+      this.#lost(1006, `the server was silent for ${silentMs} ms`);
+      return;
+    }
+    if (silentMs < heartbeatMs) {
+      this.#pinged = false;
+      this.#armLiveness(heartbeatMs - silentMs);
+      return;
+    }
+    if (!this.#pinged) {
       this.#send({ type: "ping" });
-      this.#timers.liveness = setTimeout(
-        () => this.#lost(1006, `the server was silent for ${heartbeatMs + this.#options.livenessMarginMs} ms`),
-        this.#options.livenessMarginMs,
-      );
-    }, heartbeatMs);
+      this.#pinged = true;
+    }
+    this.#armLiveness(heartbeatMs + marginMs - silentMs);
   }
 
   #send(frame) {
@@ -370,7 +390,7 @@ export class WshubClient {
       this.#events.emit("error", new WshubError("bad_frame", `the server sent a frame that is not JSON: ${err}`));
       return;
     }
-    if (this.#state === "connected") this.#armLiveness();
+    this.#lastFrameAt = Date.now();
     switch (frame.type) {
       case "welcome":
         return this.#welcomed(frame);
@@ -397,6 +417,7 @@ export class WshubClient {
     this.#welcome = frame;
     this.#attempt = 0;
     this.#setState("connected");
+    this.#pinged = false;
     this.#armLiveness();
     this.#events.emit("connected", frame);
     for (const waiter of this.#waiters.splice(0)) waiter.resolve(frame);
