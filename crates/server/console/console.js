@@ -159,6 +159,7 @@ function formatBytes(bytes) {
 // ---- try it ----
 
 let client = null;
+let clientUrl = "";
 let subscription = null;
 
 // Received messages only: each one's content, as text.
@@ -181,11 +182,11 @@ function describe(content) {
 async function join() {
   const room = $("try-room").value.trim();
   const url = $("try-url").value.trim();
-  if (!client || client.url !== url) {
+  if (!client || clientUrl !== url) {
     client?.close();
     const token = $("try-token").value.trim();
     client = new WshubClient(url, token ? { token } : {});
-    client.url = url;
+    clientUrl = url;
     client.on("state", (state) => {
       $("try-state").textContent = state;
       $("try-publish").disabled = !(state === "connected" && subscription);
