@@ -397,6 +397,7 @@ export class WshubClient {
       case "message":
         return this.#message(frame);
       case "ack":
+      case "pong":
       case "history":
       case "presence":
       case "presence_stats":
@@ -406,7 +407,7 @@ export class WshubClient {
       case "system":
         return this.#system(frame);
       default:
-        // `pong` (its arrival already counted as life) and future types.
+        // Future types: their arrival already counted as life.
         return undefined;
     }
   }

@@ -166,5 +166,10 @@ describe("wshub-client against a running wshub", () => {
     await waitFor(() => frames.length === 2, { what: "the pong" });
     assert.deepEqual(frames[1], { type: "pong", ref: "p" });
     socket.close();
+
+    const hub = client();
+    await hub.connect();
+    const pong = await hub.request({ type: "ping" });
+    assert.equal(pong.type, "pong", "a ping through the client resolves on its pong");
   });
 });
