@@ -215,7 +215,14 @@ fn walk(
                 continue;
             }
             (Some(DynamicKey::Invalid), _) => {
-                issues.push(&key, "unknown key; a namespace has join and publish");
+                let keys: Vec<&str> = super::sections::NAMESPACE_KEYS
+                    .iter()
+                    .map(|key| key.key)
+                    .collect();
+                issues.push(
+                    &key,
+                    format!("unknown key; a namespace has {}", keys.join(", ")),
+                );
                 continue;
             }
             (None, _) => {}
