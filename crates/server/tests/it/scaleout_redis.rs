@@ -345,11 +345,7 @@ async fn readiness_reports_an_unreachable_redis_and_recovers_without_restart() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_redis_that_is_unreachable_at_start_is_waited_for() {
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::ports::free_port();
     let config = node_config(vec![format!("redis://127.0.0.1:{port}")], false, "late");
     let server = TestServer::start_with(config).await;
     tokio::time::sleep(Duration::from_millis(300)).await;
@@ -535,11 +531,7 @@ fn tls_redis(password: &str) -> TlsRedis {
     let cert = rcgen::generate_simple_self_signed(vec!["127.0.0.1".to_owned()]).unwrap();
     std::fs::write(dir.path().join("cert.pem"), cert.cert.pem()).unwrap();
     std::fs::write(dir.path().join("key.pem"), cert.signing_key.serialize_pem()).unwrap();
-    let port = std::net::TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port();
+    let port = support::ports::free_port();
     let child = std::process::Command::new("redis-server")
         .current_dir(dir.path())
         .args(["--bind", "127.0.0.1", "--port", "0", "--save", ""])

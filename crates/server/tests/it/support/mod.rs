@@ -17,6 +17,7 @@ use wshub_hub::Hub;
 use wshub_server::{Config, Server, ShutdownReport};
 
 pub mod nodes;
+pub mod ports;
 pub mod redis;
 pub mod tap;
 pub mod tools;

@@ -2,7 +2,6 @@
 //! stopped by the tests (Debian package `redis-server`; `.ci/run` installs
 //! it). A single Redis, or a Redis Cluster of several masters.
 
-use std::net::TcpListener;
 use std::path::Path;
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -15,38 +14,58 @@ pub struct RedisProcess {
     cluster: bool,
 }
 
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
-}
+use super::ports;
+
+/// The cluster bus of a Redis Cluster node listens on its port + 10000.
+const CLUSTER_BUS_OFFSET: u16 = 10_000;
+/// Tries at a fresh port when a server exits at start (its port was taken
+/// between the check and its bind).
+const START_TRIES: usize = 5;
 
 impl RedisProcess {
     /// A single Redis on a free port, without persistence.
     pub fn start() -> Self {
-        Self::launch(free_port(), false)
+        Self::launch_anywhere(false)
     }
 
     /// A single Redis on `port`.
     pub fn start_on(port: u16) -> Self {
-        Self::launch(port, false)
-    }
-
-    fn launch(port: u16, cluster: bool) -> Self {
-        let dir = tempfile::tempdir().unwrap();
-        let mut redis = Self {
-            port,
-            child: None,
-            dir,
-            cluster,
-        };
+        let mut redis = Self::unstarted(port, false);
         redis.spawn();
         redis
     }
 
+    fn unstarted(port: u16, cluster: bool) -> Self {
+        Self {
+            port,
+            child: None,
+            dir: tempfile::tempdir().unwrap(),
+            cluster,
+        }
+    }
+
+    fn launch_anywhere(cluster: bool) -> Self {
+        let partner = if cluster { CLUSTER_BUS_OFFSET } else { 0 };
+        for _ in 0..START_TRIES {
+            let mut redis = Self::unstarted(ports::free_port_with_partner(partner), cluster);
+            if redis.try_spawn() {
+                return redis;
+            }
+        }
+        panic!("redis-server did not start on any of {START_TRIES} free ports");
+    }
+
+    /// Starts the process on its port: panics if it does not answer.
     fn spawn(&mut self) {
+        assert!(
+            self.try_spawn(),
+            "redis-server on {} did not start",
+            self.port
+        );
+    }
+
+    /// Starts the process; false when it exited at once (its port was taken).
+    fn try_spawn(&mut self) -> bool {
         let mut command = Command::new("redis-server");
         command
             .args(["--bind", "127.0.0.1", "--port", &self.port.to_string()])
@@ -73,13 +92,17 @@ impl RedisProcess {
         self.child = Some(child);
         let deadline = Instant::now() + Duration::from_secs(10);
         while self.cli(&["PING"]).trim() != "PONG" {
-            assert!(
-                Instant::now() < deadline,
-                "redis-server on {} did not start",
-                self.port
-            );
+            let exited = self
+                .child
+                .as_mut()
+                .is_some_and(|child| matches!(child.try_wait(), Ok(Some(_))));
+            if exited || Instant::now() >= deadline {
+                self.kill();
+                return false;
+            }
             std::thread::sleep(Duration::from_millis(20));
         }
+        true
     }
 
     pub fn url(&self) -> String {
@@ -129,7 +152,7 @@ pub struct RedisCluster {
 impl RedisCluster {
     pub fn start(masters: usize) -> Self {
         let nodes: Vec<RedisProcess> = (0..masters)
-            .map(|_| RedisProcess::launch(free_port(), true))
+            .map(|_| RedisProcess::launch_anywhere(true))
             .collect();
         let addresses: Vec<String> = nodes
             .iter()
