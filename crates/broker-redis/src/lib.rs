@@ -41,6 +41,7 @@ mod publisher;
 mod scripts;
 mod state;
 mod status;
+mod store;
 mod subscriber;
 
 use std::sync::Arc;
@@ -49,19 +50,16 @@ use std::time::{Duration, Instant};
 
 use parking_lot::Mutex;
 use tokio::sync::mpsc;
-use wshub_hub::protocol::{PresenceMember, RoomName};
-use wshub_hub::{
-    Broker, BrokerFull, BrokerUnavailable, Directive, DirectiveTarget, HistoryRequest, Hub,
-    Publication, Reply, Retention, StoredHistory,
-};
+use wshub_hub::protocol::RoomName;
+use wshub_hub::{Broker, BrokerFull, Directive, DirectiveTarget, Hub, Publication};
 
 pub use config::{ConfigError, RedisBrokerConfig, redact};
+pub use store::RedisRoomStore;
 pub use wshub_hub::BrokerStatus;
 
 use channels::Channels;
 use link::Link;
 use publisher::Outgoing;
-use state::PresenceChange;
 use status::Status;
 use subscriber::Change;
 
@@ -75,17 +73,13 @@ pub struct RedisBroker {
     shared: Arc<Shared>,
     publish: mpsc::Sender<Outgoing>,
     changes: mpsc::UnboundedSender<Change>,
-    presence: mpsc::UnboundedSender<PresenceChange>,
     waiting: Mutex<Option<Receivers>>,
-    /// The runtime `start` ran on, where reads are spawned.
-    runtime: std::sync::OnceLock<tokio::runtime::Handle>,
 }
 
 #[derive(Debug)]
 struct Receivers {
     publish: mpsc::Receiver<Outgoing>,
     changes: mpsc::UnboundedReceiver<Change>,
-    presence: mpsc::UnboundedReceiver<PresenceChange>,
 }
 
 /// What the broker's tasks share.
@@ -96,13 +90,13 @@ pub(crate) struct Shared {
     pub(crate) status: Status,
     /// The last sequence number received per channel and publishing node.
     pub(crate) received: Mutex<subscriber::Received>,
-    /// The publishing link while it is up: reads and presence writes share
-    /// it (a read sent after a publish sees the publish).
+    /// The command link while it is up (the publishing link of a broker,
+    /// the link of a room store, which reads and writes presence on it).
     pub(crate) commands: Mutex<Option<Link>>,
 }
 
 impl Shared {
-    /// The link for reads and presence, when up.
+    /// The command link, when up.
     pub(crate) fn commands(&self) -> Option<Link> {
         self.commands.lock().clone()
     }
@@ -116,7 +110,6 @@ impl RedisBroker {
         config.validate()?;
         let (publish, publish_rx) = mpsc::channel(config.publish_queue);
         let (changes, changes_rx) = mpsc::unbounded_channel();
-        let (presence, presence_rx) = mpsc::unbounded_channel();
         Ok(Arc::new(Self {
             shared: Arc::new(Shared {
                 channels: Channels::new(&config.prefix),
@@ -127,13 +120,10 @@ impl RedisBroker {
             }),
             publish,
             changes,
-            presence,
             waiting: Mutex::new(Some(Receivers {
                 publish: publish_rx,
                 changes: changes_rx,
-                presence: presence_rx,
             })),
-            runtime: std::sync::OnceLock::new(),
         }))
     }
 
@@ -145,12 +135,7 @@ impl RedisBroker {
         let Some(receivers) = self.waiting.lock().take() else {
             return;
         };
-        let _ = self.runtime.set(tokio::runtime::Handle::current());
         tokio::spawn(publisher::run(Arc::clone(&self.shared), receivers.publish));
-        tokio::spawn(state::run_presence(
-            Arc::clone(&self.shared),
-            receivers.presence,
-        ));
         tokio::spawn(subscriber::run(
             Arc::clone(&self.shared),
             hub,
@@ -204,22 +189,6 @@ impl RedisBroker {
         // Fails only once the broker's tasks are gone (runtime shut down).
         let _ = self.changes.send(change);
     }
-
-    /// Runs a read on the broker's runtime over the command link, or
-    /// answers `Err` at once when there is none.
-    fn read<T, F>(&self, reply: Reply<T>, read: impl FnOnce(Link) -> F)
-    where
-        T: Send + 'static,
-        F: Future<Output = Result<T, BrokerUnavailable>> + Send + 'static,
-    {
-        match (self.runtime.get(), self.shared.commands()) {
-            (Some(runtime), Some(link)) => {
-                let future = read(link);
-                runtime.spawn(async move { reply(future.await) });
-            }
-            _ => reply(Err(BrokerUnavailable)),
-        }
-    }
 }
 
 impl Broker for RedisBroker {
@@ -264,54 +233,5 @@ impl Broker for RedisBroker {
 
     fn user_closed(&self, user: &str) {
         self.change(Change::Unsubscribe(self.shared.channels.user(user)));
-    }
-
-    fn keeps_history_and_presence(&self) -> bool {
-        true
-    }
-
-    fn publish_logged(
-        &self,
-        publication: &Publication,
-        retention: Retention,
-    ) -> Result<(), BrokerFull> {
-        let wshub_hub::Audience::Room(room) = &publication.audience else {
-            return self.publish(publication);
-        };
-        // With the link down the publication would be lost for everyone,
-        // this node included (it delivers its own from Redis): refused, so
-        // its publisher hears it, rather than accepted and dropped.
-        if !self.shared.status.publisher_up() {
-            self.shared.status.refused();
-            return Err(BrokerFull);
-        }
-        self.enqueue(Outgoing::Logged(
-            self.shared.channels.room(room.as_str()),
-            self.shared.channels.history(room.as_str()),
-            publication.clone(),
-            retention,
-        ))
-    }
-
-    fn read_history(&self, room: &RoomName, request: HistoryRequest, reply: Reply<StoredHistory>) {
-        let keys = self.shared.channels.history(room.as_str());
-        self.read(reply, move |link| state::read_history(link, keys, request));
-    }
-
-    fn presence_joined(&self, room: &RoomName, member: &PresenceMember) {
-        let _ = self
-            .presence
-            .send(PresenceChange::Joined(room.clone(), member.clone()));
-    }
-
-    fn presence_left(&self, room: &RoomName, id: &str) {
-        let _ = self
-            .presence
-            .send(PresenceChange::Left(room.clone(), id.to_owned()));
-    }
-
-    fn read_presence(&self, room: &RoomName, reply: Reply<Vec<PresenceMember>>) {
-        let keys = self.shared.channels.presence(room.as_str());
-        self.read(reply, move |link| state::read_presence(link, keys));
     }
 }

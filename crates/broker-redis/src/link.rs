@@ -256,6 +256,37 @@ impl Link {
         }
     }
 
+    /// Runs `commands` in order, pipelined (on a cluster, per shard), and
+    /// returns each one's answer; a pipeline that fails fails them all.
+    pub(crate) async fn run_in_order(
+        &mut self,
+        commands: Vec<redis::Cmd>,
+    ) -> Vec<RedisResult<redis::Value>> {
+        match self {
+            Self::Single(conn) => {
+                let count = commands.len();
+                let mut pipe = redis::pipe();
+                for command in commands {
+                    pipe.add_command(command);
+                }
+                match pipe.query_async::<Vec<redis::Value>>(conn).await {
+                    Ok(values) if values.len() == count => values.into_iter().map(Ok).collect(),
+                    Ok(_) => (0..count)
+                        .map(|_| Err(unexpected("a pipeline answered a different count")))
+                        .collect(),
+                    Err(error) => (0..count).map(|_| Err(error.clone())).collect(),
+                }
+            }
+            Self::Cluster(conn) => {
+                let sends = commands.into_iter().map(|command| {
+                    let mut conn = conn.clone();
+                    async move { command.query_async::<redis::Value>(&mut conn).await }
+                });
+                futures_util::future::join_all(sends).await
+            }
+        }
+    }
+
     /// Publishes a batch in order, pipelined; returns how many failed.
     pub(crate) async fn publish(&mut self, batch: &[Wire]) -> usize {
         let cluster = matches!(self, Self::Cluster(_));
@@ -293,16 +324,6 @@ impl Link {
 pub(crate) enum Wire {
     /// A message for a channel.
     Publish(String, Bytes),
-    /// A publication into a room's history (see `scripts::PUBLISH_LOGGED`).
-    Logged {
-        keys: [String; 2],
-        channel: String,
-        frame: Bytes,
-        header: Vec<u8>,
-        size: usize,
-        ttl_ms: u64,
-        epoch: String,
-    },
 }
 
 impl Wire {
@@ -312,27 +333,6 @@ impl Wire {
             Self::Publish(channel, payload) => {
                 cmd(publish).arg(channel).arg(payload.as_ref()).take()
             }
-            Self::Logged {
-                keys,
-                channel,
-                frame,
-                header,
-                size,
-                ttl_ms,
-                epoch,
-            } => cmd("EVALSHA")
-                .arg(crate::scripts::PUBLISH_LOGGED.script().get_hash())
-                .arg(2)
-                .arg(&keys[..])
-                .arg(channel)
-                .arg(frame.as_ref())
-                .arg(size)
-                .arg(ttl_ms)
-                .arg(u64::try_from(crate::scripts::META_TTL.as_millis()).unwrap_or(u64::MAX))
-                .arg(publish)
-                .arg(epoch)
-                .arg(header.as_slice())
-                .take(),
         }
     }
 }

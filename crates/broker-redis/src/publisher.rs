@@ -9,12 +9,12 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval, timeout};
-use wshub_hub::{Publication, Retention};
+use wshub_hub::Publication;
 
 use crate::Shared;
 use crate::link::{Link, Wire};
 use crate::status::{Backoff, LinkKind};
-use wshub_hub::envelope::{encode_header, encode_publication};
+use wshub_hub::envelope::encode_publication;
 
 /// Publications sent per pipeline.
 const BATCH: usize = 512;
@@ -26,9 +26,6 @@ pub(crate) enum Outgoing {
     Publication(String, Publication),
     /// Already encoded (a directive).
     Encoded(String, Bytes),
-    /// Into a room's history: the channel, the room's keys, and how much
-    /// to keep.
-    Logged(String, [String; 2], Publication, Retention),
 }
 
 /// This node's sequence numbers per channel, assigned in publishing order
@@ -74,18 +71,6 @@ impl Sequences {
                 Wire::Publish(channel, payload)
             }
             Outgoing::Encoded(channel, payload) => Wire::Publish(channel, payload),
-            Outgoing::Logged(channel, keys, publication, retention) => {
-                let sequence = self.next(&channel, now);
-                Wire::Logged {
-                    keys,
-                    header: encode_header(&publication, sequence),
-                    channel,
-                    frame: publication.frame.into_bytes(),
-                    size: retention.size,
-                    ttl_ms: u64::try_from(retention.ttl.as_millis()).unwrap_or(u64::MAX),
-                    epoch: new_epoch(),
-                }
-            }
         }
     }
 }
@@ -174,7 +159,7 @@ fn fail_queued(
     loop {
         match queue.try_recv() {
             Ok(item) => {
-                if let Outgoing::Publication(channel, _) | Outgoing::Logged(channel, ..) = item {
+                if let Outgoing::Publication(channel, _) = item {
                     sequences.next(&channel, now);
                 }
                 failed += 1;

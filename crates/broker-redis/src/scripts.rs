@@ -2,10 +2,9 @@
 //! atomic on the keys of one room (one hash slot: see `channels`).
 //!
 //! A room's history is a meta hash (`e`: epoch, `o`: newest offset) and a
-//! stream whose entry ids are the offsets (`<offset>-0`). Publishing gives
-//! the next offset, appends, and publishes in one step, so every node sees a
-//! room's offsets in the same order and a reader sees the stream and the
-//! position agree. The meta hash lives [`META_TTL`], far longer than the
+//! stream whose entry ids are the offsets (`<offset>-0`). Appending gives
+//! the next offset and stores the message in one step, so a reader sees the
+//! stream and the position agree. The meta hash lives [`META_TTL`], far longer than the
 //! history: an expired history then reads as "nothing to recover" rather
 //! than as a new epoch. The epoch changes only when the meta hash is lost
 //! (Redis lost its data, or the room was silent for [`META_TTL`]).
@@ -18,27 +17,24 @@ use redis::Script;
 /// How long a room's epoch and offset outlive its last publication.
 pub(crate) const META_TTL: Duration = Duration::from_secs(7 * 24 * 3600);
 
-/// KEYS: meta, stream. ARGV: channel, frame, size, ttl ms, meta ttl ms,
-/// publish command (`PUBLISH`/`SPUBLISH`), a fresh epoch (used when the
-/// room has none), the envelope header. Returns the offset.
-pub(crate) static PUBLISH_LOGGED: Lua = Lua::new(
-    r#"
+/// KEYS: meta, stream. ARGV: frame, size, ttl ms, meta ttl ms, a fresh
+/// epoch (used when the room has none). Returns `{offset, epoch}`.
+pub(crate) static APPEND: Lua = Lua::new(
+    r"
 local epoch = redis.call('HGET', KEYS[1], 'e')
 if not epoch then
-  epoch = ARGV[7]
+  epoch = ARGV[5]
   redis.call('HSET', KEYS[1], 'e', epoch)
 end
 local offset = redis.call('HINCRBY', KEYS[1], 'o', 1)
 if offset == 1 then
   redis.call('DEL', KEYS[2])
 end
-redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[3], offset .. '-0', 'f', ARGV[2])
-redis.call('PEXPIRE', KEYS[2], ARGV[4])
-redis.call('PEXPIRE', KEYS[1], ARGV[5])
-redis.call(ARGV[6], ARGV[1],
-  '{"x":' .. offset .. ',"e":"' .. epoch .. '",' .. string.sub(ARGV[8], 2) .. '\n' .. ARGV[2])
-return offset
-"#,
+redis.call('XADD', KEYS[2], 'MAXLEN', ARGV[2], offset .. '-0', 'f', ARGV[1])
+redis.call('PEXPIRE', KEYS[2], ARGV[3])
+redis.call('PEXPIRE', KEYS[1], ARGV[4])
+return {offset, epoch}
+",
 );
 
 /// KEYS: meta, stream. ARGV: after (offset), limit, a fresh epoch, meta
@@ -106,12 +102,7 @@ return redis.call('HGETALL', KEYS[1])
 /// Every script a link runs, to load when it connects (a pipelined
 /// `EVALSHA` cannot load its script on the way).
 pub(crate) fn all() -> [&'static Lua; 4] {
-    [
-        &PUBLISH_LOGGED,
-        &READ_HISTORY,
-        &PRESENCE_ADD,
-        &PRESENCE_READ,
-    ]
+    [&APPEND, &READ_HISTORY, &PRESENCE_ADD, &PRESENCE_READ]
 }
 
 /// A script and its source (`SCRIPT LOAD` on every master of a cluster

@@ -3,8 +3,8 @@
 //! and refreshes them every third of `presence_ttl`, so the members of a
 //! node that died without a word are gone from every reader within the TTL.
 //!
-//! Both use the publishing task's connection (see `Shared::commands`): a
-//! read sent after a publish on it sees that publish.
+//! Both use the room store's connection (see `Shared::commands`): a read
+//! sent after an append on it sees that append.
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -14,7 +14,7 @@ use redis::Value;
 use tokio::sync::mpsc;
 use tokio::time::{MissedTickBehavior, interval};
 use wshub_hub::protocol::{PresenceMember, RoomName, TextFrame};
-use wshub_hub::{BrokerUnavailable, HistoryRequest, StoredHistory};
+use wshub_hub::{HistoryRequest, StoreUnavailable, StoredHistory};
 
 use crate::Shared;
 use crate::link::Link;
@@ -37,7 +37,7 @@ pub(crate) async fn read_history(
     mut link: Link,
     keys: [String; 2],
     request: HistoryRequest,
-) -> Result<StoredHistory, BrokerUnavailable> {
+) -> Result<StoredHistory, StoreUnavailable> {
     let mut invocation = READ_HISTORY.script().prepare_invoke();
     invocation
         .key(&keys[..])
@@ -47,11 +47,11 @@ pub(crate) async fn read_history(
         .arg(u64::try_from(META_TTL.as_millis()).unwrap_or(u64::MAX));
     let value: Value = link.invoke(&invocation).await.map_err(|error| {
         tracing::warn!(%error, "reading a room's history from Redis failed");
-        BrokerUnavailable
+        StoreUnavailable
     })?;
     parse_history(value).ok_or_else(|| {
         tracing::warn!("Redis answered a history read in an unknown shape");
-        BrokerUnavailable
+        StoreUnavailable
     })
 }
 
@@ -105,12 +105,12 @@ fn text(value: &Value) -> Option<&str> {
 pub(crate) async fn read_presence(
     mut link: Link,
     keys: [String; 2],
-) -> Result<Vec<PresenceMember>, BrokerUnavailable> {
+) -> Result<Vec<PresenceMember>, StoreUnavailable> {
     let mut invocation = PRESENCE_READ.script().prepare_invoke();
     invocation.key(&keys[..]);
     let flat: Vec<Vec<u8>> = link.invoke(&invocation).await.map_err(|error| {
         tracing::warn!(%error, "reading a room's presence from Redis failed");
-        BrokerUnavailable
+        StoreUnavailable
     })?;
     let mut members: Vec<PresenceMember> = flat
         .chunks_exact(2)

@@ -152,7 +152,7 @@ pub(crate) async fn run(
         shared.status.up(LinkKind::Subscribe);
         if served_before {
             // What was published while no link was up never arrived here.
-            tokio::spawn(check_positions(Arc::clone(&shared), hub.clone()));
+            tokio::spawn(check_positions(hub.clone()));
         }
         served_before = true;
         tracing::debug!(
@@ -182,24 +182,12 @@ pub(crate) async fn run(
 /// so that they do not read as missed.
 const POSITION_CHECK_DELAY: Duration = Duration::from_millis(250);
 
-/// Compares each room with shared history against the position Redis
-/// holds; the hub tells members of a room this node fell behind in to
-/// re-join with `since` (see `Hub::check_position`).
-async fn check_positions(shared: Arc<Shared>, hub: Hub) {
+/// Has the hub compare each room with history against its store: members
+/// of a room this node fell behind in re-join with `since` (see
+/// `Hub::verify_positions`).
+async fn check_positions(hub: Hub) {
     tokio::time::sleep(POSITION_CHECK_DELAY).await;
-    for room in hub.shared_rooms() {
-        let Some(link) = shared.commands() else {
-            return;
-        };
-        let keys = shared.channels.history(room.as_str());
-        let request = wshub_hub::HistoryRequest {
-            after: u64::MAX,
-            limit: 0,
-        };
-        if let Ok(position) = crate::state::read_history(link, keys, request).await {
-            hub.check_position(&room, position.offset, &position.epoch);
-        }
-    }
+    hub.verify_positions();
 }
 
 /// Keeps one link in step until it fails; `None` when the broker is gone.
@@ -424,7 +412,7 @@ fn handle_message(shared: &Shared, hub: &Hub, channel: &[u8], payload: Bytes) {
         Route::Node => None,
     };
     match decode(payload, audience) {
-        Ok(Incoming::Publication(publication, sequence, position)) => {
+        Ok(Incoming::Publication(publication, sequence)) => {
             shared.status.received();
             if publication.node != *hub.node_id() {
                 let missed = shared
@@ -433,10 +421,7 @@ fn handle_message(shared: &Shared, hub: &Hub, channel: &[u8], payload: Bytes) {
                     .record(channel, &publication.node, sequence);
                 shared.status.missed(missed);
             }
-            match position {
-                Some((offset, epoch)) => hub.deliver_at(&publication, offset, &epoch),
-                None => hub.deliver(&publication),
-            };
+            hub.deliver(&publication);
         }
         Ok(Incoming::Directive(directive)) => {
             shared.status.received();

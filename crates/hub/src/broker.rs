@@ -3,12 +3,12 @@
 
 use std::fmt;
 use std::sync::Arc;
-use std::time::Duration;
 
-use wshub_protocol::{PresenceMember, RoomName, TextFrame};
+use wshub_protocol::{RoomName, TextFrame};
 
 use crate::node::{ConnectionId, NodeId};
 use crate::outbox::ServerCommand;
+use crate::store::Position;
 
 /// Who a publication is for.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -25,9 +25,11 @@ pub enum Audience {
 /// A message on its way to its audience: encoded once, shared by all.
 ///
 /// [`Hub::publish`](crate::Hub::publish) is where a publication *enters* the
-/// hub: it is handed to the [`Broker`] (to leave for other nodes) and then
-/// delivered to local members. [`Hub::deliver`](crate::Hub::deliver) is where
-/// a publication from *another* node enters this one.
+/// hub: it is handed to the [`Broker`] (to leave for other nodes) and
+/// delivered to local members; into a room with history, it is first given
+/// its [`Position`] by the [`RoomStore`](crate::RoomStore).
+/// [`Hub::deliver`](crate::Hub::deliver) is where a publication from
+/// *another* node enters this one.
 #[derive(Debug, Clone)]
 pub struct Publication {
     /// Who it is for.
@@ -40,8 +42,12 @@ pub struct Publication {
     pub origin: Option<ConnectionId>,
     /// When it was published (milliseconds, the stamp in the frame).
     pub time_ms: u64,
-    /// The encoded frame every recipient is sent.
+    /// The encoded frame every recipient is sent (without an offset: the
+    /// hub adds the position's when it delivers).
     pub frame: TextFrame,
+    /// Its place in the room's history, once the room store gave it one
+    /// (`None` outside rooms with history, and for member events).
+    pub position: Option<Position>,
 }
 
 /// Whom a [`Directive`] is for.
@@ -157,100 +163,7 @@ pub trait Broker: Send + Sync + fmt::Debug {
     fn user_closed(&self, user: &str) {
         let _ = user;
     }
-
-    /// Whether rooms' history (offsets, epochs, stored messages) and
-    /// presence live in the broker, shared by every node, rather than in
-    /// each hub. When they do, the hub publishes into rooms with history
-    /// through [`Broker::publish_logged`], delivers them (its own too) when
-    /// they come back through [`Hub::deliver_at`](crate::Hub::deliver_at),
-    /// answers joins, `history` and `presence` from
-    /// [`Broker::read_history`] and [`Broker::read_presence`], and reports
-    /// its members through [`Broker::presence_joined`] and
-    /// [`Broker::presence_left`]. Read once, when the hub is built.
-    fn keeps_history_and_presence(&self) -> bool {
-        false
-    }
-
-    /// A publication into a room whose history the broker keeps: give it
-    /// the room's next offset, store it within `retention`, and carry it to
-    /// every node with members, this one included, in one atomic step, so
-    /// that every node sees a room's offsets in the same order.
-    fn publish_logged(
-        &self,
-        publication: &Publication,
-        retention: Retention,
-    ) -> Result<(), BrokerFull> {
-        let _ = retention;
-        self.publish(publication)
-    }
-
-    /// Reads `room`'s stored history; `reply` is called once, from any
-    /// thread, possibly before this returns.
-    fn read_history(&self, room: &RoomName, request: HistoryRequest, reply: Reply<StoredHistory>) {
-        let _ = (room, request);
-        reply(Err(BrokerUnavailable));
-    }
-
-    /// A connection of this node joined `room`, whose namespace has
-    /// presence: list it (and keep it listed while this node lives).
-    fn presence_joined(&self, room: &RoomName, member: &PresenceMember) {
-        let _ = (room, member);
-    }
-
-    /// The connection with wire id `id` left `room`.
-    fn presence_left(&self, room: &RoomName, id: &str) {
-        let _ = (room, id);
-    }
-
-    /// Reads `room`'s members on every node; `reply` as for
-    /// [`Broker::read_history`].
-    fn read_presence(&self, room: &RoomName, reply: Reply<Vec<PresenceMember>>) {
-        let _ = room;
-        reply(Err(BrokerUnavailable));
-    }
 }
-
-/// How much of a room's history to keep: its namespace's `history_size`
-/// and `history_ttl`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct Retention {
-    /// Messages kept.
-    pub size: usize,
-    /// How long they live after the room's last publication.
-    pub ttl: Duration,
-}
-
-/// What [`Broker::read_history`] is asked for.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub struct HistoryRequest {
-    /// Only messages with a greater offset.
-    pub after: u64,
-    /// At most this many, the newest of them (0: only the position).
-    pub limit: usize,
-}
-
-/// A room's history as a broker stores it.
-#[derive(Debug, Clone, PartialEq, Eq, Default)]
-pub struct StoredHistory {
-    /// The room's newest offset (0: nothing published in this epoch).
-    pub offset: u64,
-    /// The room's epoch.
-    pub epoch: String,
-    /// The oldest offset still stored (0: nothing stored).
-    pub first: u64,
-    /// The messages asked for, oldest first, each with its offset, as
-    /// published (without the offset in the frame).
-    pub messages: Vec<(u64, TextFrame)>,
-}
-
-/// Where a broker sends the answer to a read.
-pub type Reply<T> = Box<dyn FnOnce(Result<T, BrokerUnavailable>) + Send>;
-
-/// A broker read that could not be answered: the broker cannot reach
-/// where the state is kept.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, thiserror::Error)]
-#[error("the broker cannot reach the shared room state")]
-pub struct BrokerUnavailable;
 
 /// A [`Broker`]'s refusal of a publication: too much is waiting for the
 /// other nodes already.

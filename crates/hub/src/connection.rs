@@ -18,6 +18,7 @@ use crate::flood::{FloodGuard, FloodVerdict};
 use crate::hub::Hub;
 use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox, PushOutcome, Queued, ServerCommand};
+use crate::position::JoinAnswer;
 use crate::stats::{CloseCause, Fanout};
 use crate::timers::{TimerConfig, TimerEvent, Timers};
 
@@ -361,9 +362,10 @@ impl Connection {
             });
         }
         // A room with history answers the join itself (position, recovery).
+        let answer = reference.map_or(JoinAnswer::Silent, |r| JoinAnswer::Ack(r.clone()));
         if let Some(added) =
             self.hub
-                .join_with_history(&room, &self.outbox, self.now_ms(), reference, since)?
+                .join_with_history(&room, &self.outbox, self.now_ms(), answer, since)?
         {
             if added {
                 self.hub.announce(&room, true, &self.outbox, self.now_ms());
@@ -515,6 +517,28 @@ impl Connection {
         Ok(())
     }
 
+    /// Joins `room` for a backend (`/api/subscribe`), as a client's join
+    /// does: in a room with history, `system`/`subscribed` carries the
+    /// room's position once the store answers; in any room it is held until
+    /// the broker carries the room here. Returns whether it was added.
+    fn subscribe_for_backend(&mut self, room: &RoomName) -> Result<bool, HubError> {
+        let now_ms = self.now_ms();
+        if let Some(added) =
+            self.hub
+                .join_with_history(room, &self.outbox, now_ms, JoinAnswer::Subscribed, None)?
+        {
+            return Ok(added);
+        }
+        let subscribed = Some(encode_subscribed(room));
+        let (added, ready) =
+            self.hub
+                .add_member_with_ack(room, &self.outbox, now_ms, subscribed)?;
+        if let Some(frame) = ready {
+            self.send_control(frame);
+        }
+        Ok(added)
+    }
+
     /// Applies what the server asked of this connection (the HTTP API's
     /// subscribe and unsubscribe), each answered with a `system` frame
     /// (`subscribed`, or `unsubscribed` with reason `server`). A driver calls
@@ -533,11 +557,10 @@ impl Connection {
                     let joined = if self.rooms.len() >= limit {
                         Err(HubError::TooManyRooms { limit })
                     } else {
-                        self.hub.add_member(&room, &self.outbox, self.now_ms())
+                        self.subscribe_for_backend(&room)
                     };
                     match joined {
                         Ok(added) => {
-                            self.send_control(encode_subscribed(&room));
                             if added {
                                 self.hub.announce(&room, true, &self.outbox, self.now_ms());
                             }
@@ -608,6 +631,7 @@ impl Connection {
             origin: Some(self.id()),
             time_ms: now_ms,
             frame,
+            position: None,
         })
     }
 }

@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use wshub_protocol::{RoomName, TextFrame};
 
 use crate::{
-    Audience, ConnectionId, Directive, DirectiveAction, DirectiveTarget, NodeId, Publication,
-    ServerCommand,
+    Audience, ConnectionId, Directive, DirectiveAction, DirectiveTarget, NodeId, Position,
+    Publication, ServerCommand,
 };
 
 #[derive(Debug, Serialize, Deserialize)]
@@ -35,8 +35,7 @@ enum Header<'a> {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         o: Option<u64>,
         t: u64,
-        /// The offset the room's history gave it (set by the publishing
-        /// script in Redis, spliced in front of the header).
+        /// The offset the room store gave it.
         #[serde(default, skip_serializing_if = "Option::is_none")]
         x: Option<u64>,
         /// The epoch of that offset.
@@ -76,9 +75,9 @@ enum Target<'a> {
 /// A message read from the broker.
 #[derive(Debug)]
 pub enum Incoming {
-    /// A publication, its sequence number on its channel, and the offset
-    /// and epoch of a logged one.
-    Publication(Publication, u64, Option<(u64, String)>),
+    /// A publication (with its position in its room's history, when it
+    /// has one) and its sequence number on its channel.
+    Publication(Publication, u64),
     /// A directive for this node's connections (disconnect, subscribe).
     Directive(Directive),
 }
@@ -95,8 +94,14 @@ fn publication_header(publication: &Publication, sequence: u64) -> Header<'_> {
         s: sequence,
         o: publication.origin.map(ConnectionId::as_u64),
         t: publication.time_ms,
-        x: None,
-        e: None,
+        x: publication
+            .position
+            .as_ref()
+            .map(|position| position.offset),
+        e: publication
+            .position
+            .as_ref()
+            .map(|position| Cow::Borrowed(&*position.epoch)),
     }
 }
 
@@ -111,13 +116,6 @@ pub fn encode_publication(publication: &Publication, sequence: u64) -> Bytes {
     out.put_u8(b'\n');
     out.put_slice(frame);
     out.freeze()
-}
-
-/// The header alone, for a logged publication: the script that gives it
-/// its offset splices `"x":<offset>,"e":"<epoch>",` in after the `{` and
-/// appends the frame.
-pub fn encode_header(publication: &Publication, sequence: u64) -> Vec<u8> {
-    serde_json::to_vec(&publication_header(publication, sequence)).unwrap_or_default()
 }
 
 /// A directive (disconnect, subscribe) for the other nodes.
@@ -178,9 +176,12 @@ pub fn decode(payload: Bytes, audience: Option<Audience>) -> Result<Incoming, Ma
                     node,
                     time_ms: t,
                     frame,
+                    position: x.zip(e).map(|(offset, epoch)| Position {
+                        offset,
+                        epoch: Arc::from(epoch.as_ref()),
+                    }),
                 },
                 s,
-                x.zip(e).map(|(offset, epoch)| (offset, epoch.into_owned())),
             ))
         }
         Header::Disconnect {
@@ -237,37 +238,37 @@ mod tests {
             origin,
             time_ms: 42,
             frame: TextFrame::from_static(r#"{"type":"message","content":"hé\n"}"#),
+            position: None,
         };
         let wire = encode_publication(&publication, 9);
         assert!(wire.starts_with(br#"{"k":"p","n":"node-a","s":9,"o":17,"t":42}"#));
-        let Ok(Incoming::Publication(back, 9, None)) = decode(wire, Some(Audience::Everyone))
-        else {
+        let Ok(Incoming::Publication(back, 9)) = decode(wire, Some(Audience::Everyone)) else {
             panic!("decodes");
         };
         assert_eq!(back.frame.bytes(), publication.frame.bytes());
         assert_eq!((back.node, back.origin, back.time_ms), (node, origin, 42));
+        assert_eq!(back.position, None);
     }
 
     #[test]
-    fn a_logged_publication_reads_its_offset_from_the_spliced_header() {
+    fn a_stored_publication_carries_its_position() {
+        let position = Position {
+            offset: 12,
+            epoch: Arc::from("ab12cd34"),
+        };
         let publication = Publication {
             audience: Audience::Everyone,
             node: NodeId::new("node-a").unwrap(),
             origin: None,
             time_ms: 42,
             frame: TextFrame::from_static(r#"{"type":"message"}"#),
+            position: Some(position.clone()),
         };
-        let header = encode_header(&publication, 3);
-        let mut wire = br#"{"x":12,"e":"ab12cd34","#.to_vec();
-        wire.extend_from_slice(&header[1..]);
-        wire.push(b'\n');
-        wire.extend_from_slice(publication.frame.bytes());
-        let Ok(Incoming::Publication(back, 3, Some((12, epoch)))) =
-            decode(Bytes::from(wire), Some(Audience::Everyone))
-        else {
+        let wire = encode_publication(&publication, 3);
+        let Ok(Incoming::Publication(back, 3)) = decode(wire, Some(Audience::Everyone)) else {
             panic!("decodes with its position");
         };
-        assert_eq!(epoch, "ab12cd34");
+        assert_eq!(back.position, Some(position));
         assert_eq!(back.frame.bytes(), publication.frame.bytes());
     }
 

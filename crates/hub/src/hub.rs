@@ -16,14 +16,16 @@ use crate::node::{ConnectionId, NodeId};
 use crate::outbox::{Outbox, PushOutcome};
 use crate::room::Room;
 use crate::stats::{CloseCause, Counters, HubStats, QueueDepth};
+use crate::store::{MemoryStore, RoomStore};
 
-mod broker_history;
 mod delivery;
 mod directives;
 mod features;
+mod history;
+mod ordered;
 
-pub use broker_history::INSUFFICIENT_STATE;
-pub use features::HistoryPage;
+pub use history::HistoryPage;
+pub use ordered::INSUFFICIENT_STATE;
 
 /// The `from` of messages the server itself publishes (not a connection).
 pub const SERVER_SENDER: &str = "server";
@@ -46,12 +48,14 @@ pub trait Authenticator: Send + Sync + std::fmt::Debug {
 }
 
 /// Builds a [`Hub`] with optional parts: an [`Authenticator`] for `refresh`
-/// frames and a [`Broker`] to other nodes.
+/// frames, a [`Broker`] to other nodes and a [`RoomStore`] for history and
+/// presence.
 #[derive(Debug)]
 pub struct HubBuilder {
     config: HubConfig,
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
+    store: Option<Arc<dyn RoomStore>>,
     clock: Option<fn() -> u64>,
     incarnation: u32,
 }
@@ -96,16 +100,27 @@ impl HubBuilder {
         self
     }
 
+    /// Keeps rooms' history and presence in `store` (default: this
+    /// process's memory, [`MemoryStore`], capped at the configuration's
+    /// `history_max_bytes`).
+    pub fn room_store(mut self, store: Arc<dyn RoomStore>) -> Self {
+        self.store = Some(store);
+        self
+    }
+
     /// The hub.
     pub fn build(self) -> Hub {
+        let store = self.store.unwrap_or_else(|| {
+            Arc::new(MemoryStore::new(self.config.history_max_bytes)) as Arc<dyn RoomStore>
+        });
         Hub {
             inner: Arc::new(Inner {
                 linger_ms: u64::try_from(self.config.room_linger.as_millis()).unwrap_or(u64::MAX),
                 confirms_rooms: self.broker.confirms_rooms(),
-                shares_state: self.broker.keeps_history_and_presence(),
                 config: self.config,
                 authenticator: self.authenticator,
                 broker: self.broker,
+                store,
                 clock: self.clock,
                 next_id: AtomicU64::new((u64::from(self.incarnation) << 32) + 1),
                 connections: DashMap::with_hasher(FxBuildHasher),
@@ -115,7 +130,6 @@ impl HubBuilder {
                 counters: Counters::default(),
                 delivery_latency: crate::latency::LatencyHistogram::default(),
                 shutting_down: AtomicBool::new(false),
-                history_bytes: AtomicUsize::new(0),
                 next_sweep_ms: AtomicU64::new(0),
             }),
         }
@@ -136,10 +150,9 @@ struct Inner {
     linger_ms: u64,
     /// The broker confirms when it listens to a newly opened room.
     confirms_rooms: bool,
-    /// The broker keeps history and presence for every node.
-    shares_state: bool,
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
+    store: Arc<dyn RoomStore>,
     clock: Option<fn() -> u64>,
     next_id: AtomicU64,
     connections: DashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
@@ -153,8 +166,6 @@ struct Inner {
     counters: Counters,
     delivery_latency: crate::latency::LatencyHistogram,
     shutting_down: AtomicBool,
-    /// Bytes held by every room's history together.
-    history_bytes: AtomicUsize,
     /// When the next [`Hub::handle_timeout`] has work (0: at once).
     next_sweep_ms: AtomicU64,
 }
@@ -182,6 +193,7 @@ impl Hub {
             config,
             authenticator: None,
             broker: Arc::new(LocalBroker),
+            store: None,
             clock: None,
             incarnation: 0,
         }
@@ -309,9 +321,9 @@ impl Hub {
                 }
                 self.inner.broker.room_opened(room);
             }
-            if self.inner.shares_state && self.inner.config.features(room).presence {
+            if self.inner.config.features(room).presence {
                 self.inner
-                    .broker
+                    .store
                     .presence_joined(room, &self.presence_member(outbox));
             }
         }
@@ -330,11 +342,7 @@ impl Hub {
             dashmap::Entry::Occupied(entry) => entry.into_ref(),
             dashmap::Entry::Vacant(entry) => {
                 self.reserve_room()?;
-                let state = Room::new(
-                    &self.inner.config.features(room),
-                    self.inner.linger_ms,
-                    self.inner.shares_state,
-                );
+                let state = Room::new(&self.inner.config.features(room), self.inner.linger_ms);
                 state.touch(now_ms);
                 entry.insert(state)
             }
@@ -358,15 +366,11 @@ impl Hub {
     pub(crate) fn remove_member(&self, room: &RoomName, id: ConnectionId, now_ms: u64) -> bool {
         let mut removed = None;
         let mut released = Vec::new();
-        let mut history_freed = 0;
         let freed = self.inner.rooms.remove_if(room, |_, state| {
             removed = state.remove(id);
-            if self.inner.shares_state
-                && removed.is_some()
-                && self.inner.config.features(room).presence
-            {
+            if removed.is_some() && self.inner.config.features(room).presence {
                 self.inner
-                    .broker
+                    .store
                     .presence_left(room, &id.to_wire(&self.inner.config.node_id));
             }
             if removed.is_none() || !state.is_empty() {
@@ -378,18 +382,11 @@ impl Hub {
                 released = state.stop_listening();
             }
             self.inner.broker.room_closed(room);
-            let free = state.linger_ms() == 0;
-            if free && let Some(log) = state.log() {
-                history_freed = log.lock().bytes();
-            }
-            free
+            state.linger_ms() == 0
         });
         if freed.is_some() {
             self.inner.room_count.fetch_sub(1, Ordering::SeqCst);
         }
-        self.inner
-            .history_bytes
-            .fetch_sub(history_freed, Ordering::Relaxed);
         self.release_acks(released);
         if let Some(outbox) = &removed {
             self.announce(room, false, outbox, now_ms);
@@ -536,28 +533,18 @@ impl Hub {
     }
 
     /// Frees empty rooms whose `room_linger` has passed at `now_ms` and
-    /// expires history; returns how many rooms it freed. Runs whenever
-    /// called; [`handle_timeout`](Self::handle_timeout) calls it on time.
+    /// lets the room store expire history; returns how many rooms it freed.
+    /// Runs whenever called; [`handle_timeout`](Self::handle_timeout) calls
+    /// it on time.
     pub fn sweep(&self, now_ms: u64) -> usize {
         let mut freed = 0;
-        let mut history_freed = 0;
         self.inner.rooms.retain(|_, room| {
             let expired = room.expired(now_ms);
-            // A log being published to is not waited for: it is swept next time.
-            if let Some(mut log) = room.log().and_then(|log| log.try_lock()) {
-                history_freed += if expired {
-                    log.bytes()
-                } else {
-                    log.expire(now_ms)
-                };
-            }
             freed += usize::from(expired);
             !expired
         });
         self.inner.room_count.fetch_sub(freed, Ordering::SeqCst);
-        self.inner
-            .history_bytes
-            .fetch_sub(history_freed, Ordering::Relaxed);
+        self.inner.store.sweep(now_ms);
         // A map keeps the table of its largest size: after a million rooms
         // (or connections) come and go, give the memory back.
         shrink_if_sparse(&self.inner.rooms);

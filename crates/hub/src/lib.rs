@@ -112,7 +112,6 @@ mod connection;
 pub mod envelope;
 mod error;
 mod flood;
-mod history;
 mod hub;
 mod latency;
 mod node;
@@ -120,14 +119,15 @@ mod outbox;
 mod position;
 mod room;
 mod stats;
+mod store;
 mod timers;
 
 pub use access::{
     AccessDenied, AccessPolicy, Action, DenialCause, GrantError, Identity, NamespaceRules, Rule,
 };
 pub use broker::{
-    Audience, Broker, BrokerFull, BrokerStatus, BrokerUnavailable, Directive, DirectiveAction,
-    DirectiveTarget, HistoryRequest, LocalBroker, Publication, Reply, Retention, StoredHistory,
+    Audience, Broker, BrokerFull, BrokerStatus, Directive, DirectiveAction, DirectiveTarget,
+    LocalBroker, Publication,
 };
 pub use config::{Heartbeat, HubConfig, RoomFeatures, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome, TimerOutcome};
@@ -143,6 +143,10 @@ pub use outbox::{
     Batch, Drained, Lane, Outbox, PushOutcome, Sent, ServerCommand, Wire, WireReservation,
 };
 pub use stats::{CloseCause, DIRECT_WRITES_PER_FANOUT, Fanout, HubStats, QueueDepth};
+pub use store::{
+    HistoryRequest, MemoryStore, Position, Reply, Retention, RoomStore, StoreUnavailable,
+    StoredHistory,
+};
 pub use wshub_protocol as protocol;
 pub use wshub_protocol::stamped_time_ms;
 

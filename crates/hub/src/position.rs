@@ -1,15 +1,14 @@
-//! A room's view of the history a broker keeps for every node (see
-//! [`Broker::keeps_history_and_presence`](crate::Broker::keeps_history_and_presence)):
-//! where this node's live delivery stands, and the joins waiting for the
-//! broker's answer.
+//! A room's place on this node in the history its room store keeps: where
+//! this node's live delivery stands, and the joins waiting for the store's
+//! answer.
 //!
-//! The offsets come from the broker, so this node keeps no messages; it
+//! The offsets come from the store, so this state keeps no messages; it
 //! keeps what it needs for two promises. **No gap at a join's seam**: a join
-//! is answered from the broker's history only once the broker carries the
-//! room's live messages here, and the live messages that arrive meanwhile are
-//! held for it, so it gets every offset after its answer exactly once. **No
-//! silent gap**: a live message whose offset is not the next one delivered
-//! here means this node missed some; its members are told (see
+//! is answered from the store only once the broker carries the room's live
+//! messages here, and the live messages that arrive meanwhile are held for
+//! it, so it gets every offset after its answer exactly once. **No silent
+//! gap**: a live message whose offset is not the next one delivered here
+//! means this node missed some; its members are told (see
 //! `Hub::deliver_at`).
 
 use std::sync::Arc;
@@ -19,13 +18,13 @@ use wshub_protocol::{Ref, TextFrame};
 use crate::node::ConnectionId;
 use crate::outbox::Outbox;
 
-/// One room's shared-history state on this node.
+/// One room's history state on this node.
 #[derive(Debug, Default)]
 pub(crate) struct RoomStream {
     /// The epoch and offset of the last message delivered live here since
     /// the room last opened on this node.
     pub(crate) delivered: Option<(Arc<str>, u64)>,
-    /// Joins waiting for the broker's answer.
+    /// Joins waiting for the store's answer.
     pub(crate) pending: Vec<PendingJoin>,
     /// Members whose join was answered up to an offset (of an epoch) that
     /// live messages have not reached yet: live messages up to it are
@@ -35,15 +34,26 @@ pub(crate) struct RoomStream {
     next_ticket: u64,
 }
 
+/// What a join is answered with once the store answers.
+#[derive(Debug)]
+pub(crate) enum JoinAnswer {
+    /// The client's `join` with this `ref`: an `ack` with the position.
+    Ack(Ref),
+    /// A backend's subscribe: `system`/`subscribed` with the position.
+    Subscribed,
+    /// Nothing (a join without `ref`).
+    Silent,
+}
+
 /// A join waiting for the room's position (and, to recover, its missed
-/// messages) from the broker.
+/// messages) from the store.
 #[derive(Debug)]
 pub(crate) struct PendingJoin {
     pub(crate) ticket: u64,
     pub(crate) outbox: Arc<Outbox>,
-    pub(crate) reference: Option<Ref>,
+    pub(crate) answer: JoinAnswer,
     pub(crate) since: Option<(u64, String)>,
-    /// The broker was asked (it is asked once the room is listening).
+    /// The store was asked (it is asked once the room is listening).
     pub(crate) asked: bool,
     /// Live messages that arrived meanwhile, with their offsets.
     pub(crate) held: Vec<(u64, TextFrame)>,
@@ -79,7 +89,7 @@ pub(crate) enum Continuity {
     /// Delivered already.
     Repeat,
     /// Messages between the last delivered and this one never arrived
-    /// here, or the epoch changed (the broker lost the history).
+    /// here, or the epoch changed (the store lost the history).
     Gap,
 }
 
@@ -108,7 +118,7 @@ impl RoomStream {
         continuity
     }
 
-    /// Whether the broker's position (`epoch`, `offset`) is ahead of what
+    /// Whether the store's position (`epoch`, `offset`) is ahead of what
     /// was delivered here: messages this node never heard.
     pub(crate) fn behind(&self, epoch: &str, offset: u64) -> bool {
         match &self.delivered {
@@ -121,7 +131,7 @@ impl RoomStream {
     pub(crate) fn wait(
         &mut self,
         outbox: &Arc<Outbox>,
-        reference: Option<&Ref>,
+        answer: JoinAnswer,
         since: Option<(u64, &str)>,
         asked: bool,
     ) -> u64 {
@@ -129,7 +139,7 @@ impl RoomStream {
         self.pending.push(PendingJoin {
             ticket: self.next_ticket,
             outbox: Arc::clone(outbox),
-            reference: reference.cloned(),
+            answer,
             since: since.map(|(offset, epoch)| (offset, epoch.to_owned())),
             asked,
             held: Vec::new(),

@@ -10,7 +10,6 @@ use std::collections::BTreeMap;
 use wshub_protocol::TextFrame;
 
 use crate::config::RoomFeatures;
-use crate::history::RoomLog;
 use crate::node::ConnectionId;
 use crate::outbox::Outbox;
 use crate::position::RoomStream;
@@ -25,27 +24,21 @@ use crate::position::RoomStream;
 ///
 /// The room itself can outlive its members (for `room_linger` after its last
 /// activity), so state that belongs to the room rather than to its members
-/// (its publication count today, its history later) survives an empty
-/// moment. Fan-out reads only the snapshot; the rest costs it one relaxed
+/// (its publication count) survives an empty moment; its history lives in
+/// the room store. Fan-out reads only the snapshot; the rest costs it one relaxed
 /// store per publication.
 #[derive(Debug, Default)]
 pub(crate) struct Room {
     members: Mutex<Members>,
-    /// The room's history, when its namespace keeps one. Publications are
-    /// ordered by this lock: a publish holds it from taking its offset to
-    /// the end of its fan-out, so members see offsets in order and a
-    /// recovering join sees a clean seam.
-    log: Option<Arc<Mutex<RoomLog>>>,
-    /// The room's place in a history the broker keeps, when its namespace
-    /// keeps history and the broker keeps it for every node. Orders live
-    /// deliveries like `log` does.
+    /// Where this node's delivery stands in the room's history, when its
+    /// namespace keeps one: live deliveries and join answers are ordered by
+    /// this lock.
     stream: Option<Arc<Mutex<RoomStream>>>,
     /// Set when the room lost its last local member: this node stops
     /// hearing it, so the stream's position is forgotten (under the
     /// stream's lock, by the next delivery).
     stream_unheard: AtomicBool,
-    /// How long the room outlives its last member (at least its history's
-    /// lifetime).
+    /// How long the room outlives its last member.
     linger_ms: u64,
     /// Publications delivered here since the room was created.
     published: AtomicU64,
@@ -84,32 +77,13 @@ pub(crate) type HeldAcks = Vec<(Arc<Outbox>, TextFrame)>;
 
 impl Room {
     /// A room with the features of its namespace, kept `linger_ms` after
-    /// its last activity once empty. With `shared` history (kept by the
-    /// broker) it holds a stream position instead of a log.
-    pub(crate) fn new(features: &RoomFeatures, linger_ms: u64, shared: bool) -> Self {
-        if shared {
-            return Self {
-                stream: (features.history_size > 0).then(Arc::default),
-                linger_ms,
-                ..Self::default()
-            };
-        }
-        let ttl_ms = u64::try_from(features.history_ttl.as_millis()).unwrap_or(u64::MAX);
-        let log = (features.history_size > 0)
-            .then(|| Arc::new(Mutex::new(RoomLog::new(features.history_size, ttl_ms))));
+    /// its last activity once empty.
+    pub(crate) fn new(features: &RoomFeatures, linger_ms: u64) -> Self {
         Self {
-            linger_ms: if log.is_some() {
-                linger_ms.max(ttl_ms)
-            } else {
-                linger_ms
-            },
-            log,
+            stream: (features.history_size > 0).then(Arc::default),
+            linger_ms,
             ..Self::default()
         }
-    }
-
-    pub(crate) fn log(&self) -> Option<&Arc<Mutex<RoomLog>>> {
-        self.log.as_ref()
     }
 
     pub(crate) fn stream(&self) -> Option<&Arc<Mutex<RoomStream>>> {

@@ -92,6 +92,32 @@ pub fn encode_join_ack(
 }
 
 #[derive(Serialize)]
+struct SubscribedAt<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    event: &'static str,
+    room: &'a str,
+    offset: u64,
+    epoch: &'a str,
+}
+
+/// `{"type":"system","event":"subscribed","room":..,"offset":N,"epoch":"E"}`:
+/// a backend joined the connection to a room with history, which stands at
+/// `offset` of `epoch`; its messages after that follow.
+pub fn encode_subscribed_at(room: &RoomName, offset: u64, epoch: &str) -> TextFrame {
+    TextFrame::from_serde_json(encode_vec(
+        &SubscribedAt {
+            kind: "system",
+            event: "subscribed",
+            room: room.as_str(),
+            offset,
+            epoch,
+        },
+        96 + room.as_str().len() + epoch.len(),
+    ))
+}
+
+#[derive(Serialize)]
 struct HistoryReply<'a> {
     #[serde(rename = "type")]
     kind: &'static str,

@@ -40,7 +40,7 @@ pub use client::{
 pub use frame::{Content, ContentError, TextFrame, json_depth_exceeds};
 pub use history::{
     PresenceMember, encode_history, encode_join_ack, encode_member_event, encode_presence,
-    encode_presence_stats, stamped_time_ms, with_offset,
+    encode_presence_stats, encode_subscribed_at, stamped_time_ms, with_offset,
 };
 pub use http::{Readiness, UpgradeRefusal};
 pub use reason::{ErrorReason, UnsubscribeReason};

@@ -148,6 +148,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "1 while the broker's link to Redis is up, by link (publish, subscribe)",
     ),
     (
+        "wshub_room_store_up",
+        "1 while the room store's link to Redis is up (absent with the memory store)",
+    ),
+    (
         "wshub_broker_channels",
         "Redis channels this node is subscribed to",
     ),
@@ -241,7 +245,7 @@ impl Metrics {
         &self,
         hub: &Hub,
         draining: bool,
-        broker: Option<&dyn crate::broker::NodeLink>,
+        links: Option<&crate::broker::NodeLinks>,
     ) -> String {
         let stats = hub.stats();
         let depth = hub.queue_depth();
@@ -270,8 +274,10 @@ impl Metrics {
                 let count = self.rejections[why as usize].load(Ordering::Relaxed);
                 counter!("wshub_rejected_upgrades_total", "reason" => why.label()).absolute(count);
             }
-            if let Some(broker) = broker {
-                let status = broker.figures();
+            if let Some(up) = links.and_then(crate::broker::NodeLinks::store_up) {
+                gauge!("wshub_room_store_up").set(if up { 1.0 } else { 0.0 });
+            }
+            if let Some(status) = links.and_then(crate::broker::NodeLinks::figures) {
                 let up = |flag: bool| if flag { 1.0 } else { 0.0 };
                 gauge!("wshub_broker_up", "link" => "publish").set(up(status.publisher_up));
                 gauge!("wshub_broker_up", "link" => "subscribe").set(up(status.subscriber_up));

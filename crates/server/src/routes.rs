@@ -44,8 +44,9 @@ pub struct AppState {
     pub(crate) api_body_timeout: std::time::Duration,
     /// When the server started, for `/api/info`.
     pub(crate) started: std::time::Instant,
-    /// The broker joining the nodes, unless `broker.kind = "memory"`.
-    pub(crate) broker: Option<Arc<dyn crate::broker::NodeLink>>,
+    /// The broker joining the nodes and the room store, unless both are
+    /// this process's memory.
+    pub(crate) broker: Option<Arc<crate::broker::NodeLinks>>,
     /// The public WebSocket endpoint, as the web console reaches it.
     pub(crate) websocket: Arc<wshub_protocol::api::WebSocketEndpoint>,
 }

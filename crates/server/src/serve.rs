@@ -117,8 +117,8 @@ impl Server {
         if let Some(auth) = &auth {
             hub = hub.authenticator(Arc::clone(auth) as _);
         }
-        if let Some(broker) = &broker {
-            hub = hub.broker(Arc::clone(broker).hub_broker());
+        if let Some(links) = &broker {
+            hub = links.attach(hub);
         }
         let hub = hub.build();
         if let Some(broker) = &broker {
@@ -300,7 +300,7 @@ impl Server {
         if let Some(broker) = &state.broker
             && !broker.flush(Duration::from_secs(2)).await
         {
-            tracing::warn!("shutdown: some publications never reached the broker");
+            tracing::warn!("shutdown: some publications never reached the broker or room store");
         }
         if drained {
             tracing::info!("shutdown complete");

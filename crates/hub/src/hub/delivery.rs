@@ -22,24 +22,16 @@ impl Hub {
     /// the broker cannot take it: the publisher is told instead of other
     /// nodes silently missing it.
     ///
-    /// When the broker keeps history for every node, a publication into a
-    /// room with history is delivered nowhere yet, not even here: the broker
-    /// gives it its offset and brings it back to every node, this one
-    /// included, through [`Hub::deliver_at`]. The returned fan-out is then
-    /// empty.
+    /// Into a room with history, the [`RoomStore`](crate::RoomStore) first
+    /// gives it its position; it is delivered here and carried to the other
+    /// nodes once the store answers. Refused with
+    /// [`HubError::StateUnavailable`] when the store cannot take it. The
+    /// returned fan-out is empty when the store answers later.
     pub fn publish(&self, publication: &Publication) -> Result<Fanout, HubError> {
-        if let Some(retention) = self.shared_retention(&publication.audience) {
-            if self
-                .inner
-                .broker
-                .publish_logged(publication, retention)
-                .is_err()
-            {
-                Counters::add(&self.inner.counters.refused_publications, 1);
-                return Err(HubError::Overloaded);
-            }
-            Counters::add(&self.inner.counters.published, 1);
-            return Ok(Fanout::default());
+        if let Audience::Room(room) = &publication.audience
+            && let Some(retention) = self.retention(room)
+        {
+            return self.publish_stored(room, publication, retention);
         }
         if self.inner.broker.publish(publication).is_err() {
             Counters::add(&self.inner.counters.refused_publications, 1);
@@ -54,11 +46,19 @@ impl Hub {
     }
 
     /// A publication from another node enters this one: it is delivered to
-    /// this node's audience. One of this node's own publications, echoed back
-    /// by a broker, is ignored: it was delivered here when it was published.
+    /// this node's audience; one that carries a [`Position`](crate::Position)
+    /// goes through the room store first (see
+    /// [`RoomStore::append`](crate::RoomStore::append)). One of this node's
+    /// own publications, echoed back by a broker, is ignored: it was
+    /// delivered here when it was published.
     pub fn deliver(&self, publication: &Publication) -> Fanout {
         if publication.node == self.inner.config.node_id {
             return Fanout::default();
+        }
+        if let (Audience::Room(room), Some(_)) = (&publication.audience, &publication.position)
+            && let Some(retention) = self.retention(room)
+        {
+            return self.deliver_stored(room, publication, retention);
         }
         self.deliver_local(publication)
     }
@@ -73,21 +73,13 @@ impl Hub {
         let mut fanout = Fanout::at(publication.time_ms);
         match &publication.audience {
             Audience::Room(room) => {
-                let Some(log) = self.inner.rooms.get(room).map(|state| state.log().cloned()) else {
+                let Some(members) = self.inner.rooms.get(room).map(|state| {
+                    state.count_publication(publication.time_ms);
+                    state.snapshot()
+                }) else {
                     return fanout;
                 };
-                if let Some(log) = log {
-                    // Ordered by the room's history: offsets reach members in order.
-                    self.deliver_logged(&log, room, publication, origin, &mut fanout);
-                } else {
-                    let Some(members) = self.inner.rooms.get(room).map(|state| {
-                        state.count_publication(publication.time_ms);
-                        state.snapshot()
-                    }) else {
-                        return fanout;
-                    };
-                    Self::fan_out(&members, &publication.frame, origin, &mut fanout);
-                }
+                Self::fan_out(&members, &publication.frame, origin, &mut fanout);
             }
             Audience::Everyone => {
                 Self::fan_out(
@@ -145,6 +137,7 @@ impl Hub {
             origin: None,
             time_ms: now_ms,
             frame,
+            position: None,
         })
     }
 
@@ -171,6 +164,7 @@ impl Hub {
             origin: None,
             time_ms: now_ms,
             frame,
+            position: None,
         })
     }
 
@@ -182,6 +176,7 @@ impl Hub {
             origin: None,
             time_ms: now_ms,
             frame,
+            position: None,
         })
     }
 

@@ -412,3 +412,43 @@ fn shutdown_holds_no_registry_lock_while_it_wakes_drivers() {
 fn code(code: u16) -> wshub_protocol::AppCloseCode {
     wshub_protocol::AppCloseCode::new(code).unwrap()
 }
+
+#[test]
+fn with_memory_stores_each_node_numbers_a_room_itself_and_delivers_every_message() {
+    let history = crate::RoomFeatures {
+        history_size: 10,
+        history_ttl: Duration::from_secs(60),
+        ..crate::RoomFeatures::default()
+    };
+    let build = |id: &str, broker: &Arc<LoopbackBroker>| {
+        Hub::builder(HubConfig {
+            node_id: NodeId::new(id).unwrap(),
+            features: [("chat".to_owned(), history.clone())].into_iter().collect(),
+            ..HubConfig::default()
+        })
+        .broker(Arc::clone(broker) as Arc<dyn Broker>)
+        .build()
+    };
+    let (broker_a, broker_b) = (
+        Arc::new(LoopbackBroker::default()),
+        Arc::new(LoopbackBroker::default()),
+    );
+    let (a, b) = (build("a", &broker_a), build("b", &broker_b));
+    broker_a.peers.set(vec![b.clone()]).unwrap();
+    broker_b.peers.set(vec![a.clone()]).unwrap();
+    let mut on_a = connect(&a);
+    let mut on_b = connect(&b);
+    join(&mut on_a, "chat:x");
+    join(&mut on_b, "chat:x");
+    frames(&on_a);
+    frames(&on_b);
+    // B has a message of its own first: the nodes' numbering differs.
+    publish(&mut on_b, "chat:x", "\"b only\"");
+    frames(&on_a);
+    publish(&mut on_a, "chat:x", "1");
+    publish(&mut on_a, "chat:x", "2");
+    let got = frames(&on_b);
+    let offsets: Vec<u64> = got.iter().map(|f| f["offset"].as_u64().unwrap()).collect();
+    assert_eq!(offsets, [2, 3], "B's own offsets, one after its last");
+    assert_eq!(got[0]["content"], 1);
+}

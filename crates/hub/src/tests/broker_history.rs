@@ -1,11 +1,11 @@
-//! Rooms whose history a broker keeps for every node: joins answered from
-//! the broker once it carries the room, live messages held and skipped at the
-//! seam, and gaps turned into a re-join request. The broker here is a test
-//! double that keeps the log in memory and lets the test decide when
-//! messages arrive and when reads are answered, to play out the races.
+//! Rooms whose history a store keeps for every node: joins answered from
+//! the store once the broker carries the room, live messages held and
+//! skipped at the seam, and gaps turned into a re-join request. The store
+//! here is a test double that keeps the log in memory and lets the test
+//! decide when appends and reads are answered, to play out the races.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Mutex, OnceLock};
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use serde_json::Value;
@@ -13,17 +13,16 @@ use wshub_protocol::{PresenceMember, RoomName, TextFrame};
 
 use super::*;
 use crate::{
-    Broker, BrokerFull, BrokerUnavailable, HistoryRequest, NamespaceRules, Publication, Reply,
-    Retention, RoomFeatures, Rule, StoredHistory,
+    Broker, BrokerFull, HistoryRequest, NamespaceRules, Position, Publication, Reply, Retention,
+    RoomFeatures, RoomStore, Rule, StoreUnavailable, StoredHistory,
 };
 
-type Delivery = (Publication, u64);
+type Delivery = (Position, Reply<Position>);
 
-/// One room's log as Redis would keep it, with delivery and reads under
-/// the test's control.
+/// One room's log as Redis would keep it, with the answers to appends and
+/// reads under the test's control.
 #[derive(Default)]
 struct SharedLog {
-    hub: OnceLock<Hub>,
     stored: Mutex<Vec<(u64, TextFrame)>>,
     in_flight: Mutex<VecDeque<Delivery>>,
     reads: Mutex<VecDeque<(HistoryRequest, Reply<StoredHistory>)>>,
@@ -39,20 +38,18 @@ impl std::fmt::Debug for SharedLog {
 const EPOCH: &str = "epoch001";
 
 impl SharedLog {
-    /// Delivers the next `n` publications in flight.
+    /// Answers the next `n` appends: the hub delivers them.
     fn deliver(&self, n: usize) {
         for _ in 0..n {
-            let Some((publication, offset)) = self.in_flight.lock().unwrap().pop_front() else {
+            let Some((position, stored)) = self.in_flight.lock().unwrap().pop_front() else {
                 return;
             };
-            self.hub
-                .get()
-                .unwrap()
-                .deliver_at(&publication, offset, EPOCH);
+            stored(Ok(position));
         }
     }
 
-    /// Drops the next publication in flight: it never reaches the node.
+    /// Drops the answer to the next append: the message is stored, but it
+    /// never reaches the node live.
     fn lose_one(&self) {
         self.in_flight.lock().unwrap().pop_front();
     }
@@ -92,23 +89,32 @@ impl Broker for SharedLog {
     fn confirms_rooms(&self) -> bool {
         true
     }
+}
 
-    fn keeps_history_and_presence(&self) -> bool {
-        true
-    }
-
-    fn publish_logged(&self, publication: &Publication, _: Retention) -> Result<(), BrokerFull> {
-        let mut stored = self.stored.lock().unwrap();
-        let offset = stored.len() as u64 + 1;
-        stored.push((offset, publication.frame.clone()));
-        self.in_flight
-            .lock()
-            .unwrap()
-            .push_back((publication.clone(), offset));
+impl RoomStore for SharedLog {
+    fn append(
+        &self,
+        _: &RoomName,
+        publication: &Publication,
+        _: Retention,
+        stored: Reply<Position>,
+    ) -> Result<(), StoreUnavailable> {
+        if let Some(position) = &publication.position {
+            stored(Ok(position.clone()));
+            return Ok(());
+        }
+        let mut log = self.stored.lock().unwrap();
+        let offset = log.len() as u64 + 1;
+        log.push((offset, publication.frame.clone()));
+        let position = Position {
+            offset,
+            epoch: Arc::from(EPOCH),
+        };
+        self.in_flight.lock().unwrap().push_back((position, stored));
         Ok(())
     }
 
-    fn read_history(&self, _: &RoomName, request: HistoryRequest, reply: Reply<StoredHistory>) {
+    fn read(&self, _: &RoomName, request: HistoryRequest, reply: Reply<StoredHistory>) {
         self.reads.lock().unwrap().push_back((request, reply));
     }
 
@@ -149,8 +155,8 @@ fn shared_hub_with(mut config: HubConfig) -> (Hub, Arc<SharedLog>) {
     );
     let hub = Hub::builder(config)
         .broker(Arc::clone(&log) as Arc<dyn Broker>)
+        .room_store(Arc::clone(&log) as Arc<dyn RoomStore>)
         .build();
-    log.hub.set(hub.clone()).unwrap();
     (hub, log)
 }
 
@@ -369,7 +375,7 @@ fn a_join_the_broker_cannot_answer_is_refused_and_forgotten() {
     join_since(&mut member, "chat:1", None);
     hub.room_listening("chat:1");
     let (_, reply) = log.reads.lock().unwrap().pop_front().unwrap();
-    reply(Err(BrokerUnavailable));
+    reply(Err(StoreUnavailable));
     let got = queued(&member);
     assert_eq!(
         (got[0]["code"].as_str(), got[0]["reason"].as_str()),
@@ -400,4 +406,58 @@ fn a_loss_right_after_an_answer_is_a_gap_for_the_answered_member() {
     let got = queued(&member);
     assert!(offsets(&got).is_empty(), "2 is not delivered over the hole");
     assert_eq!(got.last().unwrap()["reason"], "insufficient_state");
+}
+
+#[test]
+fn a_backend_subscribe_takes_the_join_path_position_held_ack_and_all() {
+    let (hub, log) = shared_hub();
+    let mut publisher = connect(&hub);
+    join_since(&mut publisher, "chat:api", None);
+    hub.room_listening("chat:api");
+    log.answer();
+    queued(&publisher);
+    publish(&mut publisher, "chat:api", "1");
+    log.deliver(1);
+
+    let mut alice = connect_with(&hub, crate::Identity::user("alice"));
+    queued(&alice);
+    let room = RoomName::new("chat:api").unwrap();
+    hub.command(
+        &crate::DisconnectTarget::User("alice"),
+        &crate::ServerCommand::Subscribe(room),
+    );
+    alice.handle_server_commands();
+    // 2 is published while the store has not answered the subscribe yet.
+    publish(&mut publisher, "chat:api", "2");
+    log.deliver(1);
+    assert!(queued(&alice).is_empty(), "held until the store answers");
+    log.answer(); // the room stands at 2
+    let got = queued(&alice);
+    assert_eq!(
+        got[0],
+        serde_json::json!({"type":"system","event":"subscribed","room":"chat:api","offset":2,"epoch":EPOCH})
+    );
+    assert!(offsets(&got).is_empty(), "2 is before its position");
+    publish(&mut publisher, "chat:api", "3");
+    log.deliver(1);
+    assert_eq!(offsets(&queued(&alice)), [3], "then every offset, once");
+}
+
+#[test]
+fn a_backend_subscribe_to_a_room_a_node_does_not_hear_yet_is_held() {
+    let (hub, _log) = shared_hub();
+    let mut alice = connect_with(&hub, crate::Identity::user("alice"));
+    queued(&alice);
+    let room = RoomName::new("news").unwrap();
+    hub.command(
+        &crate::DisconnectTarget::User("alice"),
+        &crate::ServerCommand::Subscribe(room),
+    );
+    alice.handle_server_commands();
+    assert!(queued(&alice).is_empty(), "not before the broker listens");
+    hub.room_listening("news");
+    assert_eq!(
+        queued(&alice),
+        [serde_json::json!({"type":"system","event":"subscribed","room":"news"})]
+    );
 }

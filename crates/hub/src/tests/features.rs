@@ -150,25 +150,39 @@ fn recovery_fails_cleanly_when_too_old_or_of_another_epoch() {
 }
 
 #[test]
-fn history_outlives_the_last_member_for_its_ttl() {
+fn history_outlives_its_room_for_its_ttl_and_the_position_beyond() {
     let hub = history_hub(10);
     let mut only = connect(&hub);
     let epoch = join_at(&mut only, "chat:1", None)["epoch"].clone();
     publish(&mut only, "chat:1", "1");
     drop(only);
-    assert_eq!(hub.sweep(NOW + 59_000), 0, "kept for history_ttl");
+    assert!(!hub.has_room("chat:1"), "the room itself does not linger");
+    assert!(hub.history_bytes() > 0, "its history is in the store");
+    hub.sweep(NOW + 59_000);
     let mut back = connect(&hub);
     let (ack, replay) = join_with(
         &mut back,
         "chat:1",
         Some(json!({"offset": 0, "epoch": epoch})),
     );
-    assert_eq!(ack["recovered"], json!(true));
+    assert_eq!(ack["recovered"], json!(true), "kept for history_ttl");
     assert_eq!(contents(&replay), [json!(1)]);
     drop(back);
-    assert!(hub.history_bytes() > 0);
-    assert_eq!(hub.sweep(NOW + 61_000), 1, "freed after it");
-    assert_eq!(hub.history_bytes(), 0);
+    let held = hub.history_bytes();
+    hub.sweep(NOW + 61_000);
+    assert!(hub.history_bytes() < held, "the messages expired");
+    let mut late = connect(&hub);
+    let (ack, replay) = join_with(
+        &mut late,
+        "chat:1",
+        Some(json!({"offset": 0, "epoch": epoch})),
+    );
+    assert_eq!(
+        (&ack["recovered"], &ack["offset"], &ack["epoch"]),
+        (&json!(false), &json!(1), &epoch),
+        "nothing to recover, but the same position"
+    );
+    assert!(replay.is_empty());
 }
 
 #[test]
@@ -338,7 +352,7 @@ fn recovery_has_no_gap_and_no_duplicate_while_publishes_race_the_join() {
     };
     let room = wshub_protocol::RoomName::new("chat:race").unwrap();
     for _ in 0..50 {
-        let since = hub.history(&room, None, 0, NOW).offset.saturating_sub(3);
+        let since = stored_offset(&hub, &room).saturating_sub(3);
         let mut member = connect(&hub);
         send(
             &mut member,
@@ -409,4 +423,13 @@ fn the_hubs_housekeeping_runs_when_its_timer_says() {
     assert!(hub.has_room("r"));
     assert_eq!(hub.handle_timeout(t0 + crate::SWEEP_INTERVAL_MS), 1);
     assert!(!hub.has_room("r"));
+}
+
+/// The room's newest offset as its (in-memory) store answers at once.
+fn stored_offset(hub: &Hub, room: &wshub_protocol::RoomName) -> u64 {
+    let (tx, rx) = std::sync::mpsc::channel();
+    hub.read_history(room, None, 0, NOW, move |page| {
+        let _ = tx.send(page.map(|page| page.offset));
+    });
+    rx.try_recv().expect("answered at once").expect("read")
 }

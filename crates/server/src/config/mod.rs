@@ -21,8 +21,8 @@ pub use keys::{KeyDoc, Section, env_var};
 pub use sections::{
     AdminListen, AdminSection, ApiSection, AuthConfig, AuthMode, BrokerKind, BrokerSection, Config,
     HttpSection, HubSection, JwtAlgorithm, LimitsConfig, LogConfig, LogFormat,
-    NamespacePermissions, Permission, PermissionsConfig, RedisSection, SlowConsumer,
-    TransportSection,
+    NamespacePermissions, Permission, PermissionsConfig, RedisSection, RoomStoreKind,
+    RoomStoreSection, SlowConsumer, TransportSection,
 };
 pub use validate::Prepared;
 

@@ -60,6 +60,8 @@ config_section! {
         hub: HubSection,
         /// `[broker]`: how nodes share publications
         broker: BrokerSection,
+        /// `[room_store]`: where rooms' history and presence are kept
+        room_store: RoomStoreSection,
         /// `[tls]`: wss:// on the public listener
         tls: TlsSection,
         /// `[transport]`: per-connection socket limits and timers
@@ -180,9 +182,9 @@ config_section! {
         max_rooms_per_connection: usize = hub_defaults().max_rooms_per_connection,
         /// Rooms the server holds at most; a join creating one more gets too_many_rooms (0: off; a million rooms cost about 600 MiB)
         max_rooms: usize = hub_defaults().max_rooms,
-        /// How long an empty room's state is kept after its last activity (rooms with history: at least their `history_ttl`)
+        /// How long an empty room's state is kept after its last activity (its history lives in the room store, for its `history_ttl`)
         room_linger: Duration = hub_defaults().room_linger,
-        /// Bytes of room history kept at most across all rooms; past it the least recently published rooms lose theirs (0: no cap). Memory broker only: with Redis, history lives in Redis, bounded per room
+        /// Bytes of room history kept at most across all rooms; past it the least recently published rooms lose theirs (0: no cap). Memory room store only: in Redis, history is bounded per room
         history_max_bytes: usize = hub_defaults().history_max_bytes,
     }
 }
@@ -223,8 +225,40 @@ fn redis_defaults() -> wshub_broker_redis::RedisBrokerConfig {
     wshub_broker_redis::RedisBrokerConfig::default()
 }
 
+config_enum! {
+    /// Where rooms' history and presence are kept.
+    pub enum RoomStoreKind {
+        /// `redis` with `broker.kind = "redis"`, `memory` otherwise.
+        Auto = "auto",
+        /// This process's memory: each node its own offsets and presence.
+        Memory = "memory",
+        /// Redis (the `broker.redis` address), shared by every node.
+        Redis = "redis",
+    }
+}
+
 config_section! {
-    /// `[broker.redis]`: used when `broker.kind = "redis"`.
+    /// `[room_store]`: where history and presence live.
+    pub struct RoomStoreSection {
+        /// `memory` (this node's own: offsets and presence per node), `redis` (shared by every node, at `broker.redis.url`) or `auto` (`redis` when `broker.kind = "redis"`)
+        kind: RoomStoreKind = RoomStoreKind::Auto,
+    }
+}
+
+impl RoomStoreSection {
+    /// The store `kind` names once `auto` is resolved against `broker`.
+    pub fn resolved(&self, broker: BrokerKind) -> RoomStoreKind {
+        match (self.kind, broker) {
+            (RoomStoreKind::Auto, BrokerKind::Redis) => RoomStoreKind::Redis,
+            (RoomStoreKind::Auto, _) => RoomStoreKind::Memory,
+            (kind, _) => kind,
+        }
+    }
+}
+
+config_section! {
+    /// `[broker.redis]`: the Redis of `broker.kind = "redis"` and of
+    /// `room_store.kind = "redis"`.
     pub struct RedisSection {
         /// Redis URL, `redis://[user:password@]host:port[/db]` (`rediss://` for TLS; default `redis://127.0.0.1:6379`); for Redis Cluster, one or more seed nodes. Comma-separated in the environment
         @secret url: Vec<String> = redis_defaults().urls,

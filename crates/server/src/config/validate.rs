@@ -174,7 +174,8 @@ impl Config {
     }
 
     fn check_broker(&self, issues: &mut Issues) {
-        if self.broker.kind != BrokerKind::Redis {
+        let store = self.room_store.resolved(self.broker.kind);
+        if self.broker.kind != BrokerKind::Redis && store != super::RoomStoreKind::Redis {
             return;
         }
         use wshub_broker_redis::ConfigError as Bad;
@@ -191,7 +192,8 @@ impl Config {
         issues.push(key, err.to_string());
     }
 
-    /// The Redis broker's config (used when `broker.kind = "redis"`).
+    /// The Redis config of the broker (`broker.kind = "redis"`) and of the
+    /// room store (`room_store.kind = "redis"`).
     pub fn redis_broker_config(&self) -> wshub_broker_redis::RedisBrokerConfig {
         let r = &self.broker.redis;
         wshub_broker_redis::RedisBrokerConfig {

@@ -298,11 +298,9 @@ async fn a_node_that_missed_messages_makes_its_members_recover_them() {
     publish(&mut publisher, "chat:gap", json!(3)).await;
 
     // B sees 3 after 1: its member is told, after what it had, to re-join.
-    let told = member.recv().await;
-    assert_eq!(
-        told,
-        json!({"type":"system","event":"unsubscribed","room":"chat:gap","reason":"insufficient_state"})
-    );
+    // (A's store answered 3 after 1 as well: its member is taken out too,
+    // and its leave may come first.)
+    told_to_rejoin(&mut member).await;
     let ack = join(
         &mut member,
         "chat:gap",
