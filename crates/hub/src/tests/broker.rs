@@ -423,7 +423,7 @@ fn with_memory_stores_each_node_numbers_a_room_itself_and_delivers_every_message
     let build = |id: &str, broker: &Arc<LoopbackBroker>| {
         Hub::builder(HubConfig {
             node_id: NodeId::new(id).unwrap(),
-            features: [("chat".to_owned(), history.clone())].into_iter().collect(),
+            features: [("chat".to_owned(), history)].into_iter().collect(),
             ..HubConfig::default()
         })
         .broker(Arc::clone(broker) as Arc<dyn Broker>)
