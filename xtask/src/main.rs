@@ -140,6 +140,7 @@ const PREREQUISITES: &[(&str, &str)] = &[
     ("chromium", "chromium"),
     ("redis-server", "redis-server"),
     ("redis-cli", "redis-tools"),
+    ("nats-server", "nats-server"),
     ("systemd-analyze", "systemd"),
     ("promtool", "prometheus"),
 ];

@@ -1,10 +1,9 @@
 //! The publishing task: drains the queue of encoded publications and sends
 //! them to Redis in pipelined batches, in order.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 use bytes::Bytes;
 use tokio::sync::mpsc;
@@ -28,39 +27,13 @@ pub(crate) enum Outgoing {
     Encoded(String, Bytes),
 }
 
-/// This node's sequence numbers per channel, assigned in publishing order
-/// so that receivers can count what they missed. A channel idle for
-/// [`SEQUENCE_IDLE`] is forgotten; its numbering restarts at 1, which
-/// receivers take as a restart, not a gap.
+/// Numbers publications per channel and encodes them for the wire.
 #[derive(Debug, Default)]
-struct Sequences {
-    channels: HashMap<String, (u64, Instant)>,
-    pruned: Option<Instant>,
-}
-
-const SEQUENCE_IDLE: Duration = Duration::from_secs(600);
+struct Sequences(wshub_hub::envelope::Sequences);
 
 impl Sequences {
     fn next(&mut self, channel: &str, now: Instant) -> u64 {
-        if self
-            .pruned
-            .is_none_or(|at| now.duration_since(at) > SEQUENCE_IDLE)
-        {
-            self.channels
-                .retain(|_, (_, used)| now.duration_since(*used) < SEQUENCE_IDLE);
-            self.pruned = Some(now);
-        }
-        match self.channels.get_mut(channel) {
-            Some((sequence, used)) => {
-                *sequence += 1;
-                *used = now;
-                *sequence
-            }
-            None => {
-                self.channels.insert(channel.to_owned(), (1, now));
-                1
-            }
-        }
+        self.0.next(channel, now)
     }
 
     fn encode(&mut self, outgoing: Outgoing, now: Instant) -> Wire {

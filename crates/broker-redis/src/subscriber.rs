@@ -37,41 +37,7 @@ enum Event {
     Dropped(u64, String),
 }
 
-/// The last sequence number seen per channel, per publishing node.
-#[derive(Debug, Default)]
-pub(crate) struct Received {
-    channels: std::collections::HashMap<String, Vec<(wshub_hub::NodeId, u64)>>,
-}
-
-impl Received {
-    /// Records `sequence` from `node` on `channel`; returns how many of
-    /// that node's publications on the channel were skipped. A number at or
-    /// below the last one means the node restarted its numbering: a new
-    /// start, not a gap.
-    fn record(&mut self, channel: &str, node: &wshub_hub::NodeId, sequence: u64) -> u64 {
-        let nodes = match self.channels.get_mut(channel) {
-            Some(nodes) => nodes,
-            None => self.channels.entry(channel.to_owned()).or_default(),
-        };
-        match nodes.iter_mut().find(|(known, _)| known == node) {
-            Some((_, last)) => {
-                let missed = sequence.saturating_sub(*last + 1);
-                *last = sequence;
-                missed
-            }
-            None => {
-                nodes.push((node.clone(), sequence));
-                0
-            }
-        }
-    }
-
-    /// This node no longer listens on `channel`: what is published there
-    /// meanwhile is not missed.
-    pub(crate) fn forget(&mut self, channel: &str) {
-        self.channels.remove(channel);
-    }
-}
+pub(crate) use wshub_hub::envelope::Received;
 
 /// Longest wait for a full re-subscribe before the link is given up.
 const RESUBSCRIBE_TIMEOUT: Duration = Duration::from_secs(30);
@@ -437,29 +403,6 @@ mod tests {
 
     fn set(items: &[&str]) -> HashSet<String> {
         items.iter().map(|s| (*s).to_owned()).collect()
-    }
-
-    #[test]
-    fn gaps_in_a_nodes_sequence_are_counted_restarts_are_not() {
-        let a = wshub_hub::NodeId::new("a").unwrap();
-        let b = wshub_hub::NodeId::new("b").unwrap();
-        let mut received = Received::default();
-        assert_eq!(
-            received.record("r", &a, 5),
-            0,
-            "the first one sets the start"
-        );
-        assert_eq!(received.record("r", &a, 6), 0);
-        assert_eq!(received.record("r", &b, 1), 0, "each node counts apart");
-        assert_eq!(received.record("r", &a, 10), 3);
-        assert_eq!(received.record("r", &a, 1), 0, "a restart");
-        assert_eq!(received.record("r", &a, 2), 0);
-        received.forget("r");
-        assert_eq!(
-            received.record("r", &a, 40),
-            0,
-            "not listening is not missing"
-        );
     }
 
     #[test]

@@ -10,6 +10,7 @@ use std::pin::Pin;
 use std::sync::Arc;
 use std::time::Duration;
 
+use wshub_broker_nats::NatsBroker;
 use wshub_broker_redis::{RedisBroker, RedisRoomStore};
 use wshub_hub::{BrokerStatus, Hub, HubBuilder};
 
@@ -53,6 +54,10 @@ pub fn from_config(config: &Config) -> Result<Option<Arc<NodeLinks>>, ConfigErro
         BrokerKind::Redis => Some(Arc::new(Redis(
             RedisBroker::new(redis()).map_err(bad_redis)?,
         ))),
+        BrokerKind::Nats => Some(Arc::new(Nats(
+            NatsBroker::new(config.nats_broker_config())
+                .map_err(|err| ConfigError::invalid("broker.nats.url", err.to_string()))?,
+        ))),
     };
     let store = match config.room_store.resolved(config.broker.kind) {
         RoomStoreKind::Redis => Some(RedisRoomStore::new(redis()).map_err(bad_redis)?),
@@ -61,10 +66,16 @@ pub fn from_config(config: &Config) -> Result<Option<Arc<NodeLinks>>, ConfigErro
     if broker.is_none() && store.is_none() {
         return Ok(None);
     }
+    // Required when what is down is: each part's own setting says.
+    let required_for_ready = match config.broker.kind {
+        BrokerKind::Redis => config.broker.redis.required_for_ready,
+        BrokerKind::Nats => config.broker.nats.required_for_ready,
+        BrokerKind::Memory => false,
+    } || (store.is_some() && config.broker.redis.required_for_ready);
     Ok(Some(Arc::new(NodeLinks {
         broker,
         store,
-        required_for_ready: config.broker.redis.required_for_ready,
+        required_for_ready,
     })))
 }
 
@@ -157,6 +168,32 @@ impl NodeLink for Redis {
     }
 }
 
+/// `broker.kind = "nats"`.
+#[derive(Debug)]
+struct Nats(Arc<NatsBroker>);
+
+impl NodeLink for Nats {
+    fn hub_broker(self: Arc<Self>) -> Arc<dyn wshub_hub::Broker> {
+        Arc::clone(&self.0) as Arc<dyn wshub_hub::Broker>
+    }
+
+    fn start(&self, hub: Hub) {
+        self.0.start(hub);
+    }
+
+    fn ready(&self) -> Result<(), &'static str> {
+        self.0.ready()
+    }
+
+    fn figures(&self) -> BrokerStatus {
+        self.0.status()
+    }
+
+    fn flush(&self, limit: Duration) -> Pin<Box<dyn Future<Output = bool> + Send + '_>> {
+        Box::pin(self.0.flush(limit))
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -193,6 +230,20 @@ mod tests {
 
         config.broker.redis.required_for_ready = false;
         assert!(!from_config(&config).unwrap().unwrap().required_for_ready());
+
+        config.broker.kind = BrokerKind::Nats;
+        config.room_store.kind = RoomStoreKind::Auto;
+        let nats = from_config(&config).unwrap().expect("a nats broker");
+        assert_eq!(nats.store_up(), None, "auto: memory with NATS");
+        assert!(nats.required_for_ready());
+        config.broker.nats.url = "nats://u:secret@".into();
+        let err = from_config(&config).unwrap_err().to_string();
+        assert!(
+            err.contains("broker.nats.url") && !err.contains("secret"),
+            "{err}"
+        );
+        config.broker.kind = BrokerKind::Memory;
+        config.room_store.kind = RoomStoreKind::Redis;
 
         config.broker.redis.url = vec!["http://not-redis".into()];
         let err = from_config(&config).unwrap_err().to_string();

@@ -21,7 +21,7 @@ pub use keys::{KeyDoc, Section, env_var};
 pub use sections::{
     AdminListen, AdminSection, ApiSection, AuthConfig, AuthMode, BrokerKind, BrokerSection, Config,
     HttpSection, HubSection, JwtAlgorithm, LimitsConfig, LogConfig, LogFormat,
-    NamespacePermissions, Permission, PermissionsConfig, RedisSection, RoomStoreKind,
+    NamespacePermissions, NatsSection, Permission, PermissionsConfig, RedisSection, RoomStoreKind,
     RoomStoreSection, SlowConsumer, TransportSection,
 };
 pub use validate::Prepared;

@@ -206,18 +206,42 @@ config_enum! {
         Memory = "memory",
         /// Nodes sharing one Redis (or Redis Cluster) over pub/sub.
         Redis = "redis",
+        /// Nodes sharing one NATS (server or cluster) over core pub/sub.
+        Nats = "nats",
     }
 }
 
 config_section! {
     /// `[broker]`: one node, or many nodes acting as one hub.
     pub struct BrokerSection {
-        /// `memory` (this node alone) or `redis` (every node sharing `broker.redis` is one hub)
+        /// `memory` (this node alone), `redis` (every node sharing `broker.redis` is one hub) or `nats` (every node sharing `broker.nats` is one hub)
         kind: BrokerKind = BrokerKind::Memory,
     }
     sections {
         /// `[broker.redis]`
         redis: RedisSection,
+        /// `[broker.nats]`
+        nats: NatsSection,
+    }
+}
+
+fn nats_defaults() -> wshub_broker_nats::NatsBrokerConfig {
+    wshub_broker_nats::NatsBrokerConfig::default()
+}
+
+config_section! {
+    /// `[broker.nats]`: the NATS of `broker.kind = "nats"`.
+    pub struct NatsSection {
+        /// NATS URL, `nats://[user:password@]host:port` (`tls://` for TLS; default `nats://127.0.0.1:4222`); several servers of one cluster comma-separated
+        @secret url: String = nats_defaults().url,
+        /// Start of every subject, so several hubs can share one NATS (one token: A-Z a-z 0-9 _ -)
+        prefix: String = nats_defaults().prefix,
+        /// `/readyz` answers 503 `degraded` while NATS is unreachable
+        required_for_ready: bool = true,
+        /// Publications waiting for the NATS client at most; beyond, they are refused and their publishers told
+        publish_queue: usize = nats_defaults().publish_queue,
+        /// The client pings the server this often; a silent connection is replaced within two of these
+        ping_interval: Duration = nats_defaults().ping_interval,
     }
 }
 

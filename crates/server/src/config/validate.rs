@@ -88,6 +88,7 @@ impl Config {
         self.check_transport(issues);
         self.check_hub(issues);
         self.check_broker(issues);
+        self.check_nats(issues);
         prepared.tls = self.check_tls(issues);
         if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins, self.listen) {
             issues.push("allowed_origins", err.to_string());
@@ -190,6 +191,35 @@ impl Config {
             _ => "broker.redis.url",
         };
         issues.push(key, err.to_string());
+    }
+
+    fn check_nats(&self, issues: &mut Issues) {
+        if self.broker.kind != BrokerKind::Nats {
+            return;
+        }
+        use wshub_broker_nats::ConfigError as Bad;
+        let Err(err) = self.nats_broker_config().validate() else {
+            return;
+        };
+        let key = match err {
+            Bad::BadPrefix(_) => "broker.nats.prefix",
+            Bad::PublishQueue => "broker.nats.publish_queue",
+            Bad::Timing => "broker.nats.ping_interval",
+            _ => "broker.nats.url",
+        };
+        issues.push(key, err.to_string());
+    }
+
+    /// The NATS broker's config (used when `broker.kind = "nats"`).
+    pub fn nats_broker_config(&self) -> wshub_broker_nats::NatsBrokerConfig {
+        let n = &self.broker.nats;
+        wshub_broker_nats::NatsBrokerConfig {
+            url: n.url.clone(),
+            prefix: n.prefix.clone(),
+            publish_queue: n.publish_queue,
+            ping_interval: n.ping_interval,
+            ..wshub_broker_nats::NatsBrokerConfig::default()
+        }
     }
 
     /// The Redis config of the broker (`broker.kind = "redis"`) and of the

@@ -13,6 +13,7 @@ mod interop_peers;
 mod rooms_history;
 mod scaleout_cluster;
 mod scaleout_history;
+mod scaleout_nats;
 mod scaleout_redis;
 mod security_auth;
 mod security_limits;

@@ -16,6 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wshub_hub::Hub;
 use wshub_server::{Config, Server, ShutdownReport};
 
+pub mod nats;
 pub mod nodes;
 pub mod ports;
 pub mod redis;

@@ -88,6 +88,26 @@ pub fn spawn_node(
     panic!("{node} did not start");
 }
 
+/// A node of a hub over NATS at `url`, with its history and presence in
+/// `store` (`None`: each node's memory).
+pub fn nats_node_config(
+    url: &str,
+    store: Option<&RedisProcess>,
+    node: &str,
+) -> wshub_server::Config {
+    let mut config = node_config(vec![], false, node);
+    config.broker.kind = BrokerKind::Nats;
+    config.broker.nats.url = url.to_owned();
+    match store {
+        Some(redis) => {
+            config.room_store.kind = wshub_server::config::RoomStoreKind::Redis;
+            config.broker.redis.url = vec![redis.url()];
+        }
+        None => config.room_store.kind = wshub_server::config::RoomStoreKind::Memory,
+    }
+    config
+}
+
 pub fn node_config(urls: Vec<String>, cluster: bool, node: &str) -> wshub_server::Config {
     let mut config = test_config();
     config.hub.node_id = Some(node.into());

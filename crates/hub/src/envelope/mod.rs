@@ -17,6 +17,10 @@ use bytes::{BufMut, Bytes, BytesMut};
 use serde::{Deserialize, Serialize};
 use wshub_protocol::{RoomName, TextFrame};
 
+mod sequence;
+
+pub use sequence::{Received, SEQUENCE_IDLE, Sequences};
+
 use crate::{
     Audience, ConnectionId, Directive, DirectiveAction, DirectiveTarget, NodeId, Position,
     Publication, ServerCommand,
