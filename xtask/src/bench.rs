@@ -12,13 +12,22 @@ use serde_json::{Value, json};
 
 use crate::report;
 
+/// What joins the two nodes of a two-node scenario.
+#[derive(Debug, Clone, Copy)]
+pub enum Link {
+    /// A `redis-server`: the Redis broker, and the Redis room store.
+    Redis,
+    /// A `nats-server`: the NATS broker (history in each node's memory).
+    Nats,
+}
+
 /// One run of the load generator.
 pub struct Scenario {
     pub name: &'static str,
     pub args: &'static [&'static str],
-    /// Two nodes sharing a redis-server: subscribers on node B, publishers
-    /// on node A, so every message crosses Redis.
-    pub two_nodes: bool,
+    /// Two nodes joined by a broker started for the scenario: subscribers
+    /// on node B, publishers on node A, so every message crosses it.
+    pub two_nodes: Option<Link>,
     /// Extra `WSHUB_*` settings for the server(s) of this scenario.
     pub server_env: &'static [(&'static str, &'static str)],
     /// Also run it against `wshub-floor` (the floor reference: one
@@ -31,7 +40,7 @@ const FULL: &[Scenario] = &[
     Scenario {
         name: "connect-19k",
         args: &["connect", "--connections", "19000", "--hold", "5"],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -46,7 +55,7 @@ const FULL: &[Scenario] = &[
             "--rate",
             "100",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: true,
     },
@@ -61,7 +70,7 @@ const FULL: &[Scenario] = &[
             "--rate",
             "10",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: true,
     },
@@ -80,7 +89,7 @@ const FULL: &[Scenario] = &[
             "--window",
             "256",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: true,
     },
@@ -101,7 +110,7 @@ const FULL: &[Scenario] = &[
             "--namespace",
             "bench",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: HISTORY_ENV,
         floor: false,
     },
@@ -116,7 +125,7 @@ const FULL: &[Scenario] = &[
             "--namespace",
             "bench",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: HISTORY_ENV,
         floor: false,
     },
@@ -133,7 +142,7 @@ const FULL: &[Scenario] = &[
             "--messages",
             "2000",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -150,7 +159,7 @@ const FULL: &[Scenario] = &[
             "--rate",
             "100",
         ],
-        two_nodes: true,
+        two_nodes: Some(Link::Redis),
         server_env: &[],
         floor: false,
     },
@@ -169,7 +178,7 @@ const FULL: &[Scenario] = &[
             "--window",
             "256",
         ],
-        two_nodes: true,
+        two_nodes: Some(Link::Redis),
         server_env: &[],
         floor: false,
     },
@@ -190,7 +199,7 @@ const FULL: &[Scenario] = &[
             "--namespace",
             "bench",
         ],
-        two_nodes: true,
+        two_nodes: Some(Link::Redis),
         server_env: HISTORY_ENV,
         floor: false,
     },
@@ -205,7 +214,7 @@ const FULL: &[Scenario] = &[
             "--namespace",
             "bench",
         ],
-        two_nodes: true,
+        two_nodes: Some(Link::Redis),
         server_env: HISTORY_ENV,
         floor: false,
     },
@@ -224,7 +233,41 @@ const FULL: &[Scenario] = &[
             "--window",
             "64",
         ],
-        two_nodes: true,
+        two_nodes: Some(Link::Redis),
+        server_env: &[],
+        floor: false,
+    },
+    Scenario {
+        name: "nats-fanout-1k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "1000",
+            "--messages",
+            "500",
+            "--rate",
+            "100",
+        ],
+        two_nodes: Some(Link::Nats),
+        server_env: &[],
+        floor: false,
+    },
+    Scenario {
+        name: "nats-burst-1k-x-2000",
+        args: &[
+            "throughput",
+            "--rooms",
+            "1",
+            "--subscribers",
+            "1000",
+            "--publishers",
+            "1",
+            "--messages",
+            "2000",
+            "--window",
+            "256",
+        ],
+        two_nodes: Some(Link::Nats),
         server_env: &[],
         floor: false,
     },
@@ -239,7 +282,7 @@ const FULL: &[Scenario] = &[
             "--admin",
             "{admin}",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -256,7 +299,7 @@ const FULL: &[Scenario] = &[
             "--admin",
             "{admin}",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -284,7 +327,7 @@ const API_PUBLISH: Scenario = Scenario {
         "--admin",
         "{admin}",
     ],
-    two_nodes: false,
+    two_nodes: None,
     server_env: &[],
     floor: false,
 };
@@ -301,7 +344,7 @@ const API_BATCH: Scenario = Scenario {
         "--admin",
         "{admin}",
     ],
-    two_nodes: false,
+    two_nodes: None,
     server_env: &[],
     floor: false,
 };
@@ -310,7 +353,7 @@ const QUICK: &[Scenario] = &[
     Scenario {
         name: "connect-2k",
         args: &["connect", "--connections", "2000", "--hold", "1"],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -325,7 +368,7 @@ const QUICK: &[Scenario] = &[
             "--rate",
             "200",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -344,7 +387,7 @@ const QUICK: &[Scenario] = &[
             "--deadline",
             "20",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -361,7 +404,7 @@ const QUICK: &[Scenario] = &[
             "--admin",
             "{admin}",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -376,7 +419,7 @@ const QUICK: &[Scenario] = &[
             "--rate",
             "200",
         ],
-        two_nodes: true,
+        two_nodes: Some(Link::Redis),
         server_env: &[],
         floor: false,
     },
@@ -393,7 +436,7 @@ const QUICK: &[Scenario] = &[
             "--admin",
             "{admin}",
         ],
-        two_nodes: false,
+        two_nodes: None,
         server_env: &[],
         floor: false,
     },
@@ -599,17 +642,38 @@ fn start_server(
     Ok((server, addr, admin))
 }
 
-/// A `redis-server` for the two-node scenarios, killed when dropped.
-struct RedisProcess(Child);
+/// A `redis-server` or `nats-server` for the two-node scenarios, killed
+/// when dropped.
+struct BrokerProcess(Child);
 
-impl Drop for RedisProcess {
+impl Drop for BrokerProcess {
     fn drop(&mut self) {
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
 }
 
-fn start_redis() -> anyhow::Result<(RedisProcess, u16)> {
+/// A `nats-server` on a free port.
+fn start_nats() -> anyhow::Result<(BrokerProcess, u16)> {
+    let port = free_port()?;
+    let child = Command::new("nats-server")
+        .args(["-a", "127.0.0.1", "-p", &port.to_string()])
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .context("cannot start nats-server (Debian package nats-server)")?;
+    let nats = BrokerProcess(child);
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while TcpStream::connect(("127.0.0.1", port)).is_err() {
+        if Instant::now() > deadline {
+            bail!("nats-server did not start on {port}");
+        }
+        std::thread::sleep(Duration::from_millis(20));
+    }
+    Ok((nats, port))
+}
+
+fn start_redis() -> anyhow::Result<(BrokerProcess, u16)> {
     let port = free_port()?;
     let child = Command::new("redis-server")
         .args(["--bind", "127.0.0.1", "--port", &port.to_string()])
@@ -617,7 +681,7 @@ fn start_redis() -> anyhow::Result<(RedisProcess, u16)> {
         .stdout(Stdio::null())
         .spawn()
         .context("cannot start redis-server (Debian package redis-server)")?;
-    let redis = RedisProcess(child);
+    let redis = BrokerProcess(child);
     let deadline = Instant::now() + Duration::from_secs(10);
     while TcpStream::connect(("127.0.0.1", port)).is_err() {
         if Instant::now() > deadline {
@@ -732,22 +796,36 @@ fn run_scenario(
     bind_ips: &str,
 ) -> anyhow::Result<Value> {
     // Two nodes: subscribers on the node measured (`server`), publishers on
-    // the other; both share a redis-server started for the scenario.
-    let mut redis = None;
+    // the other; both share a broker started for the scenario.
+    let mut broker = None;
     let mut publishing_node = None;
     let mut env: Vec<(&str, String)> = scenario
         .server_env
         .iter()
         .map(|(key, value)| (*key, (*value).to_owned()))
         .collect();
-    if scenario.two_nodes {
-        let (process, port) = start_redis()?;
-        redis = Some(process);
-        env.push(("WSHUB_BROKER__KIND", "redis".to_owned()));
-        env.push((
-            "WSHUB_BROKER__REDIS__URL",
-            format!("redis://127.0.0.1:{port}"),
-        ));
+    if let Some(link) = scenario.two_nodes {
+        let (process, port) = match link {
+            Link::Redis => start_redis()?,
+            Link::Nats => start_nats()?,
+        };
+        broker = Some(process);
+        match link {
+            Link::Redis => {
+                env.push(("WSHUB_BROKER__KIND", "redis".to_owned()));
+                env.push((
+                    "WSHUB_BROKER__REDIS__URL",
+                    format!("redis://127.0.0.1:{port}"),
+                ));
+            }
+            Link::Nats => {
+                env.push(("WSHUB_BROKER__KIND", "nats".to_owned()));
+                env.push((
+                    "WSHUB_BROKER__NATS__URL",
+                    format!("nats://127.0.0.1:{port}"),
+                ));
+            }
+        }
         publishing_node = Some(start_server(server_bin, &env)?);
     }
     let (server, addr, admin) = start_server(server_bin, &env)?;
@@ -773,7 +851,7 @@ fn run_scenario(
         .context("cannot run the load generator")?;
     drop(server);
     drop(publishing_node);
-    drop(redis);
+    drop(broker);
     if !output.status.success() {
         bail!("load generator failed ({})", output.status);
     }

@@ -1,7 +1,8 @@
 //! Project automation: `cargo xtask <command>`.
 //!
 //! - `test`: everything CI runs — format check, clippy with warnings denied,
-//!   the hub purity check, rustdoc with warnings denied, the whole test suite
+//!   the hub purity check, rustdoc with warnings denied, `cargo deny`
+//!   (licenses, duplicate versions, sources, advisories), the whole test suite
 //!   (which installs its pinned Python/Node peers under target/), the JS
 //!   client's tests with Node's runner against the built binary, and the
 //!   quick benchmark as a smoke test that fails on any lost message.
@@ -13,6 +14,7 @@
 //!   time is up.
 
 mod bench;
+mod deny;
 mod doctor;
 mod js;
 mod report;
@@ -54,7 +56,7 @@ fn print_help() {
     eprintln!(
         "cargo xtask <command>\n\n\
          commands:\n  \
-         test    format check, clippy -D warnings, hub purity, rustdoc, all tests, JS client tests, bench --quick (what CI runs)\n  \
+         test    format check, clippy -D warnings, hub purity, rustdoc, cargo deny, all tests, JS client tests, bench --quick (what CI runs)\n  \
          bench   [--quick] [--only NAME[,NAME]] [--compare OLD.json]: benchmark matrix, reports in target/bench/\n  \
          doctor  [--connections N] [--write-sysctl]: kernel and ulimit readiness for N connections\n  \
          fuzz    [--time 10m]: the frame reader's property tests, longer (each round a fresh seed)\n  \
@@ -220,6 +222,7 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
             .args(["doc", "--workspace", "--no-deps"])
             .env("RUSTDOCFLAGS", "-D warnings"),
     )?;
+    deny::check(&workspace_root())?;
     // --no-fail-fast: one failing test binary must not hide the others, and
     // the closing line counts every test.
     let mut totals = run_tests(

@@ -493,8 +493,8 @@ export class WshubClient {
         });
         return;
       case "subscribed":
-        if (sub && sub.state !== "left") sub[serverSubscribed]();
-        else this.#events.emit("subscribed", { room: frame.room });
+        if (sub && sub.state !== "left") sub[serverSubscribed](frame);
+        else this.#events.emit("subscribed", { room: frame.room, offset: frame.offset, epoch: frame.epoch });
         return;
       case "join":
       case "leave":

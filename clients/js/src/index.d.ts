@@ -63,6 +63,9 @@ export interface SystemFrame {
   event: "shutdown" | "token_expiring" | "unsubscribed" | "subscribed" | "disconnect" | "join" | "leave" | (string & {});
   room?: string;
   reason?: string;
+  /** `subscribed` into a room with history: the room's position. */
+  offset?: number;
+  epoch?: string;
   reconnect_after_ms?: number;
   id?: string;
   user?: string;
@@ -133,7 +136,7 @@ export interface ClientEvents {
   message: (message: Message) => void;
   system: (frame: SystemFrame) => void;
   /** A backend subscribed the connection to a room it has no subscription for. */
-  subscribed: (info: { room: string }) => void;
+  subscribed: (info: { room: string; offset?: number; epoch?: string }) => void;
   /** The token expires soon and there is no `getToken` to renew it. */
   token_expiring: () => void;
   error: (error: unknown) => void;

@@ -133,9 +133,14 @@ export class Subscription {
   }
 
   /** @internal A backend put the connection (back) into this room. */
-  [serverSubscribed]() {
+  [serverSubscribed](frame) {
     this.#state = "joined";
-    this.#events.emit("joined", { room: this.room, recovered: undefined, offset: undefined, epoch: undefined });
+    if (typeof frame.epoch === "string") {
+      // The room's position, as a join's ack gives it: later re-joins recover from here.
+      this.#offset = frame.epoch === this.#epoch ? Math.max(this.#offset ?? 0, frame.offset ?? 0) : frame.offset ?? 0;
+      this.#epoch = frame.epoch;
+    }
+    this.#events.emit("joined", { room: this.room, recovered: undefined, offset: frame.offset, epoch: frame.epoch });
   }
 
   /** @internal Presence events of the room (`join`, `leave`). */

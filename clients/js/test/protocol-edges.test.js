@@ -113,3 +113,27 @@ test("leaving while the join is in flight sends the leave after it, and nothing 
   await leaving;
   assert.equal(hub.subscription("chat:2"), undefined);
 });
+
+test("a backend's subscribe into a room with history gives the subscription the room's position", async (t) => {
+  const peer = await scriptedPeer(t);
+  const hub = new WshubClient(peer.url, { WebSocket });
+  t.after(() => hub.close());
+  await hub.connect();
+  const got = [];
+  const joining = hub.join("chat:h", (m) => got.push(m.offset));
+  peer.send({ type: "ack", ref: (await peer.next("join")).ref, offset: 3, epoch: "e1" });
+  const sub = await joining;
+  const joined = [];
+  sub.on("joined", (info) => joined.push(info));
+  peer.send({ type: "system", event: "unsubscribed", room: "chat:h", reason: "server" });
+  peer.send({ type: "system", event: "subscribed", room: "chat:h", offset: 9, epoch: "e2" });
+  await waitFor(() => joined.length === 1, { what: "joined" });
+  assert.deepEqual(joined, [{ room: "chat:h", recovered: undefined, offset: 9, epoch: "e2" }]);
+  assert.deepEqual(sub.position, { offset: 9, epoch: "e2" });
+  peer.send(message("chat:h", 10));
+  await waitFor(() => got.length === 1, { what: "the next message" });
+  assert.deepEqual(got, [10]);
+  // The node missed some later: the re-join asks from the backend's position onwards.
+  peer.send({ type: "system", event: "unsubscribed", room: "chat:h", reason: "insufficient_state" });
+  assert.deepEqual((await peer.next("join")).since, { offset: 10, epoch: "e2" });
+});

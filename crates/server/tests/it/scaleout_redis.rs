@@ -348,7 +348,6 @@ async fn a_redis_that_is_unreachable_at_start_is_waited_for() {
     let port = support::ports::free_port();
     let config = node_config(vec![format!("redis://127.0.0.1:{port}")], false, "late");
     let server = TestServer::start_with(config).await;
-    tokio::time::sleep(Duration::from_millis(300)).await;
     assert_eq!(ready(&server).await.0, 503, "not ready without Redis");
     let mut client = user(&server, "early").await;
     client.join("chat:early").await;
@@ -581,7 +580,7 @@ async fn a_redis_behind_tls_and_a_password_is_reached_through_its_url() {
     // The wrong password: the node runs, is not ready, and says why.
     let wrong = format!("rediss://:wrong@127.0.0.1:{}", redis.port);
     let c = spawn_node(&wrong, "tls-c", &config, &env);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    wait_ready(&c, false).await;
     assert_eq!(
         ready(&c).await,
         (
