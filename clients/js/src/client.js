@@ -142,6 +142,15 @@ export class WshubClient {
     return this.request({ type: "presence", room }).then(strip);
   }
 
+  /**
+   * Calls `method` on the application's backend over this connection (the
+   * server's rpc hook); resolves with the backend's `data`, rejects with
+   * its error code.
+   */
+  rpc(method, data = null) {
+    return this.request({ type: "rpc", method, data }).then((answer) => answer.data);
+  }
+
   /** How many are in the room: `{ room, connections, users }`. */
   presenceStats(room) {
     return this.request({ type: "presence_stats", room }).then(strip);
@@ -401,6 +410,7 @@ export class WshubClient {
       case "history":
       case "presence":
       case "presence_stats":
+      case "rpc":
         return this.#answer(frame);
       case "error":
         return this.#error(frame);

@@ -188,6 +188,8 @@ export declare class WshubClient {
   history(room: string, options?: { limit?: number; since?: Position }): Promise<History>;
   presence(room: string): Promise<Presence>;
   presenceStats(room: string): Promise<PresenceStats>;
+  /** Calls `method` on the application's backend (the rpc hook); resolves with its `data`. */
+  rpc<T = Json>(method: string, data?: Json): Promise<T>;
   request(frame: { type: string; [field: string]: unknown }): Promise<Record<string, unknown>>;
 }
 

@@ -14,7 +14,16 @@ pub struct Identity {
     user: Option<Arc<str>>,
     grants: Option<Arc<GlobSet>>,
     grant_patterns: Arc<[Box<str>]>,
-    expires_at_ms: Option<u64>,
+    expires: Option<Expiry>,
+}
+
+/// When credentials stop being valid, and who renews them.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Expiry {
+    at_ms: u64,
+    /// The backend (a [`Hooks::refresh`](crate::Hooks::refresh) without a
+    /// token) rather than the client (a `refresh` frame).
+    by_backend: bool,
 }
 
 /// A room-grant pattern that is not a valid glob.
@@ -68,8 +77,35 @@ impl Identity {
 
     /// The credentials stop being valid at this Unix time (milliseconds).
     pub fn with_expiry(mut self, expires_at_ms: u64) -> Self {
-        self.expires_at_ms = Some(expires_at_ms);
+        self.expires = Some(Expiry {
+            at_ms: expires_at_ms,
+            by_backend: false,
+        });
         self
+    }
+
+    /// The backend's session stops being valid at this Unix time
+    /// (milliseconds) unless the backend extends it: shortly before, the
+    /// hub asks [`Hooks::refresh`](crate::Hooks::refresh) (without a token)
+    /// instead of sending the client `token_expiring`.
+    pub fn with_backend_expiry(mut self, expires_at_ms: u64) -> Self {
+        self.expires = Some(Expiry {
+            at_ms: expires_at_ms,
+            by_backend: true,
+        });
+        self
+    }
+
+    /// The same identity with its expiry moved to `expires_at_ms` (`None`:
+    /// never), renewed by the same party as before.
+    pub(crate) fn renewed(&mut self, expires_at_ms: Option<u64>) {
+        let by_backend = self.expires.is_some_and(|e| e.by_backend);
+        self.expires = expires_at_ms.map(|at_ms| Expiry { at_ms, by_backend });
+    }
+
+    /// Whether the backend, not the client, renews the credentials.
+    pub fn renewed_by_backend(&self) -> bool {
+        self.expires.is_some_and(|e| e.by_backend)
     }
 
     /// The user id, if authenticated.
@@ -88,7 +124,7 @@ impl Identity {
 
     /// When the credentials expire (Unix ms), if they do.
     pub fn expires_at_ms(&self) -> Option<u64> {
-        self.expires_at_ms
+        self.expires.map(|e| e.at_ms)
     }
 
     /// Whether a grant pattern matches `room`.
@@ -104,7 +140,7 @@ impl fmt::Debug for Identity {
         f.debug_struct("Identity")
             .field("user", &self.user)
             .field("grants", &self.grant_patterns)
-            .field("expires_at_ms", &self.expires_at_ms)
+            .field("expires", &self.expires)
             .finish()
     }
 }

@@ -23,6 +23,10 @@ pub enum HubError {
     /// The hub is shutting down and takes no new connections.
     #[error("the hub is shutting down")]
     ShuttingDown,
+    /// [`Hub::connect_reserved`](crate::Hub::connect_reserved) with an id
+    /// a live connection already has.
+    #[error("the connection id is already in use")]
+    IdInUse,
     /// The access policy refuses the action.
     #[error(transparent)]
     Forbidden(#[from] AccessDenied),
@@ -76,7 +80,7 @@ impl HubError {
         match self {
             Self::NotJoined(_) => ErrorCode::NotJoined,
             Self::TooDeep { .. } => ErrorCode::InvalidField,
-            Self::ShuttingDown | Self::Overloaded | Self::StateUnavailable => {
+            Self::ShuttingDown | Self::IdInUse | Self::Overloaded | Self::StateUnavailable => {
                 ErrorCode::Unavailable
             }
             Self::Forbidden(_) | Self::UserMismatch { .. } | Self::NotOffered { .. } => {

@@ -12,6 +12,7 @@ use crate::broker::{Broker, LocalBroker};
 use crate::config::HubConfig;
 use crate::connection::Connection;
 use crate::error::{AuthError, HubError};
+use crate::hooks::Hooks;
 use crate::node::{ConnectionId, NodeId};
 use crate::outbox::{Outbox, PushOutcome};
 use crate::room::Room;
@@ -24,6 +25,7 @@ mod features;
 mod history;
 mod ordered;
 
+pub(crate) use directives::cut_reason;
 pub use history::HistoryPage;
 pub use ordered::INSUFFICIENT_STATE;
 
@@ -56,6 +58,7 @@ pub struct HubBuilder {
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
     store: Option<Arc<dyn RoomStore>>,
+    hooks: Option<Arc<dyn Hooks>>,
     clock: Option<fn() -> u64>,
     incarnation: u32,
 }
@@ -108,6 +111,13 @@ impl HubBuilder {
         self
     }
 
+    /// Lets `hooks` decide about connections' requests and hear what they
+    /// did (see [`Hooks`]).
+    pub fn hooks(mut self, hooks: Arc<dyn Hooks>) -> Self {
+        self.hooks = Some(hooks);
+        self
+    }
+
     /// The hub.
     pub fn build(self) -> Hub {
         let store = self.store.unwrap_or_else(|| {
@@ -121,6 +131,7 @@ impl HubBuilder {
                 authenticator: self.authenticator,
                 broker: self.broker,
                 store,
+                hooks: self.hooks,
                 clock: self.clock,
                 next_id: AtomicU64::new((u64::from(self.incarnation) << 32) + 1),
                 connections: DashMap::with_hasher(FxBuildHasher),
@@ -153,6 +164,7 @@ struct Inner {
     authenticator: Option<Arc<dyn Authenticator>>,
     broker: Arc<dyn Broker>,
     store: Arc<dyn RoomStore>,
+    hooks: Option<Arc<dyn Hooks>>,
     clock: Option<fn() -> u64>,
     next_id: AtomicU64,
     connections: DashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
@@ -194,6 +206,7 @@ impl Hub {
             authenticator: None,
             broker: Arc::new(LocalBroker),
             store: None,
+            hooks: None,
             clock: None,
             incarnation: 0,
         }
@@ -201,6 +214,12 @@ impl Hub {
 
     pub(crate) fn authenticator(&self) -> Option<&Arc<dyn Authenticator>> {
         self.inner.authenticator.as_ref()
+    }
+
+    /// The hooks the hub was built with, if any: whoever accepts sockets
+    /// asks their [`Hooks::connect`] before registering a connection.
+    pub fn hooks(&self) -> Option<&Arc<dyn Hooks>> {
+        self.inner.hooks.as_ref()
     }
 
     /// The configuration the hub was built with.
@@ -233,10 +252,32 @@ impl Hub {
     /// `now_ms` (milliseconds on the clock the driver will keep passing in;
     /// see [`Connection::handle_timeout`]). Its `welcome` frame is queued.
     pub fn connect_with(&self, identity: Identity, now_ms: u64) -> Result<Connection, HubError> {
+        self.connect_reserved(self.reserve_connection_id(), identity, now_ms)
+    }
+
+    /// Takes the id the next connection would get, for a connection that
+    /// must be named before it is registered (the `client` of a
+    /// [`Hooks::connect`] request is the `welcome.id` it will see).
+    /// Register it with [`connect_reserved`](Self::connect_reserved); an id
+    /// never registered is simply never used.
+    pub fn reserve_connection_id(&self) -> ConnectionId {
+        ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed))
+    }
+
+    /// [`connect_with`](Self::connect_with) under an id from
+    /// [`reserve_connection_id`](Self::reserve_connection_id).
+    pub fn connect_reserved(
+        &self,
+        id: ConnectionId,
+        identity: Identity,
+        now_ms: u64,
+    ) -> Result<Connection, HubError> {
         if self.is_shutting_down() {
             return Err(HubError::ShuttingDown);
         }
-        let id = ConnectionId(self.inner.next_id.fetch_add(1, Ordering::Relaxed));
+        if self.inner.connections.contains_key(&id) {
+            return Err(HubError::IdInUse);
+        }
         let user = identity.shared_user().cloned();
         let outbox = Arc::new(Outbox::new(id, user.clone(), &self.inner.config));
         self.inner.connections.insert(id, Arc::clone(&outbox));

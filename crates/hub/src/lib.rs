@@ -112,6 +112,7 @@ mod connection;
 pub mod envelope;
 mod error;
 mod flood;
+mod hooks;
 mod hub;
 mod latency;
 mod node;
@@ -133,6 +134,10 @@ pub use config::{Heartbeat, HubConfig, RoomFeatures, SlowConsumerPolicy};
 pub use connection::{Connection, FrameOutcome, TimerOutcome};
 pub use error::{AuthError, HubError};
 pub use flood::MessageRateLimit;
+pub use hooks::{
+    Admit, Caller, ConnectRequest, Decide, HookPoint, Hooks, JoinRequest, MAX_WAITING_BYTES,
+    MAX_WAITING_FRAMES, PublishRequest, RefreshRequest, Refreshed, Refusal, RpcRequest, Verdict,
+};
 pub use hub::{
     Authenticator, DisconnectTarget, HistoryPage, Hub, HubBuilder, INSUFFICIENT_STATE,
     SERVER_SENDER, SWEEP_INTERVAL_MS,

@@ -71,6 +71,17 @@ pub enum ClientFrame<'a> {
         /// The client's correlation id, echoed in the pong.
         reference: Option<Ref>,
     },
+    /// `{"type":"rpc","method":..,"data":..}`: a call to the application's
+    /// backend over the open socket, answered `{"type":"rpc","ref":..,"data":..}`
+    /// or an `error`.
+    Rpc {
+        /// What to call: 1–128 characters, chosen by the application.
+        method: Cow<'a, str>,
+        /// Any JSON value, exactly as the client wrote it (`null` when absent).
+        data: Option<&'a RawValue>,
+        /// The client's correlation id, echoed in the answer.
+        reference: Option<Ref>,
+    },
     /// `{"type":"publish","room":..,"content":..}`: send to the other members.
     Publish {
         /// The room to publish to.
@@ -93,6 +104,7 @@ impl ClientFrame<'_> {
             | Self::Leave { reference, .. }
             | Self::Refresh { reference, .. }
             | Self::Ping { reference }
+            | Self::Rpc { reference, .. }
             | Self::Publish { reference, .. } => reference.as_ref(),
         }
     }
@@ -250,7 +262,14 @@ struct Envelope<'a> {
     since: Option<&'a RawValue>,
     #[serde(default, borrow)]
     limit: Option<&'a RawValue>,
+    #[serde(default, borrow)]
+    method: Option<&'a RawValue>,
+    #[serde(default, borrow, deserialize_with = "keep_null")]
+    data: Option<&'a RawValue>,
 }
+
+/// The longest rpc `method`, in characters.
+pub const MAX_METHOD_LEN: usize = 128;
 
 /// `content: null` is a valid (null) payload, not an absent field.
 fn keep_null<'de, D>(deserializer: D) -> Result<Option<&'de RawValue>, D::Error>
@@ -304,17 +323,41 @@ pub fn parse_client_frame(text: &str) -> Result<ClientFrame<'_>, ParseError> {
             | "presence"
             | "presence_stats"
             | "ping"
+            | "rpc"
     ) {
         return fail(
             ErrorCode::UnknownType,
             format!(
-                "unknown type {}; expected \"join\", \"leave\", \"publish\", \"refresh\", \"history\", \"presence\", \"presence_stats\" or \"ping\"",
+                "unknown type {}; expected join, leave, publish, rpc, refresh, history, presence, presence_stats or ping",
                 quote_prefix(&kind)
             ),
         );
     }
     if kind == "ping" {
         return Ok(ClientFrame::Ping { reference });
+    }
+    if kind == "rpc" {
+        let Some(method_raw) = envelope.method else {
+            return fail(ErrorCode::MissingField, "missing field \"method\"".into());
+        };
+        let method = match json_string(method_raw) {
+            Some(method) if !method.is_empty() && method.chars().count() <= MAX_METHOD_LEN => {
+                method
+            }
+            _ => {
+                return fail(
+                    ErrorCode::InvalidField,
+                    format!(
+                        "field \"method\" must be a string of 1 to {MAX_METHOD_LEN} characters"
+                    ),
+                );
+            }
+        };
+        return Ok(ClientFrame::Rpc {
+            method,
+            data: envelope.data,
+            reference,
+        });
     }
     if kind == "refresh" {
         let Some(token_raw) = envelope.token else {
@@ -638,6 +681,52 @@ mod tests {
             r#"{"type":"join","room":"a","ref":{"x":1}}"#,
             ErrorCode::InvalidField,
             "\"ref\"",
+            None,
+        );
+    }
+
+    #[test]
+    fn rpc_carries_its_method_and_data_verbatim() {
+        match parse_client_frame(r#"{"type":"rpc","method":"cart.add","data":{"sku" : 7},"ref":1}"#)
+        {
+            Ok(ClientFrame::Rpc {
+                method,
+                data,
+                reference,
+            }) => {
+                assert_eq!(method, "cart.add");
+                assert_eq!(data.map(RawValue::get), Some(r#"{"sku" : 7}"#));
+                assert_eq!(reference.as_ref().map(Ref::as_json), Some("1"));
+            }
+            other => panic!("{other:?}"),
+        }
+        match parse_client_frame(r#"{"type":"rpc","method":"m","data":null}"#) {
+            Ok(ClientFrame::Rpc { data, .. }) => assert_eq!(data.map(RawValue::get), Some("null")),
+            other => panic!("{other:?}"),
+        }
+        check_error(
+            r#"{"type":"rpc","ref":2}"#,
+            ErrorCode::MissingField,
+            "\"method\"",
+            Some("2"),
+        );
+        check_error(
+            r#"{"type":"rpc","method":""}"#,
+            ErrorCode::InvalidField,
+            "1 to 128",
+            None,
+        );
+        let long = "m".repeat(MAX_METHOD_LEN + 1);
+        check_error(
+            &format!(r#"{{"type":"rpc","method":"{long}"}}"#),
+            ErrorCode::InvalidField,
+            "1 to 128",
+            None,
+        );
+        check_error(
+            r#"{"type":"rpc","method":7}"#,
+            ErrorCode::InvalidField,
+            "method",
             None,
         );
     }

@@ -23,6 +23,12 @@ pub enum UpgradeRefusal {
     TooManyConnects,
     /// 503: the server is shutting down.
     Draining,
+    /// 403: the application's backend (the connect hook) refused the
+    /// connection; `reason` is its code.
+    Refused,
+    /// 503: the application's backend could not decide (down, slow, or an
+    /// answer that is not a decision); `reason` says which.
+    BackendUnavailable,
 }
 
 impl UpgradeRefusal {
@@ -37,6 +43,8 @@ impl UpgradeRefusal {
             Self::TooManyConnections => "too_many_connections",
             Self::TooManyConnects => "too_many_connects",
             Self::Draining => "draining",
+            Self::Refused => "refused",
+            Self::BackendUnavailable => "backend_unavailable",
         }
     }
 }
@@ -110,6 +118,8 @@ mod tests {
             UpgradeRefusal::TooManyConnections,
             UpgradeRefusal::TooManyConnects,
             UpgradeRefusal::Draining,
+            UpgradeRefusal::Refused,
+            UpgradeRefusal::BackendUnavailable,
         ] {
             assert!(
                 docs.contains(&format!("`{refusal}`")),

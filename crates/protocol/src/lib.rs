@@ -34,8 +34,8 @@ mod server;
 
 pub use auth::AuthReason;
 pub use client::{
-    ClientFrame, ErrorCode, ParseError, Position, QUOTED_INPUT_CHARS, Ref, parse_client_frame,
-    quote_prefix,
+    ClientFrame, ErrorCode, MAX_METHOD_LEN, ParseError, Position, QUOTED_INPUT_CHARS, Ref,
+    parse_client_frame, quote_prefix,
 };
 pub use frame::{Content, ContentError, TextFrame, json_depth_exceeds};
 pub use history::{
@@ -47,8 +47,9 @@ pub use reason::{ErrorReason, UnsubscribeReason};
 pub use room::{MAX_ROOM_NAME_LEN, RoomName, RoomNameError};
 pub use serde_json::value::RawValue;
 pub use server::{
-    AppCloseCode, CloseReason, MAX_CLOSE_REASON_BYTES, MAX_ERROR_MESSAGE_BYTES, NotAnAppCloseCode,
-    SystemEvent, encode_ack, encode_broadcast, encode_disconnect, encode_error,
-    encode_error_with_reason, encode_http_refusal, encode_message, encode_pong, encode_shutdown,
+    AppCloseCode, AppErrorCode, AppErrorCodeError, CloseReason, MAX_CLOSE_REASON_BYTES,
+    MAX_ERROR_MESSAGE_BYTES, NotAnAppCloseCode, SystemEvent, encode_ack, encode_app_error,
+    encode_broadcast, encode_disconnect, encode_error, encode_error_with_reason,
+    encode_http_refusal, encode_message, encode_pong, encode_rpc_reply, encode_shutdown,
     encode_subscribed, encode_system, encode_unsubscribed, encode_user_message, encode_welcome,
 };

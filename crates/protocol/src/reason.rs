@@ -34,6 +34,19 @@ pub enum ErrorReason {
     BrokerUnreachable,
     /// `invalid_field`: content nested deeper than allowed.
     TooDeep,
+    /// `unavailable`: the application's backend answered something that is
+    /// not a decision (not 2xx, not JSON, or not the contract's shape).
+    BadAnswer,
+    /// `unavailable`: the application's backend did not answer in time.
+    BackendTimeout,
+    /// `unavailable`: the application's backend could not be reached, or
+    /// too many requests to it are already waiting.
+    BackendUnreachable,
+    /// `unavailable`: a hook dropped the request without deciding.
+    NoDecision,
+    /// `rate_limited`: too many of the connection's frames wait behind a
+    /// decision of the backend.
+    TooManyPending,
 }
 
 impl ErrorReason {
@@ -52,6 +65,11 @@ impl ErrorReason {
             Self::Overloaded => "overloaded",
             Self::BrokerUnreachable => "broker_unreachable",
             Self::TooDeep => "too_deep",
+            Self::BadAnswer => "bad_answer",
+            Self::BackendTimeout => "backend_timeout",
+            Self::BackendUnreachable => "backend_unreachable",
+            Self::NoDecision => "no_decision",
+            Self::TooManyPending => "too_many_pending",
         }
     }
 }
@@ -98,7 +116,7 @@ impl fmt::Display for UnsubscribeReason {
 mod tests {
     use super::*;
 
-    const ERROR_REASONS: [ErrorReason; 12] = [
+    const ERROR_REASONS: [ErrorReason; 17] = [
         ErrorReason::Auth(AuthReason::Expired),
         ErrorReason::NeedsAuthentication,
         ErrorReason::NeedsGrant,
@@ -111,6 +129,11 @@ mod tests {
         ErrorReason::Overloaded,
         ErrorReason::BrokerUnreachable,
         ErrorReason::TooDeep,
+        ErrorReason::BadAnswer,
+        ErrorReason::BackendTimeout,
+        ErrorReason::BackendUnreachable,
+        ErrorReason::NoDecision,
+        ErrorReason::TooManyPending,
     ];
     const UNSUBSCRIBE_REASONS: [UnsubscribeReason; 4] = [
         UnsubscribeReason::PermissionRevoked,

@@ -1,6 +1,8 @@
 //! Server → client frames. Each encoder returns the finished bytes once; callers
 //! share them among recipients with cheap `Bytes` clones.
 
+use std::fmt;
+
 use serde::Serialize;
 use serde_json::value::RawValue;
 
@@ -150,10 +152,19 @@ struct Error<'a> {
     kind: &'static str,
     #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
     reference: Option<&'a RawValue>,
-    code: &'static str,
+    code: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
-    reason: Option<&'static str>,
+    reason: Option<&'a str>,
     message: &'a str,
+}
+
+#[derive(Serialize)]
+struct RpcReply<'a> {
+    #[serde(rename = "type")]
+    kind: &'static str,
+    #[serde(rename = "ref", skip_serializing_if = "Option::is_none")]
+    reference: Option<&'a RawValue>,
+    data: &'a RawValue,
 }
 
 #[derive(Serialize)]
@@ -271,6 +282,83 @@ pub fn encode_error_with_reason(
             message,
         },
         64 + message.len(),
+    )
+}
+
+/// An `error` code an application chose (a hook's refusal, e.g.
+/// `"order_closed"`): 1 to 64 characters of `a-z`, `0-9` and `_`, so a
+/// client matches on it as it does on the protocol's own codes.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct AppErrorCode(Box<str>);
+
+/// A string that cannot be an [`AppErrorCode`].
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+#[error("error code {0:?} must be 1 to 64 characters of a-z, 0-9 and _")]
+pub struct AppErrorCodeError(pub String);
+
+impl AppErrorCode {
+    /// `code`, if it is 1 to 64 characters of `a-z`, `0-9` and `_`.
+    pub fn new(code: &str) -> Result<Self, AppErrorCodeError> {
+        let valid = (1..=64).contains(&code.len())
+            && code
+                .bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_');
+        if valid {
+            Ok(Self(code.into()))
+        } else {
+            Err(AppErrorCodeError(code.chars().take(80).collect()))
+        }
+    }
+
+    /// The code as it appears on the wire.
+    pub fn as_str(&self) -> &str {
+        &self.0
+    }
+}
+
+impl From<ErrorCode> for AppErrorCode {
+    fn from(code: ErrorCode) -> Self {
+        Self(code.as_str().into())
+    }
+}
+
+impl fmt::Display for AppErrorCode {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// `{"type":"error","ref":..,"code":..,"reason":..,"message":..}` with a
+/// code the application chose.
+pub fn encode_app_error(
+    reference: Option<&Ref>,
+    code: &AppErrorCode,
+    reason: Option<crate::ErrorReason>,
+    message: &str,
+) -> TextFrame {
+    let message = truncate(message, MAX_ERROR_MESSAGE_BYTES);
+    encode(
+        &Error {
+            kind: "error",
+            reference: reference.map(Ref::raw),
+            code: code.as_str(),
+            reason: reason.map(crate::ErrorReason::as_str),
+            message,
+        },
+        64 + code.as_str().len() + message.len(),
+    )
+}
+
+/// `{"type":"rpc","ref":..,"data":..}`: the answer to an `rpc` frame, its
+/// `data` the backend's JSON byte for byte.
+pub fn encode_rpc_reply(reference: Option<&Ref>, data: &RawValue) -> TextFrame {
+    encode(
+        &RpcReply {
+            kind: "rpc",
+            reference: reference.map(Ref::raw),
+            data,
+        },
+        32 + reference.map_or(0, |r| r.as_json().len()) + data.get().len(),
     )
 }
 

@@ -16,6 +16,7 @@ pub mod http_conn;
 pub mod logging;
 pub mod metrics;
 pub mod origin;
+pub mod proxy;
 pub mod routes;
 pub mod serve;
 pub mod tls;

@@ -28,10 +28,12 @@ pub enum Rejection {
     Draining,
     /// A `Host` that is not in `allowed_hosts` (403).
     Host,
+    /// The application's connect hook refused, or could not decide (403, 503).
+    Refused,
 }
 
 impl Rejection {
-    const ALL: [Self; 7] = [
+    const ALL: [Self; 8] = [
         Self::Origin,
         Self::Unauthorized,
         Self::ServerFull,
@@ -39,6 +41,7 @@ impl Rejection {
         Self::PerIpRate,
         Self::Draining,
         Self::Host,
+        Self::Refused,
     ];
 
     fn label(self) -> &'static str {
@@ -50,6 +53,7 @@ impl Rejection {
             Self::PerIpRate => "per_ip_rate",
             Self::Draining => "draining",
             Self::Host => "host",
+            Self::Refused => "connect_hook",
         }
     }
 }
@@ -144,6 +148,14 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "Server API request handling time",
     ),
     (
+        "wshub_proxy_requests_total",
+        "Requests to the application's backend by hook (connect, subscribe, publish, refresh, rpc) and result (allow, refuse, disconnect, or why no decision came: backend_unreachable, backend_timeout, bad_answer)",
+    ),
+    (
+        "wshub_proxy_request_duration_seconds",
+        "Time the application's backend took to decide, by hook",
+    ),
+    (
         "wshub_broker_up",
         "1 while the broker's link to Redis is up, by link (publish, subscribe)",
     ),
@@ -236,6 +248,21 @@ impl Metrics {
             counter!("wshub_api_requests_total", "endpoint" => endpoint, "status" => status.to_string())
                 .increment(1);
             metrics::histogram!("wshub_api_request_duration_seconds", "endpoint" => endpoint)
+                .record(elapsed.as_secs_f64());
+        });
+    }
+
+    /// Counts one request to the application's backend by hook and result,
+    /// and its duration.
+    pub fn proxy_request(
+        &self,
+        hook: &'static str,
+        result: &'static str,
+        elapsed: std::time::Duration,
+    ) {
+        metrics::with_local_recorder(&self.recorder, || {
+            counter!("wshub_proxy_requests_total", "hook" => hook, "result" => result).increment(1);
+            metrics::histogram!("wshub_proxy_request_duration_seconds", "hook" => hook)
                 .record(elapsed.as_secs_f64());
         });
     }

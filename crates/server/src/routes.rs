@@ -8,8 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header};
-use wshub_hub::Identity;
-use wshub_protocol::{Readiness, UpgradeRefusal, encode_http_refusal};
+use wshub_hub::{ConnectRequest, Identity, Verdict};
+use wshub_protocol::{ErrorCode, Readiness, UpgradeRefusal, encode_http_refusal};
 use wshub_transport::{Admission, WsUpgrade, is_upgrade_request, upgrade_required};
 
 use crate::admission::{Gate, Refusal};
@@ -49,6 +49,8 @@ pub struct AppState {
     pub(crate) broker: Option<Arc<crate::broker::NodeLinks>>,
     /// The public WebSocket endpoint, as the web console reaches it.
     pub(crate) websocket: Arc<wshub_protocol::api::WebSocketEndpoint>,
+    /// The application backend's hooks, when `[proxy]` configures any.
+    pub(crate) proxy: Option<Arc<crate::proxy::ProxyHooks>>,
 }
 
 impl AppState {
@@ -113,7 +115,7 @@ pub async fn route<B>(
     }
     let path = request.uri().path();
     if path == &*state.ws_path {
-        return Ok(websocket(&state, &mut request, context));
+        return Ok(websocket(&state, &mut request, context).await);
     }
     if let Some(answer) = health(&state, &request) {
         return Ok(answer);
@@ -158,8 +160,8 @@ fn refusal(status: StatusCode, error: UpgradeRefusal, reason: &str) -> Response<
 }
 
 /// The upgrade pipeline, cheapest check first so a flood costs little:
-/// origin → admission limits → token → upgrade.
-fn websocket<B>(
+/// origin → admission limits → token → handshake → connect hook → upgrade.
+async fn websocket<B>(
     state: &AppState,
     request: &mut Request<B>,
     context: &Arc<ConnContext>,
@@ -210,24 +212,21 @@ fn websocket<B>(
         Ok(slot) => slot,
         Err(refused) => return admission_refusal(state, refused, ip),
     };
+    let connect_hook = state.proxy.as_ref().filter(|hooks| hooks.decides_connect());
     let presented = crate::auth::presented(headers, request.uri().query());
-    let (identity, subprotocol) = match (&state.auth, presented) {
-        (None, presented) => (
-            Identity::anonymous(),
-            presented.ok().and_then(|p| p.subprotocol),
-        ),
+    // A valid token skips the connect hook; a request without one goes to
+    // it; a bad one is refused either way.
+    let (proved, subprotocol) = match (&state.auth, presented) {
+        (None, presented) => (None, presented.ok().and_then(|p| p.subprotocol)),
         (Some(_), Err(failure)) => return unauthorized(state, &failure, peer),
-        (Some(auth), Ok(presented)) => {
-            let verified = presented
-                .token
-                .as_deref()
-                .ok_or(AuthFailure::Missing)
-                .and_then(|token| auth.verify(token));
-            match verified {
-                Ok(identity) => (identity, presented.subprotocol),
+        (Some(auth), Ok(presented)) => match presented.token.as_deref() {
+            Some(token) => match auth.verify(token) {
+                Ok(identity) => (Some(identity), presented.subprotocol),
                 Err(failure) => return unauthorized(state, &failure, peer),
-            }
-        }
+            },
+            None if connect_hook.is_some() => (None, presented.subprotocol),
+            None => return unauthorized(state, &AuthFailure::Missing, peer),
+        },
     };
     // Every check that can still refuse the handshake runs before the TCP
     // slot moves to the WebSocket: a refused upgrade leaves the connection
@@ -235,16 +234,87 @@ fn websocket<B>(
     if let Some(refused) = state.upgrade.refusal(request) {
         return refused;
     }
-    let guard = slot.with(context.take_tcp_slot());
+    let hub = state.upgrade.hub();
+    let id = hub.reserve_connection_id();
+    let peer_guard = state
+        .proxy
+        .as_ref()
+        .map(|hooks| hooks.remember_peer(id, ip, request.headers()));
+    let (identity, rooms) = match (proved, connect_hook) {
+        (Some(identity), _) => (identity, Vec::new()),
+        (None, None) => (Identity::anonymous(), Vec::new()),
+        (None, Some(hooks)) => {
+            let asked = ConnectRequest {
+                id,
+                wire_id: id.to_wire(hub.node_id()),
+                identity: Identity::anonymous(),
+            };
+            match crate::proxy::decide_connect(hooks.as_ref(), asked).await {
+                Verdict::Allow(admit) => (admit.identity, admit.rooms),
+                verdict => return connect_refused(state, verdict, peer),
+            }
+        }
+    };
+    let guard = (slot.with(context.take_tcp_slot()), peer_guard);
     state.upgrade.accept(
         request,
         peer,
         Admission {
+            id: Some(id),
             identity,
+            rooms,
             subprotocol,
             guard: Some(Box::new(guard)),
         },
     )
+}
+
+/// The connect hook's refusal: 403 `refused` with the backend's code (or
+/// `disconnect`), 503 `backend_unavailable` when it could not decide.
+fn connect_refused(
+    state: &AppState,
+    verdict: Verdict<wshub_hub::Admit>,
+    peer: SocketAddr,
+) -> Response<Full<Bytes>> {
+    state.metrics.reject(Rejection::Refused);
+    let (status, error, reason, message) = match &verdict {
+        Verdict::Refuse(refusal) if refusal.code.as_str() == ErrorCode::Unavailable.as_str() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            UpgradeRefusal::BackendUnavailable,
+            refusal.reason.map_or("backend_unreachable", |r| r.as_str()),
+            refusal.message.as_str(),
+        ),
+        Verdict::Refuse(refusal) => (
+            StatusCode::FORBIDDEN,
+            UpgradeRefusal::Refused,
+            refusal.code.as_str(),
+            refusal.message.as_str(),
+        ),
+        Verdict::Disconnect { reason, .. } => (
+            StatusCode::FORBIDDEN,
+            UpgradeRefusal::Refused,
+            "disconnect",
+            reason.as_str(),
+        ),
+        Verdict::Allow(_) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            UpgradeRefusal::Refused,
+            "allowed",
+            "",
+        ),
+    };
+    tracing::debug!(%peer, reason, "upgrade refused by the connect hook: {message}");
+    let mut answer = response(
+        status,
+        "application/json",
+        encode_http_refusal(error, reason, (!message.is_empty()).then_some(message)),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        answer
+            .headers_mut()
+            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    answer
 }
 
 fn unauthorized(

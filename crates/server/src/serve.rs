@@ -77,7 +77,7 @@ impl Server {
     /// [`bind`](Self::bind) with what checking `config` already built (the
     /// token verifier, the certificate), so no key file is read twice.
     pub fn bind_prepared(config: &Config, prepared: Prepared) -> Result<Self, BindError> {
-        let Prepared { auth, tls } = prepared;
+        let Prepared { auth, tls, proxy } = prepared;
         let gate = Gate::new(AdmissionLimits {
             max_connections: config.limits.max_connections,
             connections_per_ip: config.limits.connections_per_ip,
@@ -120,6 +120,15 @@ impl Server {
         if let Some(links) = &broker {
             hub = links.attach(hub);
         }
+        let metrics = Arc::new(Metrics::default());
+        let proxy = match proxy {
+            Some(plan) => {
+                let hooks = Arc::new(crate::proxy::ProxyHooks::new(plan, Arc::clone(&metrics))?);
+                hub = hub.hooks(Arc::clone(&hooks) as _);
+                Some(hooks)
+            }
+            None => None,
+        };
         let hub = hub.build();
         if let Some(broker) = &broker {
             broker.start(hub.clone());
@@ -139,7 +148,7 @@ impl Server {
                 upgrade,
                 ws_path: Arc::from(config.ws_path.as_str()),
                 ready: Arc::new(AtomicBool::new(true)),
-                metrics: Arc::new(Metrics::default()),
+                metrics,
                 auth,
                 origins: Arc::new(origins),
                 hosts: Arc::new(hosts),
@@ -152,6 +161,7 @@ impl Server {
                 started: std::time::Instant::now(),
                 broker,
                 websocket,
+                proxy,
             },
             tasks,
             shutdown_timeout: config.shutdown_timeout,

@@ -8,7 +8,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, header};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
-use wshub_hub::{Connection, Hub, Identity};
+use wshub_hub::protocol::RoomName;
+use wshub_hub::{Connection, ConnectionId, Hub, Identity, ServerCommand};
 
 use crate::config::TransportConfig;
 use crate::driver;
@@ -113,8 +114,15 @@ fn check_request<B>(request: &Request<B>) -> Result<(), &'static str> {
 /// What the caller decided about a connection before its upgrade.
 #[derive(Default)]
 pub struct Admission {
+    /// The id reserved for the connection with
+    /// [`Hub::reserve_connection_id`] (e.g. to name it to a connect hook);
+    /// `None`: the next one.
+    pub id: Option<ConnectionId>,
     /// What the client proved (anonymous when auth is off).
     pub identity: Identity,
+    /// Rooms the connection joins at once, each answered with
+    /// `system`/`subscribed` (e.g. a connect hook's `rooms`).
+    pub rooms: Vec<RoomName>,
     /// The `Sec-WebSocket-Protocol` to answer with, if the client offered one.
     pub subprotocol: Option<header::HeaderValue>,
     /// Held for the connection's lifetime and dropped when it ends, e.g. its
@@ -125,7 +133,9 @@ pub struct Admission {
 impl std::fmt::Debug for Admission {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         f.debug_struct("Admission")
+            .field("id", &self.id)
             .field("identity", &self.identity)
+            .field("rooms", &self.rooms)
             .field("subprotocol", &self.subprotocol)
             .field("guard", &self.guard.is_some())
             .finish()
@@ -203,7 +213,9 @@ impl WsUpgrade {
                 }
             };
         let Admission {
+            id,
             identity,
+            rooms,
             subprotocol,
             guard,
         } = admission;
@@ -212,7 +224,11 @@ impl WsUpgrade {
                 .headers_mut()
                 .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
         }
-        let connection = match self.hub.connect_with(identity, crate::clock::now_ms()) {
+        let id = id.unwrap_or_else(|| self.hub.reserve_connection_id());
+        let connection = match self
+            .hub
+            .connect_reserved(id, identity, crate::clock::now_ms())
+        {
             Ok(connection) => connection,
             Err(err) => {
                 let mut response = text_response(
@@ -225,6 +241,11 @@ impl WsUpgrade {
                 return response;
             }
         };
+        for room in rooms {
+            connection
+                .outbox()
+                .push_command(ServerCommand::Subscribe(room));
+        }
         self.start(connection, websocket, peer, guard);
         response
     }

@@ -89,13 +89,15 @@ pub enum ServerCommand {
 }
 
 /// What a connection's driver applies to its room set between drains.
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug)]
 pub(crate) enum Queued {
     /// The server (API) asked.
     Server(ServerCommand),
     /// The hub already took the connection out of this room (it missed
     /// messages, or its join could not be answered): forget it.
     Dropped(wshub_protocol::RoomName),
+    /// A hook decided on the request the connection waits on.
+    Decided(Box<crate::hooks::Decided>),
 }
 
 /// What an outbox holds only now and then, boxed together so that an idle
@@ -384,6 +386,22 @@ impl Outbox {
     /// Tells the connection the hub took it out of `room`.
     pub(crate) fn push_dropped(&self, room: wshub_protocol::RoomName) -> bool {
         self.queue(Queued::Dropped(room))
+    }
+
+    /// Hands the connection a hook's decision and wakes its driver.
+    /// Not bounded like commands: a connection waits on one decision at a
+    /// time, and a lost one would stall it.
+    pub(crate) fn push_decided(&self, decided: crate::hooks::Decided) -> bool {
+        let mut lanes = self.lanes.lock();
+        if lanes.closing.is_some() {
+            return false;
+        }
+        lanes
+            .rare()
+            .commands
+            .push_back(Queued::Decided(Box::new(decided)));
+        wake_after_unlock(lanes);
+        true
     }
 
     fn queue(&self, command: Queued) -> bool {

@@ -435,6 +435,7 @@ mod broker_history;
 mod direct;
 mod engine;
 mod features;
+mod hooks;
 mod server_side;
 
 #[test]

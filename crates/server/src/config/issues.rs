@@ -120,6 +120,16 @@ impl Issues {
         &self.1
     }
 
+    /// How many problems are recorded.
+    pub fn len(&self) -> usize {
+        self.0.len()
+    }
+
+    /// Whether no problem is recorded.
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+
     /// Records that `key` cannot be used, and why.
     pub fn push(&mut self, key: impl Into<String>, reason: impl Into<String>) {
         self.0.push((key.into(), reason.into()));

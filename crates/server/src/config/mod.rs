@@ -7,6 +7,7 @@
 
 mod issues;
 mod keys;
+mod proxy;
 mod sections;
 mod validate;
 pub(crate) mod value;
@@ -18,6 +19,7 @@ use figment::{Figment, Provider};
 
 pub use issues::{ConfigError, ConfigIssue, Origin};
 pub use keys::{KeyDoc, Section, env_var};
+pub use proxy::{ProxyHookSection, ProxyRoomHookSection, ProxySection};
 pub use sections::{
     AdminListen, AdminSection, ApiSection, AuthConfig, AuthMode, BrokerKind, BrokerSection, Config,
     HttpSection, HubSection, JwtAlgorithm, LimitsConfig, LogConfig, LogFormat,

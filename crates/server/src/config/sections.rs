@@ -72,6 +72,8 @@ config_section! {
         permissions: PermissionsConfig,
         /// `[limits]`
         limits: LimitsConfig,
+        /// `[proxy]`: hooks to the application's backend
+        proxy: super::proxy::ProxySection,
     }
 }
 

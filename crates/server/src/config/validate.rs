@@ -20,6 +20,7 @@ use super::sections::{AuthMode, BrokerKind, Config, Permission, SlowConsumer};
 pub struct Prepared {
     pub(crate) auth: Option<std::sync::Arc<crate::auth::JwtAuth>>,
     pub(crate) tls: Option<crate::tls::Tls>,
+    pub(crate) proxy: Option<crate::proxy::ProxyPlan>,
 }
 
 impl Config {
@@ -90,6 +91,7 @@ impl Config {
         self.check_broker(issues);
         self.check_nats(issues);
         prepared.tls = self.check_tls(issues);
+        prepared.proxy = self.proxy.check(issues);
         if let Err(err) = crate::origin::OriginPolicy::new(&self.allowed_origins, self.listen) {
             issues.push("allowed_origins", err.to_string());
         }

@@ -502,9 +502,18 @@ async fn every_metric_the_dashboard_and_alerts_use_is_in_a_real_scrape() {
     let mut config = support::test_config();
     config.broker.kind = wshub_server::config::BrokerKind::Redis;
     config.broker.redis.url = vec![redis.url()];
+    // A hook to a backend that is not there: its request is counted.
+    let nobody = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    config.proxy.rpc.url = format!("http://{}/rpc", nobody.local_addr().unwrap());
+    drop(nobody);
     let server = support::TestServer::start_with(config).await;
-    // Labelled series appear with their first event: one API call.
+    // Labelled series appear with their first event: one API call, one rpc.
     assert_eq!(support::http_get(server.admin, "/api/info").await.0, 200);
+    let mut client = server.client().await;
+    client
+        .send_json(serde_json::json!({"type":"rpc","method":"m","ref":1}))
+        .await;
+    assert_eq!(client.recv().await["reason"], "backend_unreachable");
     let scrape = server.metrics().await;
     let exposed: std::collections::BTreeSet<String> = scrape
         .lines()

@@ -10,6 +10,7 @@ mod config_cli;
 mod deploy;
 mod http_edge;
 mod interop_peers;
+mod proxy_hooks;
 mod rooms_history;
 mod scaleout_cluster;
 mod scaleout_history;

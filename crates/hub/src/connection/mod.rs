@@ -1,6 +1,8 @@
 //! One registered connection: the whole per-connection protocol state
 //! machine, owned by whoever drives its socket.
 
+mod hooked;
+
 use std::collections::HashSet;
 use std::sync::Arc;
 
@@ -15,6 +17,7 @@ use crate::access::{Action, Identity};
 use crate::broker::{Audience, Publication};
 use crate::error::{AuthError, HubError};
 use crate::flood::{FloodGuard, FloodVerdict};
+use crate::hooks::HookPoint;
 use crate::hub::Hub;
 use crate::node::ConnectionId;
 use crate::outbox::{Lane, Outbox, PushOutcome, Queued, ServerCommand};
@@ -33,6 +36,9 @@ pub enum FrameOutcome {
     /// The connection is being closed with this reason (e.g. it stayed over
     /// its message rate); the outbox tells the driver.
     Closing(CloseReason),
+    /// The frame waits for a hook's decision, or behind another frame's
+    /// (see [`Hooks`](crate::Hooks)); its answer is queued once decided.
+    Deferred,
 }
 
 /// What the driver must do after [`Connection::handle_timeout`], beyond
@@ -75,6 +81,9 @@ pub struct Connection {
     // Boxed: most deployments run without a message limit.
     flood: Option<Box<FloodGuard>>,
     close_cause: Option<CloseCause>,
+    // Boxed and created on the first hooked request: a hub without hooks
+    // pays one pointer per connection.
+    hooked: Option<Box<hooked::Hooked>>,
 }
 
 impl Connection {
@@ -96,6 +105,7 @@ impl Connection {
             timers,
             flood,
             close_cause: None,
+            hooked: None,
         };
         connection.send_control(encode_welcome(
             &connection.wire_id(),
@@ -162,6 +172,19 @@ impl Connection {
         if let Some(refused) = self.check_rate(text, now_ms) {
             return refused;
         }
+        if self.is_awaiting_decision() {
+            return self.wait_behind_decision(text, now_ms);
+        }
+        let outcome = self.dispatch(text, now_ms);
+        if self.is_awaiting_decision() {
+            // A hook that decided at once: apply it now.
+            self.handle_server_commands();
+        }
+        outcome
+    }
+
+    /// Parses one frame and acts on it (or hands it to a hook).
+    fn dispatch(&mut self, text: &str, now_ms: u64) -> FrameOutcome {
         let frame = match parse_client_frame(text) {
             Ok(frame) => frame,
             Err(err) => {
@@ -187,6 +210,12 @@ impl Connection {
             ClientFrame::PresenceStats { room, .. } => {
                 return self.answer_presence(&room, true, reference.as_ref());
             }
+            ClientFrame::Join { room, since, .. }
+                if self.intercepts(HookPoint::Join(&room)) && !self.rooms.contains(&room) =>
+            {
+                let since = since.map(|p| (p.offset, p.epoch));
+                return self.ask_join(room, since, reference);
+            }
             ClientFrame::Join { room, since, .. } => match self.join_acked(
                 room,
                 since.as_ref().map(|p| (p.offset, p.epoch.as_str())),
@@ -198,7 +227,18 @@ impl Connection {
                 Err(err) => Err(err),
             },
             ClientFrame::Leave { room, .. } => self.leave(&room),
+            ClientFrame::Refresh { token, .. } if self.intercepts(HookPoint::Refresh) => {
+                return self.ask_refresh(Some(token.into_owned()), reference);
+            }
             ClientFrame::Refresh { token, .. } => self.refresh(&token),
+            ClientFrame::Rpc { method, data, .. } => {
+                return self.ask_rpc(method.into_owned(), data, reference);
+            }
+            ClientFrame::Publish { room, content, .. }
+                if self.intercepts(HookPoint::Publish(&room)) =>
+            {
+                return self.ask_publish(room, content, reference, now_ms);
+            }
             ClientFrame::Publish { room, content, .. } => {
                 self.publish(&room, content, now_ms).map(|_| ())
             }
@@ -271,6 +311,12 @@ impl Connection {
                 TimerEvent::Expired => {
                     self.outbox.close_now(CloseReason::TOKEN_EXPIRED);
                     return TimerOutcome::Idle;
+                }
+                TimerEvent::ExpiryWarning
+                    if self.identity.renewed_by_backend()
+                        && self.intercepts(HookPoint::Refresh) =>
+                {
+                    self.renew_by_backend();
                 }
                 TimerEvent::ExpiryWarning => {
                     self.send_control(encode_system(SystemEvent::TokenExpiring));
@@ -354,13 +400,7 @@ impl Connection {
                 return Ok(false);
             }
         }
-        let config = self.hub.config();
-        config.access.check(&self.identity, &room, Action::Join)?;
-        if self.rooms.len() >= config.max_rooms_per_connection {
-            return Err(HubError::TooManyRooms {
-                limit: config.max_rooms_per_connection,
-            });
-        }
+        self.check_join(&room)?;
         // A room with history answers the join itself (position, recovery).
         let answer = reference.map_or(JoinAnswer::Silent, |r| JoinAnswer::Ack(r.clone()));
         if let Some(added) =
@@ -369,6 +409,7 @@ impl Connection {
         {
             if added {
                 self.hub.announce(&room, true, &self.outbox, self.now_ms());
+                self.notify_joined(&room);
                 self.rooms.insert(room);
             }
             return Ok(true);
@@ -379,9 +420,22 @@ impl Connection {
             .add_member_with_ack(&room, &self.outbox, self.now_ms(), ack)?;
         if added {
             self.hub.announce(&room, true, &self.outbox, self.now_ms());
+            self.notify_joined(&room);
             self.rooms.insert(room);
         }
         Ok(reference.is_some() && ack.is_none())
+    }
+
+    /// What the hub's own rules say about joining `room`.
+    fn check_join(&self, room: &RoomName) -> Result<(), HubError> {
+        let config = self.hub.config();
+        config.access.check(&self.identity, room, Action::Join)?;
+        if self.rooms.len() >= config.max_rooms_per_connection {
+            return Err(HubError::TooManyRooms {
+                limit: config.max_rooms_per_connection,
+            });
+        }
+        Ok(())
     }
 
     /// Answers `history`: needs the room's join permission, not membership.
@@ -509,6 +563,7 @@ impl Connection {
         for room in revoked {
             self.rooms.remove(&room);
             self.hub.remove_member(&room, self.id(), self.now_ms());
+            self.notify_left(&room);
             self.send_control(encode_unsubscribed(
                 &room,
                 UnsubscribeReason::PermissionRevoked,
@@ -544,14 +599,27 @@ impl Connection {
     /// (`subscribed`, or `unsubscribed` with reason `server`). A driver calls
     /// it after every drain of the outbox.
     pub fn handle_server_commands(&mut self) {
-        for command in self.outbox.take_commands() {
+        loop {
+            let commands = self.outbox.take_commands();
+            if commands.is_empty() {
+                return;
+            }
+            for command in commands {
+                self.handle_command(command);
+            }
+        }
+    }
+
+    fn handle_command(&mut self, command: Queued) {
+        {
             match command {
+                Queued::Decided(decided) => self.apply_decision(*decided),
                 Queued::Dropped(room) => {
                     self.rooms.remove(&room);
                 }
                 Queued::Server(ServerCommand::Subscribe(room)) => {
                     if self.rooms.contains(&room) {
-                        continue;
+                        return;
                     }
                     let limit = self.hub.config().max_rooms_per_connection;
                     let joined = if self.rooms.len() >= limit {
@@ -563,6 +631,7 @@ impl Connection {
                         Ok(added) => {
                             if added {
                                 self.hub.announce(&room, true, &self.outbox, self.now_ms());
+                                self.notify_joined(&room);
                             }
                             self.rooms.insert(room);
                         }
@@ -582,6 +651,7 @@ impl Connection {
                 Queued::Server(ServerCommand::Unsubscribe(room)) => {
                     if self.rooms.remove(&room) {
                         self.hub.remove_member(&room, self.id(), self.now_ms());
+                        self.notify_left(&room);
                         self.send_control(encode_unsubscribed(&room, UnsubscribeReason::Server));
                     }
                 }
@@ -595,6 +665,7 @@ impl Connection {
             return Err(HubError::NotJoined(room.clone()));
         }
         self.hub.remove_member(room, self.id(), self.now_ms());
+        self.notify_left(room);
         Ok(())
     }
 
@@ -607,17 +678,7 @@ impl Connection {
         content: &RawValue,
         now_ms: u64,
     ) -> Result<Fanout, HubError> {
-        if !self.rooms.contains(room) {
-            return Err(HubError::NotJoined(room.clone()));
-        }
-        self.hub
-            .config()
-            .access
-            .check(&self.identity, room, Action::Publish)?;
-        let limit = self.hub.config().max_json_depth;
-        if wshub_protocol::json_depth_exceeds(content.get(), limit) {
-            return Err(HubError::TooDeep { limit });
-        }
+        self.check_publish(room, content)?;
         let frame = encode_message(
             room,
             &self.wire_id(),
@@ -636,6 +697,24 @@ impl Connection {
     }
 }
 
+impl Connection {
+    /// What the hub's own rules say about publishing `content` to `room`.
+    fn check_publish(&self, room: &RoomName, content: &RawValue) -> Result<(), HubError> {
+        if !self.rooms.contains(room) {
+            return Err(HubError::NotJoined(room.clone()));
+        }
+        self.hub
+            .config()
+            .access
+            .check(&self.identity, room, Action::Publish)?;
+        let limit = self.hub.config().max_json_depth;
+        if wshub_protocol::json_depth_exceeds(content.get(), limit) {
+            return Err(HubError::TooDeep { limit });
+        }
+        Ok(())
+    }
+}
+
 fn timer_config(config: &crate::HubConfig) -> TimerConfig {
     TimerConfig {
         heartbeat: config.heartbeat,
@@ -645,6 +724,7 @@ fn timer_config(config: &crate::HubConfig) -> TimerConfig {
 
 impl Drop for Connection {
     fn drop(&mut self) {
+        self.notify_disconnected();
         self.hub
             .count_close(self.close_cause.unwrap_or(CloseCause::SocketError));
         let rooms = std::mem::take(&mut self.rooms);
