@@ -32,14 +32,19 @@ pub use ordered::INSUFFICIENT_STATE;
 /// The `from` of messages the server itself publishes (not a connection).
 pub const SERVER_SENDER: &str = "server";
 
-/// Whom [`Hub::disconnect`] closes (or [`Hub::command`] asks).
+/// Whom [`Hub::disconnect`] closes, or [`Hub::command`] asks to join or
+/// leave a room.
 #[derive(Debug, Clone, Copy)]
-pub enum DisconnectTarget<'a> {
+pub enum Target<'a> {
     /// One connection, by its wire id (`<node>.<n>`).
     Connection(&'a str),
     /// Every connection of a user.
     User(&'a str),
 }
+
+/// The name [`Target`] had while it served only disconnects.
+#[deprecated(note = "renamed to `Target`: it names whom a subscribe reaches too")]
+pub type DisconnectTarget<'a> = Target<'a>;
 
 /// Verifies credentials for the hub, e.g. a JWT for a `refresh` frame. The
 /// hub knows no token format; the embedding service plugs its checker in
@@ -526,8 +531,9 @@ impl Hub {
     }
 
     /// Now on the hub's clock: the one its builder was given, or the
-    /// system's (Unix milliseconds) for a hub built without one.
-    pub(crate) fn now_ms(&self) -> u64 {
+    /// system's (Unix milliseconds) for a hub built without one. The time
+    /// to pass as `now_ms` from code that has no clock of its own.
+    pub fn now_ms(&self) -> u64 {
         self.inner.clock.map_or_else(
             || {
                 std::time::SystemTime::now()

@@ -101,6 +101,42 @@
 //! assert_eq!(hub.room_size("lobby"), 1);
 //! ```
 //!
+//! # Hooks
+//!
+//! The embedding application decides about joins, publishes, `rpc` frames
+//! and session renewals with a [`Hooks`] implementation, answering through
+//! a [`Decide`] handle at once or later, from any thread:
+//!
+//! ```
+//! use std::sync::Arc;
+//! use wshub_hub::protocol::Content;
+//! use wshub_hub::{Decide, Hooks, Hub, HubConfig, PublishRequest, Refusal};
+//!
+//! #[derive(Debug)]
+//! struct NoShouting;
+//!
+//! impl Hooks for NoShouting {
+//!     fn publish(&self, request: PublishRequest, decide: Decide<Option<Content>>) {
+//!         let text = request.content.as_json();
+//!         if text.chars().any(char::is_lowercase) {
+//!             decide.allow(None); // as sent
+//!         } else {
+//!             decide.refuse(Refusal::forbidden("no shouting"));
+//!         }
+//!     }
+//! }
+//!
+//! let hub = Hub::builder(HubConfig::default()).hooks(Arc::new(NoShouting)).build();
+//! let t0 = 1_700_000_000_000;
+//! let mut alice = hub.connect(t0).unwrap();
+//! alice.handle_text(r#"{"type":"join","room":"lobby"}"#, t0);
+//! alice.handle_text(r#"{"type":"publish","room":"lobby","content":"HEY","ref":1}"#, t0);
+//! let mut batch = wshub_hub::Batch::default();
+//! alice.outbox().try_drain(&mut batch, 64 * 1024);
+//! let last = batch.frames.last().unwrap().to_text();
+//! assert!(last.contains(r#""code":"forbidden""#) && last.contains("no shouting"));
+//! ```
+//!
 //! `examples/json_lines.rs` is a complete driver over a plain TCP byte
 //! stream (one JSON frame per line) on the `smol` runtime, to show that
 //! nothing here assumes tokio or WebSockets.
@@ -138,9 +174,11 @@ pub use hooks::{
     Admit, Caller, ConnectRequest, Decide, HookPoint, Hooks, JoinRequest, MAX_WAITING_BYTES,
     MAX_WAITING_FRAMES, PublishRequest, RefreshRequest, Refreshed, Refusal, RpcRequest, Verdict,
 };
+#[allow(deprecated)]
+pub use hub::DisconnectTarget;
 pub use hub::{
-    Authenticator, DisconnectTarget, HistoryPage, Hub, HubBuilder, INSUFFICIENT_STATE,
-    SERVER_SENDER, SWEEP_INTERVAL_MS,
+    Authenticator, HistoryPage, Hub, HubBuilder, INSUFFICIENT_STATE, SERVER_SENDER,
+    SWEEP_INTERVAL_MS, Target,
 };
 pub use latency::{BUCKETS_MS, LatencyHistogram, LatencySnapshot, SAMPLE_EVERY};
 pub use node::{ConnectionId, NodeId, NodeIdError};

@@ -108,6 +108,14 @@ impl Content {
             .map_err(|err| ContentError(err.to_string()))
     }
 
+    /// `value` serialized once, e.g. a struct of the embedding service:
+    /// `Content::from_serialize(&Quote { price: 101.5 })?`.
+    pub fn from_serialize<T: serde::Serialize + ?Sized>(value: &T) -> Result<Self, ContentError> {
+        serde_json::value::to_raw_value(value)
+            .map(Self)
+            .map_err(|err| ContentError(err.to_string()))
+    }
+
     /// A JSON string holding `text`, escaped as needed.
     pub fn string(text: &str) -> Self {
         let json = serde_json::to_string(text).unwrap_or_else(|_| "\"\"".to_owned());

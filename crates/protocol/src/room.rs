@@ -48,6 +48,19 @@ impl RoomName {
         Ok(Self(Arc::from(name)))
     }
 
+    /// A room name known when the program is written, e.g.
+    /// `RoomName::from_static("lobby")`.
+    ///
+    /// # Panics
+    /// When `name` is not a valid room name: a bug in the program, found
+    /// the first time the line runs.
+    pub fn from_static(name: &'static str) -> Self {
+        match Self::new(name) {
+            Ok(room) => room,
+            Err(err) => panic!("RoomName::from_static({name:?}): {err}"),
+        }
+    }
+
     /// The name as a string slice.
     pub fn as_str(&self) -> &str {
         &self.0

@@ -16,7 +16,7 @@ use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::{Method, Request, Response, StatusCode, header};
 use subtle::ConstantTimeEq;
-use wshub_hub::{DisconnectTarget, ServerCommand};
+use wshub_hub::{ServerCommand, Target as HubTarget};
 use wshub_protocol::api::{
     ApiCommand, ApiError, BatchResults, CommandResult, DebugStats, Info, Member, RoomCount,
     RoomDetail, RoomList, Target, encode_api_answer, encode_api_error,
@@ -588,10 +588,10 @@ fn execute(state: &AppState, command: ApiCommand, now: u64) -> CommandResult {
     }
 }
 
-fn hub_target(target: &Target) -> DisconnectTarget<'_> {
+fn hub_target(target: &Target) -> HubTarget<'_> {
     match target {
-        Target::Connection(id) => DisconnectTarget::Connection(id),
-        Target::User(user) => DisconnectTarget::User(user),
+        Target::Connection(id) => HubTarget::Connection(id),
+        Target::User(user) => HubTarget::User(user),
     }
 }
 

@@ -148,6 +148,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "Server API request handling time",
     ),
     (
+        "wshub_sockets_without_direct_writes_total",
+        "WebSockets accepted on a stream the fan-out cannot write to directly (TLS): their deliveries go through the queue",
+    ),
+    (
         "wshub_proxy_requests_total",
         "Requests to the application's backend by hook (connect, subscribe, publish, refresh, rpc) and result (allow, refuse, disconnect, or why no decision came: backend_unreachable, backend_timeout, bad_answer)",
     ),
@@ -285,6 +289,8 @@ impl Metrics {
             gauge!("wshub_outbox_queued_bytes").set(depth.total_bytes as f64);
             gauge!("wshub_outbox_queued_bytes_max").set(depth.max_bytes as f64);
             counter!("wshub_connections_total").absolute(stats.connections_total);
+            counter!("wshub_sockets_without_direct_writes_total")
+                .absolute(wshub_transport::sockets_without_direct_writes());
             counter!("wshub_messages_published_total").absolute(stats.published);
             counter!("wshub_broadcasts_total").absolute(stats.broadcasts);
             counter!("wshub_deliveries_total").absolute(stats.delivered);

@@ -258,7 +258,7 @@ async fn websocket<B>(
     let guard = (slot.with(context.take_tcp_slot()), peer_guard);
     state.upgrade.accept(
         request,
-        peer,
+        Some(peer),
         Admission {
             id: Some(id),
             identity,

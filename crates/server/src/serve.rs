@@ -134,7 +134,7 @@ impl Server {
             broker.start(hub.clone());
         }
         let tasks = TaskTracker::new();
-        let upgrade = WsUpgrade::new(hub, config.transport_config(), tasks.clone());
+        let upgrade = WsUpgrade::new(hub, config.transport_config()).with_origins(origins.clone());
         let websocket = Arc::new(wshub_protocol::api::WebSocketEndpoint {
             port: bound.port(),
             path: config.ws_path.clone(),
@@ -303,9 +303,12 @@ impl Server {
         // The admin listener (and so the API) served through the paced drain.
         http_shutdown.cancel();
         tasks.close();
-        let drained = tokio::time::timeout(shutdown_timeout, tasks.wait())
-            .await
-            .is_ok();
+        let deadline = tokio::time::Instant::now() + shutdown_timeout;
+        let websockets_done = state.upgrade.closed(shutdown_timeout).await;
+        let drained = websockets_done
+            && tokio::time::timeout_at(deadline, tasks.wait())
+                .await
+                .is_ok();
         // What the last connections published still reaches the other nodes.
         if let Some(broker) = &state.broker
             && !broker.flush(Duration::from_secs(2)).await
@@ -316,7 +319,7 @@ impl Server {
             tracing::info!("shutdown complete");
         } else {
             tracing::warn!(
-                remaining = tasks.len(),
+                remaining = tasks.len() + state.upgrade.connections(),
                 timeout = ?shutdown_timeout,
                 "shutdown timed out; dropping the remaining connections"
             );

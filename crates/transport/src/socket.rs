@@ -176,6 +176,27 @@ pub(crate) fn stream_of(upgraded: Upgraded, conn: &Connection) -> Stream {
             conn.outbox().lend_wire(io.wire());
             Either::Left(io)
         }
-        Err(upgraded) => Either::Right(Box::new(TokioIo::new(upgraded))),
+        Err(upgraded) => {
+            note_indirect_socket();
+            Either::Right(Box::new(TokioIo::new(upgraded)))
+        }
+    }
+}
+
+static INDIRECT_SOCKETS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+/// WebSockets this process accepted on a stream that is not a plain TCP
+/// socket (TLS, or one an HTTP server wrapped, as `axum::serve` does): the
+/// fan-out cannot write to those directly, so each delivery goes through
+/// the connection's queue and a wake of its task.
+pub fn sockets_without_direct_writes() -> u64 {
+    INDIRECT_SOCKETS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+fn note_indirect_socket() {
+    if INDIRECT_SOCKETS.fetch_add(1, std::sync::atomic::Ordering::Relaxed) == 0 {
+        tracing::info!(
+            "a WebSocket arrived on a stream that is not a plain TCP socket (TLS, or wrapped by the HTTP server, as axum::serve does): the fan-out queues its deliveries instead of writing them directly; serve with wshub_transport::axum::serve to keep direct writes (logged once; counted in sockets_without_direct_writes)"
+        );
     }
 }

@@ -13,6 +13,7 @@ use wshub_hub::{Connection, ConnectionId, Hub, Identity, ServerCommand};
 
 use crate::config::TransportConfig;
 use crate::driver;
+use crate::origin::OriginPolicy;
 
 pub use hyper_tungstenite::is_upgrade_request;
 
@@ -54,6 +55,21 @@ fn version_required() -> Response<Full<Bytes>> {
     headers.insert(
         header::SEC_WEBSOCKET_VERSION,
         header::HeaderValue::from_static("13"),
+    );
+    response
+}
+
+/// `403` with `{"error":"forbidden_origin","reason":..}`.
+fn origin_refused(reason: &str) -> Response<Full<Bytes>> {
+    let mut response = Response::new(Full::new(wshub_protocol::encode_http_refusal(
+        wshub_protocol::UpgradeRefusal::ForbiddenOrigin,
+        reason,
+        None,
+    )));
+    *response.status_mut() = StatusCode::FORBIDDEN;
+    response.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
     );
     response
 }
@@ -142,24 +158,36 @@ impl std::fmt::Debug for Admission {
     }
 }
 
-/// Accepts WebSocket upgrades: registers each connection with the hub (which
-/// queues its welcome) and spawns its driver on the current tokio runtime, tracked by `tasks` so a
-/// graceful shutdown can wait for every connection to finish.
+/// Accepts WebSocket upgrades: checks the page origin, registers each
+/// connection with the hub (which queues its welcome) and spawns its driver
+/// on the current tokio runtime, tracked so that
+/// [`shutdown`](Self::shutdown) can wait for every connection to finish.
+/// Cheap to clone; every clone is the same upgrader.
 #[derive(Debug, Clone)]
 pub struct WsUpgrade {
     hub: Hub,
     config: Arc<TransportConfig>,
+    origins: Arc<OriginPolicy>,
     tasks: TaskTracker,
 }
 
 impl WsUpgrade {
-    /// Creates the upgrader for `hub`.
-    pub fn new(hub: Hub, config: TransportConfig, tasks: TaskTracker) -> Self {
+    /// Creates the upgrader for `hub`. Only same-origin pages may connect
+    /// until [`with_origins`](Self::with_origins) allows others.
+    pub fn new(hub: Hub, config: TransportConfig) -> Self {
         Self {
             hub,
             config: Arc::new(config),
-            tasks,
+            origins: Arc::new(OriginPolicy::default()),
+            tasks: TaskTracker::new(),
         }
+    }
+
+    /// Lets the pages `origins` allows open WebSockets too (the server's
+    /// `allowed_origins`).
+    pub fn with_origins(mut self, origins: OriginPolicy) -> Self {
+        self.origins = Arc::new(origins);
+        self
     }
 
     /// The hub connections are registered with.
@@ -167,9 +195,33 @@ impl WsUpgrade {
         &self.hub
     }
 
-    /// The tasks of live connections.
-    pub fn tasks(&self) -> &TaskTracker {
-        &self.tasks
+    /// The page origins allowed to connect.
+    pub fn origins(&self) -> &OriginPolicy {
+        &self.origins
+    }
+
+    /// How many connections' drivers are running.
+    pub fn connections(&self) -> usize {
+        self.tasks.len()
+    }
+
+    /// Shuts the connections down in the documented order: the hub takes no
+    /// new connection, every connection gets what is queued for it, then a
+    /// `system`/`shutdown` frame, then a 1001 close; then waits (at most
+    /// `timeout`) for every driver to finish. Returns how many connections
+    /// were told, and whether all finished in time.
+    pub async fn shutdown(&self, timeout: std::time::Duration) -> (usize, bool) {
+        let told = self.hub.shutdown();
+        (told, self.closed(timeout).await)
+    }
+
+    /// Waits (at most `timeout`) for every connection's driver to finish,
+    /// accepting none after; whether all did.
+    pub async fn closed(&self, timeout: std::time::Duration) -> bool {
+        self.tasks.close();
+        tokio::time::timeout(timeout, self.tasks.wait())
+            .await
+            .is_ok()
     }
 
     /// The answer [`accept`](Self::accept) would refuse the request itself
@@ -179,6 +231,9 @@ impl WsUpgrade {
     pub fn refusal<B>(&self, request: &Request<B>) -> Option<Response<Full<Bytes>>> {
         if !is_upgrade_request(request) {
             return Some(upgrade_required());
+        }
+        if let Err(reason) = self.origins.check_headers(request.headers()) {
+            return Some(origin_refused(&reason));
         }
         check_handshake(request).err().map(|fault| match fault {
             Fault::Version => version_required(),
@@ -190,13 +245,15 @@ impl WsUpgrade {
     }
 
     /// Answers `request`: `101 Switching Protocols` and a driver for the new
-    /// connection, `426` for a plain HTTP request, `400` for a broken
-    /// handshake, `503` while the hub shuts down. Authentication and the
-    /// other admission checks are the caller's; their outcome is `admission`.
+    /// connection, `426` for a plain HTTP request, `403` for a page origin
+    /// that is not allowed, `400` for a broken handshake, `503` while the
+    /// hub shuts down. Authentication and the other admission checks are
+    /// the caller's; their outcome is `admission`. `peer` only names the
+    /// connection in debug logs.
     pub fn accept<B>(
         &self,
         request: &mut Request<B>,
-        peer: SocketAddr,
+        peer: Option<SocketAddr>,
         admission: Admission,
     ) -> Response<Full<Bytes>> {
         if let Some(refused) = self.refusal(request) {
@@ -254,12 +311,16 @@ impl WsUpgrade {
         &self,
         connection: Connection,
         websocket: hyper_tungstenite::HyperWebsocket,
-        peer: SocketAddr,
+        peer: Option<SocketAddr>,
         guard: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) {
         // Debug level, like every event inside it: at the default level the span
         // would cost each idle connection ~450 B and carry nothing.
-        let span = tracing::debug_span!("conn", id = %connection.wire_id(), %peer);
+        let span = tracing::debug_span!(
+            "conn",
+            id = %connection.wire_id(),
+            peer = peer.map(tracing::field::display)
+        );
         let task = driver::run(
             Box::pin(websocket),
             connection,

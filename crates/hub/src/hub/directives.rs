@@ -5,7 +5,7 @@ use std::sync::Arc;
 
 use wshub_protocol::{AppCloseCode, CloseReason, MAX_CLOSE_REASON_BYTES, encode_disconnect};
 
-use super::{DisconnectTarget, Hub};
+use super::{Hub, Target};
 use crate::broker::{Directive, DirectiveAction, DirectiveTarget};
 use crate::node::ConnectionId;
 use crate::outbox::{Outbox, ServerCommand};
@@ -16,12 +16,7 @@ impl Hub {
     /// queued, a `system`/`disconnect` frame carrying `reason` (cut to 123
     /// bytes at a character boundary), then the close. Returns how many
     /// were on this node.
-    pub fn disconnect(
-        &self,
-        target: &DisconnectTarget<'_>,
-        code: AppCloseCode,
-        reason: &str,
-    ) -> usize {
+    pub fn disconnect(&self, target: &Target<'_>, code: AppCloseCode, reason: &str) -> usize {
         self.issue(
             target,
             DirectiveAction::Disconnect {
@@ -34,16 +29,16 @@ impl Hub {
     /// Asks the connections named by `target`, on every node, to join (or
     /// leave) `room` on their own behalf; each applies it and is told with a
     /// `system` frame. Returns how many were asked on this node.
-    pub fn command(&self, target: &DisconnectTarget<'_>, command: &ServerCommand) -> usize {
+    pub fn command(&self, target: &Target<'_>, command: &ServerCommand) -> usize {
         self.issue(target, DirectiveAction::Command(command.clone()))
     }
 
     /// Acts on this node's share of a directive and hands the rest to the
     /// broker: a user may have connections anywhere, a wire id names its node.
-    fn issue(&self, target: &DisconnectTarget<'_>, action: DirectiveAction) -> usize {
+    fn issue(&self, target: &Target<'_>, action: DirectiveAction) -> usize {
         let target = match *target {
-            DisconnectTarget::Connection(wire) => DirectiveTarget::Connection(wire.to_owned()),
-            DisconnectTarget::User(user) => DirectiveTarget::User(Arc::from(user)),
+            Target::Connection(wire) => DirectiveTarget::Connection(wire.to_owned()),
+            Target::User(user) => DirectiveTarget::User(Arc::from(user)),
         };
         let directive = Directive {
             node: self.inner.config.node_id.clone(),
@@ -72,9 +67,7 @@ impl Hub {
 
     fn act(&self, directive: &Directive) -> usize {
         let outboxes = match &directive.target {
-            DirectiveTarget::Connection(wire) => {
-                self.target_outboxes(&DisconnectTarget::Connection(wire))
-            }
+            DirectiveTarget::Connection(wire) => self.target_outboxes(&Target::Connection(wire)),
             DirectiveTarget::User(user) => self.user_outboxes(user),
         };
         match &directive.action {
@@ -97,13 +90,13 @@ impl Hub {
         }
     }
 
-    fn target_outboxes(&self, target: &DisconnectTarget<'_>) -> Vec<Arc<Outbox>> {
+    fn target_outboxes(&self, target: &Target<'_>) -> Vec<Arc<Outbox>> {
         match target {
-            DisconnectTarget::Connection(wire) => ConnectionId::from_wire(wire, self.node_id())
+            Target::Connection(wire) => ConnectionId::from_wire(wire, self.node_id())
                 .and_then(|id| self.inner.connections.get(&id).map(|o| Arc::clone(&o)))
                 .into_iter()
                 .collect(),
-            DisconnectTarget::User(user) => self.user_outboxes(user),
+            Target::User(user) => self.user_outboxes(user),
         }
     }
 }

@@ -8,7 +8,7 @@ use std::task::{Context, Wake, Waker};
 use std::time::Duration;
 
 use super::*;
-use crate::{Broker, BrokerFull, Directive, DisconnectTarget, NodeId, Publication, ServerCommand};
+use crate::{Broker, BrokerFull, Directive, NodeId, Publication, ServerCommand, Target};
 use wshub_protocol::RoomName;
 
 /// Records what the hub tells it and hands publications to its peers, the
@@ -257,7 +257,7 @@ fn directives_reach_a_users_connections_on_every_node_exactly_once() {
     }
 
     let asked = a.command(
-        &DisconnectTarget::User("u7"),
+        &Target::User("u7"),
         &ServerCommand::Subscribe(RoomName::new("news").unwrap()),
     );
     assert_eq!(asked, 1, "the count is this node's share");
@@ -268,10 +268,7 @@ fn directives_reach_a_users_connections_on_every_node_exactly_once() {
     }
     assert!(a.has_room("news") && b.has_room("news"));
 
-    assert_eq!(
-        a.disconnect(&DisconnectTarget::User("u7"), code(4000), "bye"),
-        1
-    );
+    assert_eq!(a.disconnect(&Target::User("u7"), code(4000), "bye"), 1);
     for conn in [&on_a, &on_b] {
         let (got, close) = take(conn);
         assert_eq!(types(&got), ["system"]);
@@ -286,13 +283,13 @@ fn a_directive_for_one_connection_acts_only_on_its_node() {
     let on_b = connect(&b);
     let wire = on_b.wire_id().to_owned();
     assert_eq!(
-        a.disconnect(&DisconnectTarget::Connection(&wire), code(4001), "x"),
+        a.disconnect(&Target::Connection(&wire), code(4001), "x"),
         0,
         "not on a"
     );
     assert_eq!(take(&on_b).1.map(|c| c.code), Some(4001));
     assert_eq!(
-        b.disconnect(&DisconnectTarget::Connection("a.999"), code(4000), "x"),
+        b.disconnect(&Target::Connection("a.999"), code(4000), "x"),
         0
     );
 }

@@ -423,7 +423,7 @@ fn a_backend_subscribe_takes_the_join_path_position_held_ack_and_all() {
     queued(&alice);
     let room = RoomName::new("chat:api").unwrap();
     hub.command(
-        &crate::DisconnectTarget::User("alice"),
+        &crate::Target::User("alice"),
         &crate::ServerCommand::Subscribe(room),
     );
     alice.handle_server_commands();
@@ -450,7 +450,7 @@ fn a_backend_subscribe_to_a_room_a_node_does_not_hear_yet_is_held() {
     queued(&alice);
     let room = RoomName::new("news").unwrap();
     hub.command(
-        &crate::DisconnectTarget::User("alice"),
+        &crate::Target::User("alice"),
         &crate::ServerCommand::Subscribe(room),
     );
     alice.handle_server_commands();

@@ -2,7 +2,7 @@
 //! disconnects, and room listings, as the HTTP API uses them.
 
 use super::*;
-use crate::{DisconnectTarget, Identity};
+use crate::{Identity, Target};
 use wshub_protocol::Content;
 
 #[test]
@@ -51,7 +51,7 @@ fn a_disconnect_delivers_the_queue_then_a_system_frame_then_closes_with_the_code
     join(&mut bob, "r");
     publish(&mut bob, "r", "1");
     assert_eq!(
-        hub.disconnect(&DisconnectTarget::User("alice"), code(4100), "banned"),
+        hub.disconnect(&Target::User("alice"), code(4100), "banned"),
         1
     );
     let (got, close) = take(&alice);
@@ -68,17 +68,14 @@ fn a_disconnect_delivers_the_queue_then_a_system_frame_then_closes_with_the_code
     );
     let wire = bob.wire_id().to_owned();
     assert_eq!(
-        hub.disconnect(&DisconnectTarget::Connection(&wire), code(4000), ""),
+        hub.disconnect(&Target::Connection(&wire), code(4000), ""),
         1
     );
     assert_eq!(
-        hub.disconnect(&DisconnectTarget::Connection("othernode.1"), code(4000), ""),
+        hub.disconnect(&Target::Connection("othernode.1"), code(4000), ""),
         0
     );
-    assert_eq!(
-        hub.disconnect(&DisconnectTarget::User("nobody"), code(4000), ""),
-        0
-    );
+    assert_eq!(hub.disconnect(&Target::User("nobody"), code(4000), ""), 0);
 }
 
 #[test]
@@ -116,7 +113,7 @@ fn the_server_subscribes_and_unsubscribes_a_connection_through_its_outbox() {
     join(&mut bob, "news");
     let room = wshub_protocol::RoomName::new("news").unwrap();
     let asked = hub.command(
-        &DisconnectTarget::User("alice"),
+        &Target::User("alice"),
         &crate::ServerCommand::Subscribe(room.clone()),
     );
     assert_eq!(asked, 1);
@@ -134,7 +131,7 @@ fn the_server_subscribes_and_unsubscribes_a_connection_through_its_outbox() {
     publish(&mut bob, "news", "1");
     assert_eq!(frames(&alice)[0]["content"], 1);
     hub.command(
-        &DisconnectTarget::User("alice"),
+        &Target::User("alice"),
         &crate::ServerCommand::Unsubscribe(room),
     );
     alice.handle_server_commands();
