@@ -238,6 +238,23 @@ const FULL: &[Scenario] = &[
         floor: false,
     },
     Scenario {
+        // fanout-1k with every publication decided by the publish hook of
+        // docs/examples/proxy_backend.mjs (a Node backend on loopback).
+        name: "proxy-fanout-1k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "1000",
+            "--messages",
+            "500",
+            "--rate",
+            "100",
+        ],
+        two_nodes: None,
+        server_env: &[("WSHUB_PROXY__PUBLISH__URL", "{backend}/wshub/publish")],
+        floor: false,
+    },
+    Scenario {
         name: "nats-fanout-1k",
         args: &[
             "fanout",
@@ -653,6 +670,30 @@ impl Drop for BrokerProcess {
     }
 }
 
+/// docs/examples/proxy_backend.mjs on a free port, and its URL.
+fn start_proxy_backend() -> anyhow::Result<(BrokerProcess, String)> {
+    use std::io::BufRead as _;
+    let script = crate::workspace_root().join("docs/examples/proxy_backend.mjs");
+    let mut child = Command::new("node")
+        .arg(&script)
+        .arg("0")
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the proxy backend with node")?;
+    let stdout = child.stdout.take().context("the backend's stdout")?;
+    let backend = BrokerProcess(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("the backend's first line")?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("the backend said {line:?}"))?;
+    Ok((backend, format!("http://{addr}")))
+}
+
 /// A `nats-server` on a free port.
 fn start_nats() -> anyhow::Result<(BrokerProcess, u16)> {
     let port = free_port()?;
@@ -799,10 +840,24 @@ fn run_scenario(
     // the other; both share a broker started for the scenario.
     let mut broker = None;
     let mut publishing_node = None;
+    // `{backend}` in a setting: the documented proxy backend, started for
+    // the scenario.
+    let backend = if scenario
+        .server_env
+        .iter()
+        .any(|(_, value)| value.contains("{backend}"))
+    {
+        Some(start_proxy_backend()?)
+    } else {
+        None
+    };
     let mut env: Vec<(&str, String)> = scenario
         .server_env
         .iter()
-        .map(|(key, value)| (*key, (*value).to_owned()))
+        .map(|(key, value)| {
+            let url = backend.as_ref().map_or("", |(_, url)| url.as_str());
+            (*key, value.replace("{backend}", url))
+        })
         .collect();
     if let Some(link) = scenario.two_nodes {
         let (process, port) = match link {
@@ -852,6 +907,7 @@ fn run_scenario(
     drop(server);
     drop(publishing_node);
     drop(broker);
+    drop(backend);
     if !output.status.success() {
         bail!("load generator failed ({})", output.status);
     }
