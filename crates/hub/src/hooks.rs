@@ -268,7 +268,8 @@ pub trait Hooks: Send + Sync + fmt::Debug {
 
     /// A connection is about to be registered; runs before the hub knows
     /// it, called by whoever accepts the socket (the transport, the
-    /// server). The default admits it as it proved itself.
+    /// server; `wshub_transport::WsUpgrade::ask_connect` asks it). The
+    /// default admits it as it proved itself.
     fn connect(&self, request: ConnectRequest, decide: Decide<Admit>) {
         decide.allow(Admit {
             identity: request.identity,

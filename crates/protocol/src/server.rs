@@ -272,16 +272,25 @@ pub fn encode_error_with_reason(
     reason: Option<crate::ErrorReason>,
     message: &str,
 ) -> TextFrame {
+    encode_error_frame(reference, code.as_str(), reason, message)
+}
+
+fn encode_error_frame(
+    reference: Option<&Ref>,
+    code: &str,
+    reason: Option<crate::ErrorReason>,
+    message: &str,
+) -> TextFrame {
     let message = truncate(message, MAX_ERROR_MESSAGE_BYTES);
     encode(
         &Error {
             kind: "error",
             reference: reference.map(Ref::raw),
-            code: code.as_str(),
+            code,
             reason: reason.map(crate::ErrorReason::as_str),
             message,
         },
-        64 + message.len(),
+        64 + code.len() + message.len(),
     )
 }
 
@@ -336,17 +345,7 @@ pub fn encode_app_error(
     reason: Option<crate::ErrorReason>,
     message: &str,
 ) -> TextFrame {
-    let message = truncate(message, MAX_ERROR_MESSAGE_BYTES);
-    encode(
-        &Error {
-            kind: "error",
-            reference: reference.map(Ref::raw),
-            code: code.as_str(),
-            reason: reason.map(crate::ErrorReason::as_str),
-            message,
-        },
-        64 + code.as_str().len() + message.len(),
-    )
+    encode_error_frame(reference, code.as_str(), reason, message)
 }
 
 /// `{"type":"rpc","ref":..,"data":..}`: the answer to an `rpc` frame, its

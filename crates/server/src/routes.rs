@@ -8,7 +8,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header};
-use wshub_hub::{ConnectRequest, Identity, Verdict};
+use wshub_hub::{Identity, Verdict};
 use wshub_protocol::{ErrorCode, Readiness, UpgradeRefusal, encode_http_refusal};
 use wshub_transport::{Admission, WsUpgrade, is_upgrade_request, upgrade_required};
 
@@ -243,17 +243,10 @@ async fn websocket<B>(
     let (identity, rooms) = match (proved, connect_hook) {
         (Some(identity), _) => (identity, Vec::new()),
         (None, None) => (Identity::anonymous(), Vec::new()),
-        (None, Some(hooks)) => {
-            let asked = ConnectRequest {
-                id,
-                wire_id: id.to_wire(hub.node_id()),
-                identity: Identity::anonymous(),
-            };
-            match crate::proxy::decide_connect(hooks.as_ref(), asked).await {
-                Verdict::Allow(admit) => (admit.identity, admit.rooms),
-                verdict => return connect_refused(state, verdict, peer),
-            }
-        }
+        (None, Some(_)) => match state.upgrade.ask_connect(id, Identity::anonymous()).await {
+            Verdict::Allow(admit) => (admit.identity, admit.rooms),
+            verdict => return connect_refused(state, verdict, peer),
+        },
     };
     let guard = (slot.with(context.take_tcp_slot()), peer_guard);
     state.upgrade.accept(

@@ -9,7 +9,10 @@ use hyper::{Request, Response, StatusCode, header};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
 use wshub_hub::protocol::RoomName;
-use wshub_hub::{Connection, ConnectionId, Hub, Identity, ServerCommand};
+use wshub_hub::{
+    Admit, ConnectRequest, Connection, ConnectionId, Decide, Hub, Identity, Refusal, ServerCommand,
+    Verdict,
+};
 
 use crate::config::TransportConfig;
 use crate::driver;
@@ -193,6 +196,38 @@ impl WsUpgrade {
     /// The hub connections are registered with.
     pub fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// Asks the hub's [`Hooks::connect`](wshub_hub::Hooks::connect) about
+    /// a connection about to be accepted as `id` (from
+    /// [`Hub::reserve_connection_id`]) with what it proved so far; pass the
+    /// allowed [`Admit`]'s identity and rooms, and `id`, in the
+    /// [`Admission`]. A hub without hooks admits it as it is.
+    pub async fn ask_connect(&self, id: ConnectionId, identity: Identity) -> Verdict<Admit> {
+        let Some(hooks) = self.hub.hooks() else {
+            return Verdict::Allow(Admit {
+                identity,
+                rooms: Vec::new(),
+            });
+        };
+        let (tx, rx) = tokio::sync::oneshot::channel();
+        hooks.connect(
+            ConnectRequest {
+                id,
+                wire_id: id.to_wire(self.hub.node_id()),
+                identity,
+            },
+            Decide::new(move |verdict| {
+                // The client may have gone meanwhile: nobody to tell.
+                let _ = tx.send(verdict);
+            }),
+        );
+        rx.await.unwrap_or_else(|_| {
+            Verdict::Refuse(Refusal::unavailable(
+                wshub_hub::protocol::ErrorReason::NoDecision,
+                "the connect hook dropped the request",
+            ))
+        })
     }
 
     /// The page origins allowed to connect.

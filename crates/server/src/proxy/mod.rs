@@ -17,7 +17,7 @@ use serde_json::value::RawValue;
 use tokio::runtime::Handle;
 use wshub_hub::{
     Admit, Caller, ConnectRequest, ConnectionId, Decide, HookPoint, Hooks, Identity, JoinRequest,
-    PublishRequest, RefreshRequest, Refreshed, RpcRequest, Verdict,
+    PublishRequest, RefreshRequest, Refreshed, RpcRequest,
 };
 use wshub_protocol::{Content, RoomName};
 
@@ -421,22 +421,4 @@ impl Hooks for ProxyHooks {
             read_refresh,
         );
     }
-}
-
-/// Waits for a connect decision given through a [`Decide`].
-pub async fn decide_connect(hooks: &dyn Hooks, request: ConnectRequest) -> Verdict<Admit> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    hooks.connect(
-        request,
-        Decide::new(move |verdict| {
-            // The upgrade request may be gone (the client left): nobody to tell.
-            let _ = tx.send(verdict);
-        }),
-    );
-    rx.await.unwrap_or_else(|_| {
-        Verdict::Refuse(wshub_hub::Refusal::unavailable(
-            wshub_protocol::ErrorReason::NoDecision,
-            "the connect hook dropped the request",
-        ))
-    })
 }
