@@ -469,6 +469,10 @@ struct Options {
     compare: Option<PathBuf>,
     /// Scenario names to run (all when empty).
     only: Vec<String>,
+    /// The dev build (what the tests already built) instead of the release
+    /// build: for the smoke run in `cargo xtask test`, which checks that
+    /// nothing is lost, not how fast.
+    debug: bool,
 }
 
 fn parse(args: &[String]) -> anyhow::Result<Options> {
@@ -476,11 +480,13 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
         quick: false,
         compare: None,
         only: Vec::new(),
+        debug: false,
     };
     let mut iter = args.iter();
     while let Some(arg) = iter.next() {
         match arg.as_str() {
             "--quick" => options.quick = true,
+            "--debug" => options.debug = true,
             "--compare" => {
                 options.compare = Some(
                     iter.next()
@@ -497,7 +503,7 @@ fn parse(args: &[String]) -> anyhow::Result<Options> {
                     .collect();
             }
             other => bail!(
-                "bench: unknown argument {other:?} (use --quick, --compare PATH, --only NAME[,NAME])"
+                "bench: unknown argument {other:?} (use --quick, --debug, --compare PATH, --only NAME[,NAME])"
             ),
         }
     }
@@ -518,23 +524,19 @@ fn shown_command(scenario: &Scenario) -> String {
 pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
     let options = parse(args)?;
     let target = crate::target_dir(root);
-    eprintln!("==> building the release server and load generator");
-    let status = crate::cargo()
-        .args([
-            "build",
-            "--release",
-            "-p",
-            "wshub-server",
-            "-p",
-            "wshub-loadtest",
-        ])
-        .status()?;
-    if !status.success() {
-        bail!("release build failed");
+    let profile = if options.debug { "debug" } else { "release" };
+    eprintln!("==> building the {profile} server and load generator");
+    let mut build = crate::cargo();
+    build.args(["build", "-p", "wshub-server", "-p", "wshub-loadtest"]);
+    if !options.debug {
+        build.arg("--release");
     }
-    let server_bin = target.join("release/wshub");
-    let loadgen_bin = target.join("release/wshub-loadtest");
-    let floor_bin = target.join("release/wshub-floor");
+    if !build.status()?.success() {
+        bail!("{profile} build failed");
+    }
+    let server_bin = target.join(profile).join("wshub");
+    let loadgen_bin = target.join(profile).join("wshub-loadtest");
+    let floor_bin = target.join(profile).join("wshub-floor");
     let matrix: Vec<&Scenario> = if options.quick { QUICK } else { FULL }
         .iter()
         .filter(|scenario| {
@@ -583,6 +585,7 @@ pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
     let document = json!({
         "generated_unix": std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs()),
         "quick": options.quick,
+        "profile": profile,
         "machine": report::machine(),
         "server_args": SERVER_ARGS.join(" "),
         "scenarios": results,

@@ -5,7 +5,8 @@
 //!   (licenses, duplicate versions, sources, advisories), the whole test suite
 //!   (which installs its pinned Python/Node peers under target/), the JS
 //!   client's tests with Node's runner against the built binary, and the
-//!   quick benchmark as a smoke test that fails on any lost message.
+//!   quick benchmark on the dev build as a smoke test that fails on any
+//!   lost message.
 //! - `bench [--quick] [--compare OLD.json]`: the benchmark matrix.
 //! - `doctor [--connections N] [--write-sysctl]`: kernel and ulimit check.
 //! - `test-js`: only the JS client's and web console's tests.
@@ -56,8 +57,8 @@ fn print_help() {
     eprintln!(
         "cargo xtask <command>\n\n\
          commands:\n  \
-         test    format check, clippy -D warnings, hub purity, rustdoc, cargo deny, all tests, JS client tests, bench --quick (what CI runs)\n  \
-         bench   [--quick] [--only NAME[,NAME]] [--compare OLD.json]: benchmark matrix, reports in target/bench/\n  \
+         test    format check, clippy -D warnings, hub purity, rustdoc, cargo deny, all tests, JS client tests, bench --quick --debug (what CI runs)\n  \
+         bench   [--quick] [--debug] [--only NAME[,NAME]] [--compare OLD.json]: benchmark matrix, reports in target/bench/\n  \
          doctor  [--connections N] [--write-sysctl]: kernel and ulimit readiness for N connections\n  \
          fuzz    [--time 10m]: the frame reader's property tests, longer (each round a fresh seed)\n  \
          test-js the JS client's and web console's tests alone (Node's runner, Chromium)\n"
@@ -234,8 +235,13 @@ fn test(extra: &[String]) -> anyhow::Result<()> {
     totals.passed += js.passed;
     totals.failed += js.failed;
     totals.ignored += js.ignored;
-    eprintln!("==> cargo xtask bench --quick (smoke test: fails on any lost message)");
-    bench::run(&["--quick".to_owned()], &workspace_root())?;
+    // The dev build the tests made: the smoke run checks that nothing is
+    // lost, and a release build would cost CI about 5 minutes.
+    eprintln!("==> cargo xtask bench --quick --debug (smoke test: fails on any lost message)");
+    bench::run(
+        &["--quick".to_owned(), "--debug".to_owned()],
+        &workspace_root(),
+    )?;
     // One closing line for the whole suite: cargo prints a summary per test
     // binary, and the last of those is often a doc-test binary with none.
     println!(

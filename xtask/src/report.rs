@@ -190,12 +190,13 @@ pub fn markdown(document: &Value) -> String {
     let machine = &document["machine"];
     let _ = writeln!(
         out,
-        "Machine: {} CPUs ({}), Linux {}. Server: release build, `wshub{}` (default configuration otherwise), \
+        "Machine: {} CPUs ({}), Linux {}. Server: {} build, `wshub{}` (default configuration otherwise), \
          one fresh server per scenario, load generator on the same machine (so it competes with the server \
          for the same cores).\n",
         machine["cpus"],
         machine["cpu_model"].as_str().unwrap_or("?"),
         machine["kernel"].as_str().unwrap_or("?"),
+        document["profile"].as_str().unwrap_or("release"),
         document["server_args"]
             .as_str()
             .filter(|a| !a.is_empty())
