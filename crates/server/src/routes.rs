@@ -9,7 +9,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Method, Request, Response, StatusCode, header};
 use wshub_hub::{Identity, Verdict};
-use wshub_protocol::{ErrorCode, Readiness, UpgradeRefusal, encode_http_refusal};
+use wshub_protocol::{Readiness, UpgradeRefusal, encode_http_refusal};
 use wshub_transport::{Admission, WsUpgrade, is_upgrade_request, upgrade_required};
 
 use crate::admission::{Gate, Refusal};
@@ -245,7 +245,7 @@ async fn websocket<B>(
         (None, None) => (Identity::anonymous(), Vec::new()),
         (None, Some(_)) => match state.upgrade.ask_connect(id, Identity::anonymous()).await {
             Verdict::Allow(admit) => (admit.identity, admit.rooms),
-            verdict => return connect_refused(state, verdict, peer),
+            verdict => return connect_refused(state, &verdict, peer),
         },
     };
     let guard = (slot.with(context.take_tcp_slot()), peer_guard);
@@ -262,52 +262,21 @@ async fn websocket<B>(
     )
 }
 
-/// The connect hook's refusal: 403 `refused` with the backend's code (or
-/// `disconnect`), 503 `backend_unavailable` when it could not decide.
+/// The connect hook's refusal (see [`wshub_transport::connect_refusal`]),
+/// counted and logged.
 fn connect_refused(
     state: &AppState,
-    verdict: Verdict<wshub_hub::Admit>,
+    verdict: &Verdict<wshub_hub::Admit>,
     peer: SocketAddr,
 ) -> Response<Full<Bytes>> {
     state.metrics.reject(Rejection::Refused);
-    let (status, error, reason, message) = match &verdict {
-        Verdict::Refuse(refusal) if refusal.code.as_str() == ErrorCode::Unavailable.as_str() => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            UpgradeRefusal::BackendUnavailable,
-            refusal.reason.map_or("backend_unreachable", |r| r.as_str()),
-            refusal.message.as_str(),
-        ),
-        Verdict::Refuse(refusal) => (
-            StatusCode::FORBIDDEN,
-            UpgradeRefusal::Refused,
-            refusal.code.as_str(),
-            refusal.message.as_str(),
-        ),
-        Verdict::Disconnect { reason, .. } => (
-            StatusCode::FORBIDDEN,
-            UpgradeRefusal::Refused,
-            "disconnect",
-            reason.as_str(),
-        ),
-        Verdict::Allow(_) => (
+    tracing::debug!(%peer, ?verdict, "upgrade refused by the connect hook");
+    wshub_transport::connect_refusal(verdict).unwrap_or_else(|| {
+        text(
             StatusCode::INTERNAL_SERVER_ERROR,
-            UpgradeRefusal::Refused,
-            "allowed",
-            "",
-        ),
-    };
-    tracing::debug!(%peer, reason, "upgrade refused by the connect hook: {message}");
-    let mut answer = response(
-        status,
-        "application/json",
-        encode_http_refusal(error, reason, (!message.is_empty()).then_some(message)),
-    );
-    if status == StatusCode::SERVICE_UNAVAILABLE {
-        answer
-            .headers_mut()
-            .insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
-    }
-    answer
+            "500 Internal Server Error: an allowed connection was refused\n",
+        )
+    })
 }
 
 fn unauthorized(

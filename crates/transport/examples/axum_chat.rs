@@ -22,17 +22,30 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use serde_json::{Value, json};
 use wshub_hub::protocol::{Content, RoomName};
-use wshub_hub::{Decide, HookPoint, Hooks, Hub, HubConfig, Identity, JoinRequest, Refusal};
+use wshub_hub::{
+    Admit, ConnectRequest, Decide, HookPoint, Hooks, Hub, HubConfig, Identity, JoinRequest, Refusal,
+};
 use wshub_transport::{Admission, TransportConfig, WsUpgrade};
 
-/// Only `root` may join `admin:*` rooms; every other join and publish
-/// takes the direct path (no decision round).
+/// `mallory` is banned, and only `root` may join `admin:*` rooms; every
+/// other join and publish takes the direct path (no decision round).
 #[derive(Debug)]
 struct AdminRooms;
 
 impl Hooks for AdminRooms {
     fn intercepts(&self, point: HookPoint<'_>) -> bool {
         matches!(point, HookPoint::Join(room) if room.namespace() == "admin")
+    }
+
+    fn connect(&self, request: ConnectRequest, decide: Decide<Admit>) {
+        if request.identity.user_id() == Some("mallory") {
+            decide.refuse(Refusal::forbidden("banned"));
+        } else {
+            decide.allow(Admit {
+                identity: request.identity,
+                rooms: Vec::new(),
+            });
+        }
     }
 
     fn join(&self, request: JoinRequest, decide: Decide<()>) {
@@ -82,8 +95,9 @@ async fn chat(State(ws): State<WsUpgrade>, request: Request) -> Response {
         rooms: vec![RoomName::from_static("lobby")],
         ..Admission::default()
     };
-    // Checks the page origin (a cookie session needs it), then upgrades.
-    ws.accept_axum(request, admission)
+    // Checks the page origin (a cookie session needs it), asks the hook's
+    // connect, then upgrades.
+    ws.accept_axum(request, admission).await
 }
 
 async fn announce(State(ws): State<WsUpgrade>, Json(body): Json<Value>) -> Response {

@@ -24,15 +24,20 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
+use wshub_hub::Verdict;
+
 use crate::upgrade::{Admission, WsUpgrade};
 
 impl WsUpgrade {
     /// Answers an axum request on a WebSocket route: the checks and the
     /// upgrade of [`accept`](Self::accept) (origin, RFC 6455 handshake),
     /// with what the route decided about the client in `admission` (its
-    /// identity, rooms to join at once). The peer address comes from
-    /// [`ConnectInfo`] when the router has it, and only names the
-    /// connection in debug logs.
+    /// identity, rooms to join at once). When the hub has
+    /// [`Hooks`](wshub_hub::Hooks), their `connect` decides next, with that
+    /// identity ([`ask_connect`](Self::ask_connect)): a refusal is answered
+    /// as [`connect_refusal`](crate::connect_refusal) says, and the rooms it
+    /// allows are joined too. The peer address comes from [`ConnectInfo`]
+    /// when the router has it, and only names the connection in debug logs.
     ///
     /// ```no_run
     /// # use axum::{Router, extract::{Request, State}, routing::get};
@@ -43,15 +48,35 @@ impl WsUpgrade {
     ///         identity: Identity::user("alice"),
     ///         ..Admission::default()
     ///     };
-    ///     ws.accept_axum(request, admission)
+    ///     ws.accept_axum(request, admission).await
     /// }
     /// # fn router(ws: WsUpgrade) -> Router { Router::new().route("/chat", get(chat)).with_state(ws) }
     /// ```
-    pub fn accept_axum(&self, mut request: Request, admission: Admission) -> Response {
+    pub async fn accept_axum(&self, mut request: Request, mut admission: Admission) -> Response {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
+        if self.hub().hooks().is_some() && admission.id.is_none() {
+            // A broken handshake or a foreign page never reaches the hook.
+            if let Some(refused) = self.refusal(&request) {
+                return refused.map(axum::body::Body::new);
+            }
+            let id = self.hub().reserve_connection_id();
+            let proved = std::mem::take(&mut admission.identity);
+            match self.ask_connect(id, proved).await {
+                Verdict::Allow(admit) => {
+                    admission.id = Some(id);
+                    admission.identity = admit.identity;
+                    admission.rooms.extend(admit.rooms);
+                }
+                verdict => {
+                    if let Some(refused) = crate::connect_refusal(&verdict) {
+                        return refused.map(axum::body::Body::new);
+                    }
+                }
+            }
+        }
         self.accept(&mut request, peer, admission)
             .map(axum::body::Body::new)
     }

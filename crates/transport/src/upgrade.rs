@@ -62,6 +62,51 @@ fn version_required() -> Response<Full<Bytes>> {
     response
 }
 
+/// The answer to an upgrade a connect hook did not allow (`None` when it
+/// did): 403 `{"error":"refused","reason":<the hook's code>}` (or reason
+/// `disconnect`), 503 `{"error":"backend_unavailable","reason":..}` with
+/// `Retry-After` when it could not decide.
+pub fn connect_refusal<T>(verdict: &Verdict<T>) -> Option<Response<Full<Bytes>>> {
+    use wshub_hub::protocol::{ErrorCode, UpgradeRefusal};
+    let (status, error, reason, message) = match verdict {
+        Verdict::Allow(_) => return None,
+        Verdict::Refuse(refusal) if refusal.code.as_str() == ErrorCode::Unavailable.as_str() => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            UpgradeRefusal::BackendUnavailable,
+            refusal.reason.map_or("backend_unreachable", |r| r.as_str()),
+            refusal.message.as_str(),
+        ),
+        Verdict::Refuse(refusal) => (
+            StatusCode::FORBIDDEN,
+            UpgradeRefusal::Refused,
+            refusal.code.as_str(),
+            refusal.message.as_str(),
+        ),
+        Verdict::Disconnect { reason, .. } => (
+            StatusCode::FORBIDDEN,
+            UpgradeRefusal::Refused,
+            "disconnect",
+            reason.as_str(),
+        ),
+    };
+    let body = wshub_protocol::encode_http_refusal(
+        error,
+        reason,
+        (!message.is_empty()).then_some(message),
+    );
+    let mut response = Response::new(Full::new(body));
+    *response.status_mut() = status;
+    let headers = response.headers_mut();
+    headers.insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static("application/json"),
+    );
+    if status == StatusCode::SERVICE_UNAVAILABLE {
+        headers.insert(header::RETRY_AFTER, header::HeaderValue::from_static("1"));
+    }
+    Some(response)
+}
+
 /// `403` with `{"error":"forbidden_origin","reason":..}`.
 fn origin_refused(reason: &str) -> Response<Full<Bytes>> {
     let mut response = Response::new(Full::new(wshub_protocol::encode_http_refusal(
