@@ -84,17 +84,12 @@ impl Connection {
         if hooked.waiting.len() >= MAX_WAITING_FRAMES
             || hooked.waiting_bytes + text.len() > MAX_WAITING_BYTES
         {
-            let reference = match wshub_protocol::parse_client_frame(text) {
-                Ok(frame) => frame.reference().cloned(),
-                Err(err) => err.reference,
-            };
-            self.send_control(encode_error_with_reason(
-                reference.as_ref(),
+            return self.refuse_text(
+                text,
                 ErrorCode::RateLimited,
                 Some(ErrorReason::TooManyPending),
                 "too many frames wait for the backend's decision on an earlier one; wait for its answer",
-            ));
-            return FrameOutcome::Rejected(ErrorCode::RateLimited);
+            );
         }
         hooked.waiting_bytes += text.len();
         hooked.waiting.push_back((text.into(), now_ms));

@@ -336,6 +336,7 @@ impl Connection {
             FloodVerdict::Refuse => Some(self.refuse_text(
                 text,
                 ErrorCode::RateLimited,
+                None,
                 "rate limit exceeded; slow down",
             )),
             FloodVerdict::Close => {
@@ -368,12 +369,24 @@ impl Connection {
 
     /// Answers a frame that is refused before it is acted on: an `error`
     /// frame with the frame's `ref` when one can be read.
-    fn refuse_text(&self, text: &str, code: ErrorCode, message: &str) -> FrameOutcome {
+    fn refuse_text(
+        &self,
+        text: &str,
+        code: ErrorCode,
+        reason: Option<wshub_protocol::ErrorReason>,
+        message: &str,
+    ) -> FrameOutcome {
         let reference = match parse_client_frame(text) {
             Ok(frame) => frame.reference().cloned(),
             Err(err) => err.reference,
         };
-        self.reject(reference.as_ref(), code, message)
+        self.send_control(encode_error_with_reason(
+            reference.as_ref(),
+            code,
+            reason,
+            message,
+        ));
+        FrameOutcome::Rejected(code)
     }
 
     /// Joins `room`, if the access policy and the room limit allow it.

@@ -101,6 +101,8 @@ struct Peer {
 #[derive(Debug)]
 pub struct ProxyHooks {
     plan: ProxyPlan,
+    /// Every header some hook forwards, once each: what an upgrade keeps.
+    forwarded: Vec<HeaderName>,
     backend: backend::Backend,
     peers: DashMap<ConnectionId, Arc<Peer>>,
     runtime: Handle,
@@ -127,8 +129,17 @@ impl ProxyHooks {
             std::io::Error::other(format!("proxy hooks need a tokio runtime: {err}"))
         })?;
         let backend = backend::Backend::new(plan.max_in_flight, plan.secret.clone(), metrics)?;
+        let mut forwarded: Vec<HeaderName> = plan
+            .hooks
+            .iter()
+            .flatten()
+            .flat_map(|hook| hook.forward.iter().cloned())
+            .collect();
+        forwarded.sort_by(|a, b| a.as_str().cmp(b.as_str()));
+        forwarded.dedup();
         Ok(Self {
             plan,
+            forwarded,
             backend,
             peers: DashMap::new(),
             runtime,
@@ -148,17 +159,9 @@ impl ProxyHooks {
         remote_addr: IpAddr,
         headers: &HeaderMap,
     ) -> PeerGuard {
-        let mut wanted: Vec<&HeaderName> = self
-            .plan
-            .hooks
+        let headers = self
+            .forwarded
             .iter()
-            .flatten()
-            .flat_map(|hook| &hook.forward)
-            .collect();
-        wanted.sort_by(|a, b| a.as_str().cmp(b.as_str()));
-        wanted.dedup();
-        let headers = wanted
-            .into_iter()
             .filter_map(|name| {
                 let values: Vec<&str> = headers
                     .get_all(name)
