@@ -13,7 +13,8 @@ const hooks = {
     const session = /(?:^|;\s*)session=([^;]*)/.exec(req.headers.cookie ?? "")?.[1];
     const user = SESSIONS[session];
     if (!user) return { error: { code: "login_required", message: "log in first" } };
-    return { result: { user, expire_at: hour(), rooms: [`inbox:${user}`] } };
+    const name = user[0].toUpperCase() + user.slice(1);
+    return { result: { user, info: { name }, expire_at: hour(), rooms: [`inbox:${user}`] } };
   },
   "/wshub/subscribe": (req) =>
     req.room.startsWith("team:") && !TEAM.has(req.user)

@@ -22,7 +22,8 @@ def connect(req):
     user = SESSIONS.get(cookie["session"].value) if "session" in cookie else None
     if user is None:
         return {"error": {"code": "login_required", "message": "log in first"}}
-    return {"result": {"user": user, "expire_at": int(time.time()) + 3600, "rooms": [f"inbox:{user}"]}}
+    return {"result": {"user": user, "info": {"name": user.title()},
+                       "expire_at": int(time.time()) + 3600, "rooms": [f"inbox:{user}"]}}
 
 
 def subscribe(req):

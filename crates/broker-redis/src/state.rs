@@ -101,6 +101,63 @@ fn text(value: &Value) -> Option<&str> {
     }
 }
 
+/// Marks a presence entry stored as JSON (`{"user":..,"info":..}`) rather
+/// than as the bare user id (empty: anonymous) that a member without `info`
+/// keeps, as nodes before `info` wrote and read it. A user id that itself
+/// starts with this byte is stored as JSON too, so no entry is ambiguous.
+const JSON_MEMBER: u8 = 0;
+
+#[derive(serde::Deserialize)]
+struct StoredMember {
+    #[serde(default)]
+    user: Option<String>,
+    #[serde(default)]
+    info: Option<Box<serde_json::value::RawValue>>,
+}
+
+/// The hash value Redis keeps for `member`.
+fn stored_member(member: &PresenceMember) -> String {
+    let user = member.user.as_deref().unwrap_or_default();
+    if member.info.is_none() && !user.as_bytes().starts_with(&[JSON_MEMBER]) {
+        return user.to_owned();
+    }
+    #[derive(serde::Serialize)]
+    struct Stored<'a> {
+        #[serde(skip_serializing_if = "Option::is_none")]
+        user: Option<&'a str>,
+        #[serde(skip_serializing_if = "Option::is_none")]
+        info: Option<&'a wshub_hub::protocol::Content>,
+    }
+    let stored = Stored {
+        user: member.user.as_deref(),
+        info: member.info.as_ref(),
+    };
+    // Serializing borrowed strings and raw JSON cannot fail.
+    let json = serde_json::to_string(&stored).unwrap_or_default();
+    format!("{}{json}", char::from(JSON_MEMBER))
+}
+
+/// `id`'s member from the hash value Redis keeps for it.
+fn read_member(id: String, stored: &[u8]) -> PresenceMember {
+    if let Some(json) = stored.strip_prefix(&[JSON_MEMBER])
+        && let Ok(member) = serde_json::from_slice::<StoredMember>(json)
+    {
+        return PresenceMember {
+            id,
+            user: member.user,
+            info: member
+                .info
+                .map(|raw| wshub_hub::protocol::Content::from(&*raw)),
+        };
+    }
+    let user = String::from_utf8_lossy(stored).into_owned();
+    PresenceMember {
+        id,
+        user: (!user.is_empty()).then_some(user),
+        info: None,
+    }
+}
+
 /// Reads `room`'s members on every node, dropping expired ones.
 pub(crate) async fn read_presence(
     mut link: Link,
@@ -114,13 +171,7 @@ pub(crate) async fn read_presence(
     })?;
     let mut members: Vec<PresenceMember> = flat
         .chunks_exact(2)
-        .map(|pair| {
-            let user = String::from_utf8_lossy(&pair[1]).into_owned();
-            PresenceMember {
-                id: String::from_utf8_lossy(&pair[0]).into_owned(),
-                user: (!user.is_empty()).then_some(user),
-            }
-        })
+        .map(|pair| read_member(String::from_utf8_lossy(&pair[0]).into_owned(), &pair[1]))
         .collect();
     members.sort_by(|a, b| a.id.cmp(&b.id));
     Ok(members)
@@ -155,7 +206,7 @@ pub(crate) async fn run_presence(
                         members
                             .entry(room)
                             .or_default()
-                            .insert(member.id, member.user.unwrap_or_default());
+                            .insert(member.id.clone(), stored_member(&member));
                     }
                     PresenceChange::Left(room, id) => {
                         if let Some(room_members) = members.get_mut(&room) {
@@ -191,13 +242,13 @@ pub(crate) async fn run_presence(
 async fn apply(shared: &Shared, link: Link, change: &PresenceChange) -> bool {
     match change {
         PresenceChange::Joined(room, member) => {
-            let user = member.user.clone().unwrap_or_default();
+            let stored = stored_member(member);
             add(
                 shared,
                 link,
                 room,
                 shared.config.presence_ttl,
-                &[(&member.id, &user)],
+                &[(&member.id, &stored)],
             )
             .await
         }
@@ -233,4 +284,49 @@ async fn add(
         invocation.arg(id.as_str()).arg(user.as_str());
     }
     link.invoke::<()>(&invocation).await.is_ok()
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(clippy::unwrap_used)]
+
+    use super::*;
+    use wshub_hub::protocol::Content;
+
+    fn member(user: Option<&str>, info: Option<&str>) -> PresenceMember {
+        PresenceMember {
+            id: "n1.7".into(),
+            user: user.map(str::to_owned),
+            info: info.map(|json| Content::parse(json).unwrap()),
+        }
+    }
+
+    #[test]
+    fn a_member_without_info_is_stored_as_its_bare_user_id() {
+        assert_eq!(stored_member(&member(Some("alice"), None)), "alice");
+        assert_eq!(stored_member(&member(None, None)), "");
+        for plain in [member(Some("alice"), None), member(None, None)] {
+            let stored = stored_member(&plain);
+            assert_eq!(read_member("n1.7".into(), stored.as_bytes()), plain);
+        }
+    }
+
+    #[test]
+    fn info_is_kept_byte_for_byte_and_no_user_id_reads_as_json() {
+        for kept in [
+            member(Some("alice"), Some(r#"{"name": "Alice", "roles":["mod"]}"#)),
+            member(None, Some("[1, 2]")),
+            // A user id that starts with the marker stays a user id.
+            member(Some("\u{0}{\"user\":\"mallory\"}"), None),
+        ] {
+            let stored = stored_member(&kept);
+            assert!(stored.starts_with('\u{0}'), "{stored:?}");
+            let read = read_member("n1.7".into(), stored.as_bytes());
+            assert_eq!(read, kept);
+            assert_eq!(
+                read.info.as_ref().map(Content::as_json),
+                kept.info.as_ref().map(Content::as_json)
+            );
+        }
+    }
 }

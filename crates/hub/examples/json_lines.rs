@@ -18,7 +18,7 @@ use smol::future;
 use smol::io::{AsyncBufReadExt, AsyncWriteExt, BufReader};
 use smol::net::{TcpListener, TcpStream};
 use smol::stream::StreamExt;
-use wshub_hub::{Batch, Drained, Hub, HubConfig, TimerOutcome};
+use wshub_hub::{Batch, Drained, Hub, HubConfig, Identity, TimerOutcome};
 
 /// Milliseconds on a monotonic clock anchored to Unix time, as the hub wants.
 fn now_ms() -> u64 {
@@ -56,7 +56,7 @@ enum Event {
 
 /// The whole life of one connection.
 async fn drive(stream: TcpStream, hub: Hub) {
-    let Ok(mut conn) = hub.connect(now_ms()) else {
+    let Ok(mut conn) = hub.connect_at(Identity::anonymous(), now_ms()) else {
         return; // shutting down
     };
     let outbox = Arc::clone(conn.outbox());

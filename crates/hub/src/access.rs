@@ -6,7 +6,7 @@ use std::fmt;
 use std::sync::Arc;
 
 use globset::{Glob, GlobSet, GlobSetBuilder};
-use wshub_protocol::{ErrorReason, RoomName};
+use wshub_protocol::{Content, ErrorReason, RoomName};
 
 /// What a connection proved about itself when it connected (or refreshed).
 #[derive(Clone, Default)]
@@ -15,6 +15,7 @@ pub struct Identity {
     grants: Option<Arc<GlobSet>>,
     grant_patterns: Arc<[Box<str>]>,
     expires: Option<Expiry>,
+    info: Option<Arc<Content>>,
 }
 
 /// When credentials stop being valid, and who renews them.
@@ -73,6 +74,23 @@ impl Identity {
         self.grants = Some(Arc::new(set));
         self.grant_patterns = patterns.iter().map(|p| Box::from(p.as_ref())).collect();
         Ok(self)
+    }
+
+    /// What the application says about this connection (a profile, a
+    /// role, a device): shown with it in presence and in `join`/`leave`
+    /// events, as Centrifugo's connection `info` is.
+    pub fn with_info(mut self, info: Content) -> Self {
+        self.info = Some(Arc::new(info));
+        self
+    }
+
+    /// The connection's application `info`, if it has one.
+    pub fn info(&self) -> Option<&Content> {
+        self.info.as_deref()
+    }
+
+    pub(crate) fn shared_info(&self) -> Option<&Arc<Content>> {
+        self.info.as_ref()
     }
 
     /// The credentials stop being valid at this Unix time (milliseconds).
@@ -139,6 +157,7 @@ impl fmt::Debug for Identity {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Identity")
             .field("user", &self.user)
+            .field("info", &self.info)
             .field("grants", &self.grant_patterns)
             .field("expires", &self.expires)
             .finish()

@@ -5,7 +5,9 @@ use std::sync::atomic::{AtomicBool, AtomicU64, AtomicUsize, Ordering};
 
 use dashmap::DashMap;
 use rustc_hash::FxBuildHasher;
-use wshub_protocol::{CloseReason, RoomName, SystemEvent, TextFrame, encode_system};
+use wshub_protocol::{
+    CloseReason, PresenceMember, RoomName, SystemEvent, TextFrame, encode_system,
+};
 
 use crate::access::Identity;
 use crate::broker::{Broker, LocalBroker};
@@ -237,26 +239,28 @@ impl Hub {
         &self.inner.config.node_id
     }
 
-    /// Registers a new anonymous connection at `now_ms`; its `welcome` frame
-    /// is queued.
-    pub fn connect(&self, now_ms: u64) -> Result<Connection, HubError> {
-        self.connect_with(Identity::anonymous(), now_ms)
+    /// Registers a new anonymous connection now on the hub's clock; its
+    /// `welcome` frame is queued.
+    pub fn connect(&self) -> Result<Connection, HubError> {
+        self.connect_with(Identity::anonymous())
     }
 
     /// Registers a new connection on behalf of an authenticated user; `user`
     /// appears in its welcome and beside `from` in its messages.
-    pub fn connect_as(
-        &self,
-        user: impl Into<Arc<str>>,
-        now_ms: u64,
-    ) -> Result<Connection, HubError> {
-        self.connect_with(Identity::user(user), now_ms)
+    pub fn connect_as(&self, user: impl Into<Arc<str>>) -> Result<Connection, HubError> {
+        self.connect_with(Identity::user(user))
     }
 
-    /// Registers a new connection with what it proved about itself, at
-    /// `now_ms` (milliseconds on the clock the driver will keep passing in;
-    /// see [`Connection::handle_timeout`]). Its `welcome` frame is queued.
-    pub fn connect_with(&self, identity: Identity, now_ms: u64) -> Result<Connection, HubError> {
+    /// Registers a new connection with what it proved about itself, now on
+    /// the hub's clock ([`Hub::now_ms`]). Its `welcome` frame is queued.
+    pub fn connect_with(&self, identity: Identity) -> Result<Connection, HubError> {
+        self.connect_at(identity, self.now_ms())
+    }
+
+    /// [`connect_with`](Self::connect_with) at `now_ms`, for a driver that
+    /// keeps its own clock: the one it will keep passing in (see
+    /// [`Connection::handle_timeout`]).
+    pub fn connect_at(&self, identity: Identity, now_ms: u64) -> Result<Connection, HubError> {
         self.connect_reserved(self.reserve_connection_id(), identity, now_ms)
     }
 
@@ -284,7 +288,12 @@ impl Hub {
             return Err(HubError::IdInUse);
         }
         let user = identity.shared_user().cloned();
-        let outbox = Arc::new(Outbox::new(id, user.clone(), &self.inner.config));
+        let outbox = Arc::new(Outbox::new(
+            id,
+            user.clone(),
+            identity.shared_info().cloned(),
+            &self.inner.config,
+        ));
         self.inner.connections.insert(id, Arc::clone(&outbox));
         if let Some(user) = user {
             // Under the entry lock, so the broker hears opened/closed for one
@@ -527,6 +536,13 @@ impl Hub {
                     .map(|o| (o.id().to_wire(node), o.user().map(str::to_owned)))
                     .collect()
             })
+            .unwrap_or_default()
+    }
+
+    /// `room`'s members on this node as presence lists them (with `info`).
+    pub(crate) fn local_presence(&self, room: &str) -> Vec<PresenceMember> {
+        self.members_of(room)
+            .map(|members| members.iter().map(|o| self.presence_member(o)).collect())
             .unwrap_or_default()
     }
 

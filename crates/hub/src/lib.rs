@@ -52,9 +52,9 @@
 //! });
 //! // Time is an argument: milliseconds on a clock the driver keeps.
 //! let t0 = 1_700_000_000_000;
-//! let mut alice = hub.connect(t0).unwrap();
+//! let mut alice = hub.connect_at(Identity::anonymous(), t0).unwrap();
 //! let mut bob = hub
-//!     .connect_with(Identity::user("bob").with_expiry(t0 + 120_000), t0)
+//!     .connect_at(Identity::user("bob").with_expiry(t0 + 120_000), t0)
 //!     .unwrap();
 //!
 //! // Frames as they arrive from each client's socket.
@@ -64,7 +64,7 @@
 //! assert_eq!(outcome, FrameOutcome::Accepted);
 //! // The embedding service can publish too, from "server".
 //! let room = wshub_hub::protocol::RoomName::new("lobby").unwrap();
-//! hub.publish_to_room(&room, &Content::parse(r#"{"price":101.5}"#).unwrap(), t0);
+//! hub.publish_to_room_at(&room, &Content::parse(r#"{"price":101.5}"#).unwrap(), t0);
 //!
 //! // What a driver writes to bob's socket: the welcome the hub queued, the
 //! // ack, then the messages.
@@ -127,10 +127,9 @@
 //! }
 //!
 //! let hub = Hub::builder(HubConfig::default()).hooks(Arc::new(NoShouting)).build();
-//! let t0 = 1_700_000_000_000;
-//! let mut alice = hub.connect(t0).unwrap();
-//! alice.handle_text(r#"{"type":"join","room":"lobby"}"#, t0);
-//! alice.handle_text(r#"{"type":"publish","room":"lobby","content":"HEY","ref":1}"#, t0);
+//! let mut alice = hub.connect().unwrap();
+//! alice.handle_text(r#"{"type":"join","room":"lobby"}"#, hub.now_ms());
+//! alice.handle_text(r#"{"type":"publish","room":"lobby","content":"HEY","ref":1}"#, hub.now_ms());
 //! let mut batch = wshub_hub::Batch::default();
 //! alice.outbox().try_drain(&mut batch, 64 * 1024);
 //! let last = batch.frames.last().unwrap().to_text();

@@ -11,13 +11,13 @@ use wshub_hub::{
 const README: &str = include_str!("../../../README.md");
 
 fn snippet() -> Result<(), Box<dyn std::error::Error>> {
-    let hub = Hub::new(HubConfig::default());
-    let now_ms = 1_700_000_000_000; // your clock, in milliseconds
-    let mut conn = hub.connect(now_ms)?; // welcome queued
-    conn.handle_text(r#"{"type":"join","room":"prices"}"#, now_ms);
+    let hub = Hub::new(HubConfig::default()); // on the system clock; see HubBuilder::clock
+    let mut conn = hub.connect()?; // welcome queued
+    // A driver passes its time to the connection's calls, on the hub's clock:
+    conn.handle_text(r#"{"type":"join","room":"prices"}"#, hub.now_ms());
     // Your service publishes too (from "server"), with no serde_json of its own:
     let room = RoomName::new("prices")?;
-    let fanout = hub.publish_to_room(&room, &Content::parse(r#"{"EURUSD":1.0842}"#)?, now_ms)?;
+    let fanout = hub.publish_to_room(&room, &Content::parse(r#"{"EURUSD":1.0842}"#)?)?;
     assert_eq!(fanout.delivered, 1); // the connection above
     Ok(())
 }

@@ -95,6 +95,13 @@ impl PartialEq for Content {
 
 impl Eq for Content {}
 
+/// Serializes as the JSON it holds, byte for byte.
+impl serde::Serialize for Content {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        self.0.serialize(serializer)
+    }
+}
+
 /// Text that is not one JSON value.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 #[error("content is not valid JSON: {0}")]

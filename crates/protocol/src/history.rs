@@ -165,6 +165,10 @@ pub struct PresenceMember {
     /// Its user, when authenticated.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub user: Option<String>,
+    /// What the application said about the connection when it let it in
+    /// (a connect hook's `info`), as it was written.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub info: Option<crate::Content>,
 }
 
 #[derive(Serialize)]
@@ -233,15 +237,19 @@ struct MemberEvent<'a> {
     id: &'a str,
     #[serde(skip_serializing_if = "Option::is_none")]
     user: Option<&'a str>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    info: Option<&'a crate::Content>,
 }
 
-/// `{"type":"system","event":"join"|"leave","room":..,"id":..,"user":..}`:
-/// someone joined or left a room with `join_leave` on.
+/// `{"type":"system","event":"join"|"leave","room":..,"id":..,"user":..,"info":..}`:
+/// someone joined or left a room with `join_leave` on (`user` and `info`
+/// when the connection has them).
 pub fn encode_member_event(
     joined: bool,
     room: &RoomName,
     id: &str,
     user: Option<&str>,
+    info: Option<&crate::Content>,
 ) -> TextFrame {
     TextFrame::from_serde_json(encode_vec(
         &MemberEvent {
@@ -250,8 +258,9 @@ pub fn encode_member_event(
             room: room.as_str(),
             id,
             user,
+            info,
         },
-        96 + id.len(),
+        96 + id.len() + info.map_or(0, |info| info.as_json().len()),
     ))
 }
 

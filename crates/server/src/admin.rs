@@ -560,14 +560,14 @@ fn execute(state: &AppState, command: ApiCommand, now: u64) -> CommandResult {
     };
     match command {
         ApiCommand::Publish { room, content } => {
-            delivered(hub.publish_to_room(&room, &Content::from(&*content), now))
+            delivered(hub.publish_to_room_at(&room, &Content::from(&*content), now))
         }
         ApiCommand::Broadcast { content } => {
             let frame = wshub_protocol::encode_broadcast(&content, now);
-            delivered(hub.broadcast(frame, now))
+            delivered(hub.broadcast_at(frame, now))
         }
         ApiCommand::Send { user, content } => {
-            delivered(hub.send_to_user(&user, &Content::from(&*content), now))
+            delivered(hub.send_to_user_at(&user, &Content::from(&*content), now))
         }
         ApiCommand::Disconnect {
             target,

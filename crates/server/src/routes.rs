@@ -249,17 +249,20 @@ async fn websocket<B>(
         },
     };
     let guard = (slot.with(context.take_tcp_slot()), peer_guard);
-    state.upgrade.accept(
-        request,
-        Some(peer),
-        Admission {
-            id: Some(id),
-            identity,
-            rooms,
-            subprotocol,
-            guard: Some(Box::new(guard)),
-        },
-    )
+    state
+        .upgrade
+        .accept(
+            request,
+            Some(peer),
+            Admission {
+                id: Some(id),
+                identity,
+                rooms,
+                subprotocol,
+                guard: Some(Box::new(guard)),
+            },
+        )
+        .await
 }
 
 /// The connect hook's refusal (see [`wshub_transport::connect_refusal`]),

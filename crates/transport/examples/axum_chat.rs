@@ -105,7 +105,7 @@ async fn announce(State(ws): State<WsUpgrade>, Json(body): Json<Value>) -> Respo
     let sent = Content::from_serialize(&body)
         .map_err(|err| err.to_string())
         .and_then(|content| {
-            hub.publish_to_room(&RoomName::from_static("lobby"), &content, hub.now_ms())
+            hub.publish_to_room(&RoomName::from_static("lobby"), &content)
                 .map_err(|err| err.to_string())
         });
     match sent {
@@ -127,7 +127,7 @@ async fn notify(
     let sent = Content::from_serialize(&body)
         .map_err(|err| err.to_string())
         .and_then(|content| {
-            hub.send_to_user(&user, &content, hub.now_ms())
+            hub.send_to_user(&user, &content)
                 .map_err(|err| err.to_string())
         });
     match sent {

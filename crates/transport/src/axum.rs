@@ -24,8 +24,6 @@ use tokio_util::sync::CancellationToken;
 use tokio_util::task::TaskTracker;
 use tower::ServiceExt as _;
 
-use wshub_hub::Verdict;
-
 use crate::upgrade::{Admission, WsUpgrade};
 
 impl WsUpgrade {
@@ -52,32 +50,13 @@ impl WsUpgrade {
     /// }
     /// # fn router(ws: WsUpgrade) -> Router { Router::new().route("/chat", get(chat)).with_state(ws) }
     /// ```
-    pub async fn accept_axum(&self, mut request: Request, mut admission: Admission) -> Response {
+    pub async fn accept_axum(&self, mut request: Request, admission: Admission) -> Response {
         let peer = request
             .extensions()
             .get::<ConnectInfo<SocketAddr>>()
             .map(|info| info.0);
-        if self.hub().hooks().is_some() && admission.id.is_none() {
-            // A broken handshake or a foreign page never reaches the hook.
-            if let Some(refused) = self.refusal(&request) {
-                return refused.map(axum::body::Body::new);
-            }
-            let id = self.hub().reserve_connection_id();
-            let proved = std::mem::take(&mut admission.identity);
-            match self.ask_connect(id, proved).await {
-                Verdict::Allow(admit) => {
-                    admission.id = Some(id);
-                    admission.identity = admit.identity;
-                    admission.rooms.extend(admit.rooms);
-                }
-                verdict => {
-                    if let Some(refused) = crate::connect_refusal(&verdict) {
-                        return refused.map(axum::body::Body::new);
-                    }
-                }
-            }
-        }
         self.accept(&mut request, peer, admission)
+            .await
             .map(axum::body::Body::new)
     }
 }

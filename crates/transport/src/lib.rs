@@ -41,7 +41,7 @@
 //!     identity: Identity::user("alice"),
 //!     ..Admission::default()
 //! };
-//! let answer = ws.accept(&mut request, None, admission);
+//! let answer = ws.accept(&mut request, None, admission).await;
 //! assert_eq!(answer.status(), 403);
 //! // On shutdown: queued messages, `system`/`shutdown`, 1001, then wait.
 //! let (told, all_closed) = ws.shutdown(std::time::Duration::from_secs(5)).await;

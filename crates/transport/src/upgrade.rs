@@ -328,16 +328,37 @@ impl WsUpgrade {
     /// connection, `426` for a plain HTTP request, `403` for a page origin
     /// that is not allowed, `400` for a broken handshake, `503` while the
     /// hub shuts down. Authentication and the other admission checks are
-    /// the caller's; their outcome is `admission`. `peer` only names the
-    /// connection in debug logs.
-    pub fn accept<B>(
+    /// the caller's; their outcome is `admission`. With hooks on the hub
+    /// and no `admission.id` (a caller that asked
+    /// [`ask_connect`](Self::ask_connect) itself passes the id it asked
+    /// about), the hub's connect hook decides next, after the handshake
+    /// checks: a refusal is answered as [`connect_refusal`] says (403 or
+    /// 503), an allowed connection takes the hook's identity and rooms.
+    /// `peer` only names the connection in debug logs.
+    pub async fn accept<B>(
         &self,
         request: &mut Request<B>,
         peer: Option<SocketAddr>,
-        admission: Admission,
+        mut admission: Admission,
     ) -> Response<Full<Bytes>> {
         if let Some(refused) = self.refusal(request) {
             return refused;
+        }
+        if self.hub.hooks().is_some() && admission.id.is_none() {
+            let id = self.hub.reserve_connection_id();
+            let proved = std::mem::take(&mut admission.identity);
+            match self.ask_connect(id, proved).await {
+                Verdict::Allow(admit) => {
+                    admission.id = Some(id);
+                    admission.identity = admit.identity;
+                    admission.rooms.extend(admit.rooms);
+                }
+                verdict => {
+                    if let Some(refused) = connect_refusal(&verdict) {
+                        return refused;
+                    }
+                }
+            }
         }
         let (mut response, websocket) =
             match hyper_tungstenite::upgrade(&mut *request, Some(self.config.websocket_config())) {

@@ -40,7 +40,6 @@ async fn axum_serve_delivers_through_the_queue_and_says_so() {
             .publish_to_room(
                 &RoomName::from_static("lobby"),
                 &Content::parse(r#"{"n":1}"#).unwrap(),
-                hub.now_ms(),
             )
             .unwrap();
     };

@@ -122,9 +122,16 @@ impl Hub {
     }
 
     /// Publishes `content` to `room` on behalf of the server itself (`from`
-    /// is `"server"`, no `user`): for embedding services and the HTTP API.
-    /// Access rules do not apply; the room name was validated when built.
-    pub fn publish_to_room(
+    /// is `"server"`, no `user`), stamped with the hub's clock
+    /// ([`Hub::now_ms`]): for embedding services and the HTTP API. Access
+    /// rules do not apply; the room name was validated when built.
+    pub fn publish_to_room(&self, room: &RoomName, content: &Content) -> Result<Fanout, HubError> {
+        self.publish_to_room_at(room, content, self.now_ms())
+    }
+
+    /// [`publish_to_room`](Self::publish_to_room) stamped `now_ms`, for a
+    /// caller that keeps its own clock (a simulation, a replay, a test).
+    pub fn publish_to_room_at(
         &self,
         room: &RoomName,
         content: &Content,
@@ -150,8 +157,14 @@ impl Hub {
     }
 
     /// Sends `content` to every connection of `user` (on every node, through
-    /// the broker), as `{"type":"message","user_target":..,"from":"server"}`.
-    pub fn send_to_user(
+    /// the broker), as `{"type":"message","user_target":..,"from":"server"}`,
+    /// stamped with the hub's clock.
+    pub fn send_to_user(&self, user: &str, content: &Content) -> Result<Fanout, HubError> {
+        self.send_to_user_at(user, content, self.now_ms())
+    }
+
+    /// [`send_to_user`](Self::send_to_user) stamped `now_ms`.
+    pub fn send_to_user_at(
         &self,
         user: &str,
         content: &Content,
@@ -168,8 +181,14 @@ impl Hub {
         })
     }
 
-    /// Sends `frame` (an encoded server frame) to every connection's data lane.
-    pub fn broadcast(&self, frame: TextFrame, now_ms: u64) -> Result<Fanout, HubError> {
+    /// Sends `frame` (an encoded server frame) to every connection's data
+    /// lane, at the hub's clock's now.
+    pub fn broadcast(&self, frame: TextFrame) -> Result<Fanout, HubError> {
+        self.broadcast_at(frame, self.now_ms())
+    }
+
+    /// [`broadcast`](Self::broadcast) at `now_ms`.
+    pub fn broadcast_at(&self, frame: TextFrame, now_ms: u64) -> Result<Fanout, HubError> {
         self.publish(&Publication {
             audience: Audience::Everyone,
             node: self.inner.config.node_id.clone(),

@@ -21,16 +21,14 @@ impl Hub {
     /// ([`Hub::read_presence`] reads them from the room store, on every
     /// node that shares it).
     pub fn presence(&self, room: &str) -> Vec<PresenceMember> {
-        self.room_member_details(room)
-            .into_iter()
-            .map(|(id, user)| PresenceMember { id, user })
-            .collect()
+        self.local_presence(room)
     }
 
     pub(super) fn presence_member(&self, outbox: &Outbox) -> PresenceMember {
         PresenceMember {
             id: outbox.id().to_wire(&self.inner.config.node_id),
             user: outbox.user().map(str::to_owned),
+            info: outbox.info().cloned(),
         }
     }
 
@@ -64,6 +62,7 @@ impl Hub {
             room,
             &outbox.id().to_wire(self.node_id()),
             outbox.user(),
+            outbox.info(),
         );
         // Best effort across nodes: an event the broker cannot take now is
         // not worth refusing a join or a leave for.

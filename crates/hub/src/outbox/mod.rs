@@ -123,12 +123,35 @@ impl Rare {
     }
 }
 
+/// Bytes queued on a lane. `u32`, as the lanes' limits are: a queue is far
+/// below 4 GiB, and every connection's outbox is 8 bytes smaller for it.
+#[derive(Debug, Default, Clone, Copy)]
+struct QueuedBytes(u32);
+
+impl QueuedBytes {
+    fn get(self) -> usize {
+        self.0 as usize
+    }
+
+    fn add(&mut self, len: usize) {
+        self.0 = self
+            .0
+            .saturating_add(u32::try_from(len).unwrap_or(u32::MAX));
+    }
+
+    fn sub(&mut self, len: usize) {
+        self.0 = self
+            .0
+            .saturating_sub(u32::try_from(len).unwrap_or(u32::MAX));
+    }
+}
+
 #[derive(Debug, Default)]
 struct Lanes {
     control: VecDeque<TextFrame>,
-    control_bytes: usize,
+    control_bytes: QueuedBytes,
     data: VecDeque<TextFrame>,
-    data_bytes: usize,
+    data_bytes: QueuedBytes,
     /// `Some` only while it holds something.
     rare: Option<Box<Rare>>,
     /// Why the connection is closing, once it is.
@@ -203,8 +226,8 @@ impl Lanes {
             rare.replay = VecDeque::new();
         }
         self.tidy();
-        self.control_bytes = 0;
-        self.data_bytes = 0;
+        self.control_bytes = QueuedBytes::default();
+        self.data_bytes = QueuedBytes::default();
     }
 }
 
@@ -235,6 +258,8 @@ fn wake_after_unlock(mut lanes: parking_lot::MutexGuard<'_, Lanes>) {
 pub struct Outbox {
     id: ConnectionId,
     user: Option<std::sync::Arc<str>>,
+    /// A thin pointer: an idle connection pays 8 bytes for it.
+    info: Option<std::sync::Arc<wshub_protocol::Content>>,
     /// The lanes' limits in bytes: `u32` (4 GiB) keeps every connection's
     /// outbox in a smaller allocation.
     data_limit: u32,
@@ -247,11 +272,13 @@ impl Outbox {
     pub(crate) fn new(
         id: ConnectionId,
         user: Option<std::sync::Arc<str>>,
+        info: Option<std::sync::Arc<wshub_protocol::Content>>,
         config: &HubConfig,
     ) -> Self {
         Self {
             id,
             user,
+            info,
             data_limit: u32::try_from(config.data_queue_bytes).unwrap_or(u32::MAX),
             control_limit: u32::try_from(config.control_queue_bytes).unwrap_or(u32::MAX),
             policy: config.slow_consumer,
@@ -267,6 +294,12 @@ impl Outbox {
     /// The connection's authenticated user, if any.
     pub fn user(&self) -> Option<&str> {
         self.user.as_deref()
+    }
+
+    /// The application's `info` about the connection
+    /// ([`Identity::with_info`](crate::Identity::with_info)), if any.
+    pub fn info(&self) -> Option<&wshub_protocol::Content> {
+        self.info.as_deref()
     }
 
     /// Queues `frame` on `lane` and wakes the driver.
@@ -323,32 +356,33 @@ impl Outbox {
         let mut dropped = 0;
         match lane {
             Lane::Control => {
-                if lanes.control_bytes + len > self.control_limit as usize
+                if lanes.control_bytes.get() + len > self.control_limit as usize
                     && !lanes.control.is_empty()
                 {
                     return self.overflow(lanes);
                 }
-                lanes.control_bytes += len;
+                lanes.control_bytes.add(len);
                 lanes.control.push_back(frame);
             }
             Lane::Data => {
                 // One frame always fits into an empty lane, so a message up to
                 // the size limit is delivered even with a tiny queue.
-                if lanes.data_bytes + len > self.data_limit as usize && !lanes.data.is_empty() {
+                if lanes.data_bytes.get() + len > self.data_limit as usize && !lanes.data.is_empty()
+                {
                     match self.policy {
                         SlowConsumerPolicy::Disconnect => return self.overflow(lanes),
                         SlowConsumerPolicy::DropOldest => {
-                            while lanes.data_bytes + len > self.data_limit as usize {
+                            while lanes.data_bytes.get() + len > self.data_limit as usize {
                                 let Some(old) = lanes.data.pop_front() else {
                                     break;
                                 };
-                                lanes.data_bytes -= old.len();
+                                lanes.data_bytes.sub(old.len());
                                 dropped += 1;
                             }
                         }
                     }
                 }
-                lanes.data_bytes += len;
+                lanes.data_bytes.add(len);
                 lanes.data.push_back(frame);
             }
         }
@@ -437,7 +471,7 @@ impl Outbox {
             return false;
         }
         if let Some(frame) = final_frame {
-            lanes.control_bytes += frame.len();
+            lanes.control_bytes.add(frame.len());
             lanes.control.push_back(frame);
         }
         lanes.close(reason, false);
@@ -467,7 +501,7 @@ impl Outbox {
             .flat_map(|rare| rare.replay.iter())
             .map(|f| f.len())
             .sum();
-        lanes.control_bytes + replay + lanes.data_bytes
+        lanes.control_bytes.get() + replay + lanes.data_bytes.get()
     }
 
     /// Lends the connection's socket to the fan-out: from now on a frame for
@@ -501,7 +535,7 @@ impl Outbox {
     fn take_ahead(lanes: &mut Lanes, batch: &mut Batch) {
         Self::take_partial(lanes, batch);
         while let Some(frame) = lanes.control.pop_front() {
-            lanes.control_bytes -= frame.len();
+            lanes.control_bytes.sub(frame.len());
             batch.frames.push(frame);
         }
     }
@@ -554,7 +588,7 @@ impl Outbox {
         let out = &mut batch.frames;
         let mut taken = 0;
         while let Some(frame) = lanes.control.pop_front() {
-            lanes.control_bytes -= frame.len();
+            lanes.control_bytes.sub(frame.len());
             taken += frame.len();
             out.push(frame);
         }
@@ -572,7 +606,7 @@ impl Outbox {
             let Some(frame) = lanes.data.pop_front() else {
                 break;
             };
-            lanes.data_bytes -= frame.len();
+            lanes.data_bytes.sub(frame.len());
             taken += frame.len();
             out.push(frame);
         }

@@ -9,6 +9,7 @@ fn outbox(data: usize, control: usize, policy: SlowConsumerPolicy) -> Outbox {
     Outbox::new(
         ConnectionId(1),
         None,
+        None,
         &HubConfig {
             data_queue_bytes: data,
             control_queue_bytes: control,

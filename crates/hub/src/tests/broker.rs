@@ -131,7 +131,7 @@ fn a_publication_crosses_the_broker_once_per_node_and_skips_only_its_origin() {
     assert_eq!(frames(&anna).len(), 1);
     assert!(frames(&bob).is_empty());
 
-    b.publish_to_room(
+    b.publish_to_room_at(
         &RoomName::new("lobby").unwrap(),
         &wshub_protocol::Content::null(),
         NOW,
@@ -140,7 +140,7 @@ fn a_publication_crosses_the_broker_once_per_node_and_skips_only_its_origin() {
     for member in [&alice, &anna, &bob] {
         assert_eq!(frames(member)[0]["from"], crate::SERVER_SENDER);
     }
-    b.broadcast(
+    b.broadcast_at(
         TextFrame::from_static(r#"{"type":"system","event":"x"}"#),
         NOW,
     )
@@ -193,7 +193,7 @@ fn a_publication_the_broker_cannot_take_is_refused_for_everyone() {
     assert!(frames(&anna).is_empty(), "not even local members got it");
     assert!(frames(&bob).is_empty());
     assert!(matches!(
-        a.broadcast(TextFrame::from_static("{}"), NOW),
+        a.broadcast_at(TextFrame::from_static("{}"), NOW),
         Err(crate::HubError::Overloaded)
     ));
     assert_eq!(a.stats().refused_publications, 2);
@@ -395,7 +395,7 @@ fn finishes_without_deadlock(what: &str, act: impl FnOnce(&Hub) + Send + 'static
 #[test]
 fn broadcast_holds_no_registry_lock_while_it_wakes_drivers() {
     finishes_without_deadlock("broadcast", |hub| {
-        let _ = hub.broadcast(TextFrame::from_static("{}"), NOW);
+        let _ = hub.broadcast_at(TextFrame::from_static("{}"), NOW);
     });
 }
 

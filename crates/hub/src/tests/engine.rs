@@ -23,8 +23,8 @@ fn beating_hub(interval_s: u64, timeout_s: u64) -> Hub {
 #[test]
 fn the_hub_queues_the_welcome_with_a_node_unique_id() {
     let hub = beating_hub(25, 60);
-    let alice = hub.connect_as("alice", NOW).unwrap();
-    let bob = hub.connect(NOW).unwrap();
+    let alice = hub.connect_at(Identity::user("alice"), NOW).unwrap();
+    let bob = hub.connect_at(Identity::anonymous(), NOW).unwrap();
     assert_eq!(
         frames(&alice),
         [serde_json::json!({"type":"welcome","id":"n1.1","user":"alice","heartbeat_ms":25_000})]
@@ -34,7 +34,13 @@ fn the_hub_queues_the_welcome_with_a_node_unique_id() {
         node_id: crate::NodeId::new("n2").unwrap(),
         ..HubConfig::default()
     });
-    assert_eq!(elsewhere.connect(NOW).unwrap().wire_id(), "n2.1");
+    assert_eq!(
+        elsewhere
+            .connect_at(Identity::anonymous(), NOW)
+            .unwrap()
+            .wire_id(),
+        "n2.1"
+    );
 }
 
 #[test]

@@ -277,7 +277,8 @@ fn presence_and_join_leave_events_follow_members() {
     );
     let mut alice = connect_with(&hub, crate::Identity::user("alice"));
     let mut alice_tab = connect_with(&hub, crate::Identity::user("alice"));
-    let mut bob = connect_with(&hub, crate::Identity::user("bob"));
+    let info = wshub_protocol::Content::parse(r#"{"name": "Bob"}"#).unwrap();
+    let mut bob = connect_with(&hub, crate::Identity::user("bob").with_info(info));
     join(&mut alice, "chat:1");
     join(&mut bob, "chat:1");
     let event = &frames(&alice)[0];
@@ -285,9 +286,24 @@ fn presence_and_join_leave_events_follow_members() {
         (
             event["event"].as_str(),
             event["id"].as_str(),
-            event["user"].as_str()
+            event["user"].as_str(),
+            &event["info"]
         ),
-        (Some("join"), Some(bob.wire_id().as_str()), Some("bob"))
+        (
+            Some("join"),
+            Some(bob.wire_id().as_str()),
+            Some("bob"),
+            &json!({"name": "Bob"})
+        )
+    );
+    let listed = hub.presence("chat:1");
+    let bob_listed = listed.iter().find(|m| m.user.as_deref() == Some("bob"));
+    assert_eq!(
+        bob_listed
+            .and_then(|m| m.info.as_ref())
+            .map(|i| i.as_json()),
+        Some(r#"{"name": "Bob"}"#),
+        "info is kept as written"
     );
     join(&mut alice_tab, "chat:1");
     frames(&alice);
@@ -412,7 +428,7 @@ fn the_hubs_housekeeping_runs_when_its_timer_says() {
         ..HubConfig::default()
     });
     let t0 = 1_000_000;
-    let mut conn = hub.connect(t0).unwrap();
+    let mut conn = hub.connect_at(crate::Identity::anonymous(), t0).unwrap();
     conn.handle_text(r#"{"type":"join","room":"r"}"#, t0);
     conn.handle_text(r#"{"type":"leave","room":"r"}"#, t0);
     assert!(hub.has_room("r"), "an empty room lingers");

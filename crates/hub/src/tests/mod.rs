@@ -19,7 +19,7 @@ fn connect(hub: &Hub) -> Connection {
 }
 
 fn connect_with(hub: &Hub, identity: crate::Identity) -> Connection {
-    let conn = hub.connect_with(identity, NOW).unwrap();
+    let conn = hub.connect_at(identity, NOW).unwrap();
     let welcome = frames(&conn);
     assert_eq!(types(&welcome), ["welcome"]);
     assert_eq!(welcome[0]["id"], conn.wire_id());
@@ -339,7 +339,7 @@ fn broadcast_reaches_every_connection() {
     let hub = hub();
     let conns: Vec<_> = (0..5).map(|_| connect(&hub)).collect();
     let fanout = hub
-        .broadcast(
+        .broadcast_at(
             TextFrame::from_static(r#"{"type":"system","event":"x"}"#),
             NOW,
         )
@@ -364,7 +364,7 @@ fn shutdown_flushes_queues_then_closes_with_1001_and_refuses_newcomers() {
     assert_eq!(got[0]["event"], "shutdown");
     assert_eq!(got[1]["content"], "before");
     assert_eq!(close, Some(CloseReason::SHUTDOWN));
-    assert!(hub.connect(NOW).is_err());
+    assert!(hub.connect_at(crate::Identity::anonymous(), NOW).is_err());
     assert_eq!(hub.shutdown(), 0, "a second shutdown tells nobody twice");
 }
 

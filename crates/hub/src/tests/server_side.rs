@@ -14,7 +14,7 @@ fn a_send_reaches_every_connection_of_the_user_and_nobody_else() {
     let guest = connect(&hub);
     assert_eq!(hub.user_connections("alice"), 2);
     let fanout = hub
-        .send_to_user("alice", &Content::parse(r#"{"n" : 1}"#).unwrap(), NOW)
+        .send_to_user_at("alice", &Content::parse(r#"{"n" : 1}"#).unwrap(), NOW)
         .unwrap();
     assert_eq!(fanout.delivered, 2);
     for conn in [&alice_phone, &alice_laptop] {
@@ -35,7 +35,7 @@ fn a_send_reaches_every_connection_of_the_user_and_nobody_else() {
     drop(alice_laptop);
     assert_eq!(hub.user_connections("alice"), 0);
     assert_eq!(
-        hub.send_to_user("alice", &Content::null(), NOW)
+        hub.send_to_user_at("alice", &Content::null(), NOW)
             .unwrap()
             .delivered,
         0

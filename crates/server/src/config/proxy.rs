@@ -81,6 +81,16 @@ impl ProxySection {
         let mut plan = ProxyPlan::default();
         for (kind, name, (url, timeout, headers, namespaces)) in hooks {
             if url.is_empty() {
+                // Settings for a hook that is off would be ignored in
+                // silence: an operator who meant to turn it on should hear.
+                for (field, set) in [("forward_headers", headers), ("namespaces", namespaces)] {
+                    if !set.is_empty() {
+                        issues.push(
+                            format!("proxy.{name}.{field}"),
+                            format!("is set but proxy.{name}.url is empty, so the hook is off; set the url, or remove this"),
+                        );
+                    }
+                }
                 continue;
             }
             if let Some(hook) = check_hook(name, url, timeout, headers, namespaces, issues) {
@@ -198,6 +208,8 @@ mod tests {
             [proxy.connect]
             url = "http://127.0.0.1:3000/connect"
             timeout = "0s"
+            [proxy.subscribe]
+            namespaces = ["team"]
         "#;
         let err = Config::load(&Figment::from(Toml::string(toml)))
             .expect_err("bad hooks stop start-up")
@@ -207,6 +219,7 @@ mod tests {
             "proxy.publish.forward_headers",
             "proxy.publish.namespaces",
             "proxy.connect.timeout",
+            "proxy.subscribe.namespaces",
             "proxy.max_in_flight",
         ] {
             // Named as written: a file's key, or (a source without a file

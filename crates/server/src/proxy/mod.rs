@@ -274,10 +274,12 @@ struct Fields<'a> {
 }
 
 #[derive(Deserialize)]
-struct ConnectResult {
+struct ConnectResult<'a> {
     user: String,
     #[serde(default)]
     expire_at: Option<u64>,
+    #[serde(borrow, default)]
+    info: Option<&'a RawValue>,
     #[serde(default)]
     rooms: Vec<String>,
 }
@@ -312,6 +314,9 @@ fn read_connect(raw: &RawValue) -> Result<Admit, String> {
     let mut identity = Identity::user(result.user);
     if let Some(at) = result.expire_at {
         identity = identity.with_backend_expiry(at.saturating_mul(1000));
+    }
+    if let Some(info) = result.info {
+        identity = identity.with_info(Content::from(info));
     }
     let rooms = result
         .rooms

@@ -12,7 +12,7 @@ use tokio::net::TcpListener;
 use tokio::process::{Child, Command};
 
 use crate::support::{self, TestServer, client_from, test_config, try_upgrade};
-use wshub_server::config::{AuthMode, Config};
+use wshub_server::config::{AuthMode, Config, NamespacePermissions, Permission};
 
 const PROXY_SECRET: &str = "hook-secret-1";
 
@@ -58,6 +58,10 @@ fn with_every_hook(mut config: Config, base: &str) -> Config {
     config.proxy.publish.url = format!("{base}/wshub/publish");
     config.proxy.rpc.url = format!("{base}/wshub/rpc");
     config.proxy.refresh.url = format!("{base}/wshub/refresh");
+    let mut crew = NamespacePermissions::new(Permission::Anyone, Permission::Anyone);
+    crew.presence = true;
+    crew.join_leave = true;
+    config.permissions.namespaces.insert("crew".into(), crew);
     config
 }
 
@@ -140,6 +144,27 @@ async fn the_example_backend_decides_every_hook(program: &str, script: &str) {
         .send_json(json!({"type":"rpc","method":"nope","ref":"n"}))
         .await;
     assert_eq!(alice.recv().await["code"], "no_such_method");
+
+    // The connect answer's `info` shows in join events and in presence.
+    bob.join("crew:1").await;
+    alice.join("crew:1").await;
+    let joined = bob.recv().await;
+    assert_eq!(
+        (&joined["event"], &joined["user"], &joined["info"]),
+        (&json!("join"), &json!("alice"), &json!({"name":"Alice"})),
+        "{joined}"
+    );
+    bob.send_json(json!({"type":"presence","room":"crew:1","ref":"p"}))
+        .await;
+    let presence = bob.recv().await;
+    let mut infos: Vec<&Value> = presence["members"]
+        .as_array()
+        .unwrap_or_else(|| panic!("{presence}"))
+        .iter()
+        .map(|member| &member["info"])
+        .collect();
+    infos.sort_by_key(|info| info.to_string());
+    assert_eq!(infos, [&json!({"name":"Alice"}), &json!({"name":"Bob"})]);
 
     // Refresh: the backend renews the session on the same connection.
     alice

@@ -46,7 +46,7 @@ impl AsyncWrite for Busy {
         if let Poll::Ready(Ok(_)) = written {
             let _ = self
                 .hub
-                .publish_to_room(&self.room, &Content::string("busy"), now_ms());
+                .publish_to_room_at(&self.room, &Content::string("busy"), now_ms());
         }
         written
     }
@@ -113,7 +113,7 @@ fn start(expires_in: Duration) -> (Hub, DuplexStream, tokio::task::JoinHandle<()
     });
     let expires_at = now_ms() + u64::try_from(expires_in.as_millis()).unwrap_or(u64::MAX);
     let mut conn = hub
-        .connect_with(Identity::user("u").with_expiry(expires_at), now_ms())
+        .connect_at(Identity::user("u").with_expiry(expires_at), now_ms())
         .unwrap_or_else(|err| panic!("{err}"));
     conn.handle_text(r#"{"type":"join","room":"busy"}"#, now_ms());
     let (client, server) = tokio::io::duplex(16 << 10);
