@@ -508,7 +508,7 @@ export class WshubClient {
         return;
       case "join":
       case "leave":
-        sub?.emitEvent(frame.event, { id: frame.id, user: frame.user });
+        sub?.emitEvent(frame.event, { id: frame.id, user: frame.user, info: frame.info });
         return;
       default:
         return;

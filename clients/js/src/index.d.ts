@@ -101,7 +101,7 @@ export interface History {
 
 export interface Presence {
   room: string;
-  members: { id: string; user?: string }[];
+  members: { id: string; user?: string; info?: unknown }[];
 }
 
 export interface PresenceStats {
@@ -148,8 +148,8 @@ export interface SubscriptionEvents {
   /** The server took the connection out of the room for good (`reason`: `permission_revoked`, `server`, or the re-join's error code). */
   unsubscribed: (info: { room: string; reason: string }) => void;
   /** Presence events (namespaces with `join_leave`). */
-  join: (who: { id: string; user?: string }) => void;
-  leave: (who: { id: string; user?: string }) => void;
+  join: (who: { id: string; user?: string; info?: unknown }) => void;
+  leave: (who: { id: string; user?: string; info?: unknown }) => void;
 }
 
 export declare class WshubError extends Error {
