@@ -97,6 +97,13 @@ pub struct HubConfig {
     /// it, the history of the rooms published to least recently is dropped
     /// first (their epochs change, so their clients do not expect it).
     pub history_max_bytes: usize,
+    /// Set by a transport that compresses frames of at least this many
+    /// bytes (WebSocket permessage-deflate): a frame that long fanned out to
+    /// more than one connection carries a slot for its compressed form
+    /// ([`TextFrame::with_shared_compression`](wshub_protocol::TextFrame::with_shared_compression)),
+    /// so it is compressed once for all of them. `None` (the default): no
+    /// slot, no cost.
+    pub shared_compression_min_bytes: Option<usize>,
 }
 
 /// What the rooms of one namespace offer beyond messages.
@@ -142,6 +149,7 @@ impl Default for HubConfig {
             room_linger: Duration::ZERO,
             features: BTreeMap::new(),
             history_max_bytes: 64 << 20,
+            shared_compression_min_bytes: None,
         }
     }
 }

@@ -2,6 +2,7 @@
 
 use std::fmt;
 use std::ops::Deref;
+use std::sync::{Arc, OnceLock};
 
 use bytes::Bytes;
 use serde_json::value::RawValue;
@@ -13,43 +14,99 @@ use serde_json::value::RawValue;
 /// every recipient's socket as a WebSocket text frame without validating it
 /// again, so one message to N members costs one validation, not N. Cloning
 /// is a reference-count increment.
-#[derive(Clone, PartialEq, Eq, Hash)]
-pub struct TextFrame(Bytes);
+///
+/// A frame fanned out to many connections may also carry a slot for one
+/// compressed wire form ([`with_shared_compression`](Self::with_shared_compression)):
+/// the first recipient's transport fills it, every later one sends the same
+/// bytes, so a publication is compressed once, not once per recipient.
+#[derive(Clone)]
+pub struct TextFrame {
+    bytes: Bytes,
+    compressed: Option<Arc<OnceLock<Option<Bytes>>>>,
+}
+
+impl PartialEq for TextFrame {
+    fn eq(&self, other: &Self) -> bool {
+        self.bytes == other.bytes
+    }
+}
+
+impl Eq for TextFrame {}
+
+impl std::hash::Hash for TextFrame {
+    fn hash<H: std::hash::Hasher>(&self, state: &mut H) {
+        self.bytes.hash(state);
+    }
+}
 
 impl TextFrame {
+    const fn wrap(bytes: Bytes) -> Self {
+        Self {
+            bytes,
+            compressed: None,
+        }
+    }
+
     /// Wraps `bytes` if they are valid UTF-8.
     pub fn from_utf8(bytes: Bytes) -> Result<Self, std::str::Utf8Error> {
         std::str::from_utf8(&bytes)?;
-        Ok(Self(bytes))
+        Ok(Self::wrap(bytes))
     }
 
     /// A frame from static text.
     pub const fn from_static(text: &'static str) -> Self {
-        Self(Bytes::from_static(text.as_bytes()))
+        Self::wrap(Bytes::from_static(text.as_bytes()))
     }
 
     /// Wraps bytes this crate's encoders produced from serde_json, which only
     /// writes UTF-8.
     pub(crate) fn from_serde_json(bytes: Vec<u8>) -> Self {
         debug_assert!(std::str::from_utf8(&bytes).is_ok());
-        Self(Bytes::from(bytes))
+        Self::wrap(Bytes::from(bytes))
     }
 
     /// The frame's bytes (cheap: shares the allocation).
     pub fn bytes(&self) -> &Bytes {
-        &self.0
+        &self.bytes
     }
 
     /// The frame's bytes, giving up the proof that they are text.
     pub fn into_bytes(self) -> Bytes {
-        self.0
+        self.bytes
     }
 
     /// The frame as text. Validity was proven when the frame was built; this
     /// re-checks (the crate forbids `unsafe`) and is meant for tests and logs,
     /// not for the fan-out path.
     pub fn to_text(&self) -> &str {
-        std::str::from_utf8(&self.0).unwrap_or("")
+        std::str::from_utf8(&self.bytes).unwrap_or("")
+    }
+
+    /// The same frame with an empty slot for one compressed wire form,
+    /// shared by every clone made from now on (a frame that has one keeps
+    /// it). For a frame about to be fanned out to many connections.
+    #[must_use]
+    pub fn with_shared_compression(mut self) -> Self {
+        if self.compressed.is_none() {
+            self.compressed = Some(Arc::new(OnceLock::new()));
+        }
+        self
+    }
+
+    /// Whether the frame carries a shared compressed form's slot.
+    pub fn has_shared_compression(&self) -> bool {
+        self.compressed.is_some()
+    }
+
+    /// The frame's compressed wire form (`None`: it would not shrink):
+    /// `compress` runs on the first call for a frame with a shared slot and
+    /// its answer is kept for every clone; on a frame without one it runs
+    /// every time. `compress` must be deterministic for the frame's bytes.
+    pub fn compressed(&self, compress: impl FnOnce(&[u8]) -> Option<Bytes>) -> Option<Bytes> {
+        match &self.compressed {
+            Some(slot) => slot.get_or_init(|| compress(&self.bytes)).clone(),
+            None => compress(&self.bytes),
+        }
     }
 }
 
@@ -57,13 +114,13 @@ impl Deref for TextFrame {
     type Target = [u8];
 
     fn deref(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 }
 
 impl AsRef<[u8]> for TextFrame {
     fn as_ref(&self) -> &[u8] {
-        &self.0
+        &self.bytes
     }
 }
 
@@ -75,7 +132,7 @@ impl fmt::Debug for TextFrame {
 
 impl PartialEq<&str> for TextFrame {
     fn eq(&self, other: &&str) -> bool {
-        self.0 == other.as_bytes()
+        self.bytes == other.as_bytes()
     }
 }
 

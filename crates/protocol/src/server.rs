@@ -98,6 +98,11 @@ impl CloseReason {
         code: 1007,
         reason: "invalid utf-8",
     };
+    /// 1007: a compressed message was not a DEFLATE stream (RFC 7692).
+    pub const INVALID_COMPRESSED: Self = Self {
+        code: 1007,
+        reason: "invalid compressed data",
+    };
     /// 1002: the peer broke RFC 6455.
     pub const PROTOCOL_ERROR: Self = Self {
         code: 1002,

@@ -152,6 +152,10 @@ const DESCRIPTIONS: &[(&str, &str)] = &[
         "WebSockets accepted on a stream the fan-out cannot write to directly (TLS): their deliveries go through the queue",
     ),
     (
+        "wshub_messages_compressed_total",
+        "Messages compressed for permessage-deflate connections: a publication counts once, however many recipients share its compressed form",
+    ),
+    (
         "wshub_proxy_requests_total",
         "Requests to the application's backend by hook (connect, subscribe, publish, refresh, rpc) and result (allow, refuse, disconnect, or why no decision came: backend_unreachable, backend_timeout, bad_answer)",
     ),
@@ -291,6 +295,8 @@ impl Metrics {
             counter!("wshub_connections_total").absolute(stats.connections_total);
             counter!("wshub_sockets_without_direct_writes_total")
                 .absolute(wshub_transport::sockets_without_direct_writes());
+            counter!("wshub_messages_compressed_total")
+                .absolute(wshub_transport::messages_compressed());
             counter!("wshub_messages_published_total").absolute(stats.published);
             counter!("wshub_broadcasts_total").absolute(stats.broadcasts);
             counter!("wshub_deliveries_total").absolute(stats.delivered);

@@ -18,6 +18,16 @@ pub struct TransportConfig {
     pub write_timeout: Duration,
     /// How long to wait for the client's answer to our close frame.
     pub close_timeout: Duration,
+    /// Negotiate permessage-deflate (RFC 7692) with clients that offer it.
+    /// Each message is compressed on its own (no context takeover either
+    /// way), so a publication is compressed once for all its recipients and
+    /// a connection holds no compression state; messages inflate within
+    /// `max_message_bytes`. Off by default: it costs CPU for every
+    /// compressed message, and helps only where bandwidth costs more.
+    pub compression: bool,
+    /// Messages shorter than this go uncompressed on a compressing
+    /// connection: below a few hundred bytes deflate saves little.
+    pub compression_min_bytes: usize,
 }
 
 impl Default for TransportConfig {
@@ -27,6 +37,8 @@ impl Default for TransportConfig {
             max_batch_bytes: 64 << 10,
             write_timeout: Duration::from_secs(10),
             close_timeout: Duration::from_secs(3),
+            compression: false,
+            compression_min_bytes: 256,
         }
     }
 }

@@ -25,7 +25,9 @@ use wshub_protocol::{CloseReason, TextFrame};
 use crate::clock::{instant_of, now_ms};
 use crate::config::TransportConfig;
 use crate::socket::stream_of;
-use crate::ws::{CLOSE, Event, PING, PONG, Reader, close_payload, write_frames, write_frames_from};
+use crate::ws::{
+    CLOSE, Deflate, Event, PING, PONG, Reader, close_payload, write_frames, write_frames_from,
+};
 
 /// Bytes one read takes in, into a buffer shared by every connection a
 /// worker thread drives: an idle connection holds no read buffer at all.
@@ -76,11 +78,13 @@ pub(crate) fn run(
     upgrade: Pin<Box<HyperWebsocket>>,
     conn: Connection,
     config: Arc<TransportConfig>,
+    deflate: Option<Deflate>,
     guard: Option<Box<dyn Any + Send + Sync>>,
 ) -> impl Future<Output = ()> + Send {
     Box::pin(finish_upgrade(upgrade)).then(move |upgraded| {
-        let io = upgraded.map(|upgraded| stream_of(upgraded, &conn));
-        live(io, conn, config, guard)
+        let io = upgraded.map(|upgraded| stream_of(upgraded, &conn, deflate));
+        let reader = Reader::new(config.max_message_bytes, deflate);
+        live(io, reader, conn, config, guard)
     })
 }
 
@@ -94,6 +98,7 @@ pub(crate) fn run(
 )]
 pub(crate) fn live<S>(
     mut io: Option<S>,
+    mut reader: Reader,
     mut conn: Connection,
     config: Arc<TransportConfig>,
     guard: Option<Box<dyn Any + Send + Sync>>,
@@ -107,7 +112,6 @@ where
             return;
         };
         tracing::debug!("connected");
-        let mut reader = Reader::new(config.max_message_bytes);
         let exit = serve(io, &mut reader, &mut conn, &config).await;
         // From here on only the driver writes: a frame the fan-out wrote
         // part of is finished before the close frame.
@@ -186,6 +190,7 @@ where
                         &mut sample_countdown,
                         drained,
                         config,
+                        reader.deflate(),
                     ))),
                     Woken::Read(read) => {
                         let answers = match read {
@@ -197,9 +202,10 @@ where
                         };
                         // A refresh may have moved the expiry.
                         timer.as_mut().reset(instant_of(conn.poll_timeout()));
-                        answers
-                            .call_for_io()
-                            .then(|| Box::pin(answer(io, conn, answers, config)) as Work<'_>)
+                        let deflate = reader.deflate();
+                        answers.call_for_io().then(|| {
+                            Box::pin(answer(io, conn, answers, config, deflate)) as Work<'_>
+                        })
                     }
                     Woken::Timer => {
                         let ping = conn.handle_timeout(now_ms()) == TimerOutcome::SendPing;
@@ -211,6 +217,7 @@ where
                                 reservation,
                                 vec![(PING, Bytes::new())],
                                 config,
+                                reader.deflate(),
                             )) as Work<'_>
                         })
                     }
@@ -233,11 +240,12 @@ async fn send_own<S: AsyncWrite + Unpin>(
     reservation: WireReservation,
     frames: Vec<(u8, Bytes)>,
     config: &TransportConfig,
+    deflate: Option<Deflate>,
 ) -> Option<Exit> {
     let ahead = &reservation.ahead;
     let write = async {
-        write_frames_from(io, &ahead.frames, ahead.written).await?;
-        write_frames(io, &frames).await
+        write_frames_from(io, &ahead.frames, ahead.written, deflate).await?;
+        write_frames(io, &frames, None).await
     };
     match timeout(config.write_timeout, write).await {
         Ok(Ok(())) => None,
@@ -428,12 +436,15 @@ async fn answer<S: AsyncWrite + Unpin>(
     conn: &Connection,
     answers: Answers,
     config: &TransportConfig,
+    deflate: Option<Deflate>,
 ) -> Option<Exit> {
     let write = async {
         for own in &answers.writes {
             match own {
-                Own::Queued(batch) => write_frames_from(io, &batch.frames, batch.written).await?,
-                Own::Pong(payload) => write_frames(io, &[(PONG, payload.clone())]).await?,
+                Own::Queued(batch) => {
+                    write_frames_from(io, &batch.frames, batch.written, deflate).await?;
+                }
+                Own::Pong(payload) => write_frames(io, &[(PONG, payload.clone())], None).await?,
             }
         }
         Ok::<(), io::Error>(())
@@ -449,7 +460,7 @@ async fn answer<S: AsyncWrite + Unpin>(
         conn.outbox().close_after_flush(None, CloseReason::NORMAL);
         let mut queued = Batch::default();
         drain_rest(conn, &mut queued, config.max_batch_bytes);
-        if let Err(exit) = write_batch(io, &queued, config.write_timeout).await {
+        if let Err(exit) = write_batch(io, &queued, config.write_timeout, deflate).await {
             return Some(exit);
         }
         answer_close(io, code, config.close_timeout).await;
@@ -468,10 +479,11 @@ async fn flush<S: AsyncWrite + Unpin>(
     sample_countdown: &mut u32,
     drained: Drained,
     config: &TransportConfig,
+    deflate: Option<Deflate>,
 ) -> Option<Exit> {
     conn.handle_server_commands();
     let sample = pick_sample(&batch.frames, sample_countdown);
-    let written = write_batch(io, &batch, config.write_timeout).await;
+    let written = write_batch(io, &batch, config.write_timeout, deflate).await;
     if let (Some(frame), Ok(())) = (sample, &written) {
         conn.sample_delivery(&frame, now_ms());
     }
@@ -528,12 +540,18 @@ async fn write_batch<S: AsyncWrite + Unpin>(
     io: &mut S,
     batch: &Batch,
     limit: Duration,
+    deflate: Option<Deflate>,
 ) -> Result<(), Exit> {
     if batch.frames.is_empty() {
         return Ok(());
     }
-    // The frames go out as they are, straight from their shared bytes.
-    let written = timeout(limit, write_frames_from(io, &batch.frames, batch.written)).await;
+    // The frames go out as they are, straight from their shared bytes (or
+    // their shared compressed form).
+    let written = timeout(
+        limit,
+        write_frames_from(io, &batch.frames, batch.written, deflate),
+    )
+    .await;
     match written {
         Ok(Ok(())) => Ok(()),
         Ok(Err(err)) => Err(write_error(&err)),
@@ -554,7 +572,7 @@ fn write_error(err: &io::Error) -> Exit {
 async fn answer_close<S: AsyncWrite + Unpin>(io: &mut S, code: Option<u16>, limit: Duration) {
     let payload = code.map_or_else(Bytes::new, |code| close_payload(code, ""));
     let reply = async {
-        write_frames(io, &[(CLOSE, payload)]).await?;
+        write_frames(io, &[(CLOSE, payload)], None).await?;
         io.shutdown().await
     };
     let _ = timeout(limit, reply).await;
@@ -574,9 +592,15 @@ async fn close<S>(
 ) where
     S: AsyncRead + AsyncWrite + Unpin,
 {
+    let deflate = reader.deflate();
     let handshake = async {
-        write_frames_from(io, &rest.frames, rest.written).await?;
-        write_frames(io, &[(CLOSE, close_payload(reason.code, reason.reason))]).await?;
+        write_frames_from(io, &rest.frames, rest.written, deflate).await?;
+        write_frames(
+            io,
+            &[(CLOSE, close_payload(reason.code, reason.reason))],
+            None,
+        )
+        .await?;
         io.shutdown().await?;
         // Whatever else the client still sends is read and dropped (the
         // reader parses nothing after a close or a violation) until its side

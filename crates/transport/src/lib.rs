@@ -63,3 +63,4 @@ pub use clock::now_ms;
 pub use config::TransportConfig;
 pub use socket::sockets_without_direct_writes;
 pub use upgrade::{Admission, WsUpgrade, connect_refusal, is_upgrade_request, upgrade_required};
+pub use ws::messages_compressed;

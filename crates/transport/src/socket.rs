@@ -19,7 +19,7 @@ use tokio_util::either::Either;
 use wshub_hub::{Connection, Sent, Wire};
 use wshub_protocol::TextFrame;
 
-use crate::ws::{FrameHeader, TEXT};
+use crate::ws::{Deflate, FrameHeader, RSV1, TEXT};
 
 /// One connection's socket. Both sides use only `&self` operations
 /// (readiness plus non-blocking `try_*` calls), so sharing it needs no
@@ -27,6 +27,8 @@ use crate::ws::{FrameHeader, TEXT};
 #[derive(Debug)]
 pub(crate) struct Socket {
     stream: TcpStream,
+    /// How frames are compressed on this connection, if they are.
+    deflate: Option<Deflate>,
 }
 
 /// Frames up to this size (header included) are copied into one buffer
@@ -43,8 +45,12 @@ thread_local! {
 
 impl Wire for Socket {
     fn try_send(&self, frame: &TextFrame) -> Sent {
-        let payload = frame.bytes();
-        let header = FrameHeader::new(TEXT, payload.len());
+        let compressed = self.deflate.and_then(|deflate| deflate.compress(frame));
+        let (opcode, payload) = match &compressed {
+            Some(compressed) => (TEXT | RSV1, compressed),
+            None => (TEXT, frame.bytes()),
+        };
+        let header = FrameHeader::new(opcode, payload.len());
         let header = header.as_bytes();
         let total = header.len() + payload.len();
         // Straight to the descriptor (already non-blocking), not through
@@ -80,9 +86,9 @@ pub(crate) struct SharedIo {
 }
 
 impl SharedIo {
-    pub(crate) fn new(stream: TcpStream, early: Bytes) -> Self {
+    pub(crate) fn new(stream: TcpStream, early: Bytes, deflate: Option<Deflate>) -> Self {
         Self {
-            socket: Arc::new(Socket { stream }),
+            socket: Arc::new(Socket { stream, deflate }),
             // Copied out: hyper's slice would keep its whole read buffer
             // (kilobytes) alive for the connection's life.
             early: (!early.is_empty()).then(|| Box::new(Bytes::copy_from_slice(&early))),
@@ -169,10 +175,10 @@ impl AsyncWrite for SharedIo {
 pub(crate) type Stream = Either<SharedIo, Box<TokioIo<Upgraded>>>;
 
 /// The upgraded stream for `conn`; a TCP socket is lent to its outbox.
-pub(crate) fn stream_of(upgraded: Upgraded, conn: &Connection) -> Stream {
+pub(crate) fn stream_of(upgraded: Upgraded, conn: &Connection, deflate: Option<Deflate>) -> Stream {
     match upgraded.downcast::<TokioIo<TcpStream>>() {
         Ok(parts) => {
-            let io = SharedIo::new(parts.io.into_inner(), parts.read_buf);
+            let io = SharedIo::new(parts.io.into_inner(), parts.read_buf, deflate);
             conn.outbox().lend_wire(io.wire());
             Either::Left(io)
         }

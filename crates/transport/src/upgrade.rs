@@ -8,6 +8,8 @@ use http_body_util::Full;
 use hyper::{Request, Response, StatusCode, header};
 use tokio_util::task::TaskTracker;
 use tracing::Instrument;
+
+use crate::ws::Deflate;
 use wshub_hub::protocol::RoomName;
 use wshub_hub::{
     Admit, ConnectRequest, Connection, ConnectionId, Decide, Hub, Identity, Refusal, ServerCommand,
@@ -382,6 +384,7 @@ impl WsUpgrade {
                 .headers_mut()
                 .insert(header::SEC_WEBSOCKET_PROTOCOL, protocol);
         }
+        let deflate = self.negotiate_compression(request.headers(), response.headers_mut());
         let id = id.unwrap_or_else(|| self.hub.reserve_connection_id());
         let connection = match self
             .hub
@@ -404,8 +407,27 @@ impl WsUpgrade {
                 .outbox()
                 .push_command(ServerCommand::Subscribe(room));
         }
-        self.start(connection, websocket, peer, guard);
+        self.start(connection, websocket, peer, deflate, guard);
         response
+    }
+
+    /// permessage-deflate, when the transport compresses and the client
+    /// offers it in a form the server can honour: the answer goes in
+    /// `response`, and the connection's settings come back.
+    fn negotiate_compression(
+        &self,
+        request: &header::HeaderMap,
+        response: &mut header::HeaderMap,
+    ) -> Option<Deflate> {
+        if !self.config.compression {
+            return None;
+        }
+        let accepted = crate::ws::negotiate(request)?;
+        response.insert(header::SEC_WEBSOCKET_EXTENSIONS, accepted.response);
+        Some(Deflate {
+            min_bytes: u32::try_from(self.config.compression_min_bytes).unwrap_or(u32::MAX),
+            window_bits: accepted.window_bits,
+        })
     }
 
     fn start(
@@ -413,6 +435,7 @@ impl WsUpgrade {
         connection: Connection,
         websocket: hyper_tungstenite::HyperWebsocket,
         peer: Option<SocketAddr>,
+        deflate: Option<Deflate>,
         guard: Option<Box<dyn std::any::Any + Send + Sync>>,
     ) {
         // Debug level, like every event inside it: at the default level the span
@@ -426,6 +449,7 @@ impl WsUpgrade {
             Box::pin(websocket),
             connection,
             Arc::clone(&self.config),
+            deflate,
             guard,
         );
         // A disabled span would still cost every idle connection its size.

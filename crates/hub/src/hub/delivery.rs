@@ -79,10 +79,10 @@ impl Hub {
                 }) else {
                     return fanout;
                 };
-                Self::fan_out(&members, &publication.frame, origin, &mut fanout);
+                self.fan_out(&members, &publication.frame, origin, &mut fanout);
             }
             Audience::Everyone => {
-                Self::fan_out(
+                self.fan_out(
                     &self.connection_snapshot(),
                     &publication.frame,
                     origin,
@@ -99,13 +99,24 @@ impl Hub {
         fanout
     }
 
-    /// Offers `frame` to every one of `members` but `origin`.
+    /// Offers `frame` to every one of `members` but `origin`; with a slot
+    /// for its compressed form when the transport compresses and several
+    /// recipients can share it.
     pub(crate) fn fan_out(
+        &self,
         members: &[Arc<Outbox>],
         frame: &TextFrame,
         origin: Option<ConnectionId>,
         fanout: &mut Fanout,
     ) {
+        let shared;
+        let frame = match self.inner.config.shared_compression_min_bytes {
+            Some(min) if members.len() > 1 && frame.len() >= min => {
+                shared = frame.clone().with_shared_compression();
+                &shared
+            }
+            _ => frame,
+        };
         for outbox in members {
             fanout.push(outbox, frame, origin);
         }

@@ -150,7 +150,7 @@ impl Hub {
             .filter(|_| publication.node == self.inner.config.node_id);
         let gap = continuity == Continuity::Gap;
         if guard.pending.is_empty() && guard.caught_up_to.is_empty() && !gap {
-            Self::fan_out(&members, &frame, origin, &mut fanout);
+            self.fan_out(&members, &frame, origin, &mut fanout);
         } else {
             let mut skip: FxHashSet<ConnectionId> = FxHashSet::default();
             let limit = self.inner.config.data_queue_bytes;

@@ -320,6 +320,10 @@ config_section! {
         write_timeout: Duration = transport_defaults().write_timeout,
         /// How long to wait for the client's answer to the server's close frame
         close_timeout: Duration = transport_defaults().close_timeout,
+        /// Negotiate permessage-deflate with clients that offer it: each publication is compressed once for all its recipients, and a connection holds no compression state. Off by default: it costs CPU per message and pays only where bandwidth costs more
+        compression: bool = transport_defaults().compression,
+        /// On a compressing connection, messages shorter than this go uncompressed
+        compression_min_bytes: usize = transport_defaults().compression_min_bytes,
     }
 }
 

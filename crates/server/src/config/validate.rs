@@ -373,6 +373,10 @@ impl Config {
                 })
                 .collect(),
             history_max_bytes: self.hub.history_max_bytes,
+            shared_compression_min_bytes: self
+                .transport
+                .compression
+                .then_some(self.transport.compression_min_bytes),
         })
     }
 
@@ -384,6 +388,8 @@ impl Config {
             max_batch_bytes: t.max_batch_bytes,
             write_timeout: t.write_timeout,
             close_timeout: t.close_timeout,
+            compression: t.compression,
+            compression_min_bytes: t.compression_min_bytes,
         }
     }
 }

@@ -99,7 +99,13 @@ fn launch_chromium(url: &str) -> Browser {
 }
 
 async fn jwt_server(allowed_origins: Vec<String>) -> TestServer {
+    jwt_server_compressing(allowed_origins, false).await
+}
+
+async fn jwt_server_compressing(allowed_origins: Vec<String>, compression: bool) -> TestServer {
     let mut config = test_config();
+    config.transport.compression = compression;
+    config.transport.compression_min_bytes = 16;
     config.auth.mode = AuthMode::Jwt;
     config.auth.secret = SECRET.into();
     config.allowed_origins = allowed_origins;
@@ -120,7 +126,16 @@ fn page_url(page: SocketAddr, server: &TestServer, room: &str) -> String {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn chromium_authenticates_by_subprotocol_and_exchanges_messages() {
-    let server = jwt_server(vec!["http://127.0.0.1:*".into()]).await;
+    exchange_with_chromium(false).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn chromium_exchanges_compressed_messages() {
+    exchange_with_chromium(true).await;
+}
+
+async fn exchange_with_chromium(compression: bool) {
+    let server = jwt_server_compressing(vec!["http://127.0.0.1:*".into()], compression).await;
     let (mut rust, _) = connect_with_token(&server, &token("rust")).await;
     rust.join("browser:room").await;
 
@@ -140,10 +155,21 @@ async fn chromium_authenticates_by_subprotocol_and_exchanges_messages() {
         "the browser saw the negotiated subprotocol"
     );
     assert_eq!(hello["content"]["welcome_user"], "alice");
+    let extensions = hello["content"]["extensions"].as_str().unwrap_or_default();
+    assert_eq!(
+        extensions.starts_with("permessage-deflate"),
+        compression,
+        "{extensions:?}"
+    );
 
-    rust.publish("browser:room", json!({"ping": 7})).await;
+    let compressed_before = wshub_transport::messages_compressed();
+    let sent = json!({"ping": 7, "pad": "chromium ".repeat(300)});
+    rust.publish("browser:room", sent.clone()).await;
     let echo = rust.recv().await;
-    assert_eq!(echo["content"], json!({"echo": {"ping": 7}}), "{echo}");
+    assert_eq!(echo["content"], json!({ "echo": sent }), "{echo}");
+    if compression {
+        assert!(wshub_transport::messages_compressed() > compressed_before);
+    }
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

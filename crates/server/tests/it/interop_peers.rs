@@ -39,15 +39,25 @@ fn node_prefix() -> PathBuf {
     })
 }
 
-async fn exchange_with(peer: &str, mut command: Command) {
-    let server = TestServer::start().await;
+/// permessage-deflate on, compressing every message: the peer checks that
+/// it was negotiated, and its messages and ours carry 2 KB of padding.
+const DEFLATE: bool = true;
+
+async fn exchange_with(peer: &str, mut command: Command, deflate: bool) {
+    let mut config = support::test_config();
+    config.transport.compression = deflate;
+    config.transport.compression_min_bytes = 16;
+    let server = TestServer::start_with(config).await;
     let room = format!("interop-{peer}");
     let mut rust = server.client().await;
     rust.join(&room).await;
 
+    command.arg(server.ws_url()).arg(&room);
+    if deflate {
+        command.arg("deflate");
+    }
+    let compressed_before = wshub_transport::messages_compressed();
     let mut child = command
-        .arg(server.ws_url())
-        .arg(&room)
         .stdout(Stdio::piped())
         .kill_on_drop(true)
         .spawn()
@@ -62,13 +72,28 @@ async fn exchange_with(peer: &str, mut command: Command) {
     };
 
     assert_eq!(next_line().await, "READY");
-    rust.publish(&room, json!({"hello": "from rust"})).await;
+    let pad = "wshub ".repeat(400);
+    let (mine, theirs) = if deflate {
+        (
+            json!({"hello": "from rust", "pad": pad}),
+            json!({ "hello": format!("from {peer}"), "pad": pad }),
+        )
+    } else {
+        (
+            json!({"hello": "from rust"}),
+            json!({ "hello": format!("from {peer}") }),
+        )
+    };
+    rust.publish(&room, mine).await;
     let from_peer = rust.recv().await;
     assert_eq!(from_peer["type"], "message");
-    assert_eq!(
-        from_peer["content"],
-        json!({ "hello": format!("from {peer}") })
-    );
+    assert_eq!(from_peer["content"], theirs);
+    if deflate {
+        assert!(
+            wshub_transport::messages_compressed() > compressed_before,
+            "the peer's copy went out compressed"
+        );
+    }
 
     let done = next_line().await;
     let report: serde_json::Value =
@@ -91,7 +116,16 @@ async fn python_websockets_peer_exchanges_messages() {
     command
         .arg(pins_dir().join("python_peer.py"))
         .env("PYTHONPATH", site);
-    exchange_with("python", command).await;
+    exchange_with("python", command, !DEFLATE).await;
+}
+
+#[tokio::test]
+async fn python_websockets_peer_exchanges_compressed_messages() {
+    let mut command = Command::new("python3");
+    command
+        .arg(pins_dir().join("python_peer.py"))
+        .env("PYTHONPATH", python_site());
+    exchange_with("python", command, DEFLATE).await;
 }
 
 #[tokio::test]
@@ -101,7 +135,16 @@ async fn node_ws_peer_exchanges_messages() {
     command
         .arg(pins_dir().join("node_peer.js"))
         .env("NODE_PATH", prefix.join("node_modules"));
-    exchange_with("node", command).await;
+    exchange_with("node", command, !DEFLATE).await;
+}
+
+#[tokio::test]
+async fn node_ws_peer_exchanges_compressed_messages() {
+    let mut command = Command::new("node");
+    command
+        .arg(pins_dir().join("node_peer.js"))
+        .env("NODE_PATH", node_prefix().join("node_modules"));
+    exchange_with("node", command, DEFLATE).await;
 }
 
 /// Runs the Python recovery peer with `args` and returns its one line.

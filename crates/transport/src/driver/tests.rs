@@ -122,8 +122,11 @@ fn start(expires_in: Duration) -> (Hub, DuplexStream, tokio::task::JoinHandle<()
         hub: hub.clone(),
         room: RoomName::new("busy").unwrap_or_else(|err| panic!("{err}")),
     };
+    let config = TransportConfig::default();
+    let reader = crate::ws::Reader::new(config.max_message_bytes, None);
     let driver = tokio::spawn(live(
         Some(busy),
+        reader,
         conn,
         Arc::new(TransportConfig::default()),
         None,

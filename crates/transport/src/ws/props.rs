@@ -251,7 +251,7 @@ fn model(bytes: &[u8], max: usize) -> (Vec<Event>, Result<(), CloseReason>) {
 /// Feeds `bytes` in the pieces `splits` gives (cycled), checking the
 /// capacity bound after each piece.
 fn read_in_pieces(bytes: &[u8], splits: &[usize]) -> (Vec<Event>, Result<(), CloseReason>) {
-    let mut reader = Reader::new(MAX);
+    let mut reader = Reader::new(MAX, None);
     let mut events = Vec::new();
     let mut fed = 0;
     let mut sizes = splits.iter().copied().chain(std::iter::repeat(usize::MAX));
@@ -315,7 +315,7 @@ proptest! {
                 if strict_refusal(&header, len) {
                     prop_assert_eq!(ours, Parsed::Bad);
                 } else {
-                    let Parsed::Header(Header { fin, opcode, mask, len: head, payload }) = ours else {
+                    let Parsed::Header(Header { fin, opcode, mask, len: head, payload, compressed: false }) = ours else {
                         return Err(TestCaseError::fail(format!("{ours:?} for a header tungstenite read")));
                     };
                     prop_assert_eq!(fin, header.is_final);

@@ -17,6 +17,8 @@
 
 use wshub_protocol::CloseReason;
 
+use super::deflate::{InflateError, RSV1, inflate};
+
 /// What a client sent, whole.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Event {
@@ -62,6 +64,9 @@ pub(crate) struct Header {
     pub(crate) len: usize,
     /// Payload bytes, as announced (checked against the limits before use).
     pub(crate) payload: u64,
+    /// RSV1: the message this frame starts is compressed (only where
+    /// permessage-deflate was negotiated).
+    pub(crate) compressed: bool,
 }
 
 impl Header {
@@ -77,12 +82,16 @@ impl Header {
 pub(crate) struct Reader {
     /// A frame or message in progress (`None` between messages).
     pending: Option<Box<Pending>>,
-    /// The largest message accepted.
-    max_message: usize,
+    /// The largest message accepted (`u32`, with the deflate settings
+    /// beside it, keeps the reader at 24 bytes per connection).
+    max_message: u32,
     /// A close frame or a violation was read: nothing more is parsed.
     closed: bool,
     /// The client sent a close frame (valid or not): it sends nothing more.
     saw_close: bool,
+    /// permessage-deflate was negotiated: a data message may be compressed,
+    /// and the server compresses as this says.
+    deflate: Option<super::Deflate>,
 }
 
 /// What a reader holds between reads.
@@ -109,6 +118,9 @@ impl Pending {
 #[derive(Debug)]
 struct Message {
     text: bool,
+    /// Compressed (RSV1 on its first frame): `bytes` are inflated, and
+    /// checked as UTF-8, once the message is whole.
+    compressed: bool,
     /// The unmasked text so far (binary payloads are not kept).
     bytes: Vec<u8>,
     /// Payload bytes announced by its frames so far (checked arithmetic).
@@ -118,12 +130,25 @@ struct Message {
 }
 
 impl Reader {
-    /// A reader refusing messages over `max_message` bytes.
-    pub(crate) fn new(max_message: usize) -> Self {
+    /// A reader refusing messages over `max_message` bytes. With `deflate`
+    /// (permessage-deflate negotiated) a data message may come compressed
+    /// (RSV1 on its first frame), and its inflated size is what
+    /// `max_message` limits.
+    pub(crate) fn new(max_message: usize, deflate: Option<super::Deflate>) -> Self {
         Self {
-            max_message,
+            max_message: u32::try_from(max_message).unwrap_or(u32::MAX),
+            deflate,
             ..Self::default()
         }
+    }
+
+    fn max_message(&self) -> usize {
+        self.max_message as usize
+    }
+
+    /// How the connection's frames are compressed, if they are.
+    pub(crate) fn deflate(&self) -> Option<super::Deflate> {
+        self.deflate
     }
 
     /// Bytes held for incomplete frames and messages (the test hook for
@@ -188,12 +213,12 @@ impl Reader {
         input: &'a [u8],
         events: &mut Vec<Event>,
     ) -> Result<Option<&'a [u8]>, CloseReason> {
-        let header = match parse_header(input) {
+        let header = match parse_header_with(input, self.deflate.is_some()) {
             Parsed::Incomplete => return Ok(None),
             Parsed::Bad => return Err(CloseReason::PROTOCOL_ERROR),
             Parsed::Header(header) => header,
         };
-        check_header(header, None, self.max_message)?;
+        check_header(header, None, self.max_message())?;
         let Some(end) = usize::try_from(header.payload)
             .ok()
             .and_then(|payload| payload.checked_add(header.len))
@@ -209,6 +234,9 @@ impl Reader {
             TEXT => {
                 let mut bytes = Vec::with_capacity(masked.len());
                 unmask_onto(&mut bytes, masked, header.mask, 0);
+                if header.compressed {
+                    bytes = inflated(&bytes, self.max_message())?;
+                }
                 Event::Text(String::from_utf8(bytes).map_err(|_| CloseReason::INVALID_UTF8)?)
             }
             BINARY => Event::Binary,
@@ -231,14 +259,15 @@ impl Reader {
         events: &mut Vec<Event>,
     ) -> Result<&'a [u8], CloseReason> {
         let Some((header, received)) = pending.frame else {
-            let Some((header, rest)) = next_header(pending, input)? else {
+            let Some((header, rest)) = next_header(pending, input, self.deflate.is_some())? else {
                 return Ok(&[]);
             };
-            check_header(header, pending.message.as_ref(), self.max_message)?;
+            check_header(header, pending.message.as_ref(), self.max_message())?;
             match header.opcode {
                 TEXT | BINARY => {
                     pending.message = Some(Message {
                         text: header.opcode == TEXT,
+                        compressed: header.compressed,
                         bytes: Vec::new(),
                         size: header.payload,
                         checked: 0,
@@ -272,10 +301,12 @@ impl Reader {
                 &mut message.bytes,
                 chunk.len(),
                 frame_left,
-                self.max_message,
+                self.max_message(),
             );
             unmask_onto(&mut message.bytes, chunk, header.mask, phase);
-            check_utf8_so_far(message)?;
+            if !message.compressed {
+                check_utf8_so_far(message)?;
+            }
         }
         let received = received + take as u64;
         pending.frame = Some((header, received));
@@ -310,6 +341,9 @@ impl Reader {
             return Ok(());
         }
         let mut bytes = message.bytes;
+        if message.compressed {
+            bytes = inflated(&bytes, self.max_message())?;
+        }
         bytes.shrink_to_fit();
         let text = String::from_utf8(bytes).map_err(|_| CloseReason::INVALID_UTF8)?;
         events.push(Event::Text(text));
@@ -336,16 +370,17 @@ impl Reader {
 fn next_header<'a>(
     pending: &mut Pending,
     mut input: &'a [u8],
+    deflate: bool,
 ) -> Result<Option<(Header, &'a [u8])>, CloseReason> {
     if pending.head_len == 0 {
-        match parse_header(input) {
+        match parse_header_with(input, deflate) {
             Parsed::Bad => return Err(CloseReason::PROTOCOL_ERROR),
             Parsed::Header(header) => return Ok(Some((header, &input[header.len..]))),
             Parsed::Incomplete => {}
         }
     }
     loop {
-        match parse_header(&pending.head[..pending.head_len]) {
+        match parse_header_with(&pending.head[..pending.head_len], deflate) {
             Parsed::Bad => return Err(CloseReason::PROTOCOL_ERROR),
             Parsed::Header(header) => {
                 pending.head_len = 0;
@@ -420,6 +455,16 @@ fn check_utf8_so_far(message: &mut Message) -> Result<(), CloseReason> {
     Ok(())
 }
 
+/// A compressed message's text, inflated within `max_message` (RFC 7692
+/// §8.1 leaves the limit to the endpoint: it is the inflated size): past
+/// it, 1009; not a DEFLATE stream, 1007.
+fn inflated(compressed: &[u8], max_message: usize) -> Result<Vec<u8>, CloseReason> {
+    inflate(compressed, max_message).map_err(|err| match err {
+        InflateError::TooBig => CloseReason::MESSAGE_TOO_BIG,
+        InflateError::Corrupt => CloseReason::INVALID_COMPRESSED,
+    })
+}
+
 /// A close frame's code (§5.5.1, §7.4): absent, or a code a peer may send,
 /// followed by a UTF-8 reason.
 fn close_code(payload: &[u8]) -> Result<Option<u16>, CloseReason> {
@@ -452,14 +497,26 @@ pub(crate) enum Parsed {
     Header(Header),
 }
 
-/// Parses a client frame header (§5.2): RSV bits clear (no extension is
-/// negotiated), masked (§5.1), and its length in the fewest bytes with the
-/// top bit clear.
+/// Parses a client frame header (§5.2) where no extension is negotiated:
+/// RSV bits clear, masked (§5.1), and its length in the fewest bytes with
+/// the top bit clear.
+#[cfg(test)]
 pub(crate) fn parse_header(bytes: &[u8]) -> Parsed {
+    parse_header_with(bytes, false)
+}
+
+/// Parses a client frame header: [`parse_header`]'s rules, except that
+/// with `deflate` negotiated RSV1 may mark a compressed message on the
+/// first frame of a text or binary message (RFC 7692 §6.1): never on a
+/// continuation or a control frame.
+pub(crate) fn parse_header_with(bytes: &[u8], deflate: bool) -> Parsed {
     let [first, second, rest @ ..] = bytes else {
         return Parsed::Incomplete;
     };
-    if first & 0x70 != 0 || second & 0x80 == 0 {
+    let compressed = first & RSV1 != 0;
+    let opcode = first & 0x0F;
+    let compressible = deflate && matches!(opcode, TEXT | BINARY);
+    if first & 0x30 != 0 || (compressed && !compressible) || second & 0x80 == 0 {
         return Parsed::Bad;
     }
     let (payload, extended): (u64, usize) = match second & 0x7F {
@@ -490,10 +547,11 @@ pub(crate) fn parse_header(bytes: &[u8]) -> Parsed {
     };
     Parsed::Header(Header {
         fin: first & 0x80 != 0,
-        opcode: first & 0x0F,
+        opcode,
         mask: [a, b, c, d],
         len: 2 + extended + 4,
         payload,
+        compressed,
     })
 }
 

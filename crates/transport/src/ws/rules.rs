@@ -11,7 +11,7 @@ const MAX: usize = 64 << 10;
 
 /// A client frame: `fin`, `opcode`, masked with `mask`, its length in the
 /// fewest bytes.
-fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
+pub(super) fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
     let mask = [0x37, 0xfa, 0x21, 0x3d];
     let mut out = vec![if fin { 0x80 } else { 0 } | opcode];
     match payload.len() {
@@ -36,7 +36,7 @@ fn text(payload: &str) -> Vec<u8> {
 
 /// Feeds `bytes` in one piece.
 fn read(bytes: &[u8]) -> (Vec<Event>, Result<(), CloseReason>) {
-    let mut reader = Reader::new(MAX);
+    let mut reader = Reader::new(MAX, None);
     let mut events = Vec::new();
     let result = reader.feed(bytes, &mut events);
     (events, result)
@@ -89,7 +89,7 @@ fn s5_2_lengths_use_the_fewest_bytes_and_the_top_bit_is_zero() {
     assert_eq!(refused(&bytes), CloseReason::PROTOCOL_ERROR);
     // The fewest bytes at each boundary are fine.
     for n in [0, 125, 126, 65_535, 65_536] {
-        let mut reader = Reader::new(1 << 20);
+        let mut reader = Reader::new(1 << 20, None);
         let mut events = Vec::new();
         reader
             .feed(&frame(true, 0x2, &vec![7; n]), &mut events)
@@ -197,7 +197,7 @@ fn s5_6_text_must_be_utf8_even_when_split_inside_a_character() {
 
 #[test]
 fn s10_4_a_message_over_the_limit_is_refused_before_it_is_buffered() {
-    let mut reader = Reader::new(1_000);
+    let mut reader = Reader::new(1_000, None);
     let mut events = Vec::new();
     // Only the header of a 2,000-byte frame has arrived.
     let big = frame(true, 0x1, &[b'a'; 2_000]);
@@ -207,7 +207,7 @@ fn s10_4_a_message_over_the_limit_is_refused_before_it_is_buffered() {
     );
     assert_eq!(reader.held_capacity(), 0, "nothing was allocated for it");
     // Fragments count together.
-    let mut reader = Reader::new(1_000);
+    let mut reader = Reader::new(1_000, None);
     let mut bytes = frame(false, 0x1, &[b'a'; 600]);
     bytes.extend(frame(true, 0x0, &[b'a'; 600]));
     assert_eq!(
@@ -224,14 +224,14 @@ fn frames_split_at_every_byte_read_the_same() {
     bytes.extend(frame(true, 0x0, &[b'y'; 70_000]));
     bytes.extend(text(""));
     let whole = {
-        let mut reader = Reader::new(1 << 20);
+        let mut reader = Reader::new(1 << 20, None);
         let mut events = Vec::new();
         reader.feed(&bytes, &mut events).unwrap();
         events
     };
     assert_eq!(whole.len(), 4);
     for chunk in [1, 2, 3, 7, 13, 4096] {
-        let mut reader = Reader::new(1 << 20);
+        let mut reader = Reader::new(1 << 20, None);
         let mut events = Vec::new();
         for piece in bytes.chunks(chunk) {
             reader.feed(piece, &mut events).unwrap();
@@ -243,7 +243,7 @@ fn frames_split_at_every_byte_read_the_same() {
 
 #[test]
 fn a_large_message_leaves_no_buffer_behind() {
-    let mut reader = Reader::new(MAX);
+    let mut reader = Reader::new(MAX, None);
     let mut events = Vec::new();
     let big = frame(true, 0x1, &[b'z'; 60_000]);
     let (head, tail) = big.split_at(30_000);
@@ -264,7 +264,7 @@ fn a_large_message_leaves_no_buffer_behind() {
 
 #[test]
 fn s5_6_invalid_utf8_fails_at_the_fragment_that_carries_it() {
-    let mut reader = Reader::new(1 << 20);
+    let mut reader = Reader::new(1 << 20, None);
     let mut events = Vec::new();
     // The first fragment of a long message holds an invalid byte: refused
     // there, before any later fragment arrives.
@@ -276,7 +276,7 @@ fn s5_6_invalid_utf8_fails_at_the_fragment_that_carries_it() {
         Err(CloseReason::INVALID_UTF8)
     );
     // Even inside a frame that has not fully arrived.
-    let mut reader = Reader::new(1 << 20);
+    let mut reader = Reader::new(1 << 20, None);
     let big = frame(true, 0x1, &[b"\xc0".as_slice(), &[b'a'; 5000]].concat());
     assert_eq!(
         reader.feed(&big[..100], &mut events),
@@ -284,7 +284,7 @@ fn s5_6_invalid_utf8_fails_at_the_fragment_that_carries_it() {
     );
     // A character cut at a fragment's end is not a fault until it is not
     // completed.
-    let mut reader = Reader::new(1 << 20);
+    let mut reader = Reader::new(1 << 20, None);
     let mut events = Vec::new();
     reader
         .feed(&frame(false, 0x1, b"\xe2\x82"), &mut events)
@@ -298,7 +298,7 @@ fn s5_6_invalid_utf8_fails_at_the_fragment_that_carries_it() {
 #[test]
 fn s10_4_a_header_promising_the_limit_reserves_nothing() {
     let limit = 16 << 20;
-    let mut reader = Reader::new(limit);
+    let mut reader = Reader::new(limit, None);
     let mut events = Vec::new();
     let mut bytes = vec![0x81, 0x80 | 127];
     bytes.extend_from_slice(&(limit as u64).to_be_bytes());
@@ -311,7 +311,7 @@ fn s10_4_a_header_promising_the_limit_reserves_nothing() {
 
 #[test]
 fn s10_4_binary_payloads_are_counted_and_skipped() {
-    let mut reader = Reader::new(100_000);
+    let mut reader = Reader::new(100_000, None);
     let mut events = Vec::new();
     let binary = frame(true, 0x2, &[9; 90_000]);
     for piece in binary.chunks(1000) {
@@ -344,7 +344,7 @@ fn s5_5_1_nothing_is_parsed_after_a_close() {
 
 #[test]
 fn a_million_one_byte_fragments_cost_linear_time() {
-    let mut reader = Reader::new(2 << 20);
+    let mut reader = Reader::new(2 << 20, None);
     let mut events = Vec::new();
     let fragments = 1_000_000;
     let mut capacities = 0;
@@ -380,13 +380,13 @@ fn checked_arithmetic_on_fragment_sums() {
 
 #[test]
 fn only_a_close_frame_means_the_client_sends_nothing_more() {
-    let mut reader = Reader::new(MAX);
+    let mut reader = Reader::new(MAX, None);
     let _ = reader.feed(&frame(true, 0x8, &[3]), &mut Vec::new());
     assert!(
         reader.saw_close(),
         "a bad close frame is still the client's last"
     );
-    let mut reader = Reader::new(MAX);
+    let mut reader = Reader::new(MAX, None);
     let mut rsv = text("x");
     rsv[0] |= 0x40;
     assert!(reader.feed(&rsv, &mut Vec::new()).is_err());

@@ -11,6 +11,8 @@ use std::task::{Context, Poll, ready};
 use bytes::Bytes;
 use tokio::io::AsyncWrite;
 
+use super::deflate::{Deflate, RSV1};
+
 pub(crate) const TEXT: u8 = 0x1;
 pub(crate) const CLOSE: u8 = 0x8;
 pub(crate) const PING: u8 = 0x9;
@@ -58,47 +60,75 @@ pub(crate) fn close_payload(code: u16, reason: &str) -> Bytes {
     Bytes::from(payload)
 }
 
-/// Something written as one frame: its opcode and payload.
-pub(crate) trait Frame {
-    fn opcode(&self) -> u8;
-    fn payload(&self) -> &[u8];
+/// A frame's payload as it goes on the wire.
+pub(crate) enum Payload<'a> {
+    /// The frame's own bytes, shared with every other recipient.
+    Shared(&'a [u8]),
+    /// Its compressed form (shared too, when the frame carries one).
+    Compressed(Bytes),
 }
 
-impl Frame for (u8, Bytes) {
-    fn opcode(&self) -> u8 {
-        self.0
+impl std::ops::Deref for Payload<'_> {
+    type Target = [u8];
+
+    fn deref(&self) -> &[u8] {
+        match self {
+            Payload::Shared(bytes) => bytes,
+            Payload::Compressed(bytes) => bytes,
+        }
     }
-    fn payload(&self) -> &[u8] {
-        &self.1
+}
+
+/// Something written as one frame: the low bits of its first byte (opcode,
+/// and RSV1 when compressed) and its payload, on a connection that
+/// compresses as `deflate` says (`None`: not at all).
+pub(crate) trait Frame {
+    fn wire(&self, deflate: Option<Deflate>) -> (u8, Payload<'_>);
+}
+
+/// Control frames are never compressed (RFC 7692 §6.1).
+impl Frame for (u8, Bytes) {
+    fn wire(&self, _: Option<Deflate>) -> (u8, Payload<'_>) {
+        (self.0, Payload::Shared(&self.1))
     }
 }
 
 /// A hub frame goes out as text: it proved it is UTF-8 when it was built,
-/// once for all its recipients.
+/// once for all its recipients; compressed once for all of them too.
 impl Frame for wshub_protocol::TextFrame {
-    fn opcode(&self) -> u8 {
-        TEXT
-    }
-    fn payload(&self) -> &[u8] {
-        self.bytes()
+    fn wire(&self, deflate: Option<Deflate>) -> (u8, Payload<'_>) {
+        match deflate.and_then(|deflate| deflate.compress(self)) {
+            Some(compressed) => (TEXT | RSV1, Payload::Compressed(compressed)),
+            None => (TEXT, Payload::Shared(self.bytes())),
+        }
     }
 }
 
 /// Writes `frames` in order, as few syscalls as the socket allows:
 /// vectored when it supports it, otherwise through one buffer built for
 /// this call and freed after it.
-pub(crate) async fn write_frames<W, F>(io: &mut W, frames: &[F]) -> io::Result<()>
+pub(crate) async fn write_frames<W, F>(
+    io: &mut W,
+    frames: &[F],
+    deflate: Option<Deflate>,
+) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
     F: Frame,
 {
-    write_frames_from(io, frames, 0).await
+    write_frames_from(io, frames, 0, deflate).await
 }
 
 /// Like [`write_frames`], but the first `skip` bytes of the frames' wire
 /// form are already on the socket (a direct write took part of the first
-/// frame): writing starts after them.
-pub(crate) async fn write_frames_from<W, F>(io: &mut W, frames: &[F], skip: usize) -> io::Result<()>
+/// frame): writing starts after them. A frame's wire form is the same
+/// every time it is asked for, so the rest matches what went out.
+pub(crate) async fn write_frames_from<W, F>(
+    io: &mut W,
+    frames: &[F],
+    skip: usize,
+    deflate: Option<Deflate>,
+) -> io::Result<()>
 where
     W: AsyncWrite + Unpin,
     F: Frame,
@@ -106,25 +136,28 @@ where
     if frames.is_empty() {
         return Ok(());
     }
-    let headers: Vec<FrameHeader> = frames
+    let wire: Vec<(FrameHeader, Payload<'_>)> = frames
         .iter()
-        .map(|frame| FrameHeader::new(frame.opcode(), frame.payload().len()))
+        .map(|frame| {
+            let (opcode, payload) = frame.wire(deflate);
+            (FrameHeader::new(opcode, payload.len()), payload)
+        })
         .collect();
     if !io.is_write_vectored() {
-        let total: usize = frames.iter().map(|frame| frame.payload().len() + 10).sum();
+        let total: usize = wire.iter().map(|(_, payload)| payload.len() + 10).sum();
         let mut joined = Vec::with_capacity(total);
-        for (header, frame) in headers.iter().zip(frames) {
+        for (header, payload) in &wire {
             joined.extend_from_slice(header.as_bytes());
-            joined.extend_from_slice(frame.payload());
+            joined.extend_from_slice(payload);
         }
         let rest = joined.get(skip..).unwrap_or_default();
         return tokio::io::AsyncWriteExt::write_all(io, rest).await;
     }
     let mut parts: Vec<&[u8]> = Vec::with_capacity(frames.len() * 2);
-    for (header, frame) in headers.iter().zip(frames) {
+    for (header, payload) in &wire {
         parts.push(header.as_bytes());
-        if !frame.payload().is_empty() {
-            parts.push(frame.payload());
+        if !payload.is_empty() {
+            parts.push(payload);
         }
     }
     let mut cursor = Cursor {
@@ -267,7 +300,7 @@ mod tests {
             (CLOSE, close_payload(1000, "bye")),
         ];
         let mut socket = Trickle::default();
-        write_frames(&mut socket, &frames).await.unwrap();
+        write_frames(&mut socket, &frames, None).await.unwrap();
         let mut want = Vec::new();
         want.extend_from_slice(b"\x81\x05hello\x89\x00\x81\x7e\x01\x2c");
         want.extend_from_slice(&[b'm'; 300]);
@@ -278,10 +311,14 @@ mod tests {
         // Resumed part-way (a direct write took the first 4 bytes, into
         // "hello"), in every writer: the rest, exactly.
         let mut resumed = Trickle::default();
-        write_frames_from(&mut resumed, &frames, 4).await.unwrap();
+        write_frames_from(&mut resumed, &frames, 4, None)
+            .await
+            .unwrap();
         assert_eq!(resumed.0, want[4..]);
         let mut plain = Plain::default();
-        write_frames_from(&mut plain, &frames, 4).await.unwrap();
+        write_frames_from(&mut plain, &frames, 4, None)
+            .await
+            .unwrap();
         assert_eq!(plain.0, want[4..]);
     }
 }
