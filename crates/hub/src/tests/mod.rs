@@ -146,6 +146,34 @@ fn every_recipient_shares_one_encoding() {
 }
 
 #[test]
+fn with_shared_compression_every_recipient_shares_one_compressed_form() {
+    let long = format!("\"{}\"", "x".repeat(300));
+    for (min, shared) in [(Some(256), true), (Some(4096), false), (None, false)] {
+        let hub = Hub::new(HubConfig {
+            shared_compression_min_bytes: min,
+            ..HubConfig::default()
+        });
+        let mut members: Vec<Connection> = (0..3).map(|_| connect(&hub)).collect();
+        for conn in &mut members {
+            join(conn, "r");
+        }
+        publish(&mut members[0], "r", &long);
+        let compressions = std::cell::Cell::new(0);
+        for conn in &members[1..] {
+            let mut batch = crate::Batch::default();
+            conn.outbox().try_drain(&mut batch, usize::MAX);
+            let frame = batch.frames.last().unwrap();
+            assert_eq!(frame.has_shared_compression(), shared, "{min:?}");
+            frame.compressed(|bytes| {
+                compressions.set(compressions.get() + 1);
+                Some(bytes::Bytes::copy_from_slice(&bytes[..10]))
+            });
+        }
+        assert_eq!(compressions.get(), if shared { 1 } else { 2 }, "{min:?}");
+    }
+}
+
+#[test]
 fn acks_echo_the_ref_and_a_join_is_effective_by_its_ack() {
     let hub = hub();
     let mut alice = connect(&hub);

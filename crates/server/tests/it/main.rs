@@ -23,5 +23,6 @@ mod shutdown_signal;
 mod tls;
 mod ws_backpressure;
 mod ws_conformance;
+mod ws_deflate;
 mod ws_fanout_1000;
 mod ws_protocol;

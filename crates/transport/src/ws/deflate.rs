@@ -220,6 +220,44 @@ mod tests {
     }
 
     #[test]
+    fn a_frame_fanned_out_is_compressed_once_and_its_bytes_shared() {
+        let frame = wshub_protocol::TextFrame::from_utf8(Bytes::from(json_message(1024))).unwrap();
+        let deflate = Deflate {
+            min_bytes: 256,
+            window_bits: 15,
+        };
+        let shared = frame.clone().with_shared_compression();
+        let (a, b) = (shared.clone(), shared.clone());
+        let first = deflate.compress(&a).unwrap();
+        let second = deflate.compress(&b).unwrap();
+        assert_eq!(
+            first.as_ptr(),
+            second.as_ptr(),
+            "one compressed form, shared"
+        );
+        // A recipient whose window is smaller than the shared form's gets
+        // its own, within its window.
+        let small = Deflate {
+            window_bits: 9,
+            ..deflate
+        };
+        let own = small.compress(&b).unwrap();
+        assert_ne!(own.as_ptr(), first.as_ptr());
+        assert_eq!(inflate(&own, 1 << 20).unwrap(), frame.bytes().as_ref());
+        // Without the slot, every call compresses anew.
+        let one = deflate.compress(&frame).unwrap();
+        let two = deflate.compress(&frame).unwrap();
+        assert_ne!(one.as_ptr(), two.as_ptr());
+        assert_eq!(
+            one, two,
+            "deterministic: a part-written frame resumes exactly"
+        );
+        // Short ones go uncompressed.
+        let short = wshub_protocol::TextFrame::from_static(r#"{"type":"ack","ref":"1"}"#);
+        assert_eq!(deflate.compress(&short), None);
+    }
+
+    #[test]
     fn what_would_not_shrink_stays_uncompressed() {
         let mut state = 0x9E37_79B9_7F4A_7C15u64;
         let noise: Vec<u8> = (0..2000)
