@@ -320,7 +320,106 @@ const FULL: &[Scenario] = &[
         server_env: &[],
         floor: false,
     },
+    // Compression (permessage-deflate): 1 KB of market-data JSON per
+    // message, without and with it; the `deflate-` rows also run against
+    // Node `ws` with perMessageDeflate (NODE_REFERENCE).
+    Scenario {
+        name: "json-fanout-1k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "1000",
+            "--messages",
+            "500",
+            "--rate",
+            "100",
+            "--payload-bytes",
+            "1000",
+            "--quotes",
+        ],
+        two_nodes: None,
+        server_env: &[],
+        floor: false,
+    },
+    Scenario {
+        name: "deflate-fanout-1k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "1000",
+            "--messages",
+            "500",
+            "--rate",
+            "100",
+            "--payload-bytes",
+            "1000",
+            "--quotes",
+            "--deflate",
+        ],
+        two_nodes: None,
+        server_env: COMPRESSION_ENV,
+        floor: false,
+    },
+    Scenario {
+        name: "json-fanout-10k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "10000",
+            "--messages",
+            "50",
+            "--rate",
+            "10",
+            "--payload-bytes",
+            "1000",
+            "--quotes",
+        ],
+        two_nodes: None,
+        server_env: &[],
+        floor: false,
+    },
+    Scenario {
+        name: "deflate-fanout-10k",
+        args: &[
+            "fanout",
+            "--subscribers",
+            "10000",
+            "--messages",
+            "50",
+            "--rate",
+            "10",
+            "--payload-bytes",
+            "1000",
+            "--quotes",
+            "--deflate",
+        ],
+        two_nodes: None,
+        server_env: COMPRESSION_ENV,
+        floor: false,
+    },
+    Scenario {
+        name: "deflate-connect-19k",
+        args: &[
+            "connect",
+            "--connections",
+            "19000",
+            "--hold",
+            "5",
+            "--deflate",
+        ],
+        two_nodes: None,
+        server_env: COMPRESSION_ENV,
+        floor: false,
+    },
 ];
+
+/// Compression on (permessage-deflate).
+const COMPRESSION_ENV: &[(&str, &str)] = &[("WSHUB_TRANSPORT__COMPRESSION", "true")];
+
+/// Scenarios also run against `crates/loadtest/reference/node_ws_hub.cjs`
+/// (Node `ws`, perMessageDeflate on when the scenario offers it), with
+/// every figure reported beside wshub's and as a ratio (`vs_node_ws`).
+const NODE_REFERENCE: &[&str] = &["deflate-fanout-1k", "deflate-fanout-10k"];
 
 /// A `bench` namespace whose rooms keep 100 messages of history.
 const HISTORY_ENV: &[(&str, &str)] = &[
@@ -566,8 +665,20 @@ pub fn run(args: &[String], root: &Path) -> anyhow::Result<()> {
                 .collect();
             eprintln!("==> {} against the floor", scenario.name);
             match run_floor(&floor_bin, &loadgen_bin, scenario, &floor_ips.join(",")) {
-                Ok(floor) => compare_with_floor(report, floor),
+                Ok(floor) => compare_with(report, "floor", floor),
                 Err(err) => problems.push(format!("{} (floor): {err:#}", scenario.name)),
+            }
+        }
+        if NODE_REFERENCE.contains(&scenario.name)
+            && let Ok(report) = &mut outcome
+        {
+            let node_ips: Vec<String> = (1..=4)
+                .map(|host| format!("127.{run_octet}.{}.{}", index + 151, host))
+                .collect();
+            eprintln!("==> {} against Node ws", scenario.name);
+            match run_node_reference(root, &loadgen_bin, scenario, &node_ips.join(",")) {
+                Ok(node) => compare_with(report, "node_ws", node),
+                Err(err) => problems.push(format!("{} (Node ws): {err:#}", scenario.name)),
             }
         }
         match outcome {
@@ -756,11 +867,13 @@ const FLOOR_FIGURES: &[&str] = &[
     "server_cpu_seconds_per_million_deliveries",
     "deliveries_per_second",
     "loadgen_cpu_seconds",
+    "wire_bytes_per_delivery",
+    "server_rss_per_connection_bytes",
 ];
 
-/// Adds the floor's figures and wshub's ratio to each (`vs_floor`: 1.0 is
-/// the floor; below 1 is less than it).
-fn compare_with_floor(report: &mut Value, floor: Value) {
+/// Adds a reference's figures under `name` and wshub's ratio to each under
+/// `vs_<name>` (1.0: the same; below 1: less than the reference).
+fn compare_with(report: &mut Value, name: &str, floor: Value) {
     let mut figures = serde_json::Map::new();
     let mut ratios = serde_json::Map::new();
     for path in FLOOR_FIGURES {
@@ -781,8 +894,53 @@ fn compare_with_floor(report: &mut Value, floor: Value) {
             figures.insert(key.to_owned(), value.clone());
         }
     }
-    report["floor"] = Value::Object(figures);
-    report["vs_floor"] = Value::Object(ratios);
+    report[name] = Value::Object(figures);
+    report[format!("vs_{name}")] = Value::Object(ratios);
+}
+
+/// Runs `scenario` against the Node `ws` reference (the JS client's pinned
+/// `ws`), with permessage-deflate when the scenario offers it.
+fn run_node_reference(
+    root: &Path,
+    loadgen_bin: &Path,
+    scenario: &Scenario,
+    bind_ips: &str,
+) -> anyhow::Result<Value> {
+    use std::io::BufRead as _;
+    let modules = crate::js::install(
+        &root.join("clients/js"),
+        &crate::target_dir(root).join("js-client"),
+    )?;
+    let deflate = scenario.args.contains(&"--deflate");
+    let mut child = Command::new("node")
+        .arg(root.join("crates/loadtest/reference/node_ws_hub.cjs"))
+        .arg("0")
+        .args(deflate.then_some("deflate"))
+        .env("NODE_PATH", &modules)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .context("cannot start the Node ws reference")?;
+    let stdout = child.stdout.take().context("the reference's stdout")?;
+    let node = ServerProcess(child);
+    let mut line = String::new();
+    std::io::BufReader::new(stdout)
+        .read_line(&mut line)
+        .context("the reference's first line")?;
+    let addr = line
+        .trim()
+        .strip_prefix("listening on ")
+        .with_context(|| format!("the reference said {line:?}"))?
+        .to_owned();
+    let output = Command::new(loadgen_bin)
+        .args(scenario.args)
+        .args(["--url", &format!("ws://{addr}/ws"), "--bind-ips", bind_ips])
+        .args(["--server-pid", &node.0.id().to_string()])
+        .stderr(Stdio::inherit())
+        .output()
+        .context("cannot run the load generator")?;
+    drop(node);
+    last_report(&output)
 }
 
 /// Runs `scenario` against a fresh `wshub-floor`.

@@ -50,7 +50,7 @@ pub fn test(root: &Path) -> anyhow::Result<Totals> {
 
 /// `npm ci` into `dir` from the package's manifest and lock file; skipped
 /// when `dir` already holds an install of the same lock file.
-fn install(package: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
+pub(crate) fn install(package: &Path, dir: &Path) -> anyhow::Result<PathBuf> {
     let lock = std::fs::read_to_string(package.join("package-lock.json"))
         .context("clients/js/package-lock.json")?;
     let stamp = dir.join(".wshub-lock");

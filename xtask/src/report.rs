@@ -176,6 +176,32 @@ const GOALS: &[(&str, &str, &str, &str, f64, bool)] = &[
     ),
 ];
 
+/// Goals that compare two scenarios of one run: (label, scenario, the
+/// scenario it is compared with, figure, highest ratio).
+const RATIO_GOALS: &[(&str, &str, &str, &str, f64)] = &[
+    (
+        "RSS per idle connection, compression negotiated vs not (19k)",
+        "deflate-connect-19k",
+        "connect-19k",
+        "server_rss_per_connection_bytes",
+        1.05,
+    ),
+    (
+        "Server CPU per delivery, compressed vs not (1k fan-out, 1 KB JSON)",
+        "deflate-fanout-1k",
+        "json-fanout-1k",
+        "server_cpu_us_per_delivery",
+        1.3,
+    ),
+    (
+        "Bytes on the wire per delivery, compressed vs not (1 KB JSON)",
+        "deflate-fanout-1k",
+        "json-fanout-1k",
+        "wire_bytes_per_delivery",
+        1.0,
+    ),
+];
+
 fn format_figure(value: f64) -> String {
     if value.abs() >= 1000.0 {
         format!("{value:.0}")
@@ -220,6 +246,25 @@ pub fn markdown(document: &Value) -> String {
             format_figure(value),
             format_figure(*goal),
             if met { "met" } else { "not met" }
+        );
+    }
+    for (label, ours, theirs, figure, goal) in RATIO_GOALS {
+        let pick = |prefix: &str| scenario(document, prefix).and_then(|r| number(r, figure));
+        let (Some(ours), Some(theirs)) = (pick(ours), pick(theirs)) else {
+            continue;
+        };
+        if theirs <= 0.0 {
+            continue;
+        }
+        let ratio = ours / theirs;
+        let _ = writeln!(
+            out,
+            "| {label} | {} × ({} / {}) | ≤ {} × | {} |",
+            format_figure(ratio),
+            format_figure(ours),
+            format_figure(theirs),
+            format_figure(*goal),
+            if ratio <= *goal { "met" } else { "not met" }
         );
     }
     out.push_str("\n## Scenarios\n");

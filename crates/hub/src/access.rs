@@ -12,10 +12,17 @@ use wshub_protocol::{Content, ErrorReason, RoomName};
 #[derive(Clone, Default)]
 pub struct Identity {
     user: Option<Arc<str>>,
-    grants: Option<Arc<GlobSet>>,
-    grant_patterns: Arc<[Box<str>]>,
+    // Thin pointers to what most connections lack: every connection's task
+    // holds its identity.
+    grants: Option<Arc<Grants>>,
     expires: Option<Expiry>,
     info: Option<Arc<Content>>,
+}
+
+/// The rooms a token granted, as globs and as written.
+struct Grants {
+    set: GlobSet,
+    patterns: Box<[Box<str>]>,
 }
 
 /// When credentials stop being valid, and who renews them.
@@ -71,8 +78,10 @@ impl Identity {
                 .join(","),
             reason: err.to_string(),
         })?;
-        self.grants = Some(Arc::new(set));
-        self.grant_patterns = patterns.iter().map(|p| Box::from(p.as_ref())).collect();
+        self.grants = Some(Arc::new(Grants {
+            set,
+            patterns: patterns.iter().map(|p| Box::from(p.as_ref())).collect(),
+        }));
         Ok(self)
     }
 
@@ -149,7 +158,7 @@ impl Identity {
     pub fn is_granted(&self, room: &RoomName) -> bool {
         self.grants
             .as_ref()
-            .is_some_and(|set| set.is_match(room.as_str()))
+            .is_some_and(|grants| grants.set.is_match(room.as_str()))
     }
 }
 
@@ -158,7 +167,10 @@ impl fmt::Debug for Identity {
         f.debug_struct("Identity")
             .field("user", &self.user)
             .field("info", &self.info)
-            .field("grants", &self.grant_patterns)
+            .field(
+                "grants",
+                &self.grants.as_ref().map(|grants| &grants.patterns),
+            )
             .field("expires", &self.expires)
             .finish()
     }

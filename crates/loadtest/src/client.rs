@@ -10,9 +10,12 @@ use futures_util::{SinkExt, StreamExt};
 use tokio::net::{TcpSocket, TcpStream};
 use tokio_tungstenite::WebSocketStream;
 use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::tungstenite::client::IntoClientRequest as _;
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
-pub type Ws = WebSocketStream<TcpStream>;
+use crate::wire::{self, WireStream};
+
+pub type Ws = WebSocketStream<WireStream>;
 
 /// Client ports per source address (Linux default ip_local_port_range).
 pub const PORTS_PER_SOURCE: usize = 28_000;
@@ -24,11 +27,13 @@ pub struct Target {
     pub addr: SocketAddr,
     sources: Vec<IpAddr>,
     next_source: AtomicUsize,
+    /// Offer permessage-deflate (and speak it when the server accepts).
+    deflate: bool,
 }
 
 impl Target {
     /// Resolves `url` (`ws://host:port/path`).
-    pub async fn new(url: &str, sources: Vec<IpAddr>) -> anyhow::Result<Self> {
+    pub async fn new(url: &str, sources: Vec<IpAddr>, deflate: bool) -> anyhow::Result<Self> {
         let rest = url
             .strip_prefix("ws://")
             .with_context(|| format!("{url}: only ws:// URLs are supported"))?;
@@ -46,6 +51,7 @@ impl Target {
             addr,
             sources,
             next_source: AtomicUsize::new(0),
+            deflate,
         })
     }
 
@@ -82,10 +88,21 @@ impl Target {
             .read_buffer_size(4096)
             .write_buffer_size(0)
             .max_message_size(Some(16 << 20));
-        let (mut ws, _) =
-            tokio_tungstenite::client_async_with_config(self.url.as_str(), stream, Some(config))
+        let mut request = self.url.as_str().into_client_request()?;
+        if self.deflate {
+            request.headers_mut().insert(
+                "sec-websocket-extensions",
+                http::HeaderValue::from_static(wire::OFFER),
+            );
+        }
+        let stream = WireStream::new(stream, self.deflate);
+        let (mut ws, response) =
+            tokio_tungstenite::client_async_with_config(request, stream, Some(config))
                 .await
                 .context("websocket handshake")?;
+        if self.deflate && !response.headers().contains_key("sec-websocket-extensions") {
+            bail!("the server declined permessage-deflate (is transport.compression on?)");
+        }
         let welcome = recv_json(&mut ws, Duration::from_secs(10))
             .await
             .context("welcome")?;

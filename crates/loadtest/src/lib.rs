@@ -7,6 +7,7 @@ pub mod client;
 pub mod latency;
 pub mod procfs;
 pub mod scenario;
+pub mod wire;
 
 /// CPU seconds this process has used so far (user + system).
 pub fn own_cpu_seconds() -> f64 {

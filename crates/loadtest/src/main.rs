@@ -35,6 +35,9 @@ struct Cli {
     /// Worker threads of the generator (default: one per core).
     #[arg(long, global = true)]
     threads: Option<usize>,
+    /// Offer permessage-deflate, and fail unless the server accepts it.
+    #[arg(long, global = true)]
+    deflate: bool,
 }
 
 #[derive(Debug, Subcommand)]
@@ -64,9 +67,12 @@ fn main() -> anyhow::Result<()> {
     let cpu_before = own_cpu_seconds();
     let started = std::time::Instant::now();
     let mut report = runtime.block_on(async {
-        let target = Arc::new(client::Target::new(&cli.url, cli.bind_ips.clone()).await?);
+        let target =
+            Arc::new(client::Target::new(&cli.url, cli.bind_ips.clone(), cli.deflate).await?);
         let publish_target = match &cli.publish_url {
-            Some(url) => Arc::new(client::Target::new(url, cli.bind_ips.clone()).await?),
+            Some(url) => {
+                Arc::new(client::Target::new(url, cli.bind_ips.clone(), cli.deflate).await?)
+            }
             None => Arc::clone(&target),
         };
         match &cli.scenario {
@@ -91,6 +97,8 @@ fn main() -> anyhow::Result<()> {
     report["loadgen_cpu_seconds"] = serde_json::json!(own_cpu_seconds() - cpu_before);
     report["loadgen_wall_seconds"] = serde_json::json!(started.elapsed().as_secs_f64());
     report["publishers_on_another_node"] = serde_json::json!(cli.publish_url.is_some());
+    report["deflate"] = serde_json::json!(cli.deflate);
+    report["bytes_received"] = serde_json::json!(wshub_loadtest::wire::bytes_received());
     print_table(&report);
     println!("{report}");
     // Don't wait for lingering connection tasks.

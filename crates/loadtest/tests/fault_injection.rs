@@ -105,6 +105,7 @@ async fn fanout_against(fault: Fault, subscribers: usize, messages: u32) -> Valu
         Target::new(
             &format!("ws://{addr}/ws"),
             vec!["127.0.0.1".parse().unwrap()],
+            false,
         )
         .await
         .unwrap(),
@@ -114,6 +115,7 @@ async fn fanout_against(fault: Fault, subscribers: usize, messages: u32) -> Valu
         messages,
         rate: 100.0,
         payload_bytes: 16,
+        quotes: false,
         concurrency: 16,
         drain_seconds: 1,
     };

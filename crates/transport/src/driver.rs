@@ -6,13 +6,14 @@
 use std::any::Any;
 use std::cell::RefCell;
 use std::io;
-use std::pin::{Pin, pin};
+use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{Poll, ready};
 use std::time::Duration;
 
 use bytes::Bytes;
 use futures_util::FutureExt as _;
+use futures_util::future::{Either, OptionFuture};
 use hyper::upgrade::Upgraded;
 use hyper_tungstenite::HyperWebsocket;
 use tokio::io::{AsyncRead, AsyncWrite, AsyncWriteExt, ReadBuf};
@@ -22,9 +23,10 @@ use wshub_hub::{
 };
 use wshub_protocol::{CloseReason, TextFrame};
 
-use crate::clock::{instant_of, now_ms};
+use crate::clock::now_ms;
 use crate::config::TransportConfig;
 use crate::socket::stream_of;
+use crate::timers::TimerWheel;
 use crate::ws::{
     CLOSE, Deflate, Event, PING, PONG, Reader, close_payload, write_frames, write_frames_from,
 };
@@ -76,20 +78,44 @@ enum Read {
 /// connection's task.
 pub(crate) fn run(
     upgrade: Pin<Box<HyperWebsocket>>,
-    conn: Connection,
-    config: Arc<TransportConfig>,
+    mut conn: Connection,
+    shared: Arc<Shared>,
     deflate: Option<Deflate>,
     guard: Option<Box<dyn Any + Send + Sync>>,
 ) -> impl Future<Output = ()> + Send {
-    Box::pin(finish_upgrade(upgrade)).then(move |upgraded| {
-        let io = upgraded.map(|upgraded| stream_of(upgraded, &conn, deflate));
-        let reader = Reader::new(config.max_message_bytes, deflate);
-        live(io, reader, conn, config, guard)
+    if let Some(guard) = guard {
+        conn.hold(guard);
+    }
+    Box::pin(finish_upgrade(upgrade)).then(move |upgraded| match upgraded {
+        Some(upgraded) => {
+            let io = stream_of(upgraded, &conn, deflate);
+            let reader = Reader::new(shared.config.max_message_bytes, deflate);
+            Either::Left(live(io, reader, conn, shared))
+        }
+        // The client went before the upgrade completed: dropping the
+        // connection unregisters it.
+        None => Either::Right(std::future::ready(())),
     })
 }
 
-/// Serves the connection on `io` (none: the upgrade did not complete), then
-/// closes it. A plain function
+/// What every connection of one [`WsUpgrade`](crate::WsUpgrade) shares:
+/// the configuration, and the timer that wakes them.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    pub(crate) config: TransportConfig,
+    pub(crate) timers: Arc<TimerWheel>,
+}
+
+impl Shared {
+    pub(crate) fn new(config: TransportConfig) -> Self {
+        Self {
+            config,
+            timers: Arc::default(),
+        }
+    }
+}
+
+/// Serves the connection on `io`, then closes it. A plain function
 /// returning an `async move` block rather than an `async fn`, which keeps
 /// each argument twice (as captured and as a local).
 #[expect(
@@ -97,22 +123,25 @@ pub(crate) fn run(
     reason = "an async fn would keep every argument twice in the task"
 )]
 pub(crate) fn live<S>(
-    mut io: Option<S>,
+    mut io: S,
     mut reader: Reader,
     mut conn: Connection,
-    config: Arc<TransportConfig>,
-    guard: Option<Box<dyn Any + Send + Sync>>,
+    shared: Arc<Shared>,
 ) -> impl Future<Output = ()> + Send
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async move {
-        // Borrowed in place: a moved-out upvar keeps its slot in the task.
-        let Some(io) = &mut io else {
-            return;
-        };
         tracing::debug!("connected");
-        let exit = serve(io, &mut reader, &mut conn, &config).await;
+        let exit = serve(Parts {
+            io: &mut io,
+            reader: &mut reader,
+            conn: &mut conn,
+            shared: &shared,
+            armed: u64::MAX,
+        })
+        .await;
+        let config = &shared.config;
         // From here on only the driver writes: a frame the fan-out wrote
         // part of is finished before the close frame.
         let mut rest = Batch::default();
@@ -131,13 +160,13 @@ where
                 // Boxed, like every await below that is not the idle wait: a task
                 // is as large as its largest state, and an idle connection should
                 // not pay for the states it is not in.
-                Box::pin(close(io, &mut reader, rest, reason, &config)).await;
+                Box::pin(close(&mut io, &mut reader, rest, reason, config)).await;
             }
             Exit::Gone(cause) => tracing::debug!(cause = cause.label(), "disconnected"),
         }
-        // Dropping the connection leaves its rooms and unregisters it.
-        drop(conn);
-        drop(guard);
+        // The task's end drops the connection: it leaves its rooms and
+        // unregisters, then releases what it holds (no explicit drop: a
+        // value moved out of a task conditionally costs it a drop flag).
     }
 }
 
@@ -154,23 +183,29 @@ async fn finish_upgrade(upgrade: Pin<Box<HyperWebsocket>>) -> Option<Upgraded> {
     }
 }
 
+/// What the serve loop works on, in one place: the loop's wait borrows it
+/// as one reference instead of five (every idle task holds that wait).
+struct Parts<'a, S> {
+    io: &'a mut S,
+    reader: &'a mut Reader,
+    conn: &'a mut Connection,
+    shared: &'a Shared,
+    /// The deadline the connection armed on the shared timer (`u64::MAX`:
+    /// none).
+    armed: u64,
+}
+
 #[expect(
     clippy::manual_async_fn,
     reason = "an async fn would keep every argument twice in the task"
 )]
-fn serve<'a, S>(
-    io: &'a mut S,
-    reader: &'a mut Reader,
-    conn: &'a mut Connection,
-    config: &'a TransportConfig,
-) -> impl Future<Output = Exit> + 'a
+fn serve<'a, S>(mut parts: Parts<'a, S>) -> impl Future<Output = Exit> + 'a
 where
     S: AsyncRead + AsyncWrite + Unpin + Send,
 {
     async move {
         // Counts written frames down to the next one whose latency is sampled.
         let mut sample_countdown = SAMPLE_EVERY;
-        let mut timer = pin!(tokio::time::sleep_until(instant_of(conn.poll_timeout())));
         // Which source is polled first: the one after the last to wake the
         // loop, so a busy outbox cannot starve reads or timers, nor a
         // flooding client the outbox.
@@ -179,19 +214,31 @@ where
             // What woke the loop is handled without awaiting; any I/O it
             // calls for is one boxed future, awaited after the wait's state
             // is gone. So an idle task holds only the wait.
-            let work: Option<Work<'_>> = {
-                let woken = next_event(conn, io, reader, timer.as_mut(), config, first).await;
+            // Awaited as one expression: a named `work` would keep a slot
+            // beside the future awaiting it.
+            let exit = OptionFuture::from({
+                // In a block: the event is gone before the work is awaited (a
+                // local alive across an await keeps a slot in every task).
+                let woken = next_event(&mut parts, first).await;
                 first = woken.source().next();
+                let Parts {
+                    io,
+                    reader,
+                    conn,
+                    shared,
+                    ..
+                } = &mut parts;
+                let config = &shared.config;
                 match woken {
                     Woken::Drained(drained, batch) => Some(Box::pin(flush(
-                        io,
-                        conn,
+                        &mut **io,
+                        &mut **conn,
                         batch,
                         &mut sample_countdown,
                         drained,
                         config,
                         reader.deflate(),
-                    ))),
+                    )) as Work<'_>),
                     Woken::Read(read) => {
                         let answers = match read {
                             Ok(Read::Events(events, violation)) => {
@@ -200,20 +247,18 @@ where
                             Ok(Read::Eof) => return Exit::Gone(CloseCause::Client),
                             Err(_) => return Exit::Gone(CloseCause::SocketError),
                         };
-                        // A refresh may have moved the expiry.
-                        timer.as_mut().reset(instant_of(conn.poll_timeout()));
                         let deflate = reader.deflate();
                         answers.call_for_io().then(|| {
-                            Box::pin(answer(io, conn, answers, config, deflate)) as Work<'_>
+                            Box::pin(answer(&mut **io, &**conn, answers, config, deflate))
+                                as Work<'_>
                         })
                     }
                     Woken::Timer => {
                         let ping = conn.handle_timeout(now_ms()) == TimerOutcome::SendPing;
-                        timer.as_mut().reset(instant_of(conn.poll_timeout()));
                         ping.then(|| {
                             let reservation = conn.outbox().reserve_wire();
                             Box::pin(send_own(
-                                io,
+                                &mut **io,
                                 reservation,
                                 vec![(PING, Bytes::new())],
                                 config,
@@ -222,10 +267,9 @@ where
                         })
                     }
                 }
-            };
-            if let Some(work) = work
-                && let Some(exit) = work.await
-            {
+            })
+            .await;
+            if let Some(Some(exit)) = exit {
                 return exit;
             }
         }
@@ -294,19 +338,27 @@ impl Source {
 }
 
 /// Waits for the next thing to do: queued frames (a close the hub decided
-/// on comes out here too), bytes from the client, or the timer; polled in
-/// turn starting with `first`, so that none of them can starve the others
-/// (a room that keeps the outbox full must not keep the client's messages,
-/// its pings or its token expiry waiting).
-fn next_event<'a, S: AsyncRead + Unpin>(
-    conn: &'a Connection,
-    io: &'a mut S,
-    reader: &'a mut Reader,
-    mut timer: Pin<&'a mut tokio::time::Sleep>,
-    config: &'a TransportConfig,
+/// on comes out here too), bytes from the client, or the connection's next
+/// deadline; polled in turn starting with `first`, so that none of them can
+/// starve the others (a room that keeps the outbox full must not keep the
+/// client's messages, its pings or its token expiry waiting).
+///
+/// The deadline is kept by the shared timer (`crate::timers`), which wakes
+/// the task through its outbox: each poll checks whether it is due, and
+/// arms the timer when it is earlier than what `armed` says is armed, or
+/// when that has fired.
+fn next_event<'a, 'p, S: AsyncRead + Unpin>(
+    parts: &'a mut Parts<'p, S>,
     first: Source,
 ) -> impl Future<Output = Woken> + 'a {
     std::future::poll_fn(move |cx| {
+        let Parts {
+            io,
+            reader,
+            conn,
+            shared,
+            armed,
+        } = &mut *parts;
         let mut source = first;
         for _ in 0..3 {
             match source {
@@ -314,19 +366,26 @@ fn next_event<'a, S: AsyncRead + Unpin>(
                     let mut batch = Batch::default();
                     if let Poll::Ready(drained) =
                         conn.outbox()
-                            .poll_drain(cx, &mut batch, config.max_batch_bytes)
+                            .poll_drain(cx, &mut batch, shared.config.max_batch_bytes)
                     {
                         return Poll::Ready(Woken::Drained(drained, batch));
                     }
                 }
                 Source::Socket => {
-                    if let Poll::Ready(read) = poll_read_some(cx, io, reader) {
+                    if let Poll::Ready(read) = poll_read_some(cx, &mut **io, reader) {
                         return Poll::Ready(Woken::Read(read));
                     }
                 }
                 Source::Timer => {
-                    if timer.as_mut().poll(cx).is_ready() {
-                        return Poll::Ready(Woken::Timer);
+                    if let Some(due) = conn.poll_timeout() {
+                        let now = now_ms();
+                        if due <= now {
+                            return Poll::Ready(Woken::Timer);
+                        }
+                        if due < *armed || *armed <= now {
+                            shared.timers.arm(due, conn.outbox());
+                            *armed = due;
+                        }
                     }
                 }
             }

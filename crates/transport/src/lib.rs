@@ -56,6 +56,7 @@ mod config;
 mod driver;
 pub mod origin;
 mod socket;
+mod timers;
 mod upgrade;
 mod ws;
 

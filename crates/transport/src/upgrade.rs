@@ -216,7 +216,7 @@ impl std::fmt::Debug for Admission {
 #[derive(Debug, Clone)]
 pub struct WsUpgrade {
     hub: Hub,
-    config: Arc<TransportConfig>,
+    shared: Arc<crate::driver::Shared>,
     origins: Arc<OriginPolicy>,
     tasks: TaskTracker,
 }
@@ -227,7 +227,7 @@ impl WsUpgrade {
     pub fn new(hub: Hub, config: TransportConfig) -> Self {
         Self {
             hub,
-            config: Arc::new(config),
+            shared: Arc::new(crate::driver::Shared::new(config)),
             origins: Arc::new(OriginPolicy::default()),
             tasks: TaskTracker::new(),
         }
@@ -362,16 +362,18 @@ impl WsUpgrade {
                 }
             }
         }
-        let (mut response, websocket) =
-            match hyper_tungstenite::upgrade(&mut *request, Some(self.config.websocket_config())) {
-                Ok(upgrade) => upgrade,
-                Err(err) => {
-                    return text_response(
-                        StatusCode::BAD_REQUEST,
-                        format!("400 Bad Request: invalid WebSocket handshake: {err}\n"),
-                    );
-                }
-            };
+        let (mut response, websocket) = match hyper_tungstenite::upgrade(
+            &mut *request,
+            Some(self.shared.config.websocket_config()),
+        ) {
+            Ok(upgrade) => upgrade,
+            Err(err) => {
+                return text_response(
+                    StatusCode::BAD_REQUEST,
+                    format!("400 Bad Request: invalid WebSocket handshake: {err}\n"),
+                );
+            }
+        };
         let Admission {
             id,
             identity,
@@ -419,14 +421,14 @@ impl WsUpgrade {
         request: &header::HeaderMap,
         response: &mut header::HeaderMap,
     ) -> Option<Deflate> {
-        if !self.config.compression {
+        if !self.shared.config.compression {
             return None;
         }
         let accepted = crate::ws::negotiate(request)?;
         response.insert(header::SEC_WEBSOCKET_EXTENSIONS, accepted.response);
         Some(Deflate {
-            min_bytes: u32::try_from(self.config.compression_min_bytes).unwrap_or(u32::MAX),
-            window_bits: accepted.window_bits,
+            min_bytes: u32::try_from(self.shared.config.compression_min_bytes).unwrap_or(u32::MAX),
+            window_bits: std::num::NonZeroU8::new(accepted.window_bits)?,
         })
     }
 
@@ -448,7 +450,7 @@ impl WsUpgrade {
         let task = driver::run(
             Box::pin(websocket),
             connection,
-            Arc::clone(&self.config),
+            Arc::clone(&self.shared),
             deflate,
             guard,
         );

@@ -2,8 +2,8 @@
 //! machine, owned by whoever drives its socket.
 
 mod hooked;
+mod room_set;
 
-use std::collections::HashSet;
 use std::sync::Arc;
 
 use wshub_protocol::{
@@ -75,8 +75,7 @@ pub struct Connection {
     hub: Hub,
     outbox: Arc<Outbox>,
     identity: Identity,
-    // Room names are client-chosen: std's DoS-resistant hasher.
-    rooms: HashSet<RoomName>,
+    rooms: room_set::RoomSet,
     timers: Timers,
     // Boxed: most deployments run without a message limit.
     flood: Option<Box<FloodGuard>>,
@@ -84,6 +83,9 @@ pub struct Connection {
     // Boxed and created on the first hooked request: a hub without hooks
     // pays one pointer per connection.
     hooked: Option<Box<hooked::Hooked>>,
+    /// Whatever the driver keeps alive as long as the connection (a slot in
+    /// a per-IP count, say): dropped after the connection unregisters.
+    held: Option<Box<dyn std::any::Any + Send + Sync>>,
 }
 
 impl Connection {
@@ -101,11 +103,12 @@ impl Connection {
             hub,
             outbox,
             identity,
-            rooms: HashSet::new(),
+            rooms: room_set::RoomSet::default(),
             timers,
             flood,
             close_cause: None,
             hooked: None,
+            held: None,
         };
         connection.send_control(encode_welcome(
             &connection.wire_id(),
@@ -136,6 +139,14 @@ impl Connection {
     /// What the connection proved about itself.
     pub fn identity(&self) -> &Identity {
         &self.identity
+    }
+
+    /// Keeps `guard` alive as long as the connection: it is dropped after
+    /// the connection has left its rooms and unregistered (a slot in a
+    /// per-IP connection count is released only once the connection is
+    /// gone).
+    pub fn hold(&mut self, guard: Box<dyn std::any::Any + Send + Sync>) {
+        self.held = Some(guard);
     }
 
     /// The outbound queue the driver drains to the socket.

@@ -652,6 +652,13 @@ impl Outbox {
         }
     }
 
+    /// Wakes the driver if it waits in [`poll_drain`](Self::poll_drain),
+    /// with nothing queued: for a timer of the driver's own that shares
+    /// the outbox's wake-up instead of holding one of its own.
+    pub fn wake(&self) {
+        wake_after_unlock(self.lanes.lock());
+    }
+
     /// Waits for the next batch; see [`poll_drain`](Self::poll_drain). A
     /// plain future (not an `async fn`, which would hold its arguments
     /// twice): every idle connection's task holds one.

@@ -29,6 +29,10 @@ pub struct Args {
     /// Padding added to each message's content, in bytes.
     #[arg(long, default_value_t = 64)]
     pub payload_bytes: usize,
+    /// The padding is market-data JSON (quotes with varying prices, as
+    /// compressible as real traffic), not one repeated character.
+    #[arg(long)]
+    pub quotes: bool,
     /// Handshakes in flight at once.
     #[arg(long, default_value_t = 256)]
     pub concurrency: usize,
@@ -141,11 +145,16 @@ pub async fn run(
     let publisher_reader =
         tokio::spawn(async move { while let Some(Ok(_)) = stream.next().await {} });
     let padding = "x".repeat(args.payload_bytes);
+    let bytes_before = crate::wire::bytes_received();
     let mut ticker = tokio::time::interval(Duration::from_secs_f64(1.0 / args.rate));
     ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Burst);
     for seq in 0..args.messages {
         ticker.tick().await;
-        let frame = json!({"type":"publish","room":room,"content":{"seq":seq,"t":unix_micros(),"pad":padding}});
+        let frame = if args.quotes {
+            json!({"type":"publish","room":room,"content":{"seq":seq,"t":unix_micros(),"quotes":quotes(seq, args.payload_bytes)}})
+        } else {
+            json!({"type":"publish","room":room,"content":{"seq":seq,"t":unix_micros(),"pad":padding}})
+        };
         sink.send(Message::text(frame.to_string())).await?;
     }
     let publish_seconds = publish_started.elapsed().as_secs_f64();
@@ -171,6 +180,7 @@ pub async fn run(
     }
     bar.finish_and_clear();
     let cpu_after = ServerSample::take(server_pid);
+    let bytes_received = crate::wire::bytes_received() - bytes_before;
     publisher_reader.abort();
     drop(sink);
 
@@ -193,5 +203,36 @@ pub async fn run(
         "unexpected_frames": other_frames,
         "latency": percentiles(&histogram),
         "server_cpu_us_per_delivery": cpu_us_per_delivery,
+        "wire_bytes_per_delivery": (delivered > 0).then(|| bytes_received as f64 / delivered as f64),
     }))
+}
+
+/// About `bytes` of quotes (symbol, bid, ask, size), prices moving from
+/// message to message as a feed's do.
+fn quotes(seq: u32, bytes: usize) -> Vec<serde_json::Value> {
+    const SYMBOLS: [&str; 8] = [
+        "EURUSD", "GBPUSD", "USDJPY", "AUDUSD", "USDCHF", "NZDUSD", "EURGBP", "USDCAD",
+    ];
+    let mut state = u64::from(seq).wrapping_mul(0x9E37_79B9_7F4A_7C15) | 1;
+    let mut next = move || {
+        state ^= state << 13;
+        state ^= state >> 7;
+        state ^= state << 17;
+        state
+    };
+    let mut quotes = Vec::new();
+    let mut size = 0;
+    while size < bytes {
+        let symbol = SYMBOLS[quotes.len() % SYMBOLS.len()];
+        let bid = 1.0 + (next() % 100_000) as f64 / 100_000.0;
+        let quote = json!({
+            "sym": symbol,
+            "bid": bid,
+            "ask": bid + (next() % 40) as f64 / 100_000.0,
+            "size": next() % 5_000_000,
+        });
+        size += quote.to_string().len() + 1;
+        quotes.push(quote);
+    }
+    quotes
 }

@@ -125,11 +125,10 @@ fn start(expires_in: Duration) -> (Hub, DuplexStream, tokio::task::JoinHandle<()
     let config = TransportConfig::default();
     let reader = crate::ws::Reader::new(config.max_message_bytes, None);
     let driver = tokio::spawn(live(
-        Some(busy),
+        busy,
         reader,
         conn,
-        Arc::new(TransportConfig::default()),
-        None,
+        Arc::new(super::Shared::new(config)),
     ));
     (hub, client, driver)
 }
@@ -208,4 +207,31 @@ async fn a_busy_outbox_does_not_starve_token_expiry() {
         .await
         .expect("the driver ended")
         .expect("without a panic");
+}
+
+/// What every idle connection's task holds, besides tokio's header (32),
+/// trailer (48) and the wrappers around it (40), in a cell aligned to 128
+/// bytes: at most 256 keeps the cell at 384 (ARCHITECTURE.md, "What an idle
+/// connection costs"). Measured on the dev build; the release build's
+/// layout is the same here (`-Zprint-type-sizes`).
+#[tokio::test]
+async fn an_idle_connections_task_fits_its_size_class() {
+    let hub = Hub::new(HubConfig::default());
+    let conn = hub.connect().unwrap_or_else(|err| panic!("{err}"));
+    let shared = Arc::new(super::Shared::new(TransportConfig::default()));
+    let reader = crate::ws::Reader::new(shared.config.max_message_bytes, None);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0")
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let addr = listener.local_addr().unwrap_or_else(|err| panic!("{err}"));
+    let tcp = tokio::net::TcpStream::connect(addr)
+        .await
+        .unwrap_or_else(|err| panic!("{err}"));
+    let stream: crate::socket::Stream = tokio_util::either::Either::Left(
+        crate::socket::SharedIo::new(tcp, bytes::Bytes::new(), None),
+    );
+    let task = live(stream, reader, conn, shared);
+    let size = std::mem::size_of_val(&task);
+    eprintln!("the driver's future: {size} bytes");
+    assert!(size <= 256, "the driver's future is {size} bytes");
 }

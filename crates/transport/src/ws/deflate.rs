@@ -33,8 +33,9 @@ pub(crate) struct Deflate {
     /// Messages shorter than this go uncompressed.
     pub(crate) min_bytes: u32,
     /// The largest window the client let the server compress with
-    /// (`server_max_window_bits`; 15 when it set none).
-    pub(crate) window_bits: u8,
+    /// (`server_max_window_bits`; 15 when it set none). Never zero, which
+    /// keeps `Option<Deflate>` at 8 bytes in every connection's reader.
+    pub(crate) window_bits: std::num::NonZeroU8,
 }
 
 impl Deflate {
@@ -48,10 +49,10 @@ impl Deflate {
             return None;
         }
         let shared_bits = window_bits_for(frame.len());
-        if shared_bits <= self.window_bits {
+        if shared_bits <= self.window_bits.get() {
             frame.compressed(|payload| deflate(payload, shared_bits))
         } else {
-            deflate(frame, self.window_bits)
+            deflate(frame, self.window_bits.get())
         }
     }
 }
@@ -189,6 +190,10 @@ fn finished(status: Status, consumed: usize, len: usize) -> Result<bool, Inflate
 mod tests {
     use super::*;
 
+    fn bits(n: u8) -> std::num::NonZeroU8 {
+        std::num::NonZeroU8::new(n).unwrap_or(std::num::NonZeroU8::MIN)
+    }
+
     fn json_message(len: usize) -> Vec<u8> {
         let mut text = String::from(r#"{"type":"message","room":"prices","content":["#);
         let mut n = 0u64;
@@ -224,7 +229,7 @@ mod tests {
         let frame = wshub_protocol::TextFrame::from_utf8(Bytes::from(json_message(1024))).unwrap();
         let deflate = Deflate {
             min_bytes: 256,
-            window_bits: 15,
+            window_bits: bits(15),
         };
         let shared = frame.clone().with_shared_compression();
         let (a, b) = (shared.clone(), shared.clone());
@@ -238,7 +243,7 @@ mod tests {
         // A recipient whose window is smaller than the shared form's gets
         // its own, within its window.
         let small = Deflate {
-            window_bits: 9,
+            window_bits: bits(9),
             ..deflate
         };
         let own = small.compress(&b).unwrap();

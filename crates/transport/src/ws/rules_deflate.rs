@@ -14,7 +14,7 @@ const MAX: usize = 64 << 10;
 
 const DEFLATE: Deflate = Deflate {
     min_bytes: 256,
-    window_bits: 15,
+    window_bits: std::num::NonZeroU8::new(15).unwrap(),
 };
 
 /// A compressing reader fed `pieces` one after another.
