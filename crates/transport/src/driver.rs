@@ -232,7 +232,7 @@ where
                 match woken {
                     Woken::Drained(drained, batch) => Some(Box::pin(flush(
                         &mut **io,
-                        &mut **conn,
+                        conn,
                         batch,
                         &mut sample_countdown,
                         drained,
@@ -249,7 +249,7 @@ where
                         };
                         let deflate = reader.deflate();
                         answers.call_for_io().then(|| {
-                            Box::pin(answer(&mut **io, &**conn, answers, config, deflate))
+                            Box::pin(answer(&mut **io, conn, answers, config, deflate))
                                 as Work<'_>
                         })
                     }
