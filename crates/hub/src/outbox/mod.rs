@@ -115,11 +115,23 @@ struct Rare {
     /// A frame the wire took only part of, and how much: the driver writes
     /// the rest before anything else.
     partial: Option<(TextFrame, usize)>,
+    /// Why the connection is closing, once it is (once in its life: 24
+    /// bytes every connection need not carry until then).
+    closing: Option<CloseReason>,
+    /// The close discards what is queued and happens at once (slow
+    /// consumer, a hub decision); otherwise everything queued is delivered
+    /// first (graceful shutdown).
+    close_at_once: bool,
 }
 
 impl Rare {
+    /// Holds frames or commands for the driver.
+    fn holds_work(&self) -> bool {
+        !self.commands.is_empty() || !self.replay.is_empty() || self.partial.is_some()
+    }
+
     fn is_empty(&self) -> bool {
-        self.commands.is_empty() && self.replay.is_empty() && self.partial.is_none()
+        !self.holds_work() && self.closing.is_none()
     }
 }
 
@@ -154,12 +166,6 @@ struct Lanes {
     data_bytes: QueuedBytes,
     /// `Some` only while it holds something.
     rare: Option<Box<Rare>>,
-    /// Why the connection is closing, once it is.
-    closing: Option<CloseReason>,
-    /// The close discards what is queued and happens at once (slow
-    /// consumer, a hub decision); otherwise everything queued is delivered
-    /// first (graceful shutdown).
-    close_at_once: bool,
     waker: Option<Waker>,
     /// The connection's socket, while its driver lends it for direct writes.
     wire: Option<Arc<dyn Wire>>,
@@ -176,8 +182,19 @@ struct Lanes {
 }
 
 impl Lanes {
+    /// Nothing for the driver to write or do (a close may be pending).
     fn is_empty(&self) -> bool {
-        self.control.is_empty() && self.data.is_empty() && self.rare.is_none()
+        self.control.is_empty()
+            && self.data.is_empty()
+            && self.rare.as_ref().is_none_or(|rare| !rare.holds_work())
+    }
+
+    fn closing(&self) -> Option<CloseReason> {
+        self.rare.as_ref().and_then(|rare| rare.closing)
+    }
+
+    fn close_at_once(&self) -> bool {
+        self.rare.as_ref().is_some_and(|rare| rare.close_at_once)
     }
 
     fn rare(&mut self) -> &mut Rare {
@@ -192,8 +209,9 @@ impl Lanes {
     }
 
     fn close(&mut self, reason: CloseReason, at_once: bool) {
-        self.closing = Some(reason);
-        self.close_at_once = at_once;
+        let rare = self.rare();
+        rare.closing = Some(reason);
+        rare.close_at_once = at_once;
     }
 
     /// Whether a frame offered at `tick` may go straight to the wire: it
@@ -305,7 +323,7 @@ impl Outbox {
     /// Queues `frame` on `lane` and wakes the driver.
     pub fn push(&self, lane: Lane, frame: TextFrame) -> PushOutcome {
         let lanes = self.lanes.lock();
-        if lanes.closing.is_some() {
+        if lanes.closing().is_some() {
             return PushOutcome::Closed;
         }
         self.push_locked(lanes, lane, frame)
@@ -324,7 +342,7 @@ impl Outbox {
     /// (a fan-out that spent its budget of direct writes queues the rest).
     pub(crate) fn offer_with(&self, frame: &TextFrame, tick: u64, may_write: bool) -> PushOutcome {
         let mut lanes = self.lanes.lock();
-        if lanes.closing.is_some() {
+        if lanes.closing().is_some() {
             return PushOutcome::Closed;
         }
         // The low 32 bits: enough to compare ticks 24 days apart.
@@ -394,7 +412,7 @@ impl Outbox {
     /// data lane and outside its limit (see `Rare::replay`).
     pub fn push_replay(&self, frames: impl IntoIterator<Item = TextFrame>) -> PushOutcome {
         let mut lanes = self.lanes.lock();
-        if lanes.closing.is_some() {
+        if lanes.closing().is_some() {
             return PushOutcome::Closed;
         }
         lanes.rare().replay.extend(frames);
@@ -427,7 +445,7 @@ impl Outbox {
     /// time, and a lost one would stall it.
     pub(crate) fn push_decided(&self, decided: crate::hooks::Decided) -> bool {
         let mut lanes = self.lanes.lock();
-        if lanes.closing.is_some() {
+        if lanes.closing().is_some() {
             return false;
         }
         lanes
@@ -444,7 +462,7 @@ impl Outbox {
             .rare
             .as_ref()
             .is_some_and(|rare| rare.commands.len() >= 1024);
-        if lanes.closing.is_some() || full {
+        if lanes.closing().is_some() || full {
             return false;
         }
         lanes.rare().commands.push_back(command);
@@ -467,7 +485,7 @@ impl Outbox {
     /// graceful shutdown; returns false if the connection was already closing.
     pub fn close_after_flush(&self, final_frame: Option<TextFrame>, reason: CloseReason) -> bool {
         let mut lanes = self.lanes.lock();
-        if lanes.closing.is_some() {
+        if lanes.closing().is_some() {
             return false;
         }
         if let Some(frame) = final_frame {
@@ -489,7 +507,7 @@ impl Outbox {
 
     /// Whether a close has been requested.
     pub fn is_closing(&self) -> bool {
-        self.lanes.lock().closing.is_some()
+        self.lanes.lock().closing().is_some()
     }
 
     /// TextFrame queued on both lanes.
@@ -577,8 +595,8 @@ impl Outbox {
     }
 
     fn take_frames(lanes: &mut Lanes, batch: &mut Batch, max_bytes: usize) -> Option<Drained> {
-        if let Some(reason) = lanes.closing
-            && lanes.close_at_once
+        if let Some(reason) = lanes.closing()
+            && lanes.close_at_once()
         {
             Self::take_partial(lanes, batch);
             return Some(Drained::Close(reason));
@@ -619,7 +637,7 @@ impl Outbox {
             if lanes.data.capacity() > 64 {
                 lanes.data = VecDeque::new();
             }
-            if let Some(reason) = lanes.closing {
+            if let Some(reason) = lanes.closing() {
                 return Some(Drained::Close(reason));
             }
         }
