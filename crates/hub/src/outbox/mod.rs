@@ -633,9 +633,15 @@ impl Outbox {
             .as_ref()
             .is_some_and(|rare| !rare.commands.is_empty());
         if lanes.is_empty() {
-            // An idle connection should not keep the capacity of its last burst.
-            if lanes.data.capacity() > 64 {
+            // An idle connection keeps no lane buffer: not its last burst's
+            // capacity, nor the four frames' worth (160 bytes) its welcome
+            // or one queued message left. It costs one allocation per batch
+            // that empties a lane, which only a busy connection makes.
+            if lanes.data.capacity() > 0 {
                 lanes.data = VecDeque::new();
+            }
+            if lanes.control.capacity() > 0 {
+                lanes.control = VecDeque::new();
             }
             if let Some(reason) = lanes.closing() {
                 return Some(Drained::Close(reason));

@@ -398,3 +398,23 @@ fn an_outbox_stays_small() {
         size_of::<Lanes>()
     );
 }
+
+#[test]
+fn a_drained_outbox_keeps_no_control_lane_buffer() {
+    let outbox = outbox(1 << 20, 1 << 16, SlowConsumerPolicy::Disconnect);
+    outbox.push(Lane::Control, frame(r#"{"type":"welcome"}"#));
+    outbox.push(Lane::Control, frame(r#"{"type":"ack","ref":"1"}"#));
+    for n in 0..10 {
+        outbox.push(Lane::Data, frame(if n % 2 == 0 { "a" } else { "b" }));
+    }
+    let lanes = || {
+        let lanes = outbox.lanes.lock();
+        (lanes.control.capacity(), lanes.data.capacity())
+    };
+    assert!(lanes().0 > 0);
+    let (frames, _) = drain_all(&outbox);
+    assert_eq!(frames.len(), 12);
+    // Idle again: no lane buffer (every idle connection would carry its
+    // welcome's, and its last burst's).
+    assert_eq!(lanes(), (0, 0));
+}
