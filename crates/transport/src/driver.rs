@@ -249,8 +249,7 @@ where
                         };
                         let deflate = reader.deflate();
                         answers.call_for_io().then(|| {
-                            Box::pin(answer(&mut **io, conn, answers, config, deflate))
-                                as Work<'_>
+                            Box::pin(answer(&mut **io, conn, answers, config, deflate)) as Work<'_>
                         })
                     }
                     Woken::Timer => {
