@@ -457,6 +457,31 @@ mod tests {
     }
 
     #[test]
+    fn a_goal_between_two_rows_of_one_run_is_their_ratio() {
+        let mut document = document();
+        let scenarios = document["scenarios"].as_array_mut().unwrap();
+        scenarios.push(
+            json!({"name": "json-fanout-1k", "command": "fanout", "report": {
+            "server_cpu_us_per_delivery": 2.0, "wire_bytes_per_delivery": 1000.0}}),
+        );
+        scenarios.push(
+            json!({"name": "deflate-fanout-1k", "command": "fanout --deflate", "report": {
+            "server_cpu_us_per_delivery": 3.0, "wire_bytes_per_delivery": 400.0}}),
+        );
+        let text = markdown(&document);
+        assert!(
+            text.contains("| Server CPU per delivery, compressed vs not (1k fan-out, 1 KB JSON) | 1.500 × (3.000 / 2.000) | ≤ 1.300 × | not met |"),
+            "{text}"
+        );
+        assert!(
+            text.contains("| Bytes on the wire per delivery, compressed vs not (1 KB JSON) | 0.400 × (400.000 / 1000) | ≤ 1.000 × | met |"),
+            "{text}"
+        );
+        // A pair with a row missing states nothing.
+        assert!(!text.contains("compression negotiated vs not"), "{text}");
+    }
+
+    #[test]
     fn loss_failures_and_leaks_are_problems() {
         assert!(
             problems(
