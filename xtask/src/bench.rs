@@ -786,26 +786,12 @@ impl Drop for BrokerProcess {
 
 /// docs/examples/proxy_backend.mjs on a free port, and its URL.
 fn start_proxy_backend() -> anyhow::Result<(BrokerProcess, String)> {
-    use std::io::BufRead as _;
     let script = crate::workspace_root().join("docs/examples/proxy_backend.mjs");
-    let mut child = Command::new("node")
-        .arg(&script)
-        .arg("0")
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the proxy backend with node")?;
-    let stdout = child.stdout.take().context("the backend's stdout")?;
-    let backend = BrokerProcess(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("the backend's first line")?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("the backend said {line:?}"))?;
-    Ok((backend, format!("http://{addr}")))
+    let (child, addr) = spawn_announcing(
+        Command::new("node").arg(&script).arg("0"),
+        "the proxy backend (node)",
+    )?;
+    Ok((BrokerProcess(child), format!("http://{addr}")))
 }
 
 /// A `nats-server` on a free port.
@@ -906,41 +892,21 @@ fn run_node_reference(
     scenario: &Scenario,
     bind_ips: &str,
 ) -> anyhow::Result<Value> {
-    use std::io::BufRead as _;
     let modules = crate::js::install(
         &root.join("clients/js"),
         &crate::target_dir(root).join("js-client"),
     )?;
     let deflate = scenario.args.contains(&"--deflate");
-    let mut child = Command::new("node")
-        .arg(root.join("crates/loadtest/reference/node_ws_hub.cjs"))
-        .arg("0")
-        .args(deflate.then_some("deflate"))
-        .env("NODE_PATH", &modules)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::inherit())
-        .spawn()
-        .context("cannot start the Node ws reference")?;
-    let stdout = child.stdout.take().context("the reference's stdout")?;
+    let (child, addr) = spawn_announcing(
+        Command::new("node")
+            .arg(root.join("crates/loadtest/reference/node_ws_hub.cjs"))
+            .arg("0")
+            .args(deflate.then_some("deflate"))
+            .env("NODE_PATH", &modules),
+        "the Node ws reference",
+    )?;
     let node = ServerProcess(child);
-    let mut line = String::new();
-    std::io::BufReader::new(stdout)
-        .read_line(&mut line)
-        .context("the reference's first line")?;
-    let addr = line
-        .trim()
-        .strip_prefix("listening on ")
-        .with_context(|| format!("the reference said {line:?}"))?
-        .to_owned();
-    let output = Command::new(loadgen_bin)
-        .args(scenario.args)
-        .args(["--url", &format!("ws://{addr}/ws"), "--bind-ips", bind_ips])
-        .args(["--server-pid", &node.0.id().to_string()])
-        .stderr(Stdio::inherit())
-        .output()
-        .context("cannot run the load generator")?;
-    drop(node);
-    last_report(&output)
+    against_reference(loadgen_bin, scenario, &addr, &node, bind_ips)
 }
 
 /// Runs `scenario` against a fresh `wshub-floor`.
@@ -958,15 +924,52 @@ fn run_floor(
         .with_context(|| format!("cannot start {}", floor_bin.display()))?;
     let floor = ServerProcess(child);
     wait_for_200(addr, "/", "the floor did not start")?;
+    against_reference(loadgen_bin, scenario, &addr.to_string(), &floor, bind_ips)
+}
+
+/// Runs `scenario`'s load against a reference server at `addr` (kept
+/// alive by `reference` until it is done) and returns its report.
+fn against_reference(
+    loadgen_bin: &Path,
+    scenario: &Scenario,
+    addr: &str,
+    reference: &ServerProcess,
+    bind_ips: &str,
+) -> anyhow::Result<Value> {
     let output = Command::new(loadgen_bin)
         .args(scenario.args)
         .args(["--url", &format!("ws://{addr}/ws"), "--bind-ips", bind_ips])
-        .args(["--server-pid", &floor.0.id().to_string()])
+        .args(["--server-pid", &reference.0.id().to_string()])
         .stderr(Stdio::inherit())
         .output()
         .context("cannot run the load generator")?;
-    drop(floor);
     last_report(&output)
+}
+
+/// Starts `command`, which prints `listening on ADDR` first; the child and
+/// its address.
+fn spawn_announcing(command: &mut Command, what: &str) -> anyhow::Result<(Child, String)> {
+    use std::io::BufRead as _;
+    let mut child = command
+        .stdout(Stdio::piped())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .with_context(|| format!("cannot start {what}"))?;
+    let Some(stdout) = child.stdout.take() else {
+        let _ = child.kill();
+        bail!("{what}: no stdout");
+    };
+    let mut line = String::new();
+    let read = std::io::BufReader::new(stdout).read_line(&mut line);
+    let addr = line.trim().strip_prefix("listening on ").map(str::to_owned);
+    match (read, addr) {
+        (Ok(_), Some(addr)) => Ok((child, addr)),
+        (read, _) => {
+            let _ = child.kill();
+            let _ = child.wait();
+            bail!("{what} said {line:?} ({read:?})")
+        }
+    }
 }
 
 /// Waits (10 s at most) until `addr` answers `path` with a 200.
@@ -1073,4 +1076,31 @@ fn run_scenario(
         bail!("load generator failed ({})", output.status);
     }
     last_report(&output)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_reference_is_found_at_the_address_it_announces() {
+        let (mut child, addr) = spawn_announcing(
+            Command::new("sh").args(["-c", "echo listening on 127.0.0.1:4321; sleep 30"]),
+            "a test process",
+        )
+        .unwrap();
+        let _ = child.kill();
+        let _ = child.wait();
+        assert_eq!(addr, "127.0.0.1:4321");
+
+        let err = spawn_announcing(
+            Command::new("sh").args(["-c", "echo something else"]),
+            "a confused process",
+        )
+        .unwrap_err();
+        assert!(
+            err.to_string().contains("a confused process said"),
+            "{err:#}"
+        );
+    }
 }

@@ -186,6 +186,19 @@ fn finished(status: Status, consumed: usize, len: usize) -> Result<bool, Inflate
     }
 }
 
+/// `megabytes` MB of zeros as one compressed message (without its tail) of
+/// about a kilobyte per megabyte: a megabyte's compressed form, sync-flushed,
+/// over and over (each reaches back only into what it wrote itself).
+#[cfg(test)]
+pub(super) fn zero_bomb(megabytes: usize) -> Vec<u8> {
+    let mut compressor = Compress::new(Compression::best(), false);
+    let mut megabyte = Vec::with_capacity(4096);
+    let _ = compressor.compress_vec(&vec![0u8; 1 << 20], &mut megabyte, FlushCompress::Sync);
+    let mut bomb = megabyte.repeat(megabytes);
+    bomb.truncate(bomb.len().saturating_sub(TAIL.len()));
+    bomb
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -289,16 +302,8 @@ mod tests {
 
     #[test]
     fn a_bomb_is_refused_at_the_limit_without_holding_more() {
-        // 60 MB of zeros in one compressed message of about 60 KB: a
-        // megabyte's compressed form, sync-flushed, sixty times over (each
-        // reaches back only into what it wrote itself).
-        let mut compressor = Compress::new(Compression::best(), false);
-        let mut megabyte = Vec::with_capacity(4096);
-        compressor
-            .compress_vec(&vec![0u8; 1 << 20], &mut megabyte, FlushCompress::Sync)
-            .unwrap();
-        let mut bomb = megabyte.repeat(60);
-        bomb.truncate(bomb.len() - TAIL.len());
+        // 60 MB of zeros in one compressed message of about 60 KB.
+        let bomb = zero_bomb(60);
         assert!(bomb.len() < 70_000, "{}", bomb.len());
         assert_eq!(inflate(&bomb, 64 << 10), Err(InflateError::TooBig));
         // Within a limit it would reach, it is read whole.
