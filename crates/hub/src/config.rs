@@ -98,11 +98,13 @@ pub struct HubConfig {
     /// first (their epochs change, so their clients do not expect it).
     pub history_max_bytes: usize,
     /// Set by a transport that compresses frames of at least this many
-    /// bytes (WebSocket permessage-deflate): a frame that long fanned out to
-    /// more than one connection carries a slot for its compressed form
+    /// bytes (WebSocket permessage-deflate): a frame that long fanned out
+    /// carries a slot for its compressed form
     /// ([`TextFrame::with_shared_compression`](wshub_protocol::TextFrame::with_shared_compression)),
-    /// so it is compressed once for all of them. `None` (the default): no
-    /// slot, no cost.
+    /// so it is compressed once for all its recipients, and once for a
+    /// single recipient that both counts its queued size
+    /// ([`Wire::wire_len`](crate::Wire::wire_len)) and writes it. `None`
+    /// (the default): no slot, no cost.
     pub shared_compression_min_bytes: Option<usize>,
 }
 

@@ -67,7 +67,18 @@ pub struct HubBuilder {
     store: Option<Arc<dyn RoomStore>>,
     hooks: Option<Arc<dyn Hooks>>,
     clock: Option<fn() -> u64>,
+    on_closed: Option<OnClosed>,
     incarnation: u32,
+}
+
+/// What [`HubBuilder::on_closed`] calls.
+#[derive(Clone)]
+struct OnClosed(Arc<dyn Fn(ConnectionId) + Send + Sync>);
+
+impl std::fmt::Debug for OnClosed {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("OnClosed")
+    }
 }
 
 impl HubBuilder {
@@ -125,6 +136,18 @@ impl HubBuilder {
         self
     }
 
+    /// Calls `closed` with a connection's id once the connection has ended
+    /// (dropped: it has left its rooms and the registry), on the thread
+    /// that dropped it. An embedder that keeps something per connection
+    /// (a place in a connection count, the peer a hook describes) keys it
+    /// by the id and lets it go here: one callback for the hub, where a
+    /// guard held by each connection ([`Connection::hold`]) would cost
+    /// every idle connection an allocation.
+    pub fn on_closed(mut self, closed: impl Fn(ConnectionId) + Send + Sync + 'static) -> Self {
+        self.on_closed = Some(OnClosed(Arc::new(closed)));
+        self
+    }
+
     /// The hub.
     pub fn build(self) -> Hub {
         let store = self.store.unwrap_or_else(|| {
@@ -140,6 +163,7 @@ impl HubBuilder {
                 store,
                 hooks: self.hooks,
                 clock: self.clock,
+                on_closed: self.on_closed,
                 next_id: AtomicU64::new((u64::from(self.incarnation) << 32) + 1),
                 connections: DashMap::with_hasher(FxBuildHasher),
                 rooms: DashMap::new(),
@@ -173,6 +197,7 @@ struct Inner {
     store: Arc<dyn RoomStore>,
     hooks: Option<Arc<dyn Hooks>>,
     clock: Option<fn() -> u64>,
+    on_closed: Option<OnClosed>,
     next_id: AtomicU64,
     connections: DashMap<ConnectionId, Arc<Outbox>, FxBuildHasher>,
     // Keys are client-chosen strings: keep std's DoS-resistant hasher.
@@ -215,6 +240,7 @@ impl Hub {
             store: None,
             hooks: None,
             clock: None,
+            on_closed: None,
             incarnation: 0,
         }
     }
@@ -714,6 +740,13 @@ impl Hub {
             slow_consumer_disconnects: Counters::get(&counters.slow_consumer_disconnects),
             dropped_frames: Counters::get(&counters.dropped_frames),
             closed: std::array::from_fn(|i| Counters::get(&counters.closed[i])),
+        }
+    }
+
+    /// Tells the embedder's [`HubBuilder::on_closed`] that `id` is gone.
+    pub(crate) fn notify_closed(&self, id: ConnectionId) {
+        if let Some(OnClosed(closed)) = &self.inner.on_closed {
+            closed(id);
         }
     }
 

@@ -11,6 +11,7 @@ use dashmap::DashMap;
 use governor::{DefaultKeyedRateLimiter, Quota, RateLimiter};
 use hyper::{HeaderMap, StatusCode};
 use ipnet::IpNet;
+use wshub_hub::ConnectionId;
 use wshub_protocol::UpgradeRefusal;
 
 use crate::metrics::Rejection;
@@ -125,7 +126,14 @@ pub struct Gate {
 struct Counts {
     tcp_open: AtomicUsize,
     ws_open: AtomicUsize,
+    /// Connections per address, kept only where `connections_per_ip` caps
+    /// them.
     per_ip: DashMap<IpAddr, usize>,
+    /// The places of the WebSockets handed to the hub (see
+    /// [`Gate::hand_over`]) that are not [`Place::WEBSOCKET`], by
+    /// connection: the usual one is written down nowhere, so an idle
+    /// connection costs the gate nothing.
+    handed_over: DashMap<ConnectionId, Place>,
 }
 
 impl Counts {
@@ -135,31 +143,63 @@ impl Counts {
             *count == 0
         });
     }
+
+    fn free(&self, place: Place) {
+        for (held, open) in [(place.tcp, &self.tcp_open), (place.ws, &self.ws_open)] {
+            let Some(ip) = held else { continue };
+            open.fetch_sub(1, Ordering::SeqCst);
+            if let Some(ip) = ip {
+                self.release_ip(&ip);
+            }
+        }
+    }
+
+    /// Frees the places handed over to connection `id`.
+    fn release(&self, id: ConnectionId) {
+        let place = self
+            .handed_over
+            .remove(&id)
+            .map_or(Place::WEBSOCKET, |(_, place)| place);
+        self.free(place);
+    }
 }
 
-/// A place in the counts: a TCP connection's, a WebSocket's, or both (a
-/// WebSocket that took over its TCP connection's); dropping it frees them.
-/// Small, since every idle WebSocket holds one.
+/// Which counts a slot holds a place in: a TCP connection's, a
+/// WebSocket's, or both (a WebSocket that took over its TCP connection's),
+/// each with the address counted with it, if any.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Place {
+    tcp: Option<Option<IpAddr>>,
+    ws: Option<Option<IpAddr>>,
+}
+
+impl Place {
+    /// What a WebSocket holds almost always: its own place and its TCP
+    /// connection's, with no address counted (no `connections_per_ip`).
+    const WEBSOCKET: Self = Self {
+        tcp: Some(None),
+        ws: Some(None),
+    };
+}
+
+/// A place in the counts; dropping it frees it.
 #[derive(Debug)]
 pub struct Slot {
     counts: Arc<Counts>,
-    /// A place in `tcp_open`, and the address counted with it, if any.
-    tcp: Option<Option<IpAddr>>,
-    /// A place in `ws_open`, and the address counted with it, if any.
-    ws: Option<Option<IpAddr>>,
+    place: Place,
 }
 
 impl Slot {
     /// This WebSocket's slot, also holding its TCP connection's `tcp`.
     pub fn with(mut self, tcp: Option<Slot>) -> Self {
         if let Some(mut tcp) = tcp {
-            self.tcp = tcp.tcp.take();
+            self.place.tcp = tcp.place.tcp.take();
         }
         self
     }
 
     fn ip_mut(&mut self) -> &mut Option<IpAddr> {
-        match (&mut self.ws, &mut self.tcp) {
+        match (&mut self.place.ws, &mut self.place.tcp) {
             (Some(ip), _) | (None, Some(ip)) => ip,
             (None, None) => unreachable!("a slot holds a place"),
         }
@@ -168,15 +208,32 @@ impl Slot {
 
 impl Drop for Slot {
     fn drop(&mut self) {
-        for (place, open) in [
-            (self.tcp.take(), &self.counts.tcp_open),
-            (self.ws.take(), &self.counts.ws_open),
-        ] {
-            let Some(ip) = place else { continue };
-            open.fetch_sub(1, Ordering::SeqCst);
-            if let Some(ip) = ip {
-                self.counts.release_ip(&ip);
-            }
+        self.counts.free(std::mem::take(&mut self.place));
+    }
+}
+
+/// A WebSocket's places on their way to the hub (see [`Gate::hand_over`]):
+/// freed when this is dropped unless [`settled`](Self::settle) first.
+#[derive(Debug)]
+#[must_use = "dropping it frees the places at once"]
+pub struct Handover {
+    counts: Arc<Counts>,
+    id: ConnectionId,
+    settled: bool,
+}
+
+impl Handover {
+    /// The connection is registered with the hub, whose `on_closed` frees
+    /// its places (see [`Gate::releaser`]), maybe already.
+    pub fn settle(mut self) {
+        self.settled = true;
+    }
+}
+
+impl Drop for Handover {
+    fn drop(&mut self) {
+        if !self.settled {
+            self.counts.release(self.id);
         }
     }
 }
@@ -198,8 +255,7 @@ fn reserve(counts: &Arc<Counts>, kind: Kind, max: usize) -> Option<Slot> {
     };
     Some(Slot {
         counts: Arc::clone(counts),
-        tcp,
-        ws,
+        place: Place { tcp, ws },
     })
 }
 
@@ -325,10 +381,14 @@ impl Gate {
             return Err(Refusal::TooFastFromIp(wait));
         }
         let max = self.limits.connections_per_ip;
+        if max == 0 {
+            // Nothing to cap: counting would only cost an entry per address.
+            return Ok(slot);
+        }
         {
             let per_ip = &self.counts.per_ip;
             let mut count = per_ip.entry(ip).or_insert(0);
-            if max > 0 && *count >= max {
+            if *count >= max {
                 drop(count);
                 per_ip.remove_if(&ip, |_, count| *count == 0);
                 return Err(Refusal::TooManyFromIp);
@@ -374,6 +434,33 @@ impl Gate {
             rate.retain_recent();
             rate.shrink_to_fit();
         }
+    }
+
+    /// Hands a WebSocket's `slot` to hub connection `id` (reserved, about
+    /// to be registered): from now on its places are freed when the hub
+    /// says the connection closed (the hub's `on_closed` calls
+    /// [`releaser`](Self::releaser)'s function), or by the returned
+    /// [`Handover`] if it is dropped unsettled (the connection never came
+    /// to be). A guard held by each connection instead would cost every
+    /// idle one an allocation.
+    pub fn hand_over(&self, mut slot: Slot, id: ConnectionId) -> Handover {
+        let place = std::mem::take(&mut slot.place);
+        if place != Place::WEBSOCKET {
+            self.counts.handed_over.insert(id, place);
+        }
+        Handover {
+            counts: Arc::clone(&self.counts),
+            id,
+            settled: false,
+        }
+    }
+
+    /// What the hub's `on_closed` calls: frees the places handed over to a
+    /// connection. Every connection of the hub must have come through
+    /// [`hand_over`](Self::hand_over).
+    pub fn releaser(&self) -> impl Fn(ConnectionId) + Send + Sync + 'static {
+        let counts = Arc::clone(&self.counts);
+        move |id| counts.release(id)
     }
 
     /// WebSocket connections admitted and still open.
@@ -452,6 +539,58 @@ mod tests {
             gate.admit(ip("10.0.0.1"), true).is_ok(),
             "a freed slot can be reused"
         );
+    }
+
+    /// A WebSocket's places go to the hub with its connection: freed when
+    /// the hub says it closed, or at once when the upgrade fails; only an
+    /// unusual place (an address counted, no TCP place) is written down.
+    #[test]
+    fn handed_over_places_are_freed_once_by_the_hub_or_by_a_failed_upgrade() {
+        let hub = wshub_hub::Hub::new(wshub_hub::HubConfig::default());
+        let gate = Gate::new(AdmissionLimits {
+            connections_per_ip: 1,
+            trusted_proxies: vec!["10.9.0.0/16".parse().unwrap()],
+            ..AdmissionLimits::default()
+        });
+        let release = gate.releaser();
+        let websocket = |peer: &str| {
+            let tcp = gate.accept(ip(peer)).unwrap();
+            gate.admit(ip(peer), false).unwrap().with(Some(tcp))
+        };
+        let counted = |peer: &str| gate.accept(ip(peer)).is_err();
+        // Registered: the places outlive the handover, until the hub's word.
+        let id = hub.reserve_connection_id();
+        gate.hand_over(websocket("10.0.0.1"), id).settle();
+        assert_eq!((gate.open(), gate.tcp_open()), (1, 1));
+        assert!(counted("10.0.0.1"), "the address is still counted");
+        release(id);
+        assert_eq!((gate.open(), gate.tcp_open()), (0, 0));
+        assert!(!counted("10.0.0.1"), "and is free again");
+        // Never registered: dropping the handover frees them at once.
+        let failed = gate.hand_over(websocket("10.0.0.2"), hub.reserve_connection_id());
+        assert_eq!(gate.open(), 1);
+        drop(failed);
+        assert_eq!((gate.open(), gate.tcp_open()), (0, 0));
+        assert!(gate.counts.handed_over.is_empty());
+        // A proxy's client: no address counted, its TCP place is the usual
+        // one, so nothing is written down.
+        let id = hub.reserve_connection_id();
+        let proxied = gate.admit(ip("10.0.0.3"), false).unwrap();
+        let proxied = proxied.with(Some(gate.accept(ip("10.9.0.1")).unwrap()));
+        gate.hand_over(proxied, id).settle();
+        assert!(gate.counts.handed_over.is_empty());
+        release(id);
+        assert_eq!((gate.open(), gate.tcp_open()), (0, 0));
+    }
+
+    #[test]
+    fn without_a_per_ip_cap_no_address_is_counted() {
+        let gate = Gate::new(AdmissionLimits::default());
+        let _held: Vec<Slot> = (0..3)
+            .map(|_| gate.accept(ip("10.0.0.1")).unwrap())
+            .collect();
+        assert!(gate.counts.per_ip.is_empty());
+        assert_eq!(gate.tcp_open(), 3);
     }
 
     #[test]

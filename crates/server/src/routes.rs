@@ -248,8 +248,8 @@ async fn websocket<B>(
             verdict => return connect_refused(state, &verdict, peer),
         },
     };
-    let guard = (slot.with(context.take_tcp_slot()), peer_guard);
-    state
+    let places = state.gate.hand_over(slot.with(context.take_tcp_slot()), id);
+    let answer = state
         .upgrade
         .accept(
             request,
@@ -259,10 +259,20 @@ async fn websocket<B>(
                 identity,
                 rooms,
                 subprotocol,
-                guard: Some(Box::new(guard)),
+                guard: None,
             },
         )
-        .await
+        .await;
+    // A 101 means the connection is registered: from now on the hub's
+    // `on_closed` frees its places and forgets its peer (see `serve.rs`).
+    // Anything else means it never was, and dropping these frees them.
+    if answer.status() == StatusCode::SWITCHING_PROTOCOLS {
+        places.settle();
+        if let Some(peer) = peer_guard {
+            peer.settle();
+        }
+    }
+    answer
 }
 
 /// The connect hook's refusal (see [`wshub_transport::connect_refusal`]),

@@ -129,7 +129,19 @@ impl Server {
             }
             None => None,
         };
-        let hub = hub.build();
+        let gate = Arc::new(gate);
+        // Every connection's places in the counts, and the peer a hook
+        // describes, are let go here, with no guard per connection.
+        let release = gate.releaser();
+        let peers = proxy.clone();
+        let hub = hub
+            .on_closed(move |id| {
+                release(id);
+                if let Some(peers) = &peers {
+                    peers.forget(id);
+                }
+            })
+            .build();
         if let Some(broker) = &broker {
             broker.start(hub.clone());
         }
@@ -152,7 +164,7 @@ impl Server {
                 auth,
                 origins: Arc::new(origins),
                 hosts: Arc::new(hosts),
-                gate: Arc::new(gate),
+                gate,
                 origin_hint_logged: Arc::default(),
                 admin_hosts: Arc::new(admin_hosts),
                 api_key: (!config.api.key.is_empty()).then(|| Arc::from(config.api.key.as_str())),

@@ -74,6 +74,11 @@ impl Wire for Socket {
             Ok(written) => Sent::Part(written),
         }
     }
+
+    fn wire_len(&self, frame: &TextFrame) -> usize {
+        self.deflate
+            .map_or_else(|| frame.len(), |deflate| deflate.wire_len(frame))
+    }
 }
 
 /// The driver's handle on the socket.

@@ -753,6 +753,7 @@ impl Drop for Connection {
             .count_close(self.close_cause.unwrap_or(CloseCause::SocketError));
         let rooms = std::mem::take(&mut self.rooms);
         self.hub.unregister(self.id(), rooms, self.now_ms());
+        self.hub.notify_closed(self.id());
     }
 }
 

@@ -100,8 +100,8 @@ impl Hub {
     }
 
     /// Offers `frame` to every one of `members` but `origin`; with a slot
-    /// for its compressed form when the transport compresses and several
-    /// recipients can share it.
+    /// for its compressed form when the transport compresses, made once
+    /// whatever the recipients (see `HubConfig::shared_compression_min_bytes`).
     pub(crate) fn fan_out(
         &self,
         members: &[Arc<Outbox>],
@@ -111,7 +111,7 @@ impl Hub {
     ) {
         let shared;
         let frame = match self.inner.config.shared_compression_min_bytes {
-            Some(min) if members.len() > 1 && frame.len() >= min => {
+            Some(min) if frame.len() >= min => {
                 shared = frame.clone().with_shared_compression();
                 &shared
             }

@@ -158,12 +158,57 @@ impl QueuedBytes {
     }
 }
 
+/// The two lanes' frames and what they weigh: boxed, and there only while
+/// something is queued, so that an idle outbox pays one pointer for them
+/// (two `VecDeque`s and their counts inline would be 72 bytes in every
+/// connection's outbox). A busy connection pays one allocation per busy
+/// spell, not per frame.
+#[derive(Debug, Default)]
+struct Queues {
+    control: Queue,
+    data: Queue,
+}
+
+impl Queues {
+    fn is_empty(&self) -> bool {
+        self.control.is_empty() && self.data.is_empty()
+    }
+}
+
+/// One lane's frames, each with the bytes it counts for (its size on the
+/// wire: see [`Wire::wire_len`]), and their sum.
+#[derive(Debug, Default)]
+struct Queue {
+    frames: VecDeque<(TextFrame, u32)>,
+    bytes: QueuedBytes,
+}
+
+impl Queue {
+    fn push(&mut self, frame: TextFrame, counted: usize) {
+        let counted = u32::try_from(counted).unwrap_or(u32::MAX);
+        self.bytes.add(counted as usize);
+        self.frames.push_back((frame, counted));
+    }
+
+    fn pop(&mut self) -> Option<TextFrame> {
+        let (frame, counted) = self.frames.pop_front()?;
+        self.bytes.sub(counted as usize);
+        Some(frame)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.frames.is_empty()
+    }
+
+    fn bytes(&self) -> usize {
+        self.bytes.get()
+    }
+}
+
 #[derive(Debug, Default)]
 struct Lanes {
-    control: VecDeque<TextFrame>,
-    control_bytes: QueuedBytes,
-    data: VecDeque<TextFrame>,
-    data_bytes: QueuedBytes,
+    /// `Some` only while a lane holds something.
+    queues: Option<Box<Queues>>,
     /// `Some` only while it holds something.
     rare: Option<Box<Rare>>,
     waker: Option<Waker>,
@@ -184,9 +229,30 @@ struct Lanes {
 impl Lanes {
     /// Nothing for the driver to write or do (a close may be pending).
     fn is_empty(&self) -> bool {
-        self.control.is_empty()
-            && self.data.is_empty()
+        self.queues.as_ref().is_none_or(|queues| queues.is_empty())
             && self.rare.as_ref().is_none_or(|rare| !rare.holds_work())
+    }
+
+    fn queues(&mut self) -> &mut Queues {
+        self.queues.get_or_insert_default()
+    }
+
+    /// What `frame` counts for against a lane's limit: its size on the
+    /// lent wire (compressed, where the connection compresses), else its
+    /// length.
+    fn counted_len(&self, frame: &TextFrame) -> usize {
+        self.wire
+            .as_ref()
+            .map_or_else(|| frame.len(), |wire| wire.wire_len(frame))
+    }
+
+    /// Frees the lanes' box once both are empty: an idle connection keeps no
+    /// lane buffer, neither its last burst's capacity nor the four frames'
+    /// worth (160 bytes) its welcome left.
+    fn tidy_queues(&mut self) {
+        if self.queues.as_ref().is_some_and(|queues| queues.is_empty()) {
+            self.queues = None;
+        }
     }
 
     fn closing(&self) -> Option<CloseReason> {
@@ -238,14 +304,11 @@ impl Lanes {
     /// rest must still go out before anything else can.
     fn discard_all(&mut self) {
         // Fresh deques give the memory back; `clear` would keep the capacity.
-        self.control = VecDeque::new();
-        self.data = VecDeque::new();
+        self.queues = None;
         if let Some(rare) = &mut self.rare {
             rare.replay = VecDeque::new();
         }
         self.tidy();
-        self.control_bytes = QueuedBytes::default();
-        self.data_bytes = QueuedBytes::default();
     }
 }
 
@@ -370,38 +433,34 @@ impl Outbox {
         lane: Lane,
         frame: TextFrame,
     ) -> PushOutcome {
-        let len = frame.len();
+        let len = lanes.counted_len(&frame);
         let mut dropped = 0;
+        let queues = lanes.queues();
         match lane {
             Lane::Control => {
-                if lanes.control_bytes.get() + len > self.control_limit as usize
-                    && !lanes.control.is_empty()
-                {
+                let control = &mut queues.control;
+                if control.bytes() + len > self.control_limit as usize && !control.is_empty() {
                     return self.overflow(lanes);
                 }
-                lanes.control_bytes.add(len);
-                lanes.control.push_back(frame);
+                control.push(frame, len);
             }
             Lane::Data => {
+                let data = &mut queues.data;
                 // One frame always fits into an empty lane, so a message up to
                 // the size limit is delivered even with a tiny queue.
-                if lanes.data_bytes.get() + len > self.data_limit as usize && !lanes.data.is_empty()
-                {
+                if data.bytes() + len > self.data_limit as usize && !data.is_empty() {
                     match self.policy {
                         SlowConsumerPolicy::Disconnect => return self.overflow(lanes),
                         SlowConsumerPolicy::DropOldest => {
-                            while lanes.data_bytes.get() + len > self.data_limit as usize {
-                                let Some(old) = lanes.data.pop_front() else {
-                                    break;
-                                };
-                                lanes.data_bytes.sub(old.len());
+                            while data.bytes() + len > self.data_limit as usize
+                                && data.pop().is_some()
+                            {
                                 dropped += 1;
                             }
                         }
                     }
                 }
-                lanes.data_bytes.add(len);
-                lanes.data.push_back(frame);
+                data.push(frame, len);
             }
         }
         wake_after_unlock(lanes);
@@ -489,8 +548,8 @@ impl Outbox {
             return false;
         }
         if let Some(frame) = final_frame {
-            lanes.control_bytes.add(frame.len());
-            lanes.control.push_back(frame);
+            let len = lanes.counted_len(&frame);
+            lanes.queues().control.push(frame, len);
         }
         lanes.close(reason, false);
         wake_after_unlock(lanes);
@@ -510,7 +569,8 @@ impl Outbox {
         self.lanes.lock().closing().is_some()
     }
 
-    /// TextFrame queued on both lanes.
+    /// Bytes queued on both lanes, as the lanes count them (the frames'
+    /// sizes on the wire: see [`Wire::wire_len`]), and a recovery's replay.
     pub fn queued_bytes(&self) -> usize {
         let lanes = self.lanes.lock();
         let replay: usize = lanes
@@ -519,7 +579,11 @@ impl Outbox {
             .flat_map(|rare| rare.replay.iter())
             .map(|f| f.len())
             .sum();
-        lanes.control_bytes.get() + replay + lanes.data_bytes.get()
+        let queued = lanes
+            .queues
+            .as_ref()
+            .map_or(0, |queues| queues.control.bytes() + queues.data.bytes());
+        queued + replay
     }
 
     /// Lends the connection's socket to the fan-out: from now on a frame for
@@ -552,9 +616,11 @@ impl Outbox {
     /// A part-written frame, then the control lane, into `batch`.
     fn take_ahead(lanes: &mut Lanes, batch: &mut Batch) {
         Self::take_partial(lanes, batch);
-        while let Some(frame) = lanes.control.pop_front() {
-            lanes.control_bytes.sub(frame.len());
-            batch.frames.push(frame);
+        if let Some(queues) = &mut lanes.queues {
+            while let Some(frame) = queues.control.pop() {
+                batch.frames.push(frame);
+            }
+            lanes.tidy_queues();
         }
     }
 
@@ -605,10 +671,11 @@ impl Outbox {
         Self::take_partial(lanes, batch);
         let out = &mut batch.frames;
         let mut taken = 0;
-        while let Some(frame) = lanes.control.pop_front() {
-            lanes.control_bytes.sub(frame.len());
-            taken += frame.len();
-            out.push(frame);
+        if let Some(queues) = &mut lanes.queues {
+            while let Some(frame) = queues.control.pop() {
+                taken += frame.len();
+                out.push(frame);
+            }
         }
         if let Some(rare) = &mut lanes.rare {
             while taken < max_bytes {
@@ -620,32 +687,24 @@ impl Outbox {
             }
             lanes.tidy();
         }
-        while taken < max_bytes {
-            let Some(frame) = lanes.data.pop_front() else {
-                break;
-            };
-            lanes.data_bytes.sub(frame.len());
-            taken += frame.len();
-            out.push(frame);
+        if let Some(queues) = &mut lanes.queues {
+            while taken < max_bytes {
+                let Some(frame) = queues.data.pop() else {
+                    break;
+                };
+                taken += frame.len();
+                out.push(frame);
+            }
+            lanes.tidy_queues();
         }
         let commands_waiting = lanes
             .rare
             .as_ref()
             .is_some_and(|rare| !rare.commands.is_empty());
-        if lanes.is_empty() {
-            // An idle connection keeps no lane buffer: not its last burst's
-            // capacity, nor the four frames' worth (160 bytes) its welcome
-            // or one queued message left. It costs one allocation per batch
-            // that empties a lane, which only a busy connection makes.
-            if lanes.data.capacity() > 0 {
-                lanes.data = VecDeque::new();
-            }
-            if lanes.control.capacity() > 0 {
-                lanes.control = VecDeque::new();
-            }
-            if let Some(reason) = lanes.closing() {
-                return Some(Drained::Close(reason));
-            }
+        if lanes.is_empty()
+            && let Some(reason) = lanes.closing()
+        {
+            return Some(Drained::Close(reason));
         }
         // Commands waiting make the drain ready too, with or without frames,
         // so the driver calls `handle_server_commands`.

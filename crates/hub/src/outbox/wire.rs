@@ -12,6 +12,14 @@ use wshub_protocol::TextFrame;
 pub trait Wire: Send + Sync + std::fmt::Debug {
     /// Writes `frame` if the socket takes it now, without blocking.
     fn try_send(&self, frame: &TextFrame) -> Sent;
+
+    /// The bytes `frame`'s payload takes on this wire (e.g. compressed):
+    /// what it counts for against the outbox's limits while it waits, so
+    /// that a limit bounds what the socket still has to carry. The default
+    /// is its length.
+    fn wire_len(&self, frame: &TextFrame) -> usize {
+        frame.len()
+    }
 }
 
 /// How much of a frame a [`Wire`] wrote.

@@ -512,3 +512,37 @@ fn close_causes_are_counted_once_per_connection() {
     assert_eq!(count(crate::CloseCause::Client), 0);
     assert_eq!(count(crate::CloseCause::SocketError), 1, "none recorded");
 }
+
+#[test]
+fn on_closed_hears_each_connection_once_after_it_has_unregistered() {
+    use std::sync::{Arc, Mutex};
+    let closed: Arc<Mutex<Vec<(crate::ConnectionId, u64)>>> = Arc::default();
+    // The hub the callback looks at, set once it exists (and taken at the
+    // end, which ends the cycle between the two).
+    let seen_by_callback: Arc<Mutex<Option<Hub>>> = Arc::default();
+    let hub = Hub::builder(HubConfig::default())
+        .on_closed({
+            let (closed, hub) = (Arc::clone(&closed), Arc::clone(&seen_by_callback));
+            move |id| {
+                let open = hub
+                    .lock()
+                    .unwrap()
+                    .as_ref()
+                    .map_or(0, |hub| hub.stats().connections);
+                closed.lock().unwrap().push((id, open));
+            }
+        })
+        .build();
+    *seen_by_callback.lock().unwrap() = Some(hub.clone());
+    let mut alice = connect(&hub);
+    let bob = connect(&hub);
+    join(&mut alice, "r");
+    let (alice_id, bob_id) = (alice.id(), bob.id());
+    assert!(closed.lock().unwrap().is_empty(), "nobody closed yet");
+    drop(alice);
+    // Unregistered before the callback: only bob is counted.
+    assert_eq!(*closed.lock().unwrap(), [(alice_id, 1)]);
+    drop(bob);
+    assert_eq!(*closed.lock().unwrap(), [(alice_id, 1), (bob_id, 0)]);
+    seen_by_callback.lock().unwrap().take();
+}

@@ -108,17 +108,30 @@ pub struct ProxyHooks {
     runtime: Handle,
 }
 
-/// Forgets a connection's peer when dropped: held for the connection's
-/// lifetime, or dropped at once when its upgrade fails.
+/// Forgets a connection's peer when dropped, unless
+/// [`settled`](Self::settle): an upgrade that fails lets it go at once; a
+/// connection that is registered is forgotten by [`ProxyHooks::forget`]
+/// when it closes.
 #[derive(Debug)]
+#[must_use = "dropping it forgets the peer at once"]
 pub struct PeerGuard {
-    hooks: Arc<ProxyHooks>,
+    hooks: Option<Arc<ProxyHooks>>,
     id: ConnectionId,
+}
+
+impl PeerGuard {
+    /// The connection is registered with the hub, whose `on_closed`
+    /// forgets the peer (maybe already).
+    pub fn settle(mut self) {
+        self.hooks = None;
+    }
 }
 
 impl Drop for PeerGuard {
     fn drop(&mut self) {
-        self.hooks.peers.remove(&self.id);
+        if let Some(hooks) = &self.hooks {
+            hooks.forget(self.id);
+        }
     }
 }
 
@@ -179,9 +192,14 @@ impl ProxyHooks {
             }),
         );
         PeerGuard {
-            hooks: Arc::clone(self),
+            hooks: Some(Arc::clone(self)),
             id,
         }
+    }
+
+    /// Forgets connection `id`'s peer: the hub's `on_closed` calls this.
+    pub fn forget(&self, id: ConnectionId) {
+        self.peers.remove(&id);
     }
 
     /// Builds the request body of `kind` about connection `id`.

@@ -45,16 +45,48 @@ impl Deflate {
     /// window its length needs; a connection whose window is smaller than
     /// that gets a form of its own.
     pub(crate) fn compress(self, frame: &wshub_protocol::TextFrame) -> Option<Bytes> {
+        match self.form(frame) {
+            Form::Plain => None,
+            Form::Shared(bits) => frame.compressed(|payload| deflate(payload, bits)),
+            Form::Own => deflate(frame, self.window_bits.get()),
+        }
+    }
+
+    /// How many bytes `frame`'s payload takes on this connection: exact
+    /// where its compressed form is shared (made here once, or already),
+    /// otherwise its length, which bounds it: a form of the connection's
+    /// own would be made twice, here and when written.
+    pub(crate) fn wire_len(self, frame: &wshub_protocol::TextFrame) -> usize {
+        match self.form(frame) {
+            Form::Shared(bits) if frame.has_shared_compression() => frame
+                .compressed(|payload| deflate(payload, bits))
+                .map_or(frame.len(), |compressed| compressed.len()),
+            Form::Plain | Form::Shared(_) | Form::Own => frame.len(),
+        }
+    }
+
+    fn form(self, frame: &wshub_protocol::TextFrame) -> Form {
         if frame.len() < self.min_bytes as usize {
-            return None;
+            return Form::Plain;
         }
         let shared_bits = window_bits_for(frame.len());
         if shared_bits <= self.window_bits.get() {
-            frame.compressed(|payload| deflate(payload, shared_bits))
+            Form::Shared(shared_bits)
         } else {
-            deflate(frame, self.window_bits.get())
+            Form::Own
         }
     }
+}
+
+/// Which payload a frame goes out with on one connection.
+enum Form {
+    /// As it is: too short to be worth compressing.
+    Plain,
+    /// The form every connection shares, made with a window of this many
+    /// bits (the smallest the frame's length needs).
+    Shared(u8),
+    /// One of the connection's own, with the smaller window it asked for.
+    Own,
 }
 
 /// The smallest window (in bits) in which zlib finds every match a 2^15
@@ -273,6 +305,35 @@ mod tests {
         // Short ones go uncompressed.
         let short = wshub_protocol::TextFrame::from_static(r#"{"type":"ack","ref":"1"}"#);
         assert_eq!(deflate.compress(&short), None);
+    }
+
+    /// What a queued frame counts for against the outbox's limits.
+    #[test]
+    fn a_shared_form_counts_its_compressed_size_and_is_made_once() {
+        let frame = wshub_protocol::TextFrame::from_utf8(Bytes::from(json_message(1024))).unwrap();
+        let deflate = Deflate {
+            min_bytes: 256,
+            window_bits: bits(15),
+        };
+        let shared = frame.clone().with_shared_compression();
+        let counted = deflate.wire_len(&shared);
+        let written = deflate.compress(&shared).unwrap();
+        assert_eq!(counted, written.len());
+        assert!(counted < frame.len() / 2, "{counted} of {}", frame.len());
+        // Counting made the form the write then took, not a second one.
+        let again = deflate.compress(&shared.clone()).unwrap();
+        assert_eq!(again.as_ptr(), written.as_ptr());
+        // No shared slot, or a window of the connection's own: the length
+        // bounds it, and nothing is compressed only to be counted.
+        assert_eq!(deflate.wire_len(&frame), frame.len());
+        let small = Deflate {
+            window_bits: bits(9),
+            ..deflate
+        };
+        assert_eq!(small.wire_len(&shared), frame.len());
+        let short = wshub_protocol::TextFrame::from_static(r#"{"type":"ack","ref":"1"}"#)
+            .with_shared_compression();
+        assert_eq!(deflate.wire_len(&short), short.len());
     }
 
     #[test]
