@@ -91,7 +91,7 @@ const GOALS: &[(&str, &str, &str, &str, f64, bool)] = &[
         "connect-19k",
         "server_rss_per_connection_bytes",
         "B",
-        2048.0,
+        1024.0,
         false,
     ),
     (
@@ -446,7 +446,7 @@ mod tests {
             "{text}"
         );
         assert!(
-            text.contains("| RSS per idle connection | 5000 B | ≤ 2048 B | not met |"),
+            text.contains("| RSS per idle connection | 5000 B | ≤ 1024 B | not met |"),
             "{text}"
         );
         assert!(

@@ -68,8 +68,9 @@ pub struct HubConfig {
     /// deep document; serde_json's own limit is 128).
     pub max_json_depth: usize,
     /// Bytes of data frames (room messages, broadcasts) a connection may have
-    /// queued before the slow-consumer policy applies (at most 4 GiB; more
-    /// counts as 4 GiB).
+    /// queued before the slow-consumer policy applies, each counted at its
+    /// size on the wire ([`Wire::wire_len`](crate::Wire::wire_len)); at most
+    /// 4 GiB (more counts as 4 GiB).
     pub data_queue_bytes: usize,
     /// Bytes of control frames (acks, errors, system events) a connection may
     /// have queued; beyond it the connection is closed as a slow consumer,

@@ -211,3 +211,59 @@ fn note_indirect_socket() {
         );
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use std::num::NonZeroU8;
+
+    use bytes::Bytes;
+    use wshub_hub::{Batch, Hub, HubConfig, Lane};
+    use wshub_protocol::TextFrame;
+
+    use super::SharedIo;
+    use crate::ws::Deflate;
+
+    /// A compressing connection's queue counts what its socket will carry:
+    /// the shared compressed form, made once and then written as it is.
+    #[tokio::test]
+    async fn a_compressing_connections_queue_counts_its_compressed_bytes() {
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let client = tokio::net::TcpStream::connect(listener.local_addr().unwrap());
+        let (client, accepted) = tokio::join!(client, listener.accept());
+        let (_client, (server, _)) = (client.unwrap(), accepted.unwrap());
+        let deflate = Deflate {
+            min_bytes: 256,
+            window_bits: NonZeroU8::new(15).unwrap(),
+        };
+        let hub = Hub::new(HubConfig::default());
+        let conn = hub.connect().unwrap();
+        let outbox = conn.outbox();
+        outbox.try_drain(&mut Batch::default(), usize::MAX);
+        outbox.lend_wire(SharedIo::new(server, Bytes::new(), Some(deflate)).wire());
+
+        let quotes: String = (0..40)
+            .map(|n| {
+                format!(
+                    r#"{{"sym":"EURUSD","bid":1.08{n:02},"ask":1.08{:02}}},"#,
+                    n + 2
+                )
+            })
+            .collect();
+        let frame = TextFrame::from_utf8(Bytes::from(quotes))
+            .unwrap()
+            .with_shared_compression();
+        for _ in 0..10 {
+            outbox.push(Lane::Data, frame.clone());
+        }
+        let compressed = deflate.compress(&frame).unwrap().len();
+        assert!(
+            compressed * 3 < frame.len(),
+            "{compressed} of {}",
+            frame.len()
+        );
+        assert_eq!(outbox.queued_bytes(), 10 * compressed);
+        let short = TextFrame::from_static(r#"{"type":"ack","ref":"1"}"#);
+        outbox.push(Lane::Control, short.clone());
+        assert_eq!(outbox.queued_bytes(), 10 * compressed + short.len());
+    }
+}

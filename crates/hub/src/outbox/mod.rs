@@ -246,9 +246,11 @@ impl Lanes {
             .map_or_else(|| frame.len(), |wire| wire.wire_len(frame))
     }
 
-    /// Frees the lanes' box once both are empty: an idle connection keeps no
-    /// lane buffer, neither its last burst's capacity nor the four frames'
-    /// worth (160 bytes) its welcome left.
+    /// Frees the lanes' box once both are empty. Called when the driver
+    /// parks (finds nothing to write), not on every batch that empties the
+    /// lanes: a busy connection keeps its box and its deques' capacity
+    /// through a burst, and an idle one keeps no lane buffer, neither its
+    /// last burst's nor the four frames' worth (160 bytes) its welcome left.
     fn tidy_queues(&mut self) {
         if self.queues.as_ref().is_some_and(|queues| queues.is_empty()) {
             self.queues = None;
@@ -620,7 +622,6 @@ impl Outbox {
             while let Some(frame) = queues.control.pop() {
                 batch.frames.push(frame);
             }
-            lanes.tidy_queues();
         }
     }
 
@@ -695,7 +696,6 @@ impl Outbox {
                 taken += frame.len();
                 out.push(frame);
             }
-            lanes.tidy_queues();
         }
         let commands_waiting = lanes
             .rare
@@ -723,6 +723,7 @@ impl Outbox {
         match Self::take_batch(&mut lanes, out, max_bytes) {
             Some(drained) => Poll::Ready(drained),
             None => {
+                lanes.tidy_queues();
                 let replace = lanes
                     .waker
                     .as_ref()

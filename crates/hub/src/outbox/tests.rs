@@ -411,8 +411,16 @@ fn a_drained_outbox_keeps_no_lane_buffer() {
     assert!(holds_lanes());
     let (frames, _) = drain_all(&outbox);
     assert_eq!(frames.len(), 12);
-    // Idle again: no lane buffer (every idle connection would carry its
-    // welcome's, and its last burst's).
+    assert!(holds_lanes(), "kept while the driver is busy");
+    // The driver parks: idle again, with no lane buffer (every idle
+    // connection would carry its welcome's, and its last burst's).
+    let waker = Waker::from(Arc::new(CountingWaker(AtomicUsize::new(0))));
+    let parked = outbox.poll_drain(
+        &mut Context::from_waker(&waker),
+        &mut Batch::default(),
+        1024,
+    );
+    assert!(parked.is_pending());
     assert!(!holds_lanes());
 }
 

@@ -174,7 +174,7 @@ config_section! {
     pub struct HubSection {
         /// This node's id (1-32 of A-Z a-z 0-9 _ -), the prefix of its connection ids; unset: random at start
         node_id: Option<String> = None,
-        /// Bytes of room messages queued per connection before the slow-consumer policy applies
+        /// Bytes of room messages queued per connection, as sent (compressed where it compresses), before the slow-consumer policy applies
         data_queue_bytes: usize = hub_defaults().data_queue_bytes,
         /// Bytes of acks, errors and system frames queued per connection; beyond it the connection is closed
         control_queue_bytes: usize = hub_defaults().control_queue_bytes,
