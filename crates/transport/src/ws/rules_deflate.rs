@@ -128,6 +128,31 @@ fn rfc7692_8_1_a_bomb_is_closed_1009_at_the_inflated_limit() {
     let (_, verdict, reader) = read_pieces(MAX, &[header_only]);
     assert_eq!(verdict, Err(CloseReason::MESSAGE_TOO_BIG));
     assert_eq!(reader.held_capacity(), 0);
+    // With the limit raised to 1 MiB, the same 100 MB fits on the wire
+    // (about 100 KB) and is cut off at the inflated limit, fed as a socket
+    // would (16 KiB reads): nothing past the limit is ever held.
+    let raised = 1 << 20;
+    let bomb = zero_bomb(100);
+    assert!(bomb.len() < raised, "{}", bomb.len());
+    let wire = compressed_frame(true, 0x1, &bomb);
+    let mut reader = Reader::new(raised, Some(DEFLATE));
+    let mut events = Vec::new();
+    let mut verdict = Ok(());
+    for read in wire.chunks(16 << 10) {
+        verdict = reader.feed(read, &mut events);
+        assert!(
+            reader.held_capacity() <= raised + (64 << 10),
+            "{}",
+            reader.held_capacity()
+        );
+        if verdict.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        (events, verdict),
+        (vec![], Err(CloseReason::MESSAGE_TOO_BIG))
+    );
 }
 
 #[test]
