@@ -16,37 +16,18 @@ use crate::support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
+use support::frames::{client_frame, client_frame_with, server_frame};
 use support::{TestServer, test_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
 
 /// A client frame, masked as a client must (or not, where a case says).
 fn frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    frame_with(fin, 0, opcode, payload, true)
+    client_frame(fin, opcode, payload)
 }
 
 fn frame_with(fin: bool, rsv: u8, opcode: u8, payload: &[u8], masked: bool) -> Vec<u8> {
-    let mask = [0x1f, 0x2e, 0x3d, 0x4c];
-    let mut out = vec![u8::from(fin) << 7 | rsv << 4 | opcode];
-    let bit = if masked { 0x80 } else { 0 };
-    match payload.len() {
-        n if n < 126 => out.push(bit | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(bit | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(bit | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    if masked {
-        out.extend_from_slice(&mask);
-        out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, k)| b ^ k));
-    } else {
-        out.extend_from_slice(payload);
-    }
-    out
+    client_frame_with(u8::from(fin) << 7 | rsv << 4 | opcode, payload, masked)
 }
 
 fn text(payload: &str) -> Vec<u8> {
@@ -139,19 +120,10 @@ async fn read_to_end(stream: &mut TcpStream, since: Instant) -> (Vec<Got>, Durat
 
 fn parse_server_frames(mut bytes: &[u8]) -> Vec<Got> {
     let mut frames = Vec::new();
-    while bytes.len() >= 2 {
-        assert_eq!(bytes[0] & 0x70, 0, "the server sets no RSV bit");
-        assert_eq!(bytes[1] & 0x80, 0, "a server frame is not masked");
-        let (len, head) = match bytes[1] & 0x7F {
-            126 => (usize::from(u16::from_be_bytes([bytes[2], bytes[3]])), 4),
-            127 => (
-                u64::from_be_bytes(bytes[2..10].try_into().unwrap()) as usize,
-                10,
-            ),
-            n => (usize::from(n), 2),
-        };
-        let payload = &bytes[head..head + len];
-        frames.push(match bytes[0] & 0x0F {
+    while let Some((frame, used)) = server_frame(bytes) {
+        assert_eq!(frame.first & 0x70, 0, "the server sets no RSV bit");
+        let payload = &frame.payload;
+        frames.push(match frame.opcode() {
             0x1 => {
                 let value: serde_json::Value = serde_json::from_slice(payload).unwrap();
                 let kind = value["type"].as_str().unwrap().to_owned();
@@ -161,14 +133,14 @@ fn parse_server_frames(mut bytes: &[u8]) -> Vec<Got> {
                     _ => Got::Text(kind),
                 }
             }
-            0xA => Got::Pong(payload.to_vec()),
+            0xA => Got::Pong(payload.clone()),
             0x8 if payload.len() >= 2 => {
                 Got::Close(Some(u16::from_be_bytes([payload[0], payload[1]])))
             }
             0x8 => Got::Close(None),
             other => Got::Other(other),
         });
-        bytes = &bytes[head + len..];
+        bytes = &bytes[used..];
     }
     frames
 }

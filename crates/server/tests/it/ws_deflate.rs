@@ -11,17 +11,13 @@
 use crate::support;
 
 use std::net::SocketAddr;
-use std::time::Duration;
 
 use flate2::{Compress, Compression, Decompress, FlushCompress, FlushDecompress};
 use serde_json::{Value, json};
-use support::{TestServer, test_config};
-use tokio::io::{AsyncReadExt, AsyncWriteExt};
-use tokio::net::TcpStream;
+use support::frames::client_frame_with;
+use support::{RawClient, TestServer, test_config};
 
 const TAIL: [u8; 4] = [0, 0, 0xFF, 0xFF];
-const MASK: [u8; 4] = [0x1f, 0x82, 0x3c, 0x5a];
-const WAIT: Duration = Duration::from_secs(10);
 
 async fn compressing_server() -> TestServer {
     let mut config = test_config();
@@ -29,141 +25,29 @@ async fn compressing_server() -> TestServer {
     TestServer::start_with(config).await
 }
 
-/// A raw client: the socket, what the 101 answered for extensions, and the
-/// bytes read past what was parsed.
-struct Raw {
-    stream: TcpStream,
-    extensions: Option<String>,
-    buffered: Vec<u8>,
+/// A raw client that has read its welcome.
+async fn connect(addr: SocketAddr, offer: Option<&str>) -> RawClient {
+    let mut client = RawClient::connect_offering(addr, offer).await;
+    let welcome = next_json(&mut client).await;
+    assert_eq!(welcome["type"], "welcome");
+    client
 }
 
-/// A frame from the server.
-#[derive(Debug)]
-struct ServerFrame {
-    compressed: bool,
-    opcode: u8,
-    payload: Vec<u8>,
-}
-
-impl Raw {
-    async fn connect(addr: SocketAddr, offer: Option<&str>) -> Self {
-        let mut stream = TcpStream::connect(addr).await.unwrap();
-        let offer = offer.map_or(String::new(), |offer| {
-            format!("Sec-WebSocket-Extensions: {offer}\r\n")
-        });
-        let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-        );
-        stream.write_all(request.as_bytes()).await.unwrap();
-        let mut raw = Vec::new();
-        let head_end = loop {
-            if let Some(end) = raw.windows(4).position(|w| w == b"\r\n\r\n") {
-                break end + 4;
-            }
-            let mut chunk = [0u8; 4096];
-            let n = tokio::time::timeout(WAIT, stream.read(&mut chunk))
-                .await
-                .unwrap()
-                .unwrap();
-            assert!(n > 0, "the server answered the upgrade");
-            raw.extend_from_slice(&chunk[..n]);
-        };
-        let head = String::from_utf8_lossy(&raw[..head_end]).into_owned();
-        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
-        let extensions = head.lines().find_map(|line| {
-            let (name, value) = line.split_once(':')?;
-            name.eq_ignore_ascii_case("sec-websocket-extensions")
-                .then(|| value.trim().to_owned())
-        });
-        let mut raw_client = Self {
-            stream,
-            extensions,
-            buffered: raw[head_end..].to_vec(),
-        };
-        let welcome = raw_client.next_json().await;
-        assert_eq!(welcome["type"], "welcome");
-        raw_client
-    }
-
-    async fn next_frame(&mut self) -> ServerFrame {
-        loop {
-            if let Some((frame, used)) = parse(&self.buffered) {
-                self.buffered.drain(..used);
-                return frame;
-            }
-            let mut chunk = [0u8; 65536];
-            let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
-                .await
-                .expect("the server sends in time")
-                .unwrap();
-            assert!(n > 0, "the server ended the connection");
-            self.buffered.extend_from_slice(&chunk[..n]);
-        }
-    }
-
-    /// The next text frame as JSON, inflated when it came compressed.
-    async fn next_json(&mut self) -> Value {
-        let frame = self.next_frame().await;
-        assert_eq!(frame.opcode, 0x1, "{frame:?}");
-        let text = if frame.compressed {
-            inflate(&frame.payload)
-        } else {
-            frame.payload
-        };
-        serde_json::from_slice(&text).unwrap()
-    }
-
-    async fn send(&mut self, bytes: &[u8]) {
-        self.stream.write_all(bytes).await.unwrap();
-    }
-}
-
-/// One whole frame from the start of `bytes`, and its length.
-fn parse(bytes: &[u8]) -> Option<(ServerFrame, usize)> {
-    let [first, second, ..] = *bytes else {
-        return None;
+/// The next text frame as JSON, inflated when it came compressed.
+async fn next_json(client: &mut RawClient) -> Value {
+    let frame = client.next_server_frame().await;
+    assert_eq!(frame.opcode(), 0x1, "{frame:?}");
+    let text = if frame.compressed() {
+        inflate(&frame.payload)
+    } else {
+        frame.payload
     };
-    assert_eq!(first & 0x30, 0, "RSV2 and RSV3 stay clear");
-    assert_eq!(second & 0x80, 0, "a server frame is not masked");
-    let (len, head) = match second & 0x7F {
-        126 => (
-            usize::from(u16::from_be_bytes(bytes.get(2..4)?.try_into().ok()?)),
-            4,
-        ),
-        127 => (
-            u64::from_be_bytes(bytes.get(2..10)?.try_into().ok()?) as usize,
-            10,
-        ),
-        n => (usize::from(n), 2),
-    };
-    let payload = bytes.get(head..head + len)?.to_vec();
-    Some((
-        ServerFrame {
-            compressed: first & 0x40 != 0,
-            opcode: first & 0x0F,
-            payload,
-        },
-        head + len,
-    ))
+    serde_json::from_slice(&text).unwrap()
 }
 
+/// A masked client frame whose first byte is `first`.
 fn client_frame(first: u8, payload: &[u8]) -> Vec<u8> {
-    let mut out = vec![first];
-    match payload.len() {
-        n if n < 126 => out.push(0x80 | n as u8),
-        n if n <= 0xFFFF => {
-            out.push(0x80 | 126);
-            out.extend_from_slice(&(n as u16).to_be_bytes());
-        }
-        n => {
-            out.push(0x80 | 127);
-            out.extend_from_slice(&(n as u64).to_be_bytes());
-        }
-    }
-    out.extend_from_slice(&MASK);
-    out.extend(payload.iter().zip(MASK.iter().cycle()).map(|(b, k)| b ^ k));
-    out
+    client_frame_with(first, payload, true)
 }
 
 /// One message compressed on its own, as a client without context
@@ -369,8 +253,8 @@ async fn sections_12_and_13_offers_answered_and_messages_of_every_size_round_tri
     let mut windowed = Vec::new();
     for (n, offer) in section_13_offers().into_iter().enumerate() {
         let room = format!("deflate-{n}");
-        let mut sender = Raw::connect(server.addr, Some(offer.offer)).await;
-        let mut receiver = Raw::connect(server.addr, Some(offer.offer)).await;
+        let mut sender = connect(server.addr, Some(offer.offer)).await;
+        let mut receiver = connect(server.addr, Some(offer.offer)).await;
         assert_eq!(
             sender.extensions.as_deref(),
             offer.answer,
@@ -387,7 +271,7 @@ async fn sections_12_and_13_offers_answered_and_messages_of_every_size_round_tri
         for client in [&mut sender, &mut receiver] {
             let join = json!({"type":"join","room":room,"ref":"j"}).to_string();
             client.send(&client_frame(0x81, join.as_bytes())).await;
-            assert_eq!(client.next_json().await["ref"], "j");
+            assert_eq!(next_json(client).await["ref"], "j");
         }
         for (i, size) in SIZES.into_iter().enumerate() {
             let reference = format!("m{i}");
@@ -398,24 +282,24 @@ async fn sections_12_and_13_offers_answered_and_messages_of_every_size_round_tri
                 client_frame(0x81, &message)
             };
             sender.send(&wire).await;
-            let ack = sender.next_json().await;
+            let ack = next_json(&mut sender).await;
             assert_eq!(
                 ack,
                 json!({"type":"ack","ref":reference}),
                 "{}",
                 offer.offer
             );
-            let frame = receiver.next_frame().await;
+            let frame = receiver.next_server_frame().await;
             // Compressed exactly where it was negotiated and the message is
             // long enough (transport.compression_min_bytes, 256 by default).
             let long_enough = size + 60 >= 256;
             assert_eq!(
-                frame.compressed,
+                frame.compressed(),
                 negotiated && long_enough,
                 "{} size {size}",
                 offer.offer
             );
-            let text = if frame.compressed {
+            let text = if frame.compressed() {
                 windowed.push((offer.server_bits, frame.payload.clone()));
                 inflate(&frame.payload)
             } else {
@@ -434,10 +318,10 @@ async fn sections_12_and_13_offers_answered_and_messages_of_every_size_round_tri
 }
 
 /// Reads until the server's close frame; its code.
-async fn close_code(client: &mut Raw) -> u16 {
+async fn close_code(client: &mut RawClient) -> u16 {
     loop {
-        let frame = client.next_frame().await;
-        if frame.opcode == 0x8 {
+        let frame = client.next_server_frame().await;
+        if frame.opcode() == 0x8 {
             return u16::from_be_bytes([frame.payload[0], frame.payload[1]]);
         }
     }
@@ -455,19 +339,19 @@ async fn a_bomb_a_bad_stream_and_rsv1_out_of_place_close_with_the_right_code() {
     let mut bomb = megabyte.repeat(60);
     bomb.truncate(bomb.len() - TAIL.len());
     assert!(bomb.len() < 64 << 10);
-    let mut client = Raw::connect(server.addr, Some("permessage-deflate")).await;
+    let mut client = connect(server.addr, Some("permessage-deflate")).await;
     client.send(&client_frame(0xC1, &bomb)).await;
     assert_eq!(close_code(&mut client).await, 1009);
 
     // Not a DEFLATE stream: 1007.
-    let mut client = Raw::connect(server.addr, Some("permessage-deflate")).await;
+    let mut client = connect(server.addr, Some("permessage-deflate")).await;
     client
         .send(&client_frame(0xC1, &[0xFF, 0xEE, 0xDD, 0xCC]))
         .await;
     assert_eq!(close_code(&mut client).await, 1007);
 
     // RSV1 on a continuation: 1002, after the answer to what came before.
-    let mut client = Raw::connect(server.addr, Some("permessage-deflate")).await;
+    let mut client = connect(server.addr, Some("permessage-deflate")).await;
     let ping = json!({"type":"ping","ref":"before"}).to_string();
     let compressed = deflate(&publish("x", 300, "p"), 15);
     let mut wire = client_frame(0xC1, &deflate(ping.as_bytes(), 15));
@@ -475,13 +359,13 @@ async fn a_bomb_a_bad_stream_and_rsv1_out_of_place_close_with_the_right_code() {
     wire.extend(client_frame(0xC0, &compressed[10..]));
     client.send(&wire).await;
     assert_eq!(
-        client.next_json().await,
+        next_json(&mut client).await,
         json!({"type":"pong","ref":"before"})
     );
     assert_eq!(close_code(&mut client).await, 1002);
 
     // RSV1 without the extension negotiated: 1002.
-    let mut client = Raw::connect(server.addr, None).await;
+    let mut client = connect(server.addr, None).await;
     assert_eq!(client.extensions, None);
     client.send(&client_frame(0xC1, &compressed)).await;
     assert_eq!(close_code(&mut client).await, 1002);
@@ -490,7 +374,7 @@ async fn a_bomb_a_bad_stream_and_rsv1_out_of_place_close_with_the_right_code() {
 #[tokio::test]
 async fn with_compression_off_every_offer_is_declined() {
     let server = TestServer::start_with(test_config()).await;
-    let client = Raw::connect(
+    let client = connect(
         server.addr,
         Some("permessage-deflate; client_max_window_bits"),
     )

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use futures_util::{SinkExt, StreamExt};
 use serde_json::json;
+use support::frames::client_frame;
 use support::{TestServer, WAIT, http_get, test_config};
 use tokio_tungstenite::tungstenite::Message;
 use tokio_tungstenite::tungstenite::protocol::frame::Frame;
@@ -329,17 +330,6 @@ async fn the_largest_legal_frames_get_small_error_frames_and_the_connection_stay
         );
     }
     client.join("still-open").await;
-}
-
-/// A masked client frame, written by hand (the RFC 6455 §5 rules table's
-/// socket-level cases).
-fn client_frame(fin: bool, opcode: u8, payload: &[u8]) -> Vec<u8> {
-    let mask = [1, 2, 3, 4];
-    assert!(payload.len() < 126);
-    let mut out = vec![u8::from(fin) << 7 | opcode, 0x80 | payload.len() as u8];
-    out.extend_from_slice(&mask);
-    out.extend(payload.iter().zip(mask.iter().cycle()).map(|(b, k)| b ^ k));
-    out
 }
 
 #[tokio::test]

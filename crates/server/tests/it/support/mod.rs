@@ -16,6 +16,7 @@ use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
 use wshub_hub::Hub;
 use wshub_server::{Config, Server, ShutdownReport};
 
+pub mod frames;
 pub mod nats;
 pub mod nodes;
 pub mod ports;
@@ -313,16 +314,26 @@ pub async fn connect_with_token(server: &TestServer, token: &str) -> (Client, Va
 /// anything (no automatic pongs, unlike a WebSocket library that is read).
 pub struct RawClient {
     pub stream: TcpStream,
+    /// What the 101 answered in `Sec-WebSocket-Extensions`.
+    pub extensions: Option<String>,
     buffer: Vec<u8>,
 }
 
 impl RawClient {
     pub async fn connect(addr: SocketAddr) -> Self {
+        Self::connect_offering(addr, None).await
+    }
+
+    /// Upgrades offering `extensions` (`Sec-WebSocket-Extensions`), if any.
+    pub async fn connect_offering(addr: SocketAddr, extensions: Option<&str>) -> Self {
         use tokio::io::{AsyncReadExt, AsyncWriteExt};
         let mut stream = TcpStream::connect(addr).await.unwrap();
+        let offer = extensions.map_or(String::new(), |offer| {
+            format!("Sec-WebSocket-Extensions: {offer}\r\n")
+        });
         let request = format!(
             "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
+             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
         );
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut buffer = Vec::new();
@@ -338,36 +349,36 @@ impl RawClient {
             assert!(n > 0, "closed during the handshake");
             buffer.extend_from_slice(&chunk[..n]);
         };
-        assert!(
-            buffer.starts_with(b"HTTP/1.1 101"),
-            "{}",
-            String::from_utf8_lossy(&buffer)
-        );
+        let head = String::from_utf8_lossy(&buffer[..head_end]).into_owned();
+        assert!(head.starts_with("HTTP/1.1 101"), "{head}");
+        let extensions = head.lines().find_map(|line| {
+            let (name, value) = line.split_once(':')?;
+            name.eq_ignore_ascii_case("sec-websocket-extensions")
+                .then(|| value.trim().to_owned())
+        });
         buffer.drain(..head_end);
-        Self { stream, buffer }
+        Self {
+            stream,
+            extensions,
+            buffer,
+        }
     }
 
-    /// The next server frame: opcode and payload (servers do not mask).
+    /// The next server frame: opcode and payload.
     pub async fn next_frame(&mut self) -> (u8, Vec<u8>) {
+        let frame = self.next_server_frame().await;
+        (frame.opcode(), frame.payload)
+    }
+
+    /// The next server frame, whole.
+    pub async fn next_server_frame(&mut self) -> frames::ServerFrame {
         use tokio::io::AsyncReadExt;
         loop {
-            if self.buffer.len() >= 2 {
-                let opcode = self.buffer[0] & 0x0f;
-                let (len, header) = match self.buffer[1] & 0x7f {
-                    126 if self.buffer.len() >= 4 => (
-                        usize::from(u16::from_be_bytes([self.buffer[2], self.buffer[3]])),
-                        4,
-                    ),
-                    126 | 127 => (usize::MAX, 0),
-                    n => (usize::from(n), 2),
-                };
-                if header > 0 && self.buffer.len() >= header + len {
-                    let payload = self.buffer[header..header + len].to_vec();
-                    self.buffer.drain(..header + len);
-                    return (opcode, payload);
-                }
+            if let Some((frame, used)) = frames::server_frame(&self.buffer) {
+                self.buffer.drain(..used);
+                return frame;
             }
-            let mut chunk = [0u8; 4096];
+            let mut chunk = [0u8; 65536];
             let n = tokio::time::timeout(WAIT, self.stream.read(&mut chunk))
                 .await
                 .expect("a frame in time")
@@ -375,6 +386,12 @@ impl RawClient {
             assert!(n > 0, "the socket closed without a close frame");
             self.buffer.extend_from_slice(&chunk[..n]);
         }
+    }
+
+    /// Writes `bytes` as they are.
+    pub async fn send(&mut self, bytes: &[u8]) {
+        use tokio::io::AsyncWriteExt;
+        self.stream.write_all(bytes).await.unwrap();
     }
 
     /// Reads (and ignores) frames until the close frame; its code and reason.
