@@ -16,7 +16,7 @@ use crate::support;
 use std::net::SocketAddr;
 use std::time::{Duration, Instant};
 
-use support::frames::{client_frame, client_frame_with, server_frame};
+use support::frames::{client_frame, client_frame_with, server_frame, upgrade_request};
 use support::{TestServer, test_config};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpStream;
@@ -85,10 +85,7 @@ impl Want {
 /// join ack read.
 async fn connect(addr: SocketAddr) -> TcpStream {
     let mut stream = TcpStream::connect(addr).await.unwrap();
-    let request = format!(
-        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n\r\n"
-    );
+    let request = upgrade_request(addr, "");
     stream.write_all(request.as_bytes()).await.unwrap();
     stream
         .write_all(&text(r#"{"type":"join","room":"lobby","ref":"j"}"#))

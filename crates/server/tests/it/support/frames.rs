@@ -1,6 +1,15 @@
 //! RFC 6455 frames written and read byte by byte, for the tests that speak
 //! the protocol below any WebSocket library.
 
+/// An upgrade request for `/ws` on `addr`, with `headers` (each ending in
+/// `\r\n`) added: the handshake a raw client writes before its frames.
+pub fn upgrade_request(addr: std::net::SocketAddr, headers: &str) -> String {
+    format!(
+        "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{headers}\r\n"
+    )
+}
+
 /// The mask every hand-written client frame uses.
 const MASK: [u8; 4] = [0x1f, 0x2e, 0x3d, 0x4c];
 

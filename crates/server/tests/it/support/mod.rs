@@ -331,10 +331,7 @@ impl RawClient {
         let offer = extensions.map_or(String::new(), |offer| {
             format!("Sec-WebSocket-Extensions: {offer}\r\n")
         });
-        let request = format!(
-            "GET /ws HTTP/1.1\r\nHost: {addr}\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n\
-             Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 13\r\n{offer}\r\n"
-        );
+        let request = frames::upgrade_request(addr, &offer);
         stream.write_all(request.as_bytes()).await.unwrap();
         let mut buffer = Vec::new();
         let head_end = loop {
